@@ -1,0 +1,399 @@
+"""The `Tensor`, the `Primitive` every operation is an instance of, and the reverse pass.
+
+A tensor that requires a gradient and was made by a primitive remembers that primitive, the raw arrays it was
+called with, and which of its arguments were tensors needing gradients (its parents). `backward()` walks those
+records from the output back to the leaves in reverse topological order, asking each primitive for its
+vector-Jacobian product (VJP) once per parent. Forward mode rides along the forward pass instead: when a tensor
+carries a tangent, each primitive also applies its Jacobian-vector product (JVP) to it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class EngineError(ValueError):
+    """An operation got arguments it cannot combine: shapes that do not broadcast, mixed float dtypes."""
+
+
+class _Mode:
+    """Global switches read on every primitive call: record a graph? propagate tangents?"""
+
+    __slots__ = ("record", "forward")
+
+    def __init__(self) -> None:
+        self.record = True
+        self.forward = 0
+
+
+_mode = _Mode()
+
+
+@contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside this block no graph is recorded: results never require gradients (evaluation, updates)."""
+    previous = _mode.record
+    _mode.record = False
+    try:
+        yield
+    finally:
+        _mode.record = previous
+
+
+@contextmanager
+def forward_mode() -> Iterator[None]:
+    """Inside this block primitives push the tangents of their inputs forward (used by `jvp`)."""
+    _mode.forward += 1
+    try:
+        yield
+    finally:
+        _mode.forward -= 1
+
+
+def as_float_array(value: Any, dtype: Any = None) -> np.ndarray:
+    """`value` as a float32 or float64 array: float32 stays float32, anything else becomes float64."""
+    array = np.asarray(value, dtype=dtype)
+    if array.dtype in FLOAT_DTYPES:
+        return array
+    return array.astype(np.float64)
+
+
+class Tensor:
+    """A numpy array that can record how it was computed, so gradients can flow back through it."""
+
+    __slots__ = ("data", "grad", "requires_grad", "tangent", "_op", "_parents", "_args", "_kwargs", "_retain")
+    __array_priority__ = 100.0  # so `ndarray + Tensor` defers to Tensor.__radd__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
+        self.data = as_float_array(data, dtype)
+        self.grad: np.ndarray | None = None
+        self.requires_grad = requires_grad
+        self.tangent: np.ndarray | None = None
+        self._op: Primitive | None = None
+        self._parents: tuple[tuple[int, Tensor], ...] = ()
+        self._args: tuple = ()
+        self._kwargs: dict = {}
+        self._retain = False
+
+    @classmethod
+    def _result(cls, data: np.ndarray) -> Tensor:
+        # The hot-path constructor: primitives already produce arrays of the right dtype.
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.requires_grad = False
+        t.tangent = None
+        t._op = None
+        t._parents = ()
+        t._args = ()
+        t._kwargs = {}
+        t._retain = False
+        return t
+
+    # --- plain array facts -------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._op is None
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        op = f", op={self._op.name}" if self._op is not None else ""
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, threshold=8)}{flag}{op})"
+
+    # --- graph control -----------------------------------------------------------------------------------------
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph."""
+        return Tensor._result(self.data)
+
+    def retain_grad(self) -> Tensor:
+        """Keep the gradient that reaches this intermediate tensor in `.grad` after `backward()`."""
+        self._retain = True
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def backward(self, grad: Any = None) -> None:
+        """Backpropagate from this tensor: scalars need no `grad`, other shapes need the upstream gradient."""
+        if grad is None:
+            if self.data.size != 1:
+                raise EngineError(
+                    f"backward() on a tensor of shape {self.data.shape} needs an upstream gradient of that shape"
+                )
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad, dtype=self.data.dtype)
+            if grad.shape != self.data.shape:
+                raise EngineError(f"backward(): gradient of shape {grad.shape} for a tensor of shape {self.data.shape}")
+        backward(self, grad)
+
+    # --- operators: constants take the tensor's dtype so float32 stays float32 ---------------------------------
+    def _constant(self, other: Any) -> Any:
+        if type(other) is Tensor:
+            return other
+        return np.asarray(other, dtype=self.data.dtype)
+
+    def __add__(self, other: Any) -> Tensor:
+        return ops.add(self, self._constant(other))
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.add(self._constant(other), self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.subtract(self, self._constant(other))
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.subtract(self._constant(other), self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.multiply(self, self._constant(other))
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.multiply(self._constant(other), self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return ops.divide(self, self._constant(other))
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.divide(self._constant(other), self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return ops.power(self, self._constant(other))
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return ops.power(self._constant(other), self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return ops.matmul(self, self._constant(other))
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.matmul(self._constant(other), self)
+
+    def __neg__(self) -> Tensor:
+        return ops.negative(self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.getitem(self, index=index)
+
+    # Comparisons give plain boolean arrays: they have no gradient (use them with `where`).
+    def __lt__(self, other: Any) -> np.ndarray:
+        return self.data < _raw(other)
+
+    def __le__(self, other: Any) -> np.ndarray:
+        return self.data <= _raw(other)
+
+    def __gt__(self, other: Any) -> np.ndarray:
+        return self.data > _raw(other)
+
+    def __ge__(self, other: Any) -> np.ndarray:
+        return self.data >= _raw(other)
+
+    # --- methods mirroring numpy -------------------------------------------------------------------------------
+    @property
+    def T(self) -> Tensor:
+        return ops.transpose(self)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return ops.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return ops.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return ops.max(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.reshape(self, shape=shape)
+
+    def transpose(self, *axes: int) -> Tensor:
+        return ops.transpose(self, axes=axes or None)
+
+    def exp(self) -> Tensor:
+        return ops.exp(self)
+
+    def log(self) -> Tensor:
+        return ops.log(self)
+
+    def tanh(self) -> Tensor:
+        return ops.tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        return ops.sigmoid(self)
+
+    def relu(self) -> Tensor:
+        return ops.relu(self)
+
+    def sqrt(self) -> Tensor:
+        return ops.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return ops.abs(self)
+
+
+def _raw(value: Any) -> Any:
+    return value.data if type(value) is Tensor else value
+
+
+class Primitive:
+    """One differentiable operation: its forward rule and, per argument i, its VJP (Jᵢᵀg) and JVP (Jᵢt).
+
+    Subclasses define `forward(*args, **kw)`, `vjp(i, g, out, *args, **kw)` and `jvp(i, t, out, *args, **kw)`
+    on raw numpy arrays; `out` is the forward result, which many rules reuse. Broadcasting is undone in one
+    place (`unbroadcast`), so a rule may return a gradient of the broadcast shape.
+    """
+
+    name = "primitive"
+
+    def forward(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def vjp(self, i: int, g: np.ndarray, out: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def jvp(self, i: int, t: np.ndarray, out: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        raw = tuple([a.data if type(a) is Tensor else a for a in args])
+        try:
+            out = self.forward(*raw, **kwargs)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise EngineError(_describe_failure(self.name, raw, exc)) from None
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+        result = Tensor._result(out)
+        parents = []
+        for i, a in enumerate(args):
+            if type(a) is Tensor:
+                if a.data.dtype is not out.dtype:
+                    _dtype_mismatch(self.name, args, out)
+                if a.requires_grad:
+                    parents.append((i, a))
+        if parents and _mode.record:
+            result.requires_grad = True
+            result._op = self
+            result._parents = tuple(parents)
+            result._args = raw
+            result._kwargs = kwargs
+        if _mode.forward:
+            result.tangent = self._push_tangents(args, raw, out, kwargs)
+        return result
+
+    def _push_tangents(self, args: tuple, raw: tuple, out: np.ndarray, kwargs: dict) -> np.ndarray | None:
+        # Forward mode: J·t = Σᵢ Jᵢ·tᵢ over the arguments that carry a tangent.
+        total = None
+        for i, a in enumerate(args):
+            if type(a) is Tensor and a.tangent is not None:
+                term = self.jvp(i, a.tangent, out, *raw, **kwargs)
+                total = term if total is None else total + term
+        if total is None or total.shape == out.shape:
+            return total
+        return np.broadcast_to(total, out.shape).copy()
+
+
+def _describe_failure(name: str, raw: tuple, exc: Exception) -> str:
+    shapes = " and ".join(str(np.shape(a)) for a in raw if isinstance(a, np.ndarray)) or "scalars"
+    return f"{name}: cannot combine shapes {shapes} ({exc})"
+
+
+def _dtype_mismatch(name: str, args: tuple, out: np.ndarray) -> None:
+    dtypes = sorted({str(np.asarray(_raw(a)).dtype) for a in args if type(a) is Tensor} | {str(out.dtype)})
+    raise EngineError(
+        f"{name}: mixes {' and '.join(dtypes)} tensors; convert one of them explicitly "
+        f"(e.g. Tensor(x.data.astype(np.float32))) so the graph keeps one dtype"
+    )
+
+
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient of a broadcast result back down to an input's `shape` (leading and size-1 dims)."""
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    stretched = tuple(axis for axis, n in enumerate(shape) if n == 1 and g.shape[axis] != 1)
+    if stretched:
+        g = g.sum(axis=stretched, keepdims=True)
+    return g
+
+
+def _reverse_topological(root: Tensor) -> Iterator[Tensor]:
+    """Yield the graph behind `root`, each node only after every node that consumes it (Kahn, no recursion)."""
+    consumers: dict[Tensor, int] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for _, parent in node._parents:
+            if parent in consumers:
+                consumers[parent] += 1
+            else:
+                consumers[parent] = 1
+                stack.append(parent)
+    ready = [root]
+    while ready:
+        node = ready.pop()
+        parents = node._parents  # read before yielding: the caller releases the node's graph
+        yield node
+        for _, parent in parents:
+            consumers[parent] -= 1
+            if consumers[parent] == 0:
+                ready.append(parent)
+
+
+def backward(root: Tensor, grad: np.ndarray) -> None:
+    """The reverse pass: push `grad` from `root` to every leaf, then release the graph it walked."""
+    grads = {root: grad}
+    for node in _reverse_topological(root):
+        g = grads.pop(node)  # each gradient is freed as soon as it has been used
+        if node._op is None or node._retain:
+            node.grad = g if node.grad is None else node.grad + g
+        op, args, kwargs = node._op, node._args, node._kwargs
+        for i, parent in node._parents:
+            gi = op.vjp(i, g, node.data, *args, **kwargs)
+            shape = parent.data.shape
+            if gi.shape != shape:
+                gi = unbroadcast(gi, shape)
+            previous = grads.get(parent)
+            grads[parent] = gi if previous is None else previous + gi
+        if op is not None:
+            # Release the graph: the node keeps its value (and retained gradient) but no longer pins its inputs.
+            node._op, node._parents, node._args, node._kwargs = None, (), (), {}
+            node.requires_grad = False
+
+
+from autobp.engine import ops  # noqa: E402  (ops builds on Primitive and Tensor above)

@@ -1,0 +1,127 @@
+"""One MLP training step (forward, backward, SGD update) on the engine vs. the same math by hand in numpy.
+
+    python tests/benchmarks/bench_engine.py [--repeats 7] [--only tiny,deep]
+
+Both run side by side in one process, interleaved, and each reports its best time over the repeats, so the ratio
+is meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from autobp.engine import Tensor, dense, mse, ops
+
+
+@dataclass
+class Shape:
+    name: str
+    sizes: list[int]
+    batch: int
+
+
+SHAPES = [
+    Shape("tiny", [2, 16, 16, 1], 32),
+    Shape("small", [64, 128, 128, 10], 64),
+    Shape("mnist", [784, 256, 256, 10], 128),
+    Shape("deep", [32] + [64] * 20 + [1], 64),
+    Shape("large", [1024, 1024, 1024, 10], 256),
+]
+LR = 1e-3
+
+
+def make_problem(shape: Shape, dtype: type) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    pairs = list(zip(shape.sizes[:-1], shape.sizes[1:]))
+    weights = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype) for a, b in pairs]
+    biases = [np.zeros(b, dtype) for _, b in pairs]
+    x = rng.standard_normal((shape.batch, shape.sizes[0])).astype(dtype)
+    y = rng.standard_normal((shape.batch, shape.sizes[-1])).astype(dtype)
+    return weights, biases, x, y
+
+
+def numpy_step(weights: list[np.ndarray], biases: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
+    """The reference: forward, backward and update written out by hand."""
+    last = len(weights) - 1
+    outputs = [x]
+    h = x
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = h @ w
+        h += b
+        if i < last:
+            h = np.tanh(h)
+        outputs.append(h)
+    diff = h - y
+    loss = float(np.mean(diff * diff))
+    g = diff * (2.0 / diff.size)
+    for i in range(last, -1, -1):
+        if i < last:
+            out = outputs[i + 1]
+            g = g * (1.0 - out * out)
+        grad_w = outputs[i].T @ g
+        grad_b = g.sum(axis=0)
+        if i > 0:
+            g = g @ weights[i].T
+        weights[i] -= LR * grad_w
+        biases[i] -= LR * grad_b
+    return loss
+
+
+def engine_step(weights: list[Tensor], biases: list[Tensor], x: np.ndarray, y: np.ndarray) -> float:
+    """The same step on the engine: build the graph, backward, update the raw arrays."""
+    last = len(weights) - 1
+    h = x
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = dense(h, w, b)
+        if i < last:
+            h = ops.tanh(h)
+    loss = mse(h, y)
+    loss.backward()
+    for p in weights + biases:
+        p.data -= LR * p.grad
+        p.grad = None
+    return float(loss.data)
+
+
+def best_time(step, args, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        step(*args)
+    return (time.perf_counter() - start) / n
+
+
+def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float]:
+    weights, biases, x, y = make_problem(shape, dtype)
+    ref_args = ([w.copy() for w in weights], [b.copy() for b in biases], x, y)
+    eng_args = ([Tensor(w, requires_grad=True) for w in weights], [Tensor(b, requires_grad=True) for b in biases], x, y)
+    # Same math: the first steps must agree before any timing means anything.
+    assert np.isclose(numpy_step(*ref_args), engine_step(*eng_args), rtol=1e-4)
+    n = max(3, int(0.05 / max(best_time(numpy_step, ref_args, 3), 1e-6)))
+    ref, eng = [], []
+    for _ in range(repeats):
+        ref.append(best_time(numpy_step, ref_args, n))
+        eng.append(best_time(engine_step, eng_args, n))
+    return min(ref), min(eng)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--only", default="", help="comma-separated shape names")
+    args = parser.parse_args()
+    wanted = set(filter(None, args.only.split(",")))
+    print(f"{'shape':<8} {'dtype':<8} {'numpy µs':>10} {'engine µs':>10} {'ratio':>6}")
+    for shape in SHAPES:
+        if wanted and shape.name not in wanted:
+            continue
+        for dtype in (np.float32, np.float64):
+            ref, eng = measure(shape, dtype, args.repeats)
+            print(f"{shape.name:<8} {np.dtype(dtype).name:<8} {ref * 1e6:>10.1f} {eng * 1e6:>10.1f} {eng / ref:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Optimizers against their closed forms, convergence on a quadratic, exact resume, schedules and clipping."""
+
+from __future__ import annotations
+
+import io
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from autobp.engine import Tensor
+from autobp.errors import ConfigError, DataError
+from autobp.optim import (
+    Adam,
+    AdamW,
+    Momentum,
+    Nesterov,
+    RmsProp,
+    Sgd,
+    build_optimizer,
+    clip_grad_norm,
+    global_grad_norm,
+    learning_rate,
+)
+
+LR = 0.1
+MU = 0.9
+RHO = 0.99
+EPS = 1e-8
+G = np.array([0.5, -2.0, 3.0])
+THETA0 = np.array([1.0, -1.0, 2.0])
+
+OPTIMIZERS = {
+    "sgd": Sgd,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "rmsprop": RmsProp,
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def param(values, dtype=np.float64) -> Tensor:
+    return Tensor(np.array(values, dtype=dtype), requires_grad=True)
+
+
+def three_steps_with_constant_gradient(optimizer_class, **hyper) -> list[np.ndarray]:
+    p = param(THETA0)
+    opt = optimizer_class([p], decay=[True], **hyper)
+    deltas = []
+    for _ in range(3):
+        p.grad = G.copy()
+        deltas.append(opt.step(LR)[0])
+    np.testing.assert_allclose(p.data, THETA0 + sum(deltas), rtol=1e-14)
+    return deltas
+
+
+# With a constant gradient g each optimizer's t-th update (t = 1, 2, 3) has a closed form.
+CLOSED_FORMS = {
+    "sgd": lambda t: -LR * G,
+    "momentum": lambda t: -LR * G * sum(MU**k for k in range(t)),  # v_t = (1 + μ + … + μ^(t−1))·g
+    "nesterov": lambda t: -LR * G * sum(MU**k for k in range(t + 1)),  # g + μ·v_t
+    "rmsprop": lambda t: -LR * G / (math.sqrt(1 - RHO**t) * np.abs(G) + EPS),  # s_t = (1 − ρ^t)·g²
+    "adam": lambda t: -LR * G / (np.abs(G) + EPS),  # bias correction makes m̂ = g, v̂ = g²: ≈ −lr·sign(g)
+    "adamw": lambda t: -LR * G / (np.abs(G) + EPS),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_first_three_steps_match_closed_form(name):
+    deltas = three_steps_with_constant_gradient(OPTIMIZERS[name])
+    for t, delta in enumerate(deltas, start=1):
+        np.testing.assert_allclose(delta, CLOSED_FORMS[name](t), rtol=1e-12)
+
+
+def test_adam_first_step_is_lr_times_sign_of_gradient():
+    (delta, *_) = three_steps_with_constant_gradient(Adam)
+    np.testing.assert_allclose(delta, -LR * np.sign(G), rtol=1e-7)
+
+
+def test_sgd_weight_decay_is_coupled_l2_and_only_where_flagged():
+    wd = 0.5
+    decayed, plain = param(THETA0), param(THETA0)
+    opt = Sgd([decayed, plain], decay=[True, False], weight_decay=wd)
+    for _ in range(3):
+        decayed.grad, plain.grad = G.copy(), G.copy()
+        opt.step(LR)
+    # θ ← aθ − lr·g with a = 1 − lr·wd, three times.
+    a = 1 - LR * wd
+    np.testing.assert_allclose(decayed.data, a**3 * THETA0 - LR * G * (1 + a + a**2), rtol=1e-14)
+    np.testing.assert_allclose(plain.data, THETA0 - 3 * LR * G, rtol=1e-14)
+
+
+def test_adam_normalises_the_decay_term_but_adamw_does_not():
+    wd = 0.5
+    theta0, g = np.array([4.0, 4.0]), np.array([1.0, -1.0])
+    adam_p, adamw_p, adamw_plain = param(theta0), param(theta0), param(theta0)
+    adam = Adam([adam_p], decay=[True], weight_decay=wd)
+    adamw = AdamW([adamw_p, adamw_plain], decay=[True, False], weight_decay=wd)
+    for p in (adam_p, adamw_p, adamw_plain):
+        p.grad = g.copy()
+    (adam_delta,) = adam.step(LR)
+    adamw_delta, plain_delta = adamw.step(LR)
+    # Adam sees g + wd·θ = [3, 1] and still moves each coordinate by ≈ lr.
+    g_l2 = g + wd * theta0
+    np.testing.assert_allclose(adam_delta, -LR * g_l2 / (np.abs(g_l2) + EPS), rtol=1e-12)
+    # AdamW moves by ≈ lr·sign(g) plus an unnormalised lr·wd·θ = 0.2.
+    np.testing.assert_allclose(adamw_delta, -LR * wd * theta0 - LR * g / (np.abs(g) + EPS), rtol=1e-12)
+    np.testing.assert_allclose(adamw_delta, [-0.3, -0.1], rtol=1e-7)
+    np.testing.assert_allclose(plain_delta, -LR * g / (np.abs(g) + EPS), rtol=1e-12)
+
+
+def test_adamw_three_steps_shrink_theta_geometrically():
+    wd = 0.5
+    p = param(THETA0)
+    opt = AdamW([p], decay=[True], weight_decay=wd)
+    for _ in range(3):
+        p.grad = G.copy()
+        opt.step(LR)
+    # θ ← aθ + c with a = 1 − lr·wd and the constant Adam step c.
+    a, c = 1 - LR * wd, -LR * G / (np.abs(G) + EPS)
+    np.testing.assert_allclose(p.data, a**3 * THETA0 + c * (1 + a + a**2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_step_never_modifies_the_gradient(name):
+    p = param(THETA0)
+    opt = OPTIMIZERS[name]([p], decay=[True], weight_decay=0.1)
+    p.grad = G.copy()
+    opt.step(LR)
+    np.testing.assert_array_equal(p.grad, G)
+
+
+def test_parameter_without_gradient_is_left_alone():
+    used, unused = param(THETA0), param(THETA0)
+    opt = Adam([used, unused], decay=[True, True], weight_decay=0.1)
+    used.grad = G.copy()
+    _, delta = opt.step(LR)
+    np.testing.assert_array_equal(unused.data, THETA0)
+    np.testing.assert_array_equal(delta, np.zeros(3))
+
+
+# f(θ) = ½‖Aθ − b‖², minimised at the least-squares solution; AᵀA has eigenvalues 2.25 and 5.
+A = np.array([[2.0, 0.5], [0.0, 1.0], [1.0, -1.0]])
+B = np.array([1.0, -2.0, 0.5])
+CONVERGENCE_LR = {"sgd": 0.2, "momentum": 0.05, "nesterov": 0.05, "rmsprop": 0.05, "adam": 0.1, "adamw": 0.1}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_minimises_a_convex_quadratic(name):
+    p = param(np.zeros(2))
+    opt = OPTIMIZERS[name]([p], decay=[False])
+    for _ in range(400):
+        p.grad = A.T @ (A @ p.data - B)
+        opt.step(CONVERGENCE_LR[name])
+    np.testing.assert_allclose(p.data, np.linalg.lstsq(A, B, rcond=None)[0], atol=1e-5)
+
+
+def run_steps(opt, params, grads) -> None:
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.copy()
+        opt.step(LR)
+
+
+def random_grads(steps: int) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [[rng.normal(size=(3, 2)), rng.normal(size=2)] for _ in range(steps)]
+
+
+def npz_roundtrip(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    buffer = io.BytesIO()
+    np.savez(buffer, **state)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as loaded:
+        return dict(loaded)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_resume_from_state_dict_is_bit_identical(name):
+    grads = random_grads(10)
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=(3, 2)), rng.normal(size=2)]
+    hyper = {"decay": [True, False], "weight_decay": 0.01}
+
+    straight = [param(a) for a in start]
+    run_steps(OPTIMIZERS[name](straight, **hyper), straight, grads)
+
+    resumed = [param(a) for a in start]
+    first = OPTIMIZERS[name](resumed, **hyper)
+    run_steps(first, resumed, grads[:5])
+    state = npz_roundtrip(first.state_dict())
+    resumed = [param(p.data) for p in resumed]
+    second = OPTIMIZERS[name](resumed, **hyper)
+    second.load_state_dict(state)
+    run_steps(second, resumed, grads[5:])
+
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_state_dict_holds_step_count_and_moments():
+    p = param(THETA0)
+    opt = Adam([p], decay=[True])
+    p.grad = G.copy()
+    opt.step(LR)
+    state = opt.state_dict()
+    assert sorted(state) == ["exp_avg.0", "exp_avg_sq.0", "step"]
+    assert int(state["step"]) == 1
+    np.testing.assert_allclose(state["exp_avg.0"], 0.1 * G)
+    np.testing.assert_allclose(state["exp_avg_sq.0"], 0.001 * G**2)
+
+
+def test_loading_state_of_another_optimizer_is_a_data_error():
+    p = param(THETA0)
+    with pytest.raises(DataError, match=r"missing \['velocity.0'\]"):
+        Momentum([p], decay=[True]).load_state_dict(Adam([p], decay=[True]).state_dict())
+
+
+def test_loading_state_of_another_model_is_a_data_error():
+    state = Momentum([param(np.zeros(4))], decay=[True]).state_dict()
+    with pytest.raises(DataError, match=r"'velocity.0' has shape \(4,\), but the model needs \(3,\)"):
+        Momentum([param(THETA0)], decay=[True]).load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_float32_parameters_stay_float32(name):
+    p = param(THETA0, dtype=np.float32)
+    opt = OPTIMIZERS[name]([p], decay=[True], weight_decay=0.1)
+    for _ in range(3):
+        p.grad = G.astype(np.float32)
+        deltas = opt.step(np.float64(LR))  # even a NumPy float64 learning rate must not promote
+    assert p.data.dtype == np.float32
+    assert deltas[0].dtype == np.float32
+    assert all(a.dtype == np.float32 for key, a in opt.state_dict().items() if key != "step")
+
+
+def optimizer_config(name="adam", lr=0.1, schedule=None) -> SimpleNamespace:
+    return SimpleNamespace(
+        name=name,
+        lr=lr,
+        weight_decay=0.01,
+        momentum=0.8,
+        beta1=0.85,
+        beta2=0.99,
+        eps=1e-6,
+        rho=0.95,
+        schedule=schedule or SimpleNamespace(name="constant"),
+        clip_grad_norm=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_class", "hyper"),
+    [
+        ("sgd", Sgd, {}),
+        ("momentum", Momentum, {"momentum": 0.8}),
+        ("nesterov", Nesterov, {"momentum": 0.8}),
+        ("rmsprop", RmsProp, {"rho": 0.95, "eps": 1e-6}),
+        ("adam", Adam, {"beta1": 0.85, "beta2": 0.99, "eps": 1e-6}),
+        ("adamw", AdamW, {"beta1": 0.85, "beta2": 0.99, "eps": 1e-6}),
+    ],
+)
+def test_build_optimizer_reads_its_hyperparameters_from_the_config(name, expected_class, hyper):
+    opt = build_optimizer(optimizer_config(name), [param(THETA0), param([0.0])], [True, False])
+    assert type(opt) is expected_class
+    assert opt.decay == [True, False]
+    assert opt.weight_decay == 0.01
+    assert {key: getattr(opt, key) for key in hyper} == hyper
+
+
+def test_build_optimizer_rejects_an_unknown_name():
+    with pytest.raises(ConfigError, match="optimizer.name: unknown optimizer 'lbfgs'"):
+        build_optimizer(optimizer_config("lbfgs"), [param(THETA0)], [True])
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (SimpleNamespace(name="constant"), {0: 0.1, 5: 0.1, 9: 0.1}),
+        (SimpleNamespace(name="step", step_size=3, gamma=0.1), {0: 0.1, 2: 0.1, 3: 0.01, 5: 0.01, 7: 0.001}),
+        (SimpleNamespace(name="exponential", gamma=0.5), {0: 0.1, 1: 0.05, 3: 0.0125}),
+        # t_max defaults to total_epochs = 10: halfway at epoch 5, min_lr from epoch 10 on.
+        (SimpleNamespace(name="cosine", min_lr=0.02, t_max=None), {0: 0.1, 5: 0.06, 10: 0.02, 12: 0.02}),
+        (
+            SimpleNamespace(name="cosine", min_lr=0.0, t_max=4),
+            {0: 0.1, 1: 0.05 * (1 + math.sqrt(0.5)), 2: 0.05, 6: 0.0},
+        ),
+    ],
+)
+def test_schedule_values(schedule, expected):
+    cfg = optimizer_config(schedule=schedule)
+    actual = {epoch: learning_rate(cfg, epoch, total_epochs=10) for epoch in expected}
+    assert actual == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert all(type(lr) is float for lr in actual.values())
+
+
+def test_clip_grad_norm_rescales_to_max_norm_and_returns_the_norm_before():
+    a, b, no_grad = param([0.0, 0.0]), param([0.0]), param([0.0])
+    a.grad, b.grad = np.array([3.0, 4.0]), np.array([12.0])  # global norm √(9 + 16 + 144) = 13
+    assert clip_grad_norm([a, b, no_grad], max_norm=6.5) == pytest.approx(13.0, rel=1e-15)
+    np.testing.assert_allclose(a.grad, [1.5, 2.0], rtol=1e-15)
+    np.testing.assert_allclose(b.grad, [6.0], rtol=1e-15)
+    assert global_grad_norm([a, b, no_grad]) == pytest.approx(6.5, rel=1e-15)
+
+
+def test_clip_grad_norm_leaves_small_gradients_alone():
+    p = param([0.0, 0.0], dtype=np.float32)
+    p.grad = np.array([3.0, 4.0], dtype=np.float32)
+    assert clip_grad_norm([p], max_norm=10.0) == pytest.approx(5.0)
+    np.testing.assert_array_equal(p.grad, np.array([3.0, 4.0], dtype=np.float32))
+    assert p.grad.dtype == np.float32
