@@ -60,14 +60,14 @@ def test_backward_releases_the_graph() -> None:
     h = ops.tanh(w @ w)
     loss = h.sum()
     loss.backward()
-    assert h._parents == () and h._args == () and loss._parents == ()
+    assert h.parents == () and h.is_leaf and loss.parents == ()
 
 
 def test_no_grad_records_nothing() -> None:
     w = Tensor(np.ones(3), requires_grad=True)
     with no_grad():
         y = (w * 2.0).sum()
-    assert not y.requires_grad and y._parents == ()
+    assert not y.requires_grad and y.is_leaf
     assert (w * 2.0).requires_grad  # recording is back on after the block
 
 

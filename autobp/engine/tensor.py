@@ -66,7 +66,7 @@ def as_float_array(value: Any, dtype: Any = None) -> np.ndarray:
 class Tensor:
     """A numpy array that can record how it was computed, so gradients can flow back through it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "tangent", "_op", "_parents", "_args", "_kwargs", "_retain")
+    __slots__ = ("data", "grad", "requires_grad", "tangent", "_node", "_retain")
     __array_priority__ = 100.0  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
@@ -74,10 +74,8 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self.tangent: np.ndarray | None = None
-        self._op: Primitive | None = None
-        self._parents: tuple[tuple[int, Tensor], ...] = ()
-        self._args: tuple = ()
-        self._kwargs: dict = {}
+        # How this tensor was computed: (primitive, parents as (argnum, tensor) pairs, raw args, kwargs).
+        self._node: Node | None = None
         self._retain = False
 
     @classmethod
@@ -88,10 +86,7 @@ class Tensor:
         t.grad = None
         t.requires_grad = False
         t.tangent = None
-        t._op = None
-        t._parents = ()
-        t._args = ()
-        t._kwargs = {}
+        t._node = None
         t._retain = False
         return t
 
@@ -114,7 +109,12 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._op is None
+        return self._node is None
+
+    @property
+    def parents(self) -> tuple[Tensor, ...]:
+        """The tensors this one was computed from that need gradients (empty for leaves and released nodes)."""
+        return () if self._node is None else tuple(parent for _, parent in self._node[1])
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -126,7 +126,7 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self) -> str:
-        op = f", op={self._op.name}" if self._op is not None else ""
+        op = f", op={self._node[0].name}" if self._node is not None else ""
         flag = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(self.data, precision=4, threshold=8)}{flag}{op})"
 
@@ -289,7 +289,7 @@ class Primitive:
         return f"<primitive {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
-        raw = tuple([a.data if type(a) is Tensor else a for a in args])
+        raw = [a.data if type(a) is Tensor else a for a in args]
         try:
             out = self.forward(*raw, **kwargs)
         except (ValueError, IndexError, TypeError) as exc:
@@ -306,10 +306,7 @@ class Primitive:
                     parents.append((i, a))
         if parents and _mode.record:
             result.requires_grad = True
-            result._op = self
-            result._parents = tuple(parents)
-            result._args = raw
-            result._kwargs = kwargs
+            result._node = (self, parents, raw, kwargs)
         if _mode.forward:
             result.tangent = self._push_tangents(args, raw, out, kwargs)
         return result
@@ -352,27 +349,32 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g
 
 
-def _reverse_topological(root: Tensor) -> Iterator[Tensor]:
-    """Yield the graph behind `root`, each node only after every node that consumes it (Kahn, no recursion)."""
+def _reverse_topological(root: Tensor) -> list[Tensor]:
+    """The graph behind `root`, each node after every node that consumes it (Kahn's algorithm, no recursion)."""
     consumers: dict[Tensor, int] = {}
     stack = [root]
     while stack:
         node = stack.pop()
-        for _, parent in node._parents:
+        if node._node is None:
+            continue
+        for _, parent in node._node[1]:
             if parent in consumers:
                 consumers[parent] += 1
             else:
                 consumers[parent] = 1
                 stack.append(parent)
+    order = []
     ready = [root]
     while ready:
         node = ready.pop()
-        parents = node._parents  # read before yielding: the caller releases the node's graph
-        yield node
-        for _, parent in parents:
+        order.append(node)
+        if node._node is None:
+            continue
+        for _, parent in node._node[1]:
             consumers[parent] -= 1
             if consumers[parent] == 0:
                 ready.append(parent)
+    return order
 
 
 def backward(root: Tensor, grad: np.ndarray) -> None:
@@ -380,20 +382,24 @@ def backward(root: Tensor, grad: np.ndarray) -> None:
     grads = {root: grad}
     for node in _reverse_topological(root):
         g = grads.pop(node)  # each gradient is freed as soon as it has been used
-        if node._op is None or node._retain:
+        record = node._node
+        if record is None or node._retain:
             node.grad = g if node.grad is None else node.grad + g
-        op, args, kwargs = node._op, node._args, node._kwargs
-        for i, parent in node._parents:
-            gi = op.vjp(i, g, node.data, *args, **kwargs)
-            shape = parent.data.shape
-            if gi.shape != shape:
-                gi = unbroadcast(gi, shape)
+        if record is None:
+            continue
+        op, parents, args, kwargs = record
+        out = node.data
+        for i, parent in parents:
+            gi = op.vjp(i, g, out, *args, **kwargs)
+            if gi.shape != parent.data.shape:
+                gi = unbroadcast(gi, parent.data.shape)
             previous = grads.get(parent)
             grads[parent] = gi if previous is None else previous + gi
-        if op is not None:
-            # Release the graph: the node keeps its value (and retained gradient) but no longer pins its inputs.
-            node._op, node._parents, node._args, node._kwargs = None, (), (), {}
-            node.requires_grad = False
+        # Release the graph: the node keeps its value (and a retained gradient) but no longer pins its inputs.
+        node._node = None
+        node.requires_grad = False
 
+
+Node = tuple  # (primitive, ((argnum, parent), ...), raw args, kwargs)
 
 from autobp.engine import ops  # noqa: E402  (ops builds on Primitive and Tensor above)
