@@ -289,21 +289,31 @@ class Primitive:
         return f"<primitive {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
-        raw = [a.data if type(a) is Tensor else a for a in args]
+        # The hot path of every forward pass: one loop over the arguments, no validation beyond dtypes.
+        raw = []
+        parents = []
+        dtype = None
+        for i, a in enumerate(args):
+            if type(a) is Tensor:
+                data = a.data
+                if dtype is None:
+                    dtype = data.dtype
+                elif data.dtype is not dtype:
+                    _dtype_mismatch(self.name, args)
+                raw.append(data)
+                if a.requires_grad:
+                    parents.append((i, a))
+            else:
+                raw.append(a)
         try:
             out = self.forward(*raw, **kwargs)
         except (ValueError, IndexError, TypeError) as exc:
             raise EngineError(_describe_failure(self.name, raw, exc)) from None
         if type(out) is not np.ndarray:
             out = np.asarray(out)
+        if out.dtype is not dtype and dtype is not None:
+            _dtype_mismatch(self.name, args, out.dtype)
         result = Tensor._result(out)
-        parents = []
-        for i, a in enumerate(args):
-            if type(a) is Tensor:
-                if a.data.dtype is not out.dtype:
-                    _dtype_mismatch(self.name, args, out)
-                if a.requires_grad:
-                    parents.append((i, a))
         if parents and _mode.record:
             result.requires_grad = True
             result._node = (self, parents, raw, kwargs)
@@ -328,10 +338,12 @@ def _describe_failure(name: str, raw: tuple, exc: Exception) -> str:
     return f"{name}: cannot combine shapes {shapes} ({exc})"
 
 
-def _dtype_mismatch(name: str, args: tuple, out: np.ndarray) -> None:
-    dtypes = sorted({str(np.asarray(_raw(a)).dtype) for a in args if type(a) is Tensor} | {str(out.dtype)})
+def _dtype_mismatch(name: str, args: tuple, result: np.dtype | None = None) -> None:
+    dtypes = {str(a.data.dtype) for a in args if type(a) is Tensor}
+    if result is not None:
+        dtypes.add(str(result))  # a float64 constant would silently promote a float32 tensor
     raise EngineError(
-        f"{name}: mixes {' and '.join(dtypes)} tensors; convert one of them explicitly "
+        f"{name}: mixes {' and '.join(sorted(dtypes))} values; convert one of them explicitly "
         f"(e.g. Tensor(x.data.astype(np.float32))) so the graph keeps one dtype"
     )
 
@@ -350,14 +362,17 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _reverse_topological(root: Tensor) -> list[Tensor]:
-    """The graph behind `root`, each node after every node that consumes it (Kahn's algorithm, no recursion)."""
+    """The interior nodes behind `root`, each after every node that consumes it (Kahn's algorithm, no recursion).
+
+    Leaves are left out: their gradients only accumulate, so the order in which they receive them is free.
+    """
     consumers: dict[Tensor, int] = {}
     stack = [root]
     while stack:
         node = stack.pop()
-        if node._node is None:
-            continue
         for _, parent in node._node[1]:
+            if parent._node is None:
+                continue
             if parent in consumers:
                 consumers[parent] += 1
             else:
@@ -368,31 +383,33 @@ def _reverse_topological(root: Tensor) -> list[Tensor]:
     while ready:
         node = ready.pop()
         order.append(node)
-        if node._node is None:
-            continue
         for _, parent in node._node[1]:
-            consumers[parent] -= 1
-            if consumers[parent] == 0:
-                ready.append(parent)
+            if parent._node is not None:
+                consumers[parent] -= 1
+                if consumers[parent] == 0:
+                    ready.append(parent)
     return order
 
 
 def backward(root: Tensor, grad: np.ndarray) -> None:
     """The reverse pass: push `grad` from `root` to every leaf, then release the graph it walked."""
+    if root._node is None:
+        root.grad = grad if root.grad is None else root.grad + grad
+        return
     grads = {root: grad}
     for node in _reverse_topological(root):
         g = grads.pop(node)  # each gradient is freed as soon as it has been used
-        record = node._node
-        if record is None or node._retain:
+        if node._retain:
             node.grad = g if node.grad is None else node.grad + g
-        if record is None:
-            continue
-        op, parents, args, kwargs = record
+        op, parents, args, kwargs = node._node
         out = node.data
         for i, parent in parents:
             gi = op.vjp(i, g, out, *args, **kwargs)
             if gi.shape != parent.data.shape:
                 gi = unbroadcast(gi, parent.data.shape)
+            if parent._node is None:  # a leaf: its gradient accumulates where the user reads it
+                parent.grad = gi if parent.grad is None else parent.grad + gi
+                continue
             previous = grads.get(parent)
             grads[parent] = gi if previous is None else previous + gi
         # Release the graph: the node keeps its value (and a retained gradient) but no longer pins its inputs.

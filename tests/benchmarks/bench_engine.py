@@ -3,7 +3,8 @@
     python tests/benchmarks/bench_engine.py [--repeats 7] [--only tiny,deep]
 
 Both run side by side in one process, interleaved, and each reports its best time over the repeats, so the ratio
-is meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error.
+is meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error. Like
+`autobp train`, the process keeps freed memory for reuse (autobp.runtime); `--default-malloc` measures without.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autobp.engine import Tensor, dense, mse, ops
+from autobp.runtime import keep_freed_memory
 
 
 @dataclass
@@ -112,7 +114,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", default="", help="comma-separated shape names")
+    parser.add_argument("--default-malloc", action="store_true", help="skip the allocator setting autobp train uses")
     args = parser.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()  # as `autobp train` does; applies to both sides alike
     wanted = set(filter(None, args.only.split(",")))
     print(f"{'shape':<8} {'dtype':<8} {'numpy µs':>10} {'engine µs':>10} {'ratio':>6}")
     for shape in SHAPES:

@@ -1,0 +1,171 @@
+"""From a validated config to a network on the engine: layers f_i = σ_i(f_{i-1} W_i + b_i), composed in order.
+
+Layers are named `layer0`, `layer1`, … — the names used in every log and file. A forward pass returns every
+layer's pre-activation z_i and output f_i, so the trainer can observe the gradient that reaches each of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from autobp.config import Config
+from autobp.engine import Tensor, dense, ops
+from autobp.errors import ConfigError, DataError
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor] | None] = {
+    "identity": None,
+    "sigmoid": ops.sigmoid,
+    "tanh": ops.tanh,
+    "relu": ops.relu,
+    "leaky_relu": ops.leaky_relu,
+    "elu": ops.elu,
+    "softplus": ops.softplus,
+    "sin": ops.sin,
+}
+RELU_FAMILY = ("relu", "leaky_relu", "elu")
+SQUASHING = ("tanh", "sigmoid")
+
+
+def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A (fan_in, fan_out) weight matrix: xavier (Glorot uniform), he and lecun (normal), or plain normal/uniform."""
+    shape = (fan_in, fan_out)
+    if kind == "xavier":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, shape)
+    if kind == "he":
+        return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    if kind == "lecun":
+        return rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)
+    if kind == "normal":
+        return rng.standard_normal(shape) * scale
+    if kind == "uniform":
+        return rng.uniform(-scale, scale, shape)
+    raise ValueError(f"unknown init {kind!r}")
+
+
+@dataclass
+class Layer:
+    """One layer: its parameters, activation and dropout rate."""
+
+    name: str
+    weight: Tensor
+    bias: Tensor
+    activation: str
+    dropout: float = 0.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.weight.shape
+
+    def forward(self, x: np.ndarray | Tensor, rng: np.random.Generator | None) -> tuple[Tensor, Tensor]:
+        """(pre-activation z, output f); inverted dropout applies only when an `rng` is given (training)."""
+        z = dense(x, self.weight, self.bias)
+        act = ACTIVATIONS[self.activation]
+        f = z if act is None else act(z)
+        if rng is not None and self.dropout > 0.0:
+            keep = rng.random(f.shape) >= self.dropout
+            f = f * (keep * (1.0 / (1.0 - self.dropout))).astype(f.dtype)
+        return z, f
+
+
+@dataclass
+class Trace:
+    """Everything one forward pass computed: the network output, and per layer z_i and f_i."""
+
+    output: Tensor
+    pre_activations: list[Tensor]
+    outputs: list[Tensor]
+
+
+@dataclass
+class Network:
+    """The composed network y = (f_K ∘ … ∘ f_1)(x)."""
+
+    layers: list[Layer]
+
+    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None, retain: bool = False) -> Trace:
+        """Run every layer; with `retain` each output f_i keeps the gradient ∂L/∂f_i that reaches it."""
+        h: np.ndarray | Tensor = x
+        pre, outs = [], []
+        for layer in self.layers:
+            z, h = layer.forward(h, rng)
+            if retain:
+                h.retain_grad()
+            pre.append(z)
+            outs.append(h)
+        return Trace(output=h, pre_activations=pre, outputs=outs)
+
+    def __call__(self, x: np.ndarray) -> Tensor:
+        return self.forward(x).output
+
+    def parameters(self) -> list[Tensor]:
+        """All parameters in a fixed order: layer0.weight, layer0.bias, layer1.weight, …"""
+        return [p for layer in self.layers for p in (layer.weight, layer.bias)]
+
+    def decay_mask(self) -> list[bool]:
+        """Which parameters weight decay applies to: the weights, not the biases."""
+        return [flag for _ in self.layers for flag in (True, False)]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters as `layer{i}.weight` (in×out) and `layer{i}.bias`, copied."""
+        state = {}
+        for layer in self.layers:
+            state[f"{layer.name}.weight"] = layer.weight.data.copy()
+            state[f"{layer.name}.bias"] = layer.bias.data.copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray], source: str = "the saved parameters") -> None:
+        """Copy saved parameters in, checking that every name and shape matches this network."""
+        problems = []
+        for layer in self.layers:
+            for key, tensor in ((f"{layer.name}.weight", layer.weight), (f"{layer.name}.bias", layer.bias)):
+                if key not in state:
+                    problems.append(f"{key} is missing")
+                elif np.shape(state[key]) != tensor.shape:
+                    problems.append(f"{key} has shape {np.shape(state[key])}, the network needs {tensor.shape}")
+        if problems:
+            raise DataError(f"{source} do not fit this network: " + "; ".join(problems))
+        for layer in self.layers:
+            layer.weight.data[...] = state[f"{layer.name}.weight"]
+            layer.bias.data[...] = state[f"{layer.name}.bias"]
+
+
+def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Network:
+    """The network a resolved config describes (every layer's units known), initialised from `rng`."""
+    dtype = np.dtype(config.training.dtype)
+    layers = []
+    fan_in = n_inputs
+    for index, spec in enumerate(config.model.layers):
+        if spec.units is None:
+            raise ConfigError(f"model.layers.{index}.units: unknown; resolve the config against its data first")
+        weight = init_weights(spec.init, fan_in, spec.units, config.model.init_scale, rng).astype(dtype)
+        bias = np.zeros(spec.units, dtype=dtype)
+        layers.append(
+            Layer(
+                name=f"layer{index}",
+                weight=Tensor(weight, requires_grad=True),
+                bias=Tensor(bias, requires_grad=True),
+                activation=spec.activation,
+                dropout=spec.dropout,
+            )
+        )
+        fan_in = spec.units
+    network = Network(layers)
+    if config.model.init_from:
+        network.load_state_dict(load_npz(Path(config.model.init_from)), f"model.init_from ({config.model.init_from})")
+    return network
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read without pickle; a missing or damaged file is a clear DataError."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc}); it may be truncated or corrupted") from None

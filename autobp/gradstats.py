@@ -1,0 +1,139 @@
+"""Per-layer gradient statistics: what the backpropagated signal and the parameter gradients do over training.
+
+For layer i at a logged step: the norms of ∂L/∂W_i and ∂L/∂b_i (raw gradients of the mean batch loss, before
+clipping and weight decay), ‖W_i‖ after the update, the update ratio ‖ΔW_i‖/‖W_i‖ (W before the update), the
+signal ‖∂L/∂f_i‖ reaching the layer's output, the mean and standard deviation of ∂L/∂W_i, and the fraction of
+units that are dead (ReLU family: pre-activation ≤ 0 for the whole batch) or saturated (tanh and sigmoid:
+|pre-activation| > 3 for the whole batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autobp.builder import RELU_FAMILY, SQUASHING, Network, Trace
+from autobp.rundir import CsvLog
+
+COLUMNS = [
+    "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",
+    "out_grad_norm", "grad_mean", "grad_std", "dead_fraction", "saturated_fraction",
+]  # fmt: skip
+TARGET_LOGGED_STEPS = 2_000
+SATURATION = 3.0
+
+
+def log_interval(log_every: int | str, total_steps: int) -> int:
+    """Every how many steps to log: `auto` logs every step up to 2,000 steps, else about 2,000 spaced steps."""
+    if log_every != "auto":
+        return int(log_every)
+    return max(1, math.ceil(total_steps / TARGET_LOGGED_STEPS))
+
+
+def norm(a: np.ndarray) -> float:
+    """Frobenius norm of any array."""
+    return math.sqrt(float(np.vdot(a, a)))
+
+
+def inactive_fraction(activation: str, z: np.ndarray) -> tuple[float | None, float | None]:
+    """(dead fraction, saturated fraction) of a layer's units over a batch of pre-activations z; None where n/a."""
+    if activation in RELU_FAMILY:
+        alive = np.count_nonzero((z > 0.0).any(axis=0))
+        return 1.0 - alive / z.shape[1], None
+    if activation in SQUASHING:
+        saturated = np.count_nonzero((np.abs(z) > SATURATION).all(axis=0))
+        return None, saturated / z.shape[1]
+    return None, None
+
+
+@dataclass
+class LayerHistory:
+    """What the run remembers of one layer for its end-of-run verdict."""
+
+    out_grad_norm: list[float] = field(default_factory=list)
+    grad_norm_w: list[float] = field(default_factory=list)
+    dead_fraction: float | None = None
+    saturated_fraction: float | None = None
+
+
+class GradientLog:
+    """Collects per-layer statistics at logged steps and appends them to gradients.csv."""
+
+    def __init__(self, network: Network, log: CsvLog, interval: int) -> None:
+        self.network = network
+        self.log = log
+        self.interval = interval
+        self.history = [LayerHistory() for _ in network.layers]
+        self._pending: list[list] = []
+
+    def wants(self, step: int, last: bool) -> bool:
+        """Log step 1, every `interval`-th step, and any step that may be the run's last."""
+        return step == 1 or step % self.interval == 0 or last
+
+    def before_update(self, trace: Trace) -> list[list]:
+        """Statistics that need the gradients and the weights as they were before the optimizer step."""
+        rows = []
+        for layer, z, f in zip(self.network.layers, trace.pre_activations, trace.outputs):
+            gw, gb = layer.weight.grad, layer.bias.grad
+            dead, saturated = inactive_fraction(layer.activation, z.data)
+            out_grad = None if f.grad is None else norm(f.grad)  # None: output not retained (an unplanned log)
+            rows.append([
+                layer.name, norm(gw), norm(gb), norm(layer.weight.data), out_grad,
+                float(gw.mean()), float(gw.std()), dead, saturated,
+            ])  # fmt: skip
+        return rows
+
+    def after_update(self, step: int, epoch: int, before: list[list], updates: list[np.ndarray] | None) -> None:
+        """Complete the rows with the update ratio (empty without `updates`) and the new weight norm; buffer them."""
+        for index, (layer, row) in enumerate(zip(self.network.layers, before)):
+            name, grad_w, grad_b, old_norm, out_grad, mean, std, dead, saturated = row
+            ratio = None if updates is None else _ratio(norm(updates[2 * index]), old_norm)
+            self._pending.append([
+                step, epoch, name, grad_w, grad_b, norm(layer.weight.data), ratio, out_grad, mean, std, dead, saturated,
+            ])  # fmt: skip
+            memory = self.history[index]
+            if out_grad is not None:
+                memory.out_grad_norm.append(out_grad)
+            memory.grad_norm_w.append(grad_w)
+            memory.dead_fraction, memory.saturated_fraction = dead, saturated
+
+    def flush(self) -> None:
+        """Write the buffered rows and flush the file."""
+        if self._pending:
+            self.log.write(self._pending)
+            self._pending = []
+        self.log.flush()
+
+
+def _ratio(update: float, weight: float) -> float:
+    return update / weight if weight > 0 else math.inf
+
+
+def verdicts(network: Network, history: list[LayerHistory]) -> list[str]:
+    """One line per layer on its gradient health, judged against the output layer's signal."""
+    if not history or not history[-1].out_grad_norm:
+        return []
+    reference = float(np.median(history[-1].out_grad_norm))
+    lines = []
+    for layer, memory in zip(network.layers, history):
+        signal = float(np.median(memory.out_grad_norm))
+        lines.append(f"{layer.name} ({layer.activation}): {_verdict(signal, reference, memory)}")
+    return lines
+
+
+def _verdict(signal: float, reference: float, memory: LayerHistory) -> str:
+    relative = signal / reference if reference > 0 else math.nan
+    evidence = f"median ‖∂L/∂f‖ {signal:.2e}, {relative:.2g}× the output layer's"
+    if not math.isfinite(signal):
+        return f"non-finite gradients ({evidence})"
+    if relative < 1e-2:
+        return f"vanishing ({evidence})"
+    if relative > 1e2:
+        return f"exploding ({evidence})"
+    if memory.dead_fraction is not None and memory.dead_fraction > 0.5:
+        return f"{memory.dead_fraction:.0%} of units dead ({evidence})"
+    if memory.saturated_fraction is not None and memory.saturated_fraction > 0.5:
+        return f"{memory.saturated_fraction:.0%} of units saturated ({evidence})"
+    return f"healthy ({evidence})"

@@ -1,0 +1,110 @@
+"""Losses by name, targets in the form each loss takes, and the metrics reported for each task.
+
+Regression runs train on standardized targets but report losses and R² in the data's original units, so every
+regression metric here is computed on de-standardized predictions and targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from autobp.data import Dataset
+from autobp.engine import Primitive, binary_cross_entropy, cross_entropy, huber, mae, mse
+
+LOSSES: dict[str, Primitive] = {
+    "mse": mse,
+    "mae": mae,
+    "huber": huber,
+    "cross_entropy": cross_entropy,
+    "bce": binary_cross_entropy,
+}
+
+
+def metric_names(task: str) -> list[str]:
+    """The per-epoch metrics of a task, beside the losses: accuracy or R²."""
+    return ["accuracy"] if task == "classification" else ["r2"]
+
+
+def loss_targets(y: np.ndarray, loss: str, dtype: np.dtype) -> np.ndarray:
+    """Targets as the loss takes them: integer labels (cross_entropy), a (n, 1) float column (bce), floats."""
+    if loss == "cross_entropy":
+        return y.astype(np.int64)
+    if loss == "bce":
+        return y.astype(dtype).reshape(-1, 1)
+    return y.astype(dtype)
+
+
+def predicted_classes(output: np.ndarray, loss: str) -> np.ndarray:
+    """Class ids from network outputs: the arg-max logit, or logit > 0 for bce's single output."""
+    if loss == "bce":
+        return (output[:, 0] > 0).astype(np.int64)
+    return np.argmax(output, axis=1)
+
+
+def class_probabilities(output: np.ndarray, loss: str) -> np.ndarray:
+    """Per-class probabilities: softmax of the logits, or (1 − p, p) for bce."""
+    if loss == "bce":
+        p = 0.5 * (np.tanh(0.5 * output[:, 0]) + 1.0)
+        return np.stack([1.0 - p, p], axis=1)
+    shifted = np.exp(output - output.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def to_original_units(values: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """Undo target standardization (identity when targets were not standardized)."""
+    if dataset.y_mean is None:
+        return values
+    return values * dataset.y_std + dataset.y_mean
+
+
+@dataclass
+class Meter:
+    """Accumulates one epoch's (or one evaluation's) loss and task metric over batches, weighted by batch size."""
+
+    task: str
+    loss: str
+    dataset: Dataset
+    _loss_sum: float = 0.0
+    _count: int = 0
+    _correct: int = 0
+    _sse: np.ndarray | float = 0.0
+    _y_sum: np.ndarray | float = 0.0
+    _y_sq: np.ndarray | float = 0.0
+
+    def add(self, output: np.ndarray, targets: np.ndarray, loss_value: float) -> None:
+        """Count one batch: network outputs, the loss's targets, and the loss the network trained on."""
+        n = len(output)
+        self._count += n
+        if self.task == "classification":
+            labels = targets.reshape(-1).astype(np.int64)
+            self._correct += int(np.count_nonzero(predicted_classes(output, self.loss) == labels))
+            self._loss_sum += loss_value * n
+            return
+        pred = to_original_units(output.astype(np.float64), self.dataset)
+        true = to_original_units(targets.astype(np.float64), self.dataset)
+        if self.dataset.y_mean is not None:
+            loss_value = float(LOSSES[self.loss].forward(pred, true))
+        self._loss_sum += loss_value * n
+        residual = pred - true
+        self._sse = self._sse + np.einsum("ij,ij->j", residual, residual)
+        self._y_sum = self._y_sum + true.sum(axis=0)
+        self._y_sq = self._y_sq + np.einsum("ij,ij->j", true, true)
+
+    def result(self) -> dict[str, float | None]:
+        """{'loss': …, 'accuracy' or 'r2': …}; None when nothing was counted."""
+        key = metric_names(self.task)[0]
+        if self._count == 0:
+            return {"loss": None, key: None}
+        loss = self._loss_sum / self._count
+        if self.task == "classification":
+            return {"loss": loss, key: self._correct / self._count}
+        return {"loss": loss, key: self._r2()}
+
+    def _r2(self) -> float | None:
+        # R² per output, 1 − SSE/SST, averaged over outputs (undefined for a constant target).
+        sst = self._y_sq - self._y_sum**2 / self._count
+        if np.any(sst <= 0):
+            return None
+        return float(np.mean(1.0 - self._sse / sst))

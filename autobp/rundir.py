@@ -1,0 +1,130 @@
+"""The run directory: a fresh folder per run, files written so a crash never leaves one half-written.
+
+Whole files (config.yaml, summary.json, model.npz) are written to a temporary name, flushed to disk and renamed
+over the target, so a reader sees the old file or the new one, never a mix. Logs (metrics.csv, gradients.csv)
+are appended row by row and flushed as training goes, so a killed run keeps its history.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from autobp.errors import ConfigError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+GRADIENTS_FILE = "gradients.csv"
+MODEL_FILE = "model.npz"
+SUMMARY_FILE = "summary.json"
+
+
+def create_run_dir(output: Path, name: str, now: datetime | None = None) -> Path:
+    """Make `<output>/<name>-<YYYYmmdd-HHMMSS>`, appending -2, -3, … rather than ever reusing a folder."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output directory {output}: cannot create it ({exc.strerror}); choose another with --output") from None
+    if not os.access(output, os.W_OK):
+        raise ConfigError(f"output directory {output}: not writable; choose another with --output")
+    base = output.resolve() / f"{name}-{stamp}"
+    if base.parent != output.resolve():
+        raise ConfigError(f"name {name!r}: a run name cannot leave the output directory")
+    for attempt in range(1, 10_000):
+        path = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise ConfigError(f"output directory {output}: too many runs named {name!r} in one second")
+
+
+def write_atomic(path: Path, content: bytes | str) -> None:
+    """Replace `path` with `content` in one step: temporary file in the same folder, fsync, rename."""
+    data = content.encode() if isinstance(content, str) else content
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save plain arrays (no pickled objects) atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def format_value(value: Any) -> str:
+    """A CSV cell: floats with full round-trip precision, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+class CsvLog:
+    """An append-only CSV file with a fixed header; rows are buffered and flushed on `flush()`."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = list(columns)
+        fresh = not path.exists() or path.stat().st_size == 0
+        self._handle = open(path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._handle, lineterminator="\n")
+        if fresh:
+            self._writer.writerow(self.columns)
+            self._handle.flush()
+
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._writer.writerows([[format_value(v) for v in row] for row in rows])
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
+            self._handle.close()
+
+    def __enter__(self) -> CsvLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

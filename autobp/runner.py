@@ -1,0 +1,318 @@
+"""The runner: train a network from a config and leave a run directory behind.
+
+    result = autobp.train("configs/quickstart.yaml", overrides=["optimizer.lr=0.003"])
+    result.run_dir, result.status, result.summary
+
+A run ends `completed` (last epoch or max_steps), `stopped_early`, `diverged` (a non-finite loss or gradient),
+`interrupted` (Ctrl-C) or `failed` (anything unexpected); each keeps its logs and writes model.npz and summary.json.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import autobp
+from autobp import rundir
+from autobp.builder import Layer, Network, Trace, build_network
+from autobp.config import Config
+from autobp.configfile import config_from_dict, dump_config, load_config
+from autobp.data import Dataset, load_dataset, resolve_config
+from autobp.engine import no_grad
+from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from autobp.gradstats import COLUMNS as GRADIENT_COLUMNS
+from autobp.gradstats import GradientLog, log_interval, verdicts
+from autobp.metrics import LOSSES, Meter, loss_targets, metric_names
+from autobp.optim import build_optimizer, clip_grad_norm, learning_rate
+from autobp.progress import Progress
+
+EXIT_CODES = {
+    "completed": EXIT_OK,
+    "stopped_early": EXIT_OK,
+    "diverged": EXIT_DIVERGED,
+    "interrupted": EXIT_INTERRUPTED,
+    "failed": EXIT_FAILED,
+}
+EVAL_CHUNK = 4096  # validation batch size: bounds memory on large validation sets
+# Independent random streams derived from the one seed, so e.g. adding dropout does not change the shuffling.
+INIT_STREAM, SHUFFLE_STREAM, DROPOUT_STREAM = 1, 2, 3
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves: its directory, final status and summary (summary.json's content)."""
+
+    run_dir: Path
+    status: str
+    summary: dict[str, Any]
+    verdicts: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+
+class Diverged(Exception):
+    """A non-finite loss or gradient at `step`; `layer` is the first layer whose gradient went non-finite."""
+
+    def __init__(self, step: int, layer: str | None) -> None:
+        super().__init__(f"non-finite {'loss' if layer is None else 'gradient in ' + layer} at step {step}")
+        self.step = step
+        self.layer = layer
+
+
+def prepare(config: Config | dict | str | Path, overrides: Sequence[str] = ()) -> tuple[Config, Dataset]:
+    """Load and validate the config, load its data and resolve the config against it (ConfigError/DataError)."""
+    if isinstance(config, Config):
+        config = config.model_dump(mode="json")
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    else:
+        config = load_config(config, overrides)
+    dataset = load_dataset(config)
+    return resolve_config(config, dataset), dataset
+
+
+def train(
+    config: Config | dict | str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    output: str | Path | None = None,
+    quiet: bool = True,
+) -> RunResult:
+    """Train from a config (path, dict or Config) with `--set`-style overrides; return the run's result."""
+    extra = [f"name={name}"] * (name is not None) + [f"output.dir={output}"] * (output is not None)
+    config, dataset = prepare(config, [*overrides, *extra])
+    run_dir = rundir.create_run_dir(Path(config.output.dir), config.name)
+    rundir.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
+    return Trainer(config, dataset, run_dir, Progress(quiet)).run()
+
+
+class Trainer:
+    """One training run: the network, its optimizer and data, the loop, and everything it writes."""
+
+    def __init__(self, config: Config, dataset: Dataset, run_dir: Path, progress: Progress) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.run_dir = run_dir
+        self.progress = progress
+        seed = config.seed
+        self.network: Network = build_network(config, dataset.n_features, np.random.default_rng([seed, INIT_STREAM]))
+        self.params = self.network.parameters()
+        self.optimizer = build_optimizer(config.optimizer, self.params, self.network.decay_mask())
+        self.shuffle_rng = np.random.default_rng([seed, SHUFFLE_STREAM])
+        uses_dropout = any(layer.dropout > 0 for layer in self.network.layers)
+        self.dropout_rng = np.random.default_rng([seed, DROPOUT_STREAM]) if uses_dropout else None
+        dtype = np.dtype(config.training.dtype)
+        self.loss_fn = LOSSES[config.loss]
+        self.X = dataset.X_train.astype(dtype, copy=False)
+        self.y = loss_targets(dataset.y_train, config.loss, dtype)
+        self.X_val = dataset.X_val.astype(dtype, copy=False)
+        self.y_val = loss_targets(dataset.y_val, config.loss, dtype)
+        training = config.training
+        self.batch_size = training.batch_size or len(self.X)
+        self.steps_per_epoch = math.ceil(len(self.X) / self.batch_size)
+        self.total_steps = training.epochs * self.steps_per_epoch
+        if training.max_steps is not None:
+            self.total_steps = min(self.total_steps, training.max_steps)
+        self.metric = metric_names(dataset.task)[0]
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"value": None, "epoch": None, "state": None, "waited": 0}
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = datetime.now().astimezone()
+        clock = time.perf_counter()
+        outcome: dict[str, Any] = {}
+        metrics_log = rundir.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
+        gradient_log = rundir.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
+        self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
+        self.progress.start(self.total_steps, self.config.name)
+        try:
+            status = self._train(metrics_log, clock)
+        except Diverged as exc:
+            status = "diverged"
+            outcome["diverged"] = {"step": exc.step, "layer": exc.layer, "reason": str(exc)}
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except Exception as exc:  # noqa: BLE001 — any failure must still leave a readable run directory
+            status = "failed"
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.progress.close()
+            self.grads.flush()
+            metrics_log.close()
+            gradient_log.close()
+        seconds = time.perf_counter() - clock
+        self._save_model()
+        summary = self._summary(status, started, seconds, outcome)
+        rundir.write_json(self.run_dir / rundir.SUMMARY_FILE, summary)
+        return RunResult(self.run_dir, status, summary, verdicts(self.network, self.grads.history))
+
+    def _train(self, metrics_log: rundir.CsvLog, clock: float) -> str:
+        training = self.config.training
+        while self.epoch < training.epochs and self.step < self.total_steps:
+            self.epoch += 1
+            lr = learning_rate(self.config.optimizer, self.epoch - 1, training.epochs)
+            train_metrics = self._train_epoch(lr)
+            row = self._epoch_row(train_metrics, lr, time.perf_counter() - clock)
+            self.history.append(row)
+            metrics_log.write([[row[c] for c in metrics_log.columns]])
+            metrics_log.flush()
+            self.grads.flush()
+            self.progress.update(self.step, row, self.metric)
+            if self._should_stop(row):
+                self.network.load_state_dict(self.best["state"])
+                return "stopped_early"
+        if training.early_stopping is not None and self.best["state"] is not None:
+            self.network.load_state_dict(self.best["state"])
+        return "completed"
+
+    def _train_epoch(self, lr: float) -> dict[str, float | None]:
+        meter = Meter(self.dataset.task, self.config.loss, self.dataset)
+        order = self.shuffle_rng.permutation(len(self.X))
+        may_end = self._may_stop_after_this_epoch()
+        for start in range(0, len(order), self.batch_size):
+            self.step += 1
+            batch = order[start : start + self.batch_size]
+            last_of_epoch = start + self.batch_size >= len(order)
+            ends = self.step == self.total_steps or (may_end and last_of_epoch)
+            self._train_step(self.X[batch], self.y[batch], lr, meter, self.grads.wants(self.step, ends))
+            if self.step >= self.total_steps:
+                break
+        return meter.result()
+
+    def _train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
+        trace = self.network.forward(xb, self.dropout_rng, retain=logging)
+        loss = self.loss_fn(trace.output, yb)
+        loss.backward()
+        value = float(loss.data)
+        self._check_finite(value, trace)
+        meter.add(trace.output.data, yb, value)
+        before = self.grads.before_update(trace) if logging else None
+        if self.config.optimizer.clip_grad_norm is not None:
+            clip_grad_norm(self.params, self.config.optimizer.clip_grad_norm)
+        updates = self.optimizer.step(lr)
+        for p in self.params:
+            p.grad = None
+        if before is not None:
+            self.grads.after_update(self.step, self.epoch, before, updates)
+
+    def _check_finite(self, loss: float, trace: Trace) -> None:
+        # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
+        if math.isfinite(loss) and all(math.isfinite(float(p.grad.sum())) for p in self.params):
+            return
+        layer = next((layer.name for layer in self.network.layers if not layer_gradients_finite(layer)), None)
+        if layer is None and math.isfinite(loss):
+            return  # only a sum overflowed: every entry is finite
+        self.grads.after_update(self.step, self.epoch, self.grads.before_update(trace), None)
+        raise Diverged(self.step, layer)
+
+    # --- evaluation and early stopping -------------------------------------------------------------------------
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+        """Loss and accuracy/R² of the current network on (X, y), in chunks, without recording a graph."""
+        meter = Meter(self.dataset.task, self.config.loss, self.dataset)
+        with no_grad():
+            for start in range(0, len(X), EVAL_CHUNK):
+                xb, yb = X[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
+                output = self.network(xb)
+                meter.add(output.data, yb, float(self.loss_fn(output, yb).data))
+        return meter.result()
+
+    def _epoch_row(self, train: dict[str, float | None], lr: float, seconds: float) -> dict[str, Any]:
+        val = self.evaluate(self.X_val, self.y_val)
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_loss": train["loss"],
+            "val_loss": val["loss"],
+            f"train_{self.metric}": train[self.metric],
+            f"val_{self.metric}": val[self.metric],
+            "lr": lr,
+            "seconds": round(seconds, 6),
+        }
+
+    def _metric_columns(self) -> list[str]:
+        return ["epoch", "step", "train_loss", "val_loss", f"train_{self.metric}", f"val_{self.metric}", "lr", "seconds"]
+
+    def _may_stop_after_this_epoch(self) -> bool:
+        stopping = self.config.training.early_stopping
+        return stopping is not None and self.best["waited"] >= stopping.patience - 1
+
+    def _should_stop(self, row: dict[str, Any]) -> bool:
+        stopping = self.config.training.early_stopping
+        if stopping is None:
+            return False
+        value = row[stopping.monitor]
+        if value is None:
+            return False
+        sign = 1.0 if stopping.monitor.endswith("loss") else -1.0  # minimise losses, maximise accuracy and R²
+        best = self.best["value"]
+        if best is None or sign * (best - value) > stopping.min_delta:
+            self.best.update(value=value, epoch=self.epoch, state=self.network.state_dict(), waited=0)
+            return False
+        self.best["waited"] += 1
+        return self.best["waited"] >= stopping.patience
+
+    # --- what the run leaves -----------------------------------------------------------------------------------
+    def _save_model(self) -> None:
+        arrays = self.network.state_dict()
+        data = self.dataset
+        extras = {
+            "x_mean": data.x_mean, "x_std": data.x_std, "y_mean": data.y_mean, "y_std": data.y_std,
+            "feature_names": np.array(data.feature_names, dtype=str),
+            "target_names": np.array(data.target_names, dtype=str),
+            "class_names": None if data.class_names is None else np.array(data.class_names, dtype=str),
+        }  # fmt: skip
+        arrays.update({key: value for key, value in extras.items() if value is not None})
+        rundir.write_npz(self.run_dir / rundir.MODEL_FILE, arrays)
+
+    def _summary(self, status: str, started: datetime, seconds: float, outcome: dict[str, Any]) -> dict[str, Any]:
+        samples = self.step * self.batch_size
+        return {
+            "status": status,
+            **outcome,
+            "name": self.config.name,
+            "run_dir": str(self.run_dir),
+            "task": self.dataset.task,
+            "epochs": self.epoch if self.history else 0,
+            "epochs_completed": len(self.history),
+            "steps": self.step,
+            "seconds": round(seconds, 6),
+            "steps_per_second": self.step / seconds if seconds > 0 else None,
+            "samples_per_second": samples / seconds if seconds > 0 else None,
+            "final": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k not in ("seconds",)},
+            "best": self._best_metrics(),
+            "early_stopping": None if self.best["epoch"] is None else {
+                "monitor": self.config.training.early_stopping.monitor, "best_epoch": self.best["epoch"],
+                "best_value": self.best["value"], "restored": True,
+            },  # fmt: skip
+            "started": started.isoformat(timespec="seconds"),
+            "ended": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "versions": {"autobp": autobp.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        }
+
+    def _best_metrics(self) -> dict[str, dict[str, Any]]:
+        best = {}
+        for key in ("train_loss", "val_loss", f"train_{self.metric}", f"val_{self.metric}"):
+            rows = [row for row in self.history if row[key] is not None and math.isfinite(row[key])]
+            if not rows:
+                continue
+            pick = min if key.endswith("loss") else max
+            row = pick(rows, key=lambda r: r[key])
+            best[key] = {"value": row[key], "epoch": row["epoch"]}
+        return best
+
+
+def layer_gradients_finite(layer: Layer) -> bool:
+    return bool(np.isfinite(layer.weight.grad).all() and np.isfinite(layer.bias.grad).all())
