@@ -26,7 +26,7 @@ from autobp.config import Config
 from autobp.configfile import config_from_dict, dump_config, load_config
 from autobp.data import Dataset, load_dataset, resolve_config
 from autobp.engine import no_grad
-from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, DataError
 from autobp.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.gradstats import GradientLog, log_interval, verdicts
 from autobp.metrics import LOSSES, Meter, loss_targets, metric_names
@@ -70,14 +70,19 @@ class Diverged(Exception):
 
 def prepare(config: Config | dict | str | Path, overrides: Sequence[str] = ()) -> tuple[Config, Dataset]:
     """Load and validate the config, load its data and resolve the config against it (ConfigError/DataError)."""
+    source = "<config>"
     if isinstance(config, Config):
         config = config.model_dump(mode="json")
     if isinstance(config, dict):
-        config = config_from_dict(config)
+        config = config_from_dict(config, overrides)
     else:
+        source = str(config)
         config = load_config(config, overrides)
-    dataset = load_dataset(config)
-    return resolve_config(config, dataset), dataset
+    try:
+        dataset = load_dataset(config)
+        return resolve_config(config, dataset), dataset
+    except (ConfigError, DataError) as err:
+        raise type(err)(f"{source}: {err}") from None
 
 
 def train(
@@ -139,7 +144,9 @@ class Trainer:
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.progress.start(self.total_steps, self.config.name)
         try:
-            status = self._train(metrics_log, clock)
+            # Overflow is how divergence starts; it is detected and reported, so numpy need not warn about it.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                status = self._train(metrics_log, clock)
         except Diverged as exc:
             status = "diverged"
             outcome["diverged"] = {"step": exc.step, "layer": exc.layer, "reason": str(exc)}
@@ -183,21 +190,21 @@ class Trainer:
         order = self.shuffle_rng.permutation(len(self.X))
         may_end = self._may_stop_after_this_epoch()
         for start in range(0, len(order), self.batch_size):
-            self.step += 1
             batch = order[start : start + self.batch_size]
-            last_of_epoch = start + self.batch_size >= len(order)
-            ends = self.step == self.total_steps or (may_end and last_of_epoch)
-            self._train_step(self.X[batch], self.y[batch], lr, meter, self.grads.wants(self.step, ends))
+            step = self.step + 1
+            ends = step == self.total_steps or (may_end and start + self.batch_size >= len(order))
+            self._train_step(step, self.X[batch], self.y[batch], lr, meter, self.grads.wants(step, ends))
+            self.step = step  # counts completed updates only
             if self.step >= self.total_steps:
                 break
         return meter.result()
 
-    def _train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
+    def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
         trace = self.network.forward(xb, self.dropout_rng, retain=logging)
         loss = self.loss_fn(trace.output, yb)
         loss.backward()
         value = float(loss.data)
-        self._check_finite(value, trace)
+        self._check_finite(step, value, trace)
         meter.add(trace.output.data, yb, value)
         before = self.grads.before_update(trace) if logging else None
         if self.config.optimizer.clip_grad_norm is not None:
@@ -206,17 +213,17 @@ class Trainer:
         for p in self.params:
             p.grad = None
         if before is not None:
-            self.grads.after_update(self.step, self.epoch, before, updates)
+            self.grads.after_update(step, self.epoch, before, updates)
 
-    def _check_finite(self, loss: float, trace: Trace) -> None:
+    def _check_finite(self, step: int, loss: float, trace: Trace) -> None:
         # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
         if math.isfinite(loss) and all(math.isfinite(float(p.grad.sum())) for p in self.params):
             return
         layer = next((layer.name for layer in self.network.layers if not layer_gradients_finite(layer)), None)
         if layer is None and math.isfinite(loss):
             return  # only a sum overflowed: every entry is finite
-        self.grads.after_update(self.step, self.epoch, self.grads.before_update(trace), None)
-        raise Diverged(self.step, layer)
+        self.grads.after_update(step, self.epoch, self.grads.before_update(trace), None)
+        raise Diverged(step, layer)
 
     # --- evaluation and early stopping -------------------------------------------------------------------------
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
@@ -285,7 +292,7 @@ class Trainer:
             "name": self.config.name,
             "run_dir": str(self.run_dir),
             "task": self.dataset.task,
-            "epochs": self.epoch if self.history else 0,
+            "epochs": self.epoch,
             "epochs_completed": len(self.history),
             "steps": self.step,
             "seconds": round(seconds, 6),
@@ -312,6 +319,29 @@ class Trainer:
             row = pick(rows, key=lambda r: r[key])
             best[key] = {"value": row[key], "epoch": row["epoch"]}
         return best
+
+
+def format_summary(result: RunResult) -> str:
+    """The end-of-run report: status, final and best metrics, speed, one gradient verdict per layer, the path."""
+    summary = result.summary
+    lines = [f"{summary['name']}: {result.status} after {summary['epochs']} epochs, {summary['steps']} steps "
+             f"in {summary['seconds']:.2f} s ({summary['steps_per_second'] or 0:.0f} steps/s)"]  # fmt: skip
+    if "diverged" in summary:
+        lines.append(f"  diverged: {summary['diverged']['reason']}")
+    if "error" in summary:
+        lines.append(f"  error: {summary['error']}")
+    final = summary["final"]
+    for key, best in summary["best"].items():
+        lines.append(f"  {key:<16} final {_number(final.get(key))}   best {_number(best['value'])} (epoch {best['epoch']})")
+    if result.verdicts:
+        lines.append("gradients (median ‖∂L/∂f_i‖ over logged steps):")
+        lines += [f"  {line}" for line in result.verdicts]
+    lines.append(f"run directory: {result.run_dir}")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def layer_gradients_finite(layer: Layer) -> bool:

@@ -1,0 +1,355 @@
+"""The config file format: pydantic models for every section, with defaults and cross-field checks.
+
+Every model forbids unknown keys and validates strictly (no bool where a number is expected, no silent
+string-to-number conversion), because a config that quietly means something else is worse than an error.
+Checks that involve several keys report every problem at once through `_raise_problems`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+Activation = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "sin"]
+Init = Literal["xavier", "he", "lecun", "normal", "uniform"]
+LossName = Literal["mse", "mae", "huber", "cross_entropy", "bce"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"]
+Source = Literal["xor", "moons", "circles", "spirals", "blobs", "sine", "linear", "csv", "npz"]
+Task = Literal["classification", "regression"]
+
+CLASSIFICATION_LOSSES = ("cross_entropy", "bce")
+
+# Which optional `data` keys each source takes, with the defaults used when a synthetic source omits them.
+SYNTHETIC_DEFAULTS: dict[str, dict[str, int | float]] = {
+    "xor": {"n_samples": 200, "noise": 0.1},
+    "moons": {"n_samples": 200, "noise": 0.1},
+    "circles": {"n_samples": 200, "noise": 0.05},
+    "spirals": {"n_samples": 1000, "noise": 0.05, "n_classes": 2},
+    "blobs": {"n_samples": 300, "noise": 1.0, "n_classes": 3, "n_features": 2},
+    "sine": {"n_samples": 200, "noise": 0.1},
+    "linear": {"n_samples": 200, "noise": 0.1, "n_features": 3, "n_outputs": 1},
+}
+FILE_SOURCE_KEYS: dict[str, tuple[str, ...]] = {"csv": ("path", "target", "features"), "npz": ("path",)}
+SOURCE_KEYS = ("n_samples", "noise", "n_classes", "n_features", "n_outputs", "path", "target", "features")
+
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
+
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+def task_of_loss(loss: LossName) -> Task:
+    """The task a loss implies: cross_entropy and bce classify, the others regress."""
+    return "classification" if loss in CLASSIFICATION_LOSSES else "regression"
+
+
+# The pydantic error type of those checks; its context holds the list of (key path, message) problems.
+CROSS_FIELD_ERROR = "cross_field"
+
+
+def _raise_problems(*problems: tuple[tuple[str | int, ...], str]) -> None:
+    """Raise one pydantic error carrying every (relative key path, message) problem found by a model check.
+
+    A model validator can raise only one error; packing the problems into its context lets the config
+    loader report each at its own key and line.
+    """
+    if not problems:
+        return
+    summary = "; ".join(".".join(map(str, path)) + ": " + message for path, message in problems)
+    raise PydanticCustomError(CROSS_FIELD_ERROR, "{summary}", {"summary": summary, "problems": list(problems)})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, use_attribute_docstrings=True)
+
+
+class DataConfig(_Section):
+    """Where the examples come from. Synthetic sources fill their omitted parameters with documented defaults."""
+
+    source: Source
+    """Built in: xor, moons, circles, spirals, blobs, sine, linear; from a file: csv, npz."""
+    n_samples: Annotated[int, Field(ge=4)] | None = None
+    """Synthetic sources: number of examples."""
+    noise: NonNegativeFloat | None = None
+    """Synthetic sources: std of the Gaussian noise on each input (blobs: cluster std; sine, linear: on the target)."""
+    n_classes: Annotated[int, Field(ge=2)] | None = None
+    """spirals (arms, default 2) and blobs (clusters, default 3)."""
+    n_features: PositiveInt | None = None
+    """blobs and linear: input dimension."""
+    n_outputs: PositiveInt | None = None
+    """linear: number of regression targets."""
+    path: str | None = None
+    """csv and npz: the data file, relative to the config file's folder."""
+    target: str | list[str] | None = None
+    """csv: target column name (a list of names = multi-output regression); default the last column."""
+    features: list[str] | None = None
+    """csv: feature column names; default all columns except the target."""
+    task: Literal["auto", "classification", "regression"] = "auto"
+    """auto = implied by the loss (cross_entropy and bce classify, the others regress)."""
+    val_fraction: Annotated[float, Field(ge=0, le=0.9)] = 0.2
+    """Share of examples held out for validation (seeded, stratified for classification); 0 = none."""
+    standardize: bool = True
+    """Standardize features (and regression targets) with training-split statistics."""
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _check_target(cls, value: object) -> object:
+        # One clear message instead of one per member of the `str | list[str]` union.
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            return value
+        raise ValueError("expected a column name or a non-empty list of column names")
+
+    @model_validator(mode="after")
+    def _check_source_keys(self) -> DataConfig:
+        takes = FILE_SOURCE_KEYS.get(self.source) or tuple(SYNTHETIC_DEFAULTS[self.source])
+        problems = [
+            ((key,), f"not used with data.source '{self.source}' (it takes: {', '.join(takes)})")
+            for key in SOURCE_KEYS
+            if getattr(self, key) is not None and key not in takes
+        ]
+        if self.source in FILE_SOURCE_KEYS and self.path is None:
+            problems.append((("path",), f"required with data.source '{self.source}'"))
+        targets = [self.target] if isinstance(self.target, str) else self.target or []
+        problems += [
+            (("features",), f"'{name}' is also in data.target")
+            for name in targets
+            if name in (self.features or [])
+        ]
+        _raise_problems(*problems)
+        for key, default in SYNTHETIC_DEFAULTS.get(self.source, {}).items():
+            if getattr(self, key) is None:
+                setattr(self, key, default)
+        return self
+
+
+class LayerConfig(_Section):
+    """One layer f = activation(f_prev W + b)."""
+
+    units: PositiveInt | None = None
+    """Output width; may be omitted on the last layer only (inferred from the data)."""
+    activation: Activation | None = None
+    """Default: model.activation for hidden layers, identity for the output layer."""
+    dropout: Fraction = 0.0
+    """Inverted dropout on this layer's output, training only."""
+    init: Init | None = None
+    """Weight initialisation; default model.init. Biases start at zero."""
+
+
+class ModelConfig(_Section):
+    """The network: an explicit list of layers, or the `hidden` shorthand."""
+
+    layers: Annotated[list[LayerConfig], Field(min_length=1)] | None = None
+    """Layers in order; the last is the output layer."""
+    hidden: list[PositiveInt] | None = None
+    """Shorthand for layers: hidden widths, then an identity output layer sized from the data."""
+    init: Init = "xavier"
+    """Default weight initialisation of every layer."""
+    init_scale: PositiveFloat = 0.1
+    """Std of `normal`, half-width of `uniform` initialisation."""
+    activation: Activation = "tanh"
+    """Default activation of hidden layers."""
+    init_from: str | None = None
+    """A model.npz to start from, relative to the config file's folder."""
+
+    @model_validator(mode="after")
+    def _expand_layers(self) -> ModelConfig:
+        _raise_problems(*self._choice_problems())
+        layers = self.layers or [LayerConfig(units=units) for units in self.hidden] + [LayerConfig()]
+        _raise_problems(*(
+            (("layers", index, "units"), "required on hidden layers (only the last layer's comes from the data)")
+            for index, layer in enumerate(layers[:-1])
+            if layer.units is None
+        ))
+        last = len(layers) - 1
+        self.layers = [
+            layer.model_copy(update={
+                "activation": layer.activation or ("identity" if index == last else self.activation),
+                "init": layer.init or self.init,
+            })
+            for index, layer in enumerate(layers)
+        ]
+        self.hidden = None
+        return self
+
+    def _choice_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        if self.layers is not None and self.hidden is not None:
+            return [(("hidden",), "give either model.layers or model.hidden, not both")]
+        if self.layers is not None or self.hidden is not None:
+            return []
+        if "layers" in self.model_fields_set:
+            return [(("layers",), "empty — check the indentation of the lines below it")]
+        return [((), "give either model.layers (a list of layers) or model.hidden (e.g. hidden: [32, 32])")]
+
+
+class ConstantSchedule(_Section):
+    """The learning rate stays at optimizer.lr."""
+
+    name: Literal["constant"] = "constant"
+
+
+class StepSchedule(_Section):
+    """Multiply the learning rate by gamma every step_size epochs."""
+
+    name: Literal["step"] = "step"
+    step_size: PositiveInt = 10
+    """Epochs between decays."""
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """Decay factor."""
+
+
+class ExponentialSchedule(_Section):
+    """Multiply the learning rate by gamma after every epoch."""
+
+    name: Literal["exponential"] = "exponential"
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.95
+    """Decay factor per epoch."""
+
+
+class CosineSchedule(_Section):
+    """Cosine decay from optimizer.lr to min_lr over t_max epochs."""
+
+    name: Literal["cosine"] = "cosine"
+    min_lr: NonNegativeFloat = 0.0
+    """Learning rate at the end of the decay."""
+    t_max: PositiveInt | None = None
+    """Length of the decay in epochs; default training.epochs."""
+
+
+Schedule = Annotated[
+    Union[ConstantSchedule, StepSchedule, ExponentialSchedule, CosineSchedule], Field(discriminator="name")
+]
+
+
+class OptimizerConfig(_Section):
+    """The update rule and its hyperparameters; each rule reads only the ones it uses."""
+
+    name: OptimizerName = "adam"
+    lr: PositiveFloat = 0.01
+    """Learning rate."""
+    weight_decay: NonNegativeFloat = 0.0
+    """L2 penalty (adamw: decoupled weight decay)."""
+    momentum: Fraction = 0.9
+    """momentum and nesterov: velocity decay."""
+    beta1: Fraction = 0.9
+    """adam and adamw: first-moment decay."""
+    beta2: Fraction = 0.999
+    """adam and adamw: second-moment decay."""
+    eps: PositiveFloat = 1e-8
+    """rmsprop, adam and adamw: added to the denominator."""
+    rho: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    """rmsprop: decay of the squared-gradient average."""
+    schedule: Schedule = Field(default_factory=ConstantSchedule)
+    """Learning-rate schedule, measured in epochs."""
+    clip_grad_norm: PositiveFloat | None = None
+    """Rescale the gradient when its global L2 norm exceeds this; null = no clipping."""
+
+
+class EarlyStopping(_Section):
+    """Stop when the monitored metric has not improved by min_delta for `patience` epochs."""
+
+    monitor: Literal["val_loss", "val_accuracy", "val_r2", "train_loss"] = "val_loss"
+    patience: PositiveInt = 20
+    """Epochs without improvement before stopping."""
+    min_delta: NonNegativeFloat = 0.0
+    """Smallest change that counts as an improvement."""
+
+
+class TrainingConfig(_Section):
+    """How long and in what batches to train."""
+
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt | None = 32
+    """Examples per step; null = full batch."""
+    max_steps: PositiveInt | None = None
+    """Stop after this many steps even if epochs remain."""
+    early_stopping: EarlyStopping | None = None
+    log_every: Literal["auto"] | PositiveInt = "auto"
+    """Per-layer gradient statistics: auto = every step up to 2,000 steps, else about 2,000 spaced steps."""
+    dtype: Literal["float32", "float64"] = "float64"
+    checkpoint_every: PositiveInt | None = None
+    """Save a checkpoint every this many epochs; null = none."""
+
+    @field_validator("log_every", mode="before")
+    @classmethod
+    def _check_log_every(cls, value: object) -> object:
+        # One clear message instead of one per member of the `"auto" | int` union.
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("expected 'auto' or an integer >= 1")
+
+
+class OutputConfig(_Section):
+    """Where runs are written."""
+
+    dir: str = "runs"
+    """Folder that receives one subfolder per run."""
+
+
+class Config(_Section):
+    """A whole experiment: data, model, loss, optimizer, training and output."""
+
+    name: str = Field("run", json_schema_extra={"pattern": NAME_PATTERN})
+    """Run name prefix: 1-64 letters, digits, '.', '_' or '-', not starting with '.'."""
+    seed: Annotated[int, Field(ge=0)] = 0
+    """One seed drives synthetic data, splits, initialisation and shuffling."""
+    data: DataConfig
+    model: ModelConfig
+    loss: LossName
+    """mse, mae, huber (regression); cross_entropy, bce (classification)."""
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not re.fullmatch(NAME_PATTERN, value):
+            raise ValueError("use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_loss_fits(self) -> Config:
+        task = task_of_loss(self.loss)
+        problems = []
+        if self.data.task not in ("auto", task):
+            problems.append(
+                (("data", "task"), f"'{self.data.task}' contradicts loss '{self.loss}', a {task} loss")
+            )
+        output_units = self.model.layers[-1].units
+        if self.loss == "bce" and output_units not in (None, 1):
+            problems.append(((*_last_layer(self), "units"), "loss 'bce' needs exactly 1 output unit"))
+        if self.loss == "cross_entropy" and output_units == 1:
+            problems.append(
+                ((*_last_layer(self), "units"), "loss 'cross_entropy' needs one output unit per class (or use bce)")
+            )
+        targets = self.data.target
+        if task == "classification" and isinstance(targets, list) and len(targets) > 1:
+            problems.append(
+                (("data", "target"),
+                 f"lists {len(targets)} columns, but loss '{self.loss}' needs one column of class labels")
+            )
+        if self.training.early_stopping is not None:
+            problems += _monitor_problems(self.training.early_stopping.monitor, task, self.data.val_fraction)
+        _raise_problems(*problems)
+        return self
+
+
+def _last_layer(config: Config) -> tuple[str | int, ...]:
+    return ("model", "layers", len(config.model.layers) - 1)
+
+
+def _monitor_problems(monitor: str, task: Task, val_fraction: float) -> list[tuple[tuple[str, ...], str]]:
+    where = ("training", "early_stopping", "monitor")
+    if monitor.startswith("val_") and val_fraction == 0:
+        return [(where, f"'{monitor}' needs a validation split, but data.val_fraction is 0")]
+    needs = {"val_accuracy": "classification", "val_r2": "regression"}.get(monitor, task)
+    if needs != task:
+        return [(where, f"'{monitor}' needs a {needs} loss, but the loss is a {task} loss")]
+    return []
