@@ -32,6 +32,7 @@ from autobp.gradstats import GradientLog, log_interval, verdicts
 from autobp.metrics import LOSSES, Meter, loss_targets, metric_names
 from autobp.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.progress import Progress
+from autobp.runtime import keep_freed_memory
 
 EXIT_CODES = {
     "completed": EXIT_OK,
@@ -93,10 +94,16 @@ def train(
     output: str | Path | None = None,
     quiet: bool = True,
 ) -> RunResult:
-    """Train from a config (path, dict or Config) with `--set`-style overrides; return the run's result."""
+    """Train from a config (path, dict or Config) with `--set`-style overrides into a new run directory."""
     extra = [f"name={name}"] * (name is not None) + [f"output.dir={output}"] * (output is not None)
     config, dataset = prepare(config, [*overrides, *extra])
     run_dir = rundir.create_run_dir(Path(config.output.dir), config.name)
+    return run(config, dataset, run_dir, quiet=quiet)
+
+
+def run(config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True) -> RunResult:
+    """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder."""
+    keep_freed_memory()
     rundir.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
     return Trainer(config, dataset, run_dir, Progress(quiet)).run()
 
