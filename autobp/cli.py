@@ -93,6 +93,54 @@ def schema() -> None:
     typer.echo(json.dumps(config_json_schema(), indent=2))
 
 
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="A CSV file with the training feature columns "
+                                         "(by name), or an .npz with X (and optionally y).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the predictions to this CSV file "
+                                                "instead of standard output.")] = None,
+) -> None:
+    """Predict with a trained run on new examples.
+
+    Writes one CSV row per example: the predicted class and one probability per class `p_<class>`
+    (classification), or one column per target in the data's units (regression). If the file also has the
+    target column(s), prints the loss and accuracy or R² (to standard error when the predictions go to
+    standard output).
+    """
+    from autobp.predict import load_model, predict_file, write_predictions
+
+    prediction = predict_file(load_model(run_dir), data)
+    if out is None:
+        typer.echo(prediction.csv, nl=False)
+    else:
+        write_predictions(out, prediction.csv)
+        typer.echo(f"wrote {prediction.rows} predictions to {out}")
+    if prediction.metrics is not None:
+        typer.echo(prediction.format_metrics(), err=out is None)
+
+
+@app.command()
+def gradcheck(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
+    overrides: SetOption = None,
+) -> None:
+    """Check backpropagation on your network against central differences and forward mode.
+
+    Builds the config's network in float64, takes a batch of its training data and compares the reverse-mode
+    gradient of the loss for every parameter with central differences and with forward mode (JVPs along
+    random directions), printing the largest relative error per layer. Then times the whole gradient by
+    forward mode (one pass per parameter) against reverse mode (one pass). Exit code 0 when every error is
+    below 1e-6, 1 otherwise, 2 for a bad config or data.
+    """
+    from autobp.errors import EXIT_FAILED, EXIT_OK
+    from autobp.gradcheck import check_config
+
+    report = check_config(config, overrides or ())
+    typer.echo(report.format())
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
 def main() -> None:
     """Entry point of the `autobp` command."""
     app()

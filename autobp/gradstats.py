@@ -34,17 +34,32 @@ def log_interval(log_every: int | str, total_steps: int) -> int:
 
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of any array."""
-    return math.sqrt(float(np.vdot(a, a)))
+    return math.sqrt(squared_norm(a))
+
+
+def squared_norm(a: np.ndarray) -> float:
+    # One BLAS dot product: the cheapest full pass over an array of any shape.
+    return float(np.vdot(a, a))
+
+
+def mean_and_std(total: float, squares: float, n: int, values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of `values` from their sum and sum of squares (already computed for the norm).
+
+    E[g²] − E[g]² loses precision only when the mean dwarfs the spread; then the two-pass formula is used.
+    """
+    mean = total / n
+    variance = squares / n - mean * mean
+    if variance <= 1e-8 * mean * mean:
+        return mean, float(np.std(values))
+    return mean, math.sqrt(variance)
 
 
 def inactive_fraction(activation: str, z: np.ndarray) -> tuple[float | None, float | None]:
     """(dead fraction, saturated fraction) of a layer's units over a batch of pre-activations z; None where n/a."""
     if activation in RELU_FAMILY:
-        alive = np.count_nonzero((z > 0.0).any(axis=0))
-        return 1.0 - alive / z.shape[1], None
+        return np.count_nonzero(z.max(axis=0) <= 0.0) / z.shape[1], None
     if activation in SQUASHING:
-        saturated = np.count_nonzero((np.abs(z) > SATURATION).all(axis=0))
-        return None, saturated / z.shape[1]
+        return None, np.count_nonzero(np.abs(z).min(axis=0) > SATURATION) / z.shape[1]
     return None, None
 
 
@@ -76,12 +91,14 @@ class GradientLog:
         """Statistics that need the gradients and the weights as they were before the optimizer step."""
         rows = []
         for layer, z, f in zip(self.network.layers, trace.pre_activations, trace.outputs):
-            gw, gb = layer.weight.grad, layer.bias.grad
-            dead, saturated = inactive_fraction(layer.activation, z.data)
+            gw = layer.weight.grad
+            squares = squared_norm(gw)
+            mean, std = mean_and_std(float(gw.sum()), squares, gw.size, gw)
             out_grad = None if f.grad is None else norm(f.grad)  # None: output not retained (an unplanned log)
+            dead, saturated = inactive_fraction(layer.activation, z.data)
             rows.append([
-                layer.name, norm(gw), norm(gb), norm(layer.weight.data), out_grad,
-                float(gw.mean()), float(gw.std()), dead, saturated,
+                layer.name, math.sqrt(squares), norm(layer.bias.grad), norm(layer.weight.data), out_grad,
+                mean, std, dead, saturated,
             ])  # fmt: skip
         return rows
 

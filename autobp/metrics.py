@@ -61,7 +61,11 @@ def to_original_units(values: np.ndarray, dataset: Dataset) -> np.ndarray:
 
 @dataclass
 class Meter:
-    """Accumulates one epoch's (or one evaluation's) loss and task metric over batches, weighted by batch size."""
+    """Accumulates one epoch's (or one evaluation's) loss and task metric over batches, weighted by batch size.
+
+    Regression sums are kept in the units the network trains in and scaled to original units at the end:
+    with targets standardized as y = (t − μ)/σ, a residual r in training units is rσ in original units.
+    """
 
     task: str
     loss: str
@@ -78,33 +82,35 @@ class Meter:
         n = len(output)
         self._count += n
         if self.task == "classification":
-            labels = targets.reshape(-1).astype(np.int64)
+            labels = targets.reshape(-1)
             self._correct += int(np.count_nonzero(predicted_classes(output, self.loss) == labels))
             self._loss_sum += loss_value * n
             return
-        pred = to_original_units(output.astype(np.float64), self.dataset)
-        true = to_original_units(targets.astype(np.float64), self.dataset)
-        if self.dataset.y_mean is not None:
-            loss_value = float(LOSSES[self.loss].forward(pred, true))
-        self._loss_sum += loss_value * n
-        residual = pred - true
+        residual = output - targets
         self._sse = self._sse + np.einsum("ij,ij->j", residual, residual)
-        self._y_sum = self._y_sum + true.sum(axis=0)
-        self._y_sq = self._y_sq + np.einsum("ij,ij->j", true, true)
+        self._y_sum = self._y_sum + targets.sum(axis=0)
+        self._y_sq = self._y_sq + np.einsum("ij,ij->j", targets, targets)
+        if self.dataset.y_std is not None and self.loss != "mse":
+            # mae and huber do not scale with σ like squares do: evaluate them in original units directly.
+            loss_value = float(LOSSES[self.loss].forward(to_original_units(output, self.dataset),
+                                                         to_original_units(targets, self.dataset)))  # fmt: skip
+        self._loss_sum += loss_value * n
 
     def result(self) -> dict[str, float | None]:
         """{'loss': …, 'accuracy' or 'r2': …}; None when nothing was counted."""
         key = metric_names(self.task)[0]
         if self._count == 0:
             return {"loss": None, key: None}
-        loss = self._loss_sum / self._count
         if self.task == "classification":
-            return {"loss": loss, key: self._correct / self._count}
-        return {"loss": loss, key: self._r2()}
+            return {"loss": self._loss_sum / self._count, key: self._correct / self._count}
+        scale = 1.0 if self.dataset.y_std is None else self.dataset.y_std**2
+        sse = self._sse * scale
+        loss = float(np.sum(sse)) / (self._count * np.size(sse)) if self.loss == "mse" else self._loss_sum / self._count
+        return {"loss": loss, key: self._r2(sse, scale)}
 
-    def _r2(self) -> float | None:
-        # R² per output, 1 − SSE/SST, averaged over outputs (undefined for a constant target).
-        sst = self._y_sq - self._y_sum**2 / self._count
+    def _r2(self, sse: np.ndarray, scale: np.ndarray | float) -> float | None:
+        # R² per output, 1 − SSE/SST in original units, averaged over outputs (undefined for a constant target).
+        sst = (self._y_sq - self._y_sum**2 / self._count) * scale
         if np.any(sst <= 0):
             return None
-        return float(np.mean(1.0 - self._sse / sst))
+        return float(np.mean(1.0 - sse / sst))

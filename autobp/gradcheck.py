@@ -1,0 +1,273 @@
+"""Checking backpropagation on the user's own network, and showing why it runs in reverse mode.
+
+The loss on a batch is written as a function of the parameters L(W0, b0, W1, b1, …). Its reverse-mode gradient
+(one backward pass) is compared, array by array, with
+
+ - central differences (L(θ + εeⱼ) − L(θ − εeⱼ)) / 2ε, which use nothing but forward evaluations, and
+ - forward mode: for random directions v, the directional derivative J·v from one JVP pass against ⟨∇L, v⟩.
+
+Forward and reverse mode apply the same local derivative of each primitive (tanh' = 1 − tanh², …), so their
+agreement checks how the chain rule is wired; only central differences also check the local derivatives.
+Forward mode needs one pass per parameter for the whole gradient, reverse mode one pass: both are timed.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from autobp.builder import ACTIVATIONS, Layer, Network, build_network
+from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
+from autobp.metrics import LOSSES, loss_targets
+from autobp.runner import INIT_STREAM, prepare
+
+TOLERANCE = 1e-6
+BATCH_ROWS = 16
+DIRECTIONS = 3
+# Central differences err by O(ε²) from curvature and by O(ulp(L)/ε) from rounding. ε = 1e-6 suits most arrays;
+# a vanishing gradient (deep sigmoid stacks) drowns in rounding there and needs a larger ε, a ReLU kink within ε
+# of a pre-activation a smaller one. The steps are tried in order until one agrees within the tolerance.
+FD_STEPS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-7)
+FD_MAX_ENTRIES = 2_000  # per parameter array; larger arrays are checked on a seeded sample of entries
+FORWARD_MAX_PASSES = 20_000  # beyond this many parameters, forward mode's whole gradient is timed on a sample
+FORWARD_SAMPLE = 2_000
+REVERSE_REPEATS = 5
+
+LossOfParameters = Callable[..., Tensor]
+
+
+@dataclass
+class ArrayCheck:
+    """One parameter array: reverse mode against central differences and against forward mode."""
+
+    name: str  # e.g. layer0.weight
+    size: int
+    checked: int  # entries compared with central differences
+    fd_error: float
+    fd_step: float
+    jvp_error: float
+
+
+@dataclass
+class Timing:
+    """The whole gradient both ways: P forward-mode passes (or a timed sample of them) against one reverse pass."""
+
+    parameters: int
+    forward_passes: int
+    forward_seconds: float  # for all P passes; extrapolated from the timed ones when sampled
+    reverse_seconds: float
+    forward_error: float  # the forward-mode gradient entries against reverse mode
+
+    @property
+    def sampled(self) -> bool:
+        return self.forward_passes < self.parameters
+
+
+@dataclass
+class GradcheckReport:
+    """Everything `autobp gradcheck` found for one network."""
+
+    name: str
+    layers: list[Layer]
+    rows: int
+    arrays: list[ArrayCheck]
+    timing: Timing
+
+    @property
+    def failures(self) -> list[ArrayCheck]:
+        return [a for a in self.arrays if max(a.fd_error, a.jvp_error) >= TOLERANCE]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.timing.forward_error < TOLERANCE
+
+    def format(self) -> str:
+        """The report printed by the command: errors per layer, the timing, the verdict."""
+        return "\n".join([*self._error_table(), "", *self._timing_lines(), "", *self._verdict()])
+
+    def _error_table(self) -> list[str]:
+        lines = [
+            f"gradcheck {self.name}: {len(self.layers)} layers, {self.timing.parameters:,} parameters, float64, "
+            f"a batch of {self.rows} training rows",
+            "largest relative error of reverse mode (backpropagation) against",
+            f"{'':<30}{'central differences':<24}forward mode ({DIRECTIONS} random directions)",
+            f"{'layer':<8}{'shape':<10}{'activation':<12}{'weight':<12}{'bias':<12}{'weight':<12}bias",
+        ]
+        failing = {a.name for a in self.failures}
+        for layer, (weight, bias) in zip(self.layers, _pairs(self.arrays)):
+            flag = "FAIL" if {weight.name, bias.name} & failing else "ok"
+            shape = "×".join(map(str, layer.shape))
+            lines.append(
+                f"{layer.name:<8}{shape:<10}{layer.activation:<12}{weight.fd_error:<12.1e}{bias.fd_error:<12.1e}"
+                f"{weight.jvp_error:<12.1e}{bias.jvp_error:<12.1e}{flag}"
+            )
+        for step in FD_STEPS[1:]:
+            names = [a.name for a in self.arrays if a.fd_step == step and a.fd_error < TOLERANCE]
+            if names:
+                lines.append(_wrapped(f"central differences needed the step ε={step:.0e} for", names))
+        sampled = [f"{a.name} ({a.checked:,} of {a.size:,})" for a in self.arrays if a.checked < a.size]
+        if sampled:
+            lines.append(_wrapped("central differences checked a seeded sample of the entries of", sampled))
+        return lines
+
+    def _timing_lines(self) -> list[str]:
+        t = self.timing
+        count = f"{t.parameters:,}"
+        extrapolated = f", extrapolated from {t.forward_passes:,} timed passes" if t.sampled else ""
+        forward = f"{count} passes (one JVP per parameter)"
+        reverse = f"{'1':>{len(count)}} pass (one backward after the forward)"
+        width = max(len(forward), len(reverse)) + 3
+        return [
+            f"why backpropagation is reverse mode — the whole gradient of the loss, {count} numbers:",
+            f"  forward mode  {forward:<{width}}{_duration(t.forward_seconds)}{extrapolated}",
+            f"  reverse mode  {reverse:<{width}}{_duration(t.reverse_seconds)}, best of {REVERSE_REPEATS}",
+            f"Reverse mode is {t.forward_seconds / t.reverse_seconds:,.0f}× faster here: forward mode needs a pass per "
+            "parameter, reverse mode one pass in all.",
+            f"The forward-mode gradient agrees with reverse mode to {t.forward_error:.1e}.",
+        ]
+
+    def _verdict(self) -> list[str]:
+        if self.ok:
+            return [f"gradient check passed: every error is below {TOLERANCE:g}"]
+        lines = [f"gradient check FAILED: errors of {TOLERANCE:g} or more in"]
+        lines += [f"  {a.name}: central differences {a.fd_error:.1e}, forward mode {a.jvp_error:.1e}" for a in self.failures]
+        if self.failures and all(a.jvp_error < TOLERANCE for a in self.failures):
+            lines.append(textwrap.fill(
+                "Forward mode agrees with reverse mode, central differences do not: both modes use each primitive's "
+                "local derivative, so suspect the derivative rule of an activation or loss these layers use.",
+                width=110,
+            ))
+        return lines
+
+
+def check_config(source: str | Path, overrides: Sequence[str] = ()) -> GradcheckReport:
+    """Build the config's network in float64, take a batch of its training data and check every gradient."""
+    config, dataset = prepare(source, [*overrides, "training.dtype=float64"])
+    network = build_network(config, dataset.n_features, np.random.default_rng([config.seed, INIT_STREAM]))
+    rng = np.random.default_rng(config.seed)
+    n = len(dataset.X_train)
+    rows = np.sort(rng.choice(n, size=min(BATCH_ROWS, n), replace=False))
+    y = loss_targets(dataset.y_train[rows], config.loss, np.dtype(np.float64))
+    loss = network_loss(network, dataset.X_train[rows], y, config.loss)
+    params = [p.data.copy() for p in network.parameters()]
+    reverse = grad(loss, list(range(len(params))))(*params)
+    names = [f"{layer.name}.{kind}" for layer in network.layers for kind in ("weight", "bias")]
+    arrays = [_check_array(loss, params, reverse, k, name, rng) for k, name in enumerate(names)]
+    timing = _time_whole_gradient(loss, params, reverse, rng)
+    return GradcheckReport(config.name, network.layers, len(rows), arrays, timing)
+
+
+def network_loss(network: Network, x: np.ndarray, y: np.ndarray, loss: str) -> LossOfParameters:
+    """The batch loss as a function of (W0, b0, W1, b1, …): the network's layers, without dropout."""
+    activations = [ACTIVATIONS[layer.activation] for layer in network.layers]
+    loss_fn = LOSSES[loss]
+
+    def loss_of(*params: Tensor) -> Tensor:
+        h: np.ndarray | Tensor = x
+        for index, activation in enumerate(activations):
+            h = dense(h, params[2 * index], params[2 * index + 1])
+            if activation is not None:
+                h = activation(h)
+        return loss_fn(h, y)
+
+    return loss_of
+
+
+def _check_array(
+    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], k: int, name: str,
+    rng: np.random.Generator,
+) -> ArrayCheck:  # fmt: skip
+    size = params[k].size
+    entries = np.sort(rng.choice(size, size=FD_MAX_ENTRIES, replace=False)) if size > FD_MAX_ENTRIES else np.arange(size)
+    fd_error, fd_step = _central_difference_error(loss, params, k, entries, reverse[k].reshape(-1)[entries])
+    return ArrayCheck(name, size, len(entries), fd_error, fd_step, _forward_mode_error(loss, params, reverse, k, rng))
+
+
+def _central_difference_error(
+    loss: LossOfParameters, params: list[np.ndarray], k: int, entries: np.ndarray, expected: np.ndarray
+) -> tuple[float, float]:
+    """The smallest error over the steps tried (stopping at the first within tolerance), and its step."""
+    of_entries = _restricted(loss, params, k, entries)
+    start = params[k].reshape(-1)[entries]
+    best = (math.inf, FD_STEPS[0])
+    for step in FD_STEPS:
+        best = min(best, (relative_error(expected, numerical_gradient(of_entries, [start], 0, step)), step))
+        if best[0] < TOLERANCE:
+            break
+    return best
+
+
+def _restricted(loss: LossOfParameters, params: list[np.ndarray], k: int, entries: np.ndarray) -> LossOfParameters:
+    """The loss as a function of the chosen entries of params[k] alone, every other value held fixed."""
+    values = [p.copy() for p in params]
+    flat = values[k].reshape(-1)
+
+    def of_entries(chosen: Tensor) -> Tensor:
+        flat[entries] = chosen.data
+        return loss(*[Tensor(v) for v in values])
+
+    return of_entries
+
+
+def _forward_mode_error(
+    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], k: int, rng: np.random.Generator
+) -> float:
+    """⟨∇L, v⟩ from reverse mode against J·v from one JVP pass, for random directions v in params[k] alone."""
+    tangents = [np.zeros_like(p) for p in params]
+    by_reverse, by_forward = [], []
+    for _ in range(DIRECTIONS):
+        tangents[k] = rng.standard_normal(params[k].shape)
+        by_reverse.append(float(np.sum(reverse[k] * tangents[k])))
+        by_forward.append(float(jvp(loss, params, tangents)[1]))
+    return relative_error(np.array(by_reverse), np.array(by_forward))
+
+
+def _time_whole_gradient(
+    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], rng: np.random.Generator
+) -> Timing:
+    """Forward mode: one JVP pass per parameter with a one-hot tangent. Reverse mode: one grad() call."""
+    sizes = [p.size for p in params]
+    total = sum(sizes)
+    offsets = np.cumsum([0, *sizes])
+    if total > FORWARD_MAX_PASSES:
+        chosen = np.sort(rng.choice(total, size=FORWARD_SAMPLE, replace=False))
+    else:
+        chosen = np.arange(total)
+    arrays = np.searchsorted(offsets, chosen, side="right") - 1
+    tangents = [np.zeros_like(p) for p in params]
+    flats = [t.reshape(-1) for t in tangents]
+    by_forward = np.empty(len(chosen))
+    start = time.perf_counter()
+    for i, (k, j) in enumerate(zip(arrays.tolist(), (chosen - offsets[arrays]).tolist())):
+        flats[k][j] = 1.0
+        by_forward[i] = jvp(loss, params, tangents)[1]
+        flats[k][j] = 0.0
+    forward_seconds = (time.perf_counter() - start) * total / len(chosen)
+    by_reverse = np.concatenate([g.reshape(-1) for g in reverse])[chosen]
+    gradient = grad(loss, list(range(len(params))))
+    reverse_seconds = min(_seconds(lambda: gradient(*params)) for _ in range(REVERSE_REPEATS))
+    return Timing(total, len(chosen), forward_seconds, reverse_seconds, relative_error(by_reverse, by_forward))
+
+
+def _seconds(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def _pairs(arrays: list[ArrayCheck]) -> list[tuple[ArrayCheck, ArrayCheck]]:
+    return list(zip(arrays[0::2], arrays[1::2]))
+
+
+def _wrapped(lead: str, items: list[str]) -> str:
+    return textwrap.fill(f"{lead}: {', '.join(items)}", width=110, subsequent_indent="  ")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"

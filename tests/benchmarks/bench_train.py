@@ -1,0 +1,137 @@
+"""`autobp train` vs. a hand-written numpy training script: the same MLP on the same data (an npz file).
+
+    python tests/benchmarks/bench_train.py [--repeats 3] [--only tiny]
+
+Both sides run as separate processes, alternately, and the best of the repeats is kept. Two ratios per shape:
+the training loop (autobp's `seconds` in summary.json — logging, metrics and validation included — against the
+reference's own loop timer), and the whole process as the user waits for it (start-up, loading, logging, files).
+autobp runs with its defaults (log_every: auto); the reference trains with bench_engine's `numpy_step` and
+computes nothing else. A third ratio isolates gradient logging: autobp with log_every 1 vs. log_every 10**9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Case:
+    name: str
+    sizes: list[int]
+    batch: int
+    samples: int
+    epochs: int
+
+
+CASES = [
+    Case("tiny", [2, 16, 16, 1], 32, 8192, 10),
+    Case("mnist", [784, 256, 256, 10], 128, 4096, 5),
+]
+
+REFERENCE = '''
+import sys, time
+import numpy as np
+sys.path.insert(0, {here!r})
+from bench_engine import numpy_step
+
+data = np.load({data!r})
+X, y = data["X"], data["y"]
+rng = np.random.default_rng(0)
+sizes = {sizes!r}
+weights = [rng.uniform(-np.sqrt(6 / (a + b)), np.sqrt(6 / (a + b)), (a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+biases = [np.zeros(b) for b in sizes[1:]]
+start = time.perf_counter()
+for epoch in range({epochs}):
+    order = rng.permutation(len(X))
+    losses = []
+    for i in range(0, len(X), {batch}):
+        batch = order[i:i + {batch}]
+        losses.append(numpy_step(weights, biases, X[batch], y[batch]))
+loop = time.perf_counter() - start
+np.savez({out!r}, **{{f"w{{i}}": w for i, w in enumerate(weights)}})
+print(loop)
+'''
+
+
+def write_case(case: Case, folder: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((case.samples, case.sizes[0]))
+    y = np.tanh(X[:, : case.sizes[-1]] + 0.1 * rng.standard_normal((case.samples, case.sizes[-1])))
+    np.savez(folder / "data.npz", X=X, y=y)
+    config = {
+        "name": case.name,
+        "data": {"source": "npz", "path": "data.npz", "val_fraction": 0.0, "standardize": False},
+        "model": {"hidden": case.sizes[1:-1], "activation": "tanh"},
+        "loss": "mse",
+        "optimizer": {"name": "sgd", "lr": 0.001},
+        "training": {"epochs": case.epochs, "batch_size": case.batch},
+        "output": {"dir": str(folder / "runs")},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    script = REFERENCE.format(
+        here=str(HERE), data=str(folder / "data.npz"), sizes=case.sizes, epochs=case.epochs, batch=case.batch,
+        out=str(folder / "reference.npz"),
+    )  # fmt: skip
+    (folder / "reference.py").write_text(script)
+    return folder / "config.yaml", folder / "reference.py"
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def autobp_run(config: Path, *extra: str) -> tuple[float, float]:
+    wall, _ = timed([sys.executable, "-m", "autobp", "train", str(config), "--quiet", *extra])
+    newest = max((config.parent / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    return wall, json.loads((newest / "summary.json").read_text())["seconds"]
+
+
+def measure(case: Case, repeats: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config, reference = write_case(case, Path(tmp))
+        best = {k: float("inf") for k in ("ref_wall", "ref_loop", "wall", "loop", "log_all", "log_none")}
+        for _ in range(repeats):
+            ref_wall, out = timed([sys.executable, str(reference)])
+            wall, loop = autobp_run(config)
+            _, log_all = autobp_run(config, "--set", "training.log_every=1")
+            _, log_none = autobp_run(config, "--set", "training.log_every=1000000000")
+            sample = {"ref_wall": ref_wall, "ref_loop": float(out.strip()), "wall": wall, "loop": loop,
+                      "log_all": log_all, "log_none": log_none}  # fmt: skip
+            best = {k: min(best[k], v) for k, v in sample.items()}
+        return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    wanted = set(filter(None, args.only.split(",")))
+    print(f"{'shape':<6} {'steps':>6} {'ref loop s':>10} {'loop s':>8} {'loop ×':>7} {'ref wall s':>10} {'wall s':>7} "
+          f"{'wall ×':>7} {'logging % of step':>18}")  # fmt: skip
+    for case in CASES:
+        if wanted and case.name not in wanted:
+            continue
+        r = measure(case, args.repeats)
+        steps = case.epochs * -(-case.samples // case.batch)
+        logging = (r["log_all"] - r["log_none"]) / r["log_none"] * 100
+        print(f"{case.name:<6} {steps:>6} {r['ref_loop']:>10.3f} {r['loop']:>8.3f} {r['loop'] / r['ref_loop']:>7.2f} "
+              f"{r['ref_wall']:>10.3f} {r['wall']:>7.3f} {r['wall'] / r['ref_wall']:>7.2f} {logging:>17.1f}%")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
