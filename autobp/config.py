@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 Activation = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "sin"]
@@ -273,15 +273,20 @@ class TrainingConfig(_Section):
     log_every: Literal["auto"] | PositiveInt = "auto"
     """Per-layer gradient statistics: auto = every step up to 2,000 steps, else about 2,000 spaced steps."""
     dtype: Literal["float32", "float64"] = "float64"
-    checkpoint_every: PositiveInt | None = None
-    """Save a checkpoint every this many epochs; null = none."""
+    checkpoint_every: Literal["auto"] | PositiveInt | None = "auto"
+    """checkpoint.npz for --resume: auto = after an epoch once 10 s have passed since the last checkpoint; N = every
+    N epochs; null = never. The last epoch is always checkpointed (so a finished run can be extended)."""
 
-    @field_validator("log_every", mode="before")
+    @field_validator("log_every", "checkpoint_every", mode="before")
     @classmethod
-    def _check_log_every(cls, value: object) -> object:
+    def _check_auto_or_count(cls, value: object, info: ValidationInfo) -> object:
         # One clear message instead of one per member of the `"auto" | int` union.
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
+        if value is None and info.field_name == "checkpoint_every":
+            return value
+        if info.field_name == "checkpoint_every":
+            raise ValueError("expected 'auto', an integer >= 1 or null")
         raise ValueError("expected 'auto' or an integer >= 1")
 
 

@@ -116,6 +116,16 @@ class GradientLog:
             memory.grad_norm_w.append(grad_w)
             memory.dead_fraction, memory.saturated_fraction = dead, saturated
 
+    def remember(self, rows: list[dict]) -> None:
+        """Take in rows logged before a resume, so the end-of-run verdicts cover the whole run."""
+        index = {layer.name: i for i, layer in enumerate(self.network.layers)}
+        for row in rows:
+            memory = self.history[index[row["layer"]]]
+            if row["out_grad_norm"] is not None:
+                memory.out_grad_norm.append(row["out_grad_norm"])
+            memory.grad_norm_w.append(row["grad_norm_w"])
+            memory.dead_fraction, memory.saturated_fraction = row["dead_fraction"], row["saturated_fraction"]
+
     def flush(self) -> None:
         """Write the buffered rows and flush the file."""
         if self._pending:

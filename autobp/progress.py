@@ -18,14 +18,17 @@ class Progress:
         self._total = 0
         self._next_line = 0
 
-    def start(self, total_steps: int, name: str) -> None:
+    def start(self, total_steps: int, name: str, done: int = 0) -> None:
+        """Begin at `done` steps of `total_steps` (more than 0 when a run resumes)."""
         self._total = total_steps
+        self._next_line = done
         if self.quiet:
             return
         if self.stream.isatty():
             from tqdm import tqdm  # lazy: only a terminal needs it
 
-            self._bar = tqdm(total=total_steps, desc=name, unit="step", file=self.stream, dynamic_ncols=True, leave=False)
+            self._bar = tqdm(total=total_steps, initial=done, desc=name, unit="step", file=self.stream,
+                             dynamic_ncols=True, leave=False)  # fmt: skip
 
     def update(self, step: int, row: dict[str, Any], metric: str) -> None:
         if self.quiet:

@@ -9,6 +9,7 @@ A run ends `completed` (last epoch or max_steps), `stopped_early`, `diverged` (a
 
 from __future__ import annotations
 
+import csv
 import math
 import platform
 import time
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 import autobp
-from autobp import rundir
+from autobp import checkpoint, rundir
 from autobp.builder import Layer, Network, Trace, build_network
 from autobp.config import Config
 from autobp.configfile import config_from_dict, dump_config, load_config
@@ -42,6 +43,8 @@ EXIT_CODES = {
     "failed": EXIT_FAILED,
 }
 EVAL_CHUNK = 4096  # validation batch size: bounds memory on large validation sets
+AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
+EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
 # Independent random streams derived from the one seed, so e.g. adding dropout does not change the shuffling.
 INIT_STREAM, SHUFFLE_STREAM, DROPOUT_STREAM = 1, 2, 3
 
@@ -54,6 +57,7 @@ class RunResult:
     status: str
     summary: dict[str, Any]
     verdicts: list[str] = field(default_factory=list)
+    nothing_to_do: bool = False  # --resume of a run that had already finished
 
     @property
     def exit_code(self) -> int:
@@ -108,6 +112,69 @@ def run(config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True) 
     return Trainer(config, dataset, run_dir, Progress(quiet)).run()
 
 
+def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True) -> RunResult:
+    """Continue a run from its last checkpoint, or extend a finished one (`training.epochs`, `training.max_steps`)."""
+    run_dir = Path(run_dir)
+    saved_path = run_dir / rundir.CONFIG_FILE
+    if not saved_path.is_file():
+        raise ConfigError(f"--resume {run_dir}: not a run directory (no {rundir.CONFIG_FILE})")
+    saved = load_config(saved_path)
+    config, dataset = prepare(saved_path, overrides)
+    changed = sorted(_differing_keys(saved.model_dump(mode="json"), config.model_dump(mode="json")) - EXTENSIBLE_KEYS)
+    if changed:
+        raise ConfigError(
+            f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
+            "can be changed when resuming (start a new run for anything else)"
+        )
+    state = checkpoint.load(run_dir)
+    trainer = Trainer(config, dataset, run_dir, Progress(quiet))
+    previous = rundir.read_json(run_dir / rundir.SUMMARY_FILE) if (run_dir / rundir.SUMMARY_FILE).exists() else {}
+    if previous.get("status") in ("completed", "stopped_early") and state is not None and state.step >= trainer.total_steps:
+        return RunResult(run_dir, previous["status"], previous, [], nothing_to_do=True)
+    trainer.restore(state, resumed=[*previous.get("resumed", []), _now()])
+    rundir.write_atomic(saved_path, dump_config(config))
+    return trainer.run()
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    """Dotted keys (list items by index) whose values differ between two nested configs."""
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        a, b = dict(enumerate(a)), dict(enumerate(b))
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return set() if a == b else {prefix.rstrip(".")}
+    found: set[str] = set()
+    for key in set(a) | set(b):
+        found |= _differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+    return found
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _keep_rows(path: Path, columns: Sequence[str], rows: list[dict[str, str]]) -> None:
+    """Rewrite a log with only `rows` (those up to the checkpoint), atomically."""
+    lines = [",".join(columns)] + [",".join(row[c] for c in columns) for row in rows]
+    rundir.write_atomic(path, "\n".join(lines) + "\n")
+
+
+def _parse_cell(key: str, text: str) -> Any:
+    if text == "":
+        return None
+    if key in ("epoch", "step"):
+        return int(text)
+    if key == "layer":
+        return text
+    return float(text)
+
+
 class Trainer:
     """One training run: the network, its optimizer and data, the loop, and everything it writes."""
 
@@ -140,16 +207,68 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"value": None, "epoch": None, "state": None, "waited": 0}
+        self.started = _now()
+        self.resumed: list[str] = []
+        self.elapsed_before = 0.0  # training seconds before this process took over (resume)
+        self._gradient_rows: list[dict[str, Any]] = []  # logged before a resume, for the end-of-run verdicts
+        self._last_checkpoint = time.monotonic()
+
+    def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> None:
+        """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over)."""
+        self.resumed = resumed
+        epoch, step = (0, 0) if state is None else (state.epoch, state.step)
+        metrics_path = self.run_dir / rundir.METRICS_FILE
+        gradients_path = self.run_dir / rundir.GRADIENTS_FILE
+        metrics = [r for r in _read_rows(metrics_path) if int(r["epoch"]) <= epoch]
+        gradients = [r for r in _read_rows(gradients_path) if int(r["step"]) <= step]
+        _keep_rows(metrics_path, self._metric_columns(), metrics)
+        _keep_rows(gradients_path, GRADIENT_COLUMNS, gradients)
+        self.history = [{k: _parse_cell(k, v) for k, v in row.items()} for row in metrics]
+        self._gradient_rows = [{k: _parse_cell(k, v) for k, v in row.items()} for row in gradients]
+        if state is None:
+            return
+        self.network.load_state_dict(state.parameters, f"{self.run_dir / checkpoint.CHECKPOINT_FILE}")
+        self.optimizer.load_state_dict(state.optimizer)
+        self.shuffle_rng.bit_generator.state = state.rngs["shuffle"]
+        if self.dropout_rng is not None:
+            self.dropout_rng.bit_generator.state = state.rngs["dropout"]
+        self.epoch, self.step = state.epoch, state.step
+        self.best = {"value": state.best_value, "epoch": state.best_epoch, "state": state.best_parameters,
+                     "waited": state.waited}  # fmt: skip
+        self.elapsed_before = state.seconds
+        self.started = state.started
+
+    def _checkpoint_due(self, finished: bool) -> bool:
+        every = self.config.training.checkpoint_every
+        if every is None:
+            return False
+        if finished:
+            return True
+        if every == "auto":
+            return time.monotonic() - self._last_checkpoint >= AUTO_CHECKPOINT_SECONDS
+        return self.epoch % every == 0
+
+    def _save_checkpoint(self, seconds: float) -> None:
+        rngs = {"shuffle": self.shuffle_rng.bit_generator.state}
+        if self.dropout_rng is not None:
+            rngs["dropout"] = self.dropout_rng.bit_generator.state
+        checkpoint.save(self.run_dir, checkpoint.Checkpoint(
+            epoch=self.epoch, step=self.step, seconds=seconds, started=self.started,
+            parameters=self.network.state_dict(), optimizer=self.optimizer.state_dict(), rngs=rngs,
+            best_value=self.best["value"], best_epoch=self.best["epoch"], waited=self.best["waited"],
+            best_parameters=self.best["state"],
+        ))  # fmt: skip
+        self._last_checkpoint = time.monotonic()
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        started = datetime.now().astimezone()
         clock = time.perf_counter()
         outcome: dict[str, Any] = {}
         metrics_log = rundir.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
         gradient_log = rundir.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
-        self.progress.start(self.total_steps, self.config.name)
+        self.grads.remember(self._gradient_rows)
+        self.progress.start(self.total_steps, self.config.name, self.step)
         try:
             # Overflow is how divergence starts; it is detected and reported, so numpy need not warn about it.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -167,9 +286,9 @@ class Trainer:
             self.grads.flush()
             metrics_log.close()
             gradient_log.close()
-        seconds = time.perf_counter() - clock
+        seconds = self.elapsed_before + time.perf_counter() - clock
         self._save_model()
-        summary = self._summary(status, started, seconds, outcome)
+        summary = self._summary(status, seconds, outcome)
         rundir.write_json(self.run_dir / rundir.SUMMARY_FILE, summary)
         return RunResult(self.run_dir, status, summary, verdicts(self.network, self.grads.history))
 
@@ -179,13 +298,17 @@ class Trainer:
             self.epoch += 1
             lr = learning_rate(self.config.optimizer, self.epoch - 1, training.epochs)
             train_metrics = self._train_epoch(lr)
-            row = self._epoch_row(train_metrics, lr, time.perf_counter() - clock)
+            seconds = self.elapsed_before + time.perf_counter() - clock
+            row = self._epoch_row(train_metrics, lr, seconds)
             self.history.append(row)
             metrics_log.write([[row[c] for c in metrics_log.columns]])
             metrics_log.flush()
             self.grads.flush()
             self.progress.update(self.step, row, self.metric)
-            if self._should_stop(row):
+            stop = self._should_stop(row)
+            if self._checkpoint_due(stop or self.epoch >= training.epochs or self.step >= self.total_steps):
+                self._save_checkpoint(seconds)
+            if stop:
                 self.network.load_state_dict(self.best["state"])
                 return "stopped_early"
         if training.early_stopping is not None and self.best["state"] is not None:
@@ -291,7 +414,7 @@ class Trainer:
         arrays.update({key: value for key, value in extras.items() if value is not None})
         rundir.write_npz(self.run_dir / rundir.MODEL_FILE, arrays)
 
-    def _summary(self, status: str, started: datetime, seconds: float, outcome: dict[str, Any]) -> dict[str, Any]:
+    def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> dict[str, Any]:
         samples = self.step * self.batch_size
         return {
             "status": status,
@@ -311,8 +434,9 @@ class Trainer:
                 "monitor": self.config.training.early_stopping.monitor, "best_epoch": self.best["epoch"],
                 "best_value": self.best["value"], "restored": True,
             },  # fmt: skip
-            "started": started.isoformat(timespec="seconds"),
-            "ended": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "started": self.started,
+            **({"resumed": self.resumed} if self.resumed else {}),
+            "ended": _now(),
             "versions": {"autobp": autobp.__version__, "numpy": np.__version__, "python": platform.python_version()},
         }
 

@@ -1,0 +1,207 @@
+"""Checkpoints and `--resume`: a run killed at any point and resumed ends bit-identical to one never stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autobp.cli import app
+from autobp.errors import ConfigError, DataError
+from autobp.runner import Trainer, resume, train
+
+LOGS = ("metrics.csv", "gradients.csv")
+
+
+def config(tmp_path: Path, **training) -> dict:
+    return {
+        "name": "r",
+        "seed": 5,
+        "data": {"source": "moons", "n_samples": 160, "noise": 0.15},
+        "model": {"layers": [{"units": 12, "activation": "tanh", "dropout": 0.1}, {"units": 12, "activation": "relu"}, {}]},
+        "loss": "cross_entropy",
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "training": {"epochs": 6, "batch_size": 16, "checkpoint_every": 1, **training},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+
+
+def without_seconds(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    if path.name != "metrics.csv":
+        return lines
+    return [line.rsplit(",", 1)[0] for line in lines]  # `seconds` is the last column
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    for name in LOGS:
+        assert without_seconds(a / name) == without_seconds(b / name), name
+    with np.load(a / "model.npz") as left, np.load(b / "model.npz") as right:
+        assert left.files == right.files
+        for key in left.files:
+            assert np.array_equal(left[key], right[key]), key
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    original = Trainer._train_step
+
+    def step_or_interrupt(self, number, *args, **kwargs):
+        if number == step:
+            raise KeyboardInterrupt
+        return original(self, number, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_step", step_or_interrupt)
+
+
+@pytest.mark.parametrize("stop_at", [3, 8, 25, 40])  # first epoch, epoch boundary, mid-epoch, last epoch
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, monkeypatch, stop_at: int) -> None:
+    reference = train(config(tmp_path))
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, stop_at)
+        broken = train(config(tmp_path))
+    assert broken.status == "interrupted"
+    resumed = resume(broken.run_dir)
+    assert resumed.status == "completed"
+    assert resumed.summary["steps"] == reference.summary["steps"] == 48
+    assert resumed.summary["final"] == reference.summary["final"]  # `final` leaves out the seconds column
+    assert_same_run(reference.run_dir, resumed.run_dir)
+
+
+def test_early_stopping_state_survives_a_resume(tmp_path: Path, monkeypatch) -> None:
+    settings = {"epochs": 60, "early_stopping": {"monitor": "val_loss", "patience": 4}}
+    big_lr = config(tmp_path, **settings) | {"optimizer": {"name": "sgd", "lr": 2.0}}
+    reference = train(big_lr)
+    assert reference.status == "stopped_early"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, reference.summary["steps"] - 5)
+        broken = train(big_lr)
+    resumed = resume(broken.run_dir)
+    assert resumed.status == "stopped_early"
+    assert resumed.summary["early_stopping"] == reference.summary["early_stopping"]
+    assert_same_run(reference.run_dir, resumed.run_dir)
+
+
+def test_resuming_a_finished_run_does_nothing_and_extending_it_continues(tmp_path: Path) -> None:
+    short = train(config(tmp_path, epochs=3))
+    before = (short.run_dir / "metrics.csv").read_text()
+    again = CliRunner().invoke(app, ["train", "--resume", str(short.run_dir)])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    assert (short.run_dir / "metrics.csv").read_text() == before
+    extended = resume(short.run_dir, ["training.epochs=6"])
+    assert extended.summary["epochs"] == 6
+    assert_same_run(train(config(tmp_path)).run_dir, extended.run_dir)
+    assert yaml.safe_load((short.run_dir / "config.yaml").read_text())["training"]["epochs"] == 6
+
+
+def test_resume_refuses_any_other_change_naming_the_keys(tmp_path: Path) -> None:
+    run = train(config(tmp_path, epochs=2))
+    with pytest.raises(ConfigError, match=r"cannot change model\.layers\.0\.units, optimizer\.lr"):
+        resume(run.run_dir, ["optimizer.lr=0.5", "model.layers.0.units=4"])
+    result = CliRunner().invoke(app, ["train", "--resume", str(run.run_dir), "--set", "seed=9"])
+    assert result.exit_code == 2 and "cannot change seed" in result.output
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path: Path, monkeypatch) -> None:
+    reference = train(config(tmp_path))
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        broken = train(config(tmp_path))
+    assert not (broken.run_dir / "checkpoint.npz").exists()
+    assert_same_run(reference.run_dir, resume(broken.run_dir).run_dir)
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    run = train(config(tmp_path, epochs=2))
+    data = (run.run_dir / "checkpoint.npz").read_bytes()
+    (run.run_dir / "checkpoint.npz").write_bytes(data[: len(data) // 2])
+    result = CliRunner().invoke(app, ["train", "--resume", str(run.run_dir), "--set", "training.epochs=3"])
+    assert result.exit_code == 2
+    assert "checkpoint.npz" in result.output and "truncated or corrupted" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_resume_needs_a_run_directory(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run directory" in result.output
+    both = CliRunner().invoke(app, ["train", "x.yaml", "--resume", str(tmp_path)])
+    assert both.exit_code == 2 and "give no CONFIG" in both.output
+
+
+def start(config_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autobp", "train", str(config_path), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def wait_for_rows(runs: Path, rows: int, process: subprocess.Popen, limit: float = 60.0) -> Path:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for metrics in runs.glob("*/metrics.csv"):
+            if len(metrics.read_text().splitlines()) > rows:
+                return metrics.parent
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.005)
+    raise AssertionError("the run made no progress")
+
+
+@pytest.mark.parametrize("epochs_before_kill", [1, 7])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, epochs_before_kill: int) -> None:
+    """A real kill: SIGKILL the training process part-way (mid-epoch or mid-checkpoint), resume, compare."""
+    settings = config(tmp_path, epochs=12, batch_size=2)  # 64 steps per epoch: long enough to land mid-epoch
+    settings["data"]["n_samples"] = 160
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    process = start(path)
+    run_dir = wait_for_rows(tmp_path / "runs", epochs_before_kill, process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "summary.json").exists()  # killed: nothing had a chance to finish
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run_dir), "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    reference = train(settings)
+    assert_same_run(reference.run_dir, run_dir)
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    """Simulate dying inside the atomic write: the rename never happens, the old checkpoint stays loadable."""
+    from autobp import rundir
+
+    reference = train(config(tmp_path))
+    calls = {"n": 0}
+    original = rundir.write_npz
+
+    def dies_on_third_checkpoint(path, arrays):
+        if path.name == "checkpoint.npz":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                partial = path.with_name(".checkpoint.npz.partial.tmp")
+                partial.write_bytes(b"PK\x03\x04 half a zip file")
+                raise KeyboardInterrupt  # the process is gone mid-write
+        return original(path, arrays)
+
+    monkeypatch.setattr(rundir, "write_npz", dies_on_third_checkpoint)
+    broken = train(config(tmp_path))
+    monkeypatch.undo()
+    assert broken.status == "interrupted"
+    assert_same_run(reference.run_dir, resume(broken.run_dir).run_dir)
+
+
+def test_init_from_starts_from_saved_parameters(tmp_path: Path) -> None:
+    first = train(config(tmp_path, epochs=2))
+    warm = config(tmp_path, epochs=1)
+    warm["model"]["init_from"] = str(first.run_dir / "model.npz")
+    warm["optimizer"] = {"name": "sgd", "lr": 1e-12}  # a negligible step: the weights stay the loaded ones
+    result = train(warm)
+    with np.load(first.run_dir / "model.npz") as a, np.load(result.run_dir / "model.npz") as b:
+        np.testing.assert_allclose(a["layer0.weight"], b["layer0.weight"], rtol=1e-9)
+    wrong = config(tmp_path, epochs=1)
+    wrong["model"] = {"hidden": [5], "init_from": str(first.run_dir / "model.npz")}
+    with pytest.raises(DataError, match=r"layer0\.weight has shape \(2, 12\), the network needs \(2, 5\)"):
+        train(wrong)
