@@ -61,20 +61,32 @@ def validate(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
+    config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="The YAML config file.", show_default=False)] = None,
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name prefix (overrides `name`).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Folder for run directories (overrides output.dir).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", help="Continue this run from its last checkpoint (or extend it with --set training.epochs=N).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train the network a config describes and write a run directory.
 
     Exit codes: 0 completed or stopped early, 1 failed, 2 bad config or data, 3 diverged, 130 interrupted.
     """
-    from autobp.runner import format_summary
-    from autobp.runner import train as run
+    from autobp.errors import ConfigError
+    from autobp.runner import format_summary, resume as resume_run, train as run
 
-    result = run(config, overrides or (), name=name, output=output, quiet=quiet)
+    if resume is not None:
+        if config is not None or name is not None or output is not None:
+            raise ConfigError("--resume RUN_DIR continues a run in place: give no CONFIG, --name or --output with it")
+        result = resume_run(resume, overrides or (), quiet=quiet)
+    elif config is None:
+        raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR")
+    else:
+        result = run(config, overrides or (), name=name, output=output, quiet=quiet)
+    if result.nothing_to_do:
+        typer.echo(f"{result.run_dir}: already {result.status}; nothing to do "
+                   "(extend it with --set training.epochs=N or --set training.max_steps=N)")  # fmt: skip
+        raise typer.Exit(0)
     typer.echo(format_summary(result))
     raise typer.Exit(result.exit_code)
 
@@ -139,6 +151,86 @@ def gradcheck(
     report = check_config(config, overrides or ())
     typer.echo(report.format())
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+FORMATS = ("text", "markdown", "json")
+
+
+def _format_choice(value: str) -> str:
+    if value not in FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(FORMATS)}")
+    return value
+
+
+FormatOption = Annotated[
+    str,
+    typer.Option("--format", metavar="|".join(FORMATS), callback=_format_choice,
+                 help="text for a terminal, markdown for notes and issues, json (stable keys) for scripts."),
+]
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    fmt: FormatOption = "text",
+    plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Also draw the gradient-flow "
+                                                 "figure (.png, .svg or .pdf; needs pip install 'autobp[plot]').")] = None,
+) -> None:
+    """Report on a run: its loss curves, a per-layer gradient table and diagnoses.
+
+    Diagnoses (vanishing or exploding gradients, dead or saturated units, a learning rate off, overfitting)
+    come with their evidence and a suggestion naming config keys. Reads only the run directory's files, so it
+    also works on runs that diverged, were interrupted or are still going.
+    """
+    from autobp.report import build_report, read_run, render
+
+    log = read_run(run_dir)
+    typer.echo(render(build_report(log), fmt))
+    if plot is not None:
+        from autobp.plot import plot_run
+
+        plot_run(log, plot)
+        typer.echo(f"wrote the gradient-flow figure to {plot}", err=True)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SWEEP...", help="Run directories, or sweep "
+                                               "directories (each stands for all its trials).")],
+    sort: Annotated[Optional[str], typer.Option("--sort", metavar="COLUMN", help="Sort by a metric (val_loss, "
+                    "best_val_accuracy, …), signal_ratio, epochs or a differing config key; losses ascending, "
+                    "accuracy and R² descending. Default: val_loss (train_loss without a validation split).")] = None,
+    fmt: FormatOption = "text",
+) -> None:
+    """Compare runs side by side: the config values that differ, final and best metrics, gradient summaries.
+
+    The `layer0/output signal` column is the median ‖∂L/∂f‖ of the first layer over that of the output layer:
+    far below 1, gradients vanish on their way back; far above 1, they explode.
+    """
+    from autobp.compare import compare_runs, render_comparison
+
+    comparison = compare_runs(runs, sort)
+    typer.echo(render_comparison(comparison, fmt))
+    for note in comparison.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+@app.command()
+def runs(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The folder to look in (output.dir).")] = Path("runs"),
+    fmt: FormatOption = "text",
+) -> None:
+    """List the run and sweep directories in DIR (default: runs), newest first.
+
+    Shows each one's status, date, epochs and best metric; a sweep's status counts its trials. Folders that
+    cannot be read are skipped with a note.
+    """
+    from autobp.compare import list_runs, render_listing
+
+    listed, notes = list_runs(directory)
+    typer.echo(render_listing(listed, fmt))
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 def main() -> None:
