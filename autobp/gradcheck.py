@@ -81,7 +81,8 @@ class GradcheckReport:
 
     @property
     def failures(self) -> list[ArrayCheck]:
-        return [a for a in self.arrays if max(a.fd_error, a.jvp_error) >= TOLERANCE]
+        # Written as "not below" so that a NaN error counts as a failure.
+        return [a for a in self.arrays if not (a.fd_error < TOLERANCE and a.jvp_error < TOLERANCE)]
 
     @property
     def ok(self) -> bool:
@@ -100,7 +101,7 @@ class GradcheckReport:
             f"{'layer':<8}{'shape':<10}{'activation':<12}{'weight':<12}{'bias':<12}{'weight':<12}bias",
         ]
         failing = {a.name for a in self.failures}
-        for layer, (weight, bias) in zip(self.layers, _pairs(self.arrays)):
+        for layer, weight, bias in zip(self.layers, self.arrays[0::2], self.arrays[1::2]):
             flag = "FAIL" if {weight.name, bias.name} & failing else "ok"
             shape = "×".join(map(str, layer.shape))
             lines.append(
@@ -127,8 +128,8 @@ class GradcheckReport:
             f"why backpropagation is reverse mode — the whole gradient of the loss, {count} numbers:",
             f"  forward mode  {forward:<{width}}{_duration(t.forward_seconds)}{extrapolated}",
             f"  reverse mode  {reverse:<{width}}{_duration(t.reverse_seconds)}, best of {REVERSE_REPEATS}",
-            f"Reverse mode is {t.forward_seconds / t.reverse_seconds:,.0f}× faster here: forward mode needs a pass per "
-            "parameter, reverse mode one pass in all.",
+            f"Reverse mode is {t.forward_seconds / t.reverse_seconds:,.0f}× faster here: forward mode needs a pass "
+            "per parameter, reverse mode one pass in all.",
             f"The forward-mode gradient agrees with reverse mode to {t.forward_error:.1e}.",
         ]
 
@@ -136,7 +137,8 @@ class GradcheckReport:
         if self.ok:
             return [f"gradient check passed: every error is below {TOLERANCE:g}"]
         lines = [f"gradient check FAILED: errors of {TOLERANCE:g} or more in"]
-        lines += [f"  {a.name}: central differences {a.fd_error:.1e}, forward mode {a.jvp_error:.1e}" for a in self.failures]
+        for a in self.failures:
+            lines.append(f"  {a.name}: central differences {a.fd_error:.1e}, forward mode {a.jvp_error:.1e}")
         if self.failures and all(a.jvp_error < TOLERANCE for a in self.failures):
             lines.append(textwrap.fill(
                 "Forward mode agrees with reverse mode, central differences do not: both modes use each primitive's "
@@ -180,11 +182,15 @@ def network_loss(network: Network, x: np.ndarray, y: np.ndarray, loss: str) -> L
 
 
 def _check_array(
-    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], k: int, name: str,
+    loss: LossOfParameters,
+    params: list[np.ndarray],
+    reverse: list[np.ndarray],
+    k: int,
+    name: str,
     rng: np.random.Generator,
-) -> ArrayCheck:  # fmt: skip
+) -> ArrayCheck:
     size = params[k].size
-    entries = np.sort(rng.choice(size, size=FD_MAX_ENTRIES, replace=False)) if size > FD_MAX_ENTRIES else np.arange(size)
+    entries = _indices(size, FD_MAX_ENTRIES, FD_MAX_ENTRIES, rng)
     fd_error, fd_step = _central_difference_error(loss, params, k, entries, reverse[k].reshape(-1)[entries])
     return ArrayCheck(name, size, len(entries), fd_error, fd_step, _forward_mode_error(loss, params, reverse, k, rng))
 
@@ -235,10 +241,7 @@ def _time_whole_gradient(
     sizes = [p.size for p in params]
     total = sum(sizes)
     offsets = np.cumsum([0, *sizes])
-    if total > FORWARD_MAX_PASSES:
-        chosen = np.sort(rng.choice(total, size=FORWARD_SAMPLE, replace=False))
-    else:
-        chosen = np.arange(total)
+    chosen = _indices(total, FORWARD_MAX_PASSES, FORWARD_SAMPLE, rng)
     arrays = np.searchsorted(offsets, chosen, side="right") - 1
     tangents = [np.zeros_like(p) for p in params]
     flats = [t.reshape(-1) for t in tangents]
@@ -261,8 +264,11 @@ def _seconds(work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _pairs(arrays: list[ArrayCheck]) -> list[tuple[ArrayCheck, ArrayCheck]]:
-    return list(zip(arrays[0::2], arrays[1::2]))
+def _indices(total: int, limit: int, sample: int, rng: np.random.Generator) -> np.ndarray:
+    """All of range(total) up to `limit`, else a seeded sample of `sample` of them, in order."""
+    if total <= limit:
+        return np.arange(total)
+    return np.sort(rng.choice(total, size=sample, replace=False))
 
 
 def _wrapped(lead: str, items: list[str]) -> str:

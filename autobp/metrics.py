@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autobp.builder import Network
 from autobp.data import Dataset
-from autobp.engine import Primitive, binary_cross_entropy, cross_entropy, huber, mae, mse
+from autobp.engine import Primitive, binary_cross_entropy, cross_entropy, huber, mae, mse, no_grad
+
+EVAL_CHUNK = 4096  # evaluation batch size: bounds memory on large sets
 
 LOSSES: dict[str, Primitive] = {
     "mse": mse,
@@ -114,3 +117,17 @@ class Meter:
         if np.any(sst <= 0):
             return None
         return float(np.mean(1.0 - sse / sst))
+
+
+def evaluate(network: Network, meter: Meter, X: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """Network outputs for X, in chunks and without recording a graph; with targets y, each chunk counts in `meter`."""
+    outputs = []
+    loss = LOSSES[meter.loss]
+    with no_grad():
+        for start in range(0, len(X), EVAL_CHUNK):
+            output = network(X[start : start + EVAL_CHUNK]).data
+            outputs.append(output)
+            if y is not None:
+                yb = y[start : start + EVAL_CHUNK]
+                meter.add(output, yb, float(loss.forward(output, yb)))
+    return np.concatenate(outputs) if outputs else np.empty((0, network.layers[-1].shape[1]))

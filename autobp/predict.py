@@ -23,10 +23,9 @@ from autobp.builder import Network, build_network, load_npz
 from autobp.config import Config, task_of_loss
 from autobp.configfile import load_config
 from autobp.data import Dataset, read_table
-from autobp.engine import no_grad
 from autobp.errors import ConfigError, DataError
-from autobp.metrics import LOSSES, Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
-from autobp.runner import EVAL_CHUNK
+from autobp.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
+from autobp.metrics import evaluate as evaluate_network
 
 REQUIRED_ARRAYS = ("feature_names", "target_names")
 
@@ -35,7 +34,6 @@ REQUIRED_ARRAYS = ("feature_names", "target_names")
 class TrainedModel:
     """A run's network, its config, and what maps data into and out of it."""
 
-    run_dir: Path
     config: Config
     network: Network
     # An example-free Dataset: the names and standardization statistics of the training data are all that
@@ -73,11 +71,12 @@ def load_model(run_dir: Path) -> TrainedModel:
     arrays = load_npz(model_path)
     missing = [key for key in REQUIRED_ARRAYS if key not in arrays]
     if missing:
-        raise DataError(f"{model_path}: no array {', '.join(map(repr, missing))} — it was not written by `autobp train`")
+        names = ", ".join(map(repr, missing))
+        raise DataError(f"{model_path}: no array {names} — it was not written by `autobp train`")
     data = _training_data(config, arrays)
     network = build_network(config, data.n_features, np.random.default_rng(config.seed))
     network.load_state_dict(arrays, str(model_path))
-    return TrainedModel(run_dir, config, network, data)
+    return TrainedModel(config, network, data)
 
 
 def _training_data(config: Config, arrays: dict[str, np.ndarray]) -> Dataset:
@@ -86,9 +85,10 @@ def _training_data(config: Config, arrays: dict[str, np.ndarray]) -> Dataset:
     classes = [str(name) for name in arrays["class_names"]] if "class_names" in arrays else None
     no_rows = np.empty((0, len(features)))
     return Dataset(
-        no_rows, np.empty(0), no_rows, np.empty(0), task_of_loss(config.loss), features, targets, classes,
-        arrays.get("x_mean"), arrays.get("x_std"), arrays.get("y_mean"), arrays.get("y_std"),
-    )
+        X_train=no_rows, y_train=np.empty(0), X_val=no_rows, y_val=np.empty(0), task=task_of_loss(config.loss),
+        feature_names=features, target_names=targets, class_names=classes,
+        x_mean=arrays.get("x_mean"), x_std=arrays.get("x_std"), y_mean=arrays.get("y_mean"), y_std=arrays.get("y_std"),
+    )  # fmt: skip
 
 
 def predict_file(model: TrainedModel, path: Path) -> Prediction:
@@ -130,7 +130,8 @@ def _read_npz(model: TrainedModel, path: Path) -> tuple[np.ndarray, np.ndarray |
     data = model.data
     arrays = load_npz(path)
     if "X" not in arrays:
-        raise DataError(f"{path}: no array 'X' (found: {', '.join(arrays) or 'none'}) — expected X (n, d) and optional y")
+        found = ", ".join(arrays) or "none"
+        raise DataError(f"{path}: no array 'X' (found: {found}) — expected X (n, d) and optionally y")
     X = arrays["X"]
     d = data.n_features
     if X.ndim != 2 or len(X) == 0 or X.shape[1] != d or X.dtype.kind not in "biuf" or not np.isfinite(X).all():
@@ -176,18 +177,10 @@ def _label_names(labels: np.ndarray) -> list[str]:
 def evaluate(
     model: TrainedModel, X: np.ndarray, y: np.ndarray | None
 ) -> tuple[np.ndarray, dict[str, float | None] | None]:
-    """Network outputs for X and, with targets y, the metrics — in chunks, measured as training measures them."""
-    loss = model.config.loss
-    meter = Meter(model.data.task, loss, model.data)
-    outputs = []
-    with no_grad():
-        for start in range(0, len(X), EVAL_CHUNK):
-            output = model.network(X[start : start + EVAL_CHUNK]).data
-            outputs.append(output)
-            if y is not None:
-                yb = y[start : start + EVAL_CHUNK]
-                meter.add(output, yb, float(LOSSES[loss].forward(output, yb)))
-    return np.concatenate(outputs), None if y is None else meter.result()
+    """Network outputs for X and, with targets y, the metrics — measured exactly as training measures them."""
+    meter = Meter(model.data.task, model.config.loss, model.data)
+    outputs = evaluate_network(model.network, meter, X, y)
+    return outputs, None if y is None else meter.result()
 
 
 def write_predictions(path: Path, text: str) -> None:

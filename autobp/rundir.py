@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,19 @@ def create_run_dir(output: Path, name: str, now: datetime | None = None) -> Path
             continue
         return path
     raise ConfigError(f"output directory {output}: too many runs named {name!r} in one second")
+
+
+def check_free_space(output: Path, needed: int) -> None:
+    """Refuse to start a run that would fill the disk: a clear error now beats a failed run later."""
+    existing = next((p for p in [output, *output.parents] if p.exists()), None)
+    if existing is None:
+        return
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise ConfigError(
+            f"output directory {output}: {free / 1e6:.1f} MB free, but this run writes about {needed / 1e6:.1f} MB; "
+            "free some space or choose another with --output"
+        )
 
 
 def write_atomic(path: Path, content: bytes | str) -> None:

@@ -26,11 +26,10 @@ from autobp.builder import Layer, Network, Trace, build_network
 from autobp.config import Config
 from autobp.configfile import config_from_dict, dump_config, load_config
 from autobp.data import Dataset, load_dataset, resolve_config
-from autobp.engine import no_grad
-from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, DataError
+from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
 from autobp.gradstats import COLUMNS as GRADIENT_COLUMNS
-from autobp.gradstats import GradientLog, log_interval, verdicts
-from autobp.metrics import LOSSES, Meter, loss_targets, metric_names
+from autobp.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, verdicts
+from autobp.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
 from autobp.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.progress import Progress
 from autobp.runtime import keep_freed_memory
@@ -42,7 +41,6 @@ EXIT_CODES = {
     "interrupted": EXIT_INTERRUPTED,
     "failed": EXIT_FAILED,
 }
-EVAL_CHUNK = 4096  # validation batch size: bounds memory on large validation sets
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
 # Independent random streams derived from the one seed, so e.g. adding dropout does not change the shuffling.
@@ -101,8 +99,21 @@ def train(
     """Train from a config (path, dict or Config) with `--set`-style overrides into a new run directory."""
     extra = [f"name={name}"] * (name is not None) + [f"output.dir={output}"] * (output is not None)
     config, dataset = prepare(config, [*overrides, *extra])
+    rundir.check_free_space(Path(config.output.dir), estimated_size(config, dataset))
     run_dir = rundir.create_run_dir(Path(config.output.dir), config.name)
     return run(config, dataset, run_dir, quiet=quiet)
+
+
+def estimated_size(config: Config, dataset: Dataset) -> int:
+    """Roughly how many bytes a run writes: model, checkpoint (parameters, optimizer moments, best weights), logs."""
+    sizes = [dataset.n_features] + [layer.units or dataset.n_outputs for layer in config.model.layers]
+    parameters = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    batch = config.training.batch_size or max(len(dataset.X_train), 1)
+    steps = config.training.epochs * max(1, math.ceil(len(dataset.X_train) / batch))
+    if config.training.max_steps is not None:
+        steps = min(steps, config.training.max_steps)
+    logged = min(steps, 2 * TARGET_LOGGED_STEPS) if config.training.log_every == "auto" else steps // config.training.log_every + 2
+    return parameters * 8 * 6 + logged * len(sizes) * 250 + config.training.epochs * 200
 
 
 def run(config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True) -> RunResult:
@@ -287,9 +298,15 @@ class Trainer:
             metrics_log.close()
             gradient_log.close()
         seconds = self.elapsed_before + time.perf_counter() - clock
-        self._save_model()
         summary = self._summary(status, seconds, outcome)
-        rundir.write_json(self.run_dir / rundir.SUMMARY_FILE, summary)
+        try:
+            self._save_model()
+            rundir.write_json(self.run_dir / rundir.SUMMARY_FILE, summary)
+        except OSError as exc:
+            raise AutobpError(
+                f"{self.run_dir}: the run ended ({status}) but its results could not be written "
+                f"({exc.strerror or exc}); the logs written until then are kept"
+            ) from None
         return RunResult(self.run_dir, status, summary, verdicts(self.network, self.grads.history))
 
     def _train(self, metrics_log: rundir.CsvLog, clock: float) -> str:
@@ -357,13 +374,9 @@ class Trainer:
 
     # --- evaluation and early stopping -------------------------------------------------------------------------
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-        """Loss and accuracy/R² of the current network on (X, y), in chunks, without recording a graph."""
+        """Loss and accuracy/R² of the current network on (X, y)."""
         meter = Meter(self.dataset.task, self.config.loss, self.dataset)
-        with no_grad():
-            for start in range(0, len(X), EVAL_CHUNK):
-                xb, yb = X[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
-                output = self.network(xb)
-                meter.add(output.data, yb, float(self.loss_fn(output, yb).data))
+        evaluate(self.network, meter, X, y)
         return meter.result()
 
     def _epoch_row(self, train: dict[str, float | None], lr: float, seconds: float) -> dict[str, Any]:
