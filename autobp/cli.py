@@ -92,6 +92,39 @@ def train(
 
 
 @app.command()
+def sweep(
+    sources: Annotated[Optional[list[Path]], typer.Argument(metavar="SWEEP_FILE | CONFIG...", help="A sweep file "
+                       "(a base config and the values to try), or config files to compare.", show_default=False)] = None,
+    overrides: SetOption = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Sweep name prefix (overrides the sweep file's `name`).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Folder for the sweep (in its sweeps/ folder) (overrides output.dir).")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Trials run at once, each in its own process. [default: number of cores]", show_default=False)] = None,
+    max_failures: Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop launching trials once this many have failed or diverged. [default: run every trial]", show_default=False)] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run many trials in parallel and rank them: the values of a sweep file, or several configs.
+
+    Every trial is validated before the first starts; each is an ordinary run in the sweep directory
+    <output>/sweeps/<name>-<time>/, beside sweep.yaml and trials.csv. Exit codes: 0 every trial completed or stopped
+    early, 2 bad sweep file, config or data, 4 some trials did not complete, 130 interrupted (resume with --resume).
+    """
+    from autobp.errors import ConfigError
+    from autobp.sweep import format_table, resume_sweep, run_sweep
+
+    options = {"jobs": jobs, "max_failures": max_failures, "quiet": quiet}
+    if resume is not None:
+        if sources or overrides or name is not None or output is not None:
+            raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
+                              "--name or --output with it")  # fmt: skip
+        result = resume_sweep(resume, **options)
+    else:
+        result = run_sweep(sources or [], overrides or (), name=name, output=output, **options)
+    typer.echo(format_table(result))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of config files.
 

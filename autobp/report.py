@@ -119,6 +119,10 @@ class RunLog:
     def status(self) -> str:
         return self.summary.status if self.summary else "unfinished"
 
+    def activations(self) -> list[str]:
+        """Each layer's activation, input to output (empty without a readable config)."""
+        return [spec.activation for spec in self.config.model.layers] if self.config else []
+
 
 def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
@@ -328,7 +332,7 @@ def summarize_series(metrics: list[dict[str, float | None]]) -> list[SeriesSumma
 
 def summarize_layers(log: RunLog) -> list[LayerSummary]:
     """The per-layer table, input to output."""
-    activations = [spec.activation for spec in log.config.model.layers] if log.config else []
+    activations = log.activations()
     return [
         LayerSummary(
             name=layer.name,
@@ -369,8 +373,9 @@ def ending(log: RunLog) -> str:
     """Why the run ended, in one sentence."""
     summary = log.summary
     if summary is None:
-        return (f"no {rundir.SUMMARY_FILE}: the run is still going, or its process was killed; "
-                f"showing the {len(log.metrics)} logged epochs")  # fmt: skip
+        damaged = (log.path / rundir.SUMMARY_FILE).exists()
+        why = "is unreadable" if damaged else "is missing: the run is still going, or its process was killed"
+        return f"{rundir.SUMMARY_FILE} {why}; showing the {len(log.metrics)} logged epochs"
     planned = log.config.training.epochs if log.config else None
     done = f"{summary.epochs_completed} of {planned} epochs" if planned else f"{summary.epochs_completed} epochs"
     if summary.status == "completed":
@@ -381,7 +386,7 @@ def ending(log: RunLog) -> str:
         return (f"stopped early after {done}: {stop.monitor} had not improved since epoch {stop.best_epoch} "
                 f"({format_number(stop.best_value)}); that epoch's weights were restored")  # fmt: skip
     if summary.status == "diverged" and summary.diverged:
-        return f"diverged at step {summary.diverged.step} ({summary.diverged.reason}) after {done}"
+        return f"diverged after {done}: {summary.diverged.reason}"
     if summary.status == "interrupted":
         return f"interrupted (Ctrl-C) after {done}"
     if summary.status == "failed":
@@ -646,14 +651,7 @@ def _render_document(report: Report, *, markdown: bool) -> str:
         "",
         heading("Loss and metrics"),
         "",
-        *format_table(
-            ["", "first", "best (epoch)", "final"],
-            [[s.name, format_number(s.first), f"{format_number(s.best)} ({s.best_epoch or '-'})", format_number(s.final)]
-             for s in report.series],
-            markdown=markdown,
-        ),  # fmt: skip
-        "",
-        f"{report.curve} by epoch: {code(report.sparkline or '(no epochs logged)')}",
+        *_series_lines(report, markdown=markdown),
         "",
         heading("Layers, input to output"),
         "",
@@ -677,6 +675,19 @@ def _render_document(report: Report, *, markdown: bool) -> str:
         lines.append(f"- {code(diagnosis.kind)}{where}: {diagnosis.message}.")
         lines.append(f"  Suggestion: {diagnosis.suggestion}.")
     return "\n".join(lines)
+
+
+def _series_lines(report: Report, *, markdown: bool) -> list[str]:
+    if not report.series:
+        return ["No epoch was completed."]
+    table = format_table(
+        ["", "first", "best (epoch)", "final"],
+        [[s.name, format_number(s.first), f"{format_number(s.best)} ({s.best_epoch or '-'})", format_number(s.final)]
+         for s in report.series],
+        markdown=markdown,
+    )  # fmt: skip
+    spark = f"`{report.sparkline}`" if markdown else report.sparkline
+    return [*table, "", f"{report.curve} by epoch: {spark}"]
 
 
 def _layer_row(layer: LayerSummary) -> list[str]:

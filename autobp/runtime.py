@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -35,3 +36,21 @@ def keep_freed_memory() -> bool:
         return False  # not glibc (e.g. musl has no mallopt)
     _tuned = bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES))
     return _tuned
+
+
+# Each BLAS build reads its own variable; setting them all covers OpenBLAS, MKL, BLIS, Apple's Accelerate and OpenMP.
+BLAS_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+)  # fmt: skip
+
+
+def limit_blas_threads(threads: int) -> bool:
+    """Cap BLAS thread pools at `threads` (a lower limit already set is kept); BLAS reads the variables when numpy
+    is first imported, so this works only before that: returns False if numpy is already imported."""
+    if "numpy" in sys.modules:
+        return False
+    for name in BLAS_THREAD_VARIABLES:
+        already = os.environ.get(name, "")
+        if not (already.isdigit() and 0 < int(already) <= threads):
+            os.environ[name] = str(threads)
+    return True

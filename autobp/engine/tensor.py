@@ -266,9 +266,6 @@ def _raw(value: Any) -> Any:
     return value.data if type(value) is Tensor else value
 
 
-_new_tensor = object.__new__
-
-
 class Primitive:
     """One differentiable operation: its forward rule and, per argument i, its VJP (Jᵢᵀg) and JVP (Jᵢt).
 
@@ -316,17 +313,10 @@ class Primitive:
             out = np.asarray(out)
         if out.dtype is not dtype and dtype is not None:
             _dtype_mismatch(self.name, args, out.dtype)
-        result = _new_tensor(Tensor)  # Tensor._result inlined: this runs once per operation
-        result.data = out
-        result.grad = None
-        result.tangent = None
-        result._retain = False
+        result = Tensor._result(out)
         if parents and _mode.record:
             result.requires_grad = True
             result._node = (self, parents, raw, kwargs)
-        else:
-            result.requires_grad = False
-            result._node = None
         if _mode.forward:
             result.tangent = self._push_tangents(args, raw, out, kwargs)
         return result
