@@ -14,14 +14,16 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autobp import rundir
-from autobp.builder import SQUASHING
+from autobp.builder import SQUASHING, load_npz
 from autobp.config import Config
+from autobp.configfile import load_config
 from autobp.errors import AutobpError, DataError
 
 # Thresholds of the diagnoses.
@@ -58,11 +60,6 @@ class Divergence(BaseModel):
     reason: str = ""
 
 
-class BestValue(BaseModel):
-    value: float
-    epoch: int
-
-
 class EarlyStop(BaseModel):
     monitor: str
     best_epoch: int
@@ -75,13 +72,9 @@ class RunSummary(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: str
-    name: str | None = None
     task: str | None = None
-    epochs: int = 0
     epochs_completed: int = 0
     steps: int = 0
-    seconds: float | None = None
-    best: dict[str, BestValue] = {}
     diverged: Divergence | None = None
     error: str | None = None
     early_stopping: EarlyStop | None = None
@@ -135,7 +128,7 @@ def read_run(path: Path, *, with_gradients: bool = True) -> RunLog:
                         "`autobp runs` lists the run directories")  # fmt: skip
     notes: list[str] = []
     summary = _optional(path / rundir.SUMMARY_FILE, read_summary, notes)
-    config = _optional(path / rundir.CONFIG_FILE, _read_config, notes)
+    config = _optional(path / rundir.CONFIG_FILE, load_config, notes)
     metrics = _optional(path / rundir.METRICS_FILE, _read_numbers, notes) or []
     layers: list[LayerLog] = []
     shapes: dict[str, tuple[int, ...]] = {}
@@ -153,8 +146,9 @@ def read_summary(path: Path) -> RunSummary:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from None
     except ValidationError as exc:
-        raise DataError(f"{path}: unexpected content ({exc.error_count()} problems, first: "
-                        f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})") from None  # fmt: skip
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise DataError(f"{path}: unexpected content ({where}: {first['msg']})") from None
 
 
 def run_date(path: Path) -> datetime:
@@ -175,26 +169,26 @@ def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | 
         return None
 
 
-def _read_config(path: Path) -> Config:
-    from autobp.configfile import load_config  # YAML machinery only when a config is read
-
-    return load_config(path)
-
-
-def _read_numbers(path: Path) -> list[dict[str, float | None]]:
+def _read_numbers(path: Path) -> list[dict[str, Any]]:
     """A CSV of numbers (and a `layer` name column) as rows; empty or missing cells are None."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            return [
-                {key: _cell(value, key, path, index) for key, value in row.items() if key is not None}
-                for index, row in enumerate(csv.DictReader(handle), start=2)
-            ]
+            rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from None
+    parsed = []
+    for index, row in enumerate(rows):
+        try:
+            parsed.append({key: _cell(value, key, path, index + 2) for key, value in row.items() if key is not None})
+        except DataError:
+            # A run killed while writing can leave half a number on its last line: that row is dropped.
+            if index < len(rows) - 1:
+                raise
+    return parsed
 
 
 def _cell(value: str | None, column: str, path: Path, line: int) -> Any:
-    # A run killed mid-write leaves a short last line: its missing cells are None like empty ones.
+    # A short last line (a killed run) has missing cells: None, like empty ones.
     if value is None or value == "":
         return None
     if column == "layer":
@@ -225,9 +219,8 @@ def _layer_index(name: str) -> int:
 
 
 def _read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    from autobp.builder import load_npz
-
-    return {key.removesuffix(".weight"): value.shape for key, value in load_npz(path).items() if key.endswith(".weight")}
+    arrays = load_npz(path)
+    return {key.removesuffix(".weight"): value.shape for key, value in arrays.items() if key.endswith(".weight")}
 
 
 # --- summarising ----------------------------------------------------------------------------------------------
@@ -326,7 +319,8 @@ def summarize_series(metrics: list[dict[str, float | None]]) -> list[SeriesSumma
                   if value is not None and math.isfinite(value)]  # fmt: skip
         pick = min if lower_is_better(name) else max
         best, epoch = pick(scored, key=lambda pair: pair[0]) if scored else (None, None)
-        summaries.append(SeriesSummary(name, _first(column), best, None if epoch is None else int(epoch), _last(column)))
+        best_epoch = None if epoch is None else int(epoch)
+        summaries.append(SeriesSummary(name, _first(column), best, best_epoch, _last(column)))
     return summaries
 
 
@@ -363,10 +357,13 @@ def sparkline(values: Sequence[float | None], width: int = SPARK_WIDTH) -> str:
         return NON_FINITE_MARK * len(means)
     low, span = kept.min(), kept.max() - kept.min()
     top = len(SPARK_BLOCKS) - 1
-    return "".join(
-        NON_FINITE_MARK if not math.isfinite(m) else SPARK_BLOCKS[round((m - low) / span * top) if span > 0 else top // 2]
-        for m in means
-    )
+
+    def block(mean: float) -> str:
+        if not math.isfinite(mean):
+            return NON_FINITE_MARK
+        return SPARK_BLOCKS[round((mean - low) / span * top) if span > 0 else top // 2]
+
+    return "".join(map(block, means))
 
 
 def ending(log: RunLog) -> str:
@@ -436,7 +433,7 @@ def _signal_diagnoses(layers: list[LayerSummary]) -> list[Diagnosis]:
                 f"against {format_number(signal_out)} at the output layer {last.name}")  # fmt: skip
     if signal_in * SIGNAL_RATIO <= signal_out:
         shrink = signal_out / signal_in if signal_in > 0 else math.inf
-        how = f"{format_number(shrink)}× smaller" if signal_in > 0 else "none of it reaches the first layer"
+        how = f"{_times(shrink)} smaller" if signal_in > 0 else "none of it reaches the first layer"
         return [Diagnosis(
             "vanishing_gradients", first.name, {**evidence, "ratio": shrink},
             f"{compared}: {how} (threshold {SIGNAL_RATIO:g}×)", _vanishing_suggestion(layers),
@@ -445,9 +442,13 @@ def _signal_diagnoses(layers: list[LayerSummary]) -> list[Diagnosis]:
         growth = signal_in / signal_out
         return [Diagnosis(
             "exploding_gradients", first.name, {**evidence, "ratio": growth},
-            f"{compared}: {format_number(growth)}× larger (threshold {SIGNAL_RATIO:g}×)", SUGGEST_EXPLODING,
+            f"{compared}: {_times(growth)} larger (threshold {SIGNAL_RATIO:g}×)", SUGGEST_EXPLODING,
         )]  # fmt: skip
     return _tiny_gradients(layers)
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:,.0f}×" if ratio >= SIGNAL_RATIO else f"{ratio:.3g}×"
 
 
 def _tiny_gradients(layers: list[LayerSummary]) -> list[Diagnosis]:
@@ -479,17 +480,16 @@ def _blow_up(log: RunLog) -> list[Diagnosis]:
     ]
     if hits:
         step, index, column, value = min(hits, key=lambda hit: hit[:2])
-        layer, where = log.layers[index].name, f"{column} = {value}"
+        layer = log.layers[index].name
+        evidence: dict[str, Any] = {"step": step, "column": column, "value": str(value)}
+        what = f"{column} = {value} in {layer}"
     elif log.summary and log.summary.diverged:
-        step, layer, where = log.summary.diverged.step, log.summary.diverged.layer, "the loss"
-        column, value = "loss", math.nan
+        step, layer = log.summary.diverged.step, log.summary.diverged.layer
+        evidence, what = {"step": step}, log.summary.diverged.reason
     else:
         return []
-    return [Diagnosis(
-        "exploding_gradients", layer, {"step": step, "column": column, "value": str(value)},
-        f"non-finite values from step {step}: first {where}" + (f" in {layer}" if layer else ""),
-        SUGGEST_EXPLODING,
-    )]  # fmt: skip
+    return [Diagnosis("exploding_gradients", layer, evidence, f"non-finite values from step {step}: first {what}",
+                      SUGGEST_EXPLODING)]  # fmt: skip
 
 
 def _inactive_units(layers: list[LayerSummary]) -> list[Diagnosis]:
@@ -613,10 +613,6 @@ def format_number(value: float | int | None) -> str:
     return f"{value:.4g}"
 
 
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
 def render(report: Report, fmt: str) -> str:
     """The report as `text`, `markdown` or `json`."""
     if fmt == "json":
@@ -640,13 +636,14 @@ def _strict(value: Any) -> Any:
 
 
 def _render_document(report: Report, *, markdown: bool) -> str:
-    heading = (lambda text: f"## {text}") if markdown else (lambda text: text)
-    code = (lambda text: f"`{text}`") if markdown else (lambda text: text)
+    def heading(text: str, level: int = 3) -> str:
+        return f"{'#' * level} {text}" if markdown else text
+
     lines = [
-        heading(f"{report.name}: {report.status}"),
+        heading(f"{report.name}: {report.status}", level=2),
         "",
         f"{report.ending}.",
-        f"Run directory: {code(report.run_dir)}",
+        f"Run directory: {_code(report.run_dir, markdown)}",
         *(f"Note: {note}" for note in report.notes),
         "",
         heading("Loss and metrics"),
@@ -655,15 +652,7 @@ def _render_document(report: Report, *, markdown: bool) -> str:
         "",
         heading("Layers, input to output"),
         "",
-        *format_table(
-            ["layer", "shape", "activation", "grad_norm_w first", "median", "last", "out_grad_norm median",
-             "update_ratio median", "dead/saturated"],
-            [_layer_row(layer) for layer in report.layers],
-            markdown=markdown,
-        ),  # fmt: skip
-        "",
-        "grad_norm_w = ‖∂L/∂W‖, out_grad_norm = ‖∂L/∂f‖ (the signal reaching the layer's output), update_ratio = "
-        "‖ΔW‖/‖W‖; medians over the logged steps, dead/saturated at the last one.",
+        *_layer_lines(report, markdown=markdown),
         "",
         heading("Diagnoses"),
         "",
@@ -672,9 +661,13 @@ def _render_document(report: Report, *, markdown: bool) -> str:
         lines.append("None: every check passed.")
     for diagnosis in report.diagnoses:
         where = f" ({diagnosis.layer})" if diagnosis.layer else ""
-        lines.append(f"- {code(diagnosis.kind)}{where}: {diagnosis.message}.")
+        lines.append(f"- {_code(diagnosis.kind, markdown)}{where}: {diagnosis.message}.")
         lines.append(f"  Suggestion: {diagnosis.suggestion}.")
     return "\n".join(lines)
+
+
+def _code(text: str, markdown: bool) -> str:
+    return f"`{text}`" if markdown else text
 
 
 def _series_lines(report: Report, *, markdown: bool) -> list[str]:
@@ -686,15 +679,28 @@ def _series_lines(report: Report, *, markdown: bool) -> list[str]:
          for s in report.series],
         markdown=markdown,
     )  # fmt: skip
-    spark = f"`{report.sparkline}`" if markdown else report.sparkline
-    return [*table, "", f"{report.curve} by epoch: {spark}"]
+    return [*table, "", f"{report.curve} by epoch: {_code(report.sparkline, markdown)}"]
+
+
+def _layer_lines(report: Report, *, markdown: bool) -> list[str]:
+    if not report.layers:
+        return ["No gradient log."]
+    table = format_table(
+        ["layer", "shape", "activation", "grad_norm_w first", "median", "last", "out_grad_norm median",
+         "update_ratio median", "dead/saturated"],
+        [_layer_row(layer) for layer in report.layers],
+        markdown=markdown,
+    )  # fmt: skip
+    legend = ("grad_norm_w = ‖∂L/∂W‖, out_grad_norm = ‖∂L/∂f‖ (the signal reaching the layer's output), "
+              "update_ratio = ‖ΔW‖/‖W‖; medians over the logged steps, dead/saturated at the last one.")  # fmt: skip
+    return [*table, "", legend]
 
 
 def _layer_row(layer: LayerSummary) -> list[str]:
     if layer.dead_fraction is not None:
-        inactive = f"{_share(layer.dead_fraction)} dead"
+        inactive = f"{layer.dead_fraction:.0%} dead"
     elif layer.saturated_fraction is not None:
-        inactive = f"{_share(layer.saturated_fraction)} saturated"
+        inactive = f"{layer.saturated_fraction:.0%} saturated"
     else:
         inactive = "-"
     return [

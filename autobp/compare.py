@@ -1,0 +1,298 @@
+"""Several runs side by side (`autobp compare`), and the runs and sweeps in a folder (`autobp runs`).
+
+A sweep directory (sweep.yaml or trials.csv, with trial-NNN run directories inside) stands for its trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from autobp.errors import AutobpError, ConfigError, DataError
+from autobp.report import (
+    Report,
+    build_report,
+    format_number,
+    format_table,
+    is_run_dir,
+    lower_is_better,
+    read_run,
+    run_date,
+    summarize_series,
+    to_json,
+)
+
+SWEEP_FILES = ("sweep.yaml", "trials.csv")
+# The run column already shows the name, and where a run was written says nothing about how it trained.
+IGNORED_KEYS = ("name", "output.dir")
+# The metric that stands for a run in `autobp runs`: the first one it has, by its best value.
+HEADLINE_METRICS = ("val_accuracy", "val_r2", "val_loss", "train_accuracy", "train_r2", "train_loss")
+SIGNAL_RATIO = "signal_ratio"
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in SWEEP_FILES)
+
+
+def trial_dirs(sweep: Path) -> list[Path]:
+    """A sweep's trial run directories, in trial order."""
+    return sorted(p for p in sweep.iterdir() if p.name.startswith("trial-") and is_run_dir(p))
+
+
+# --- compare -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComparedRun:
+    """One row of the comparison."""
+
+    label: str
+    run_dir: str
+    status: str
+    epochs: int
+    config: dict[str, Any]
+    metrics: dict[str, float | None]
+    signal_ratio: float | None
+    diagnoses: list[str]
+
+    def value(self, column: str) -> Any:
+        if column == SIGNAL_RATIO:
+            return self.signal_ratio
+        if column == "epochs":
+            return self.epochs
+        return self.metrics[column] if column in self.metrics else self.config.get(column)
+
+
+@dataclass
+class Comparison:
+    """Runs sorted by `sort`; `differing` are the config keys whose values are not the same in every run."""
+
+    sort: str
+    differing: list[str]
+    metrics: list[str]
+    runs: list[ComparedRun]
+    notes: list[str]
+
+
+def compare_runs(paths: Sequence[Path], sort: str | None = None) -> Comparison:
+    """Compare run directories (a sweep directory counts as its trials), sorted by a metric or config key
+    (default val_loss, or train_loss when no run has a validation split)."""
+    runs, notes = [], []
+    for label, path in _expand(paths):
+        log = read_run(path)
+        notes += [f"{label}: {note}" for note in log.notes]
+        runs.append(_compared(label, build_report(log), log.config))
+    differing = _differing_keys([run.config for run in runs])
+    metrics = list(dict.fromkeys(name for run in runs for name in run.metrics))
+    columns = [*metrics, SIGNAL_RATIO, "epochs", *differing]
+    sort = sort or ("val_loss" if "val_loss" in metrics else "train_loss")
+    if sort not in columns:
+        raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(columns)}")
+    runs.sort(key=lambda run: _sort_key(run.value(sort), descending=not lower_is_better(sort)))
+    return Comparison(sort, differing, metrics, runs, notes)
+
+
+def _expand(paths: Sequence[Path]) -> Iterator[tuple[str, Path]]:
+    for path in paths:
+        if is_sweep_dir(path):
+            trials = trial_dirs(path)
+            if not trials:
+                raise DataError(f"{path}: a sweep directory without trial run directories yet")
+            yield from ((f"{path.name}/{trial.name}", trial) for trial in trials)
+        elif is_run_dir(path):
+            yield path.name, path
+        else:
+            raise DataError(f"{path}: neither a run directory nor a sweep directory; `autobp runs` lists them")
+
+
+def _compared(label: str, report: Report, config: Any) -> ComparedRun:
+    metrics: dict[str, float | None] = {}
+    for series in report.series:
+        metrics[series.name] = series.final
+        metrics[f"best_{series.name}"] = series.best
+    layers = report.layers
+    first, last = (layers[0].out_grad_norm_median, layers[-1].out_grad_norm_median) if layers else (None, None)
+    return ComparedRun(
+        label=label,
+        run_dir=report.run_dir,
+        status=report.status,
+        epochs=report.epochs,
+        config=flatten(config.model_dump(mode="json")) if config is not None else {},
+        metrics=metrics,
+        signal_ratio=first / last if first is not None and last else None,
+        diagnoses=[diagnosis.kind for diagnosis in report.diagnoses],
+    )
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists as dotted keys: {'model.layers.0.units': 32, …}."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in items:
+        flat.update(flatten(item, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+    return flat
+
+
+def _differing_keys(configs: list[dict[str, Any]]) -> list[str]:
+    keys = dict.fromkeys(key for config in configs for key in config if key not in IGNORED_KEYS)
+    return [key for key in keys if len({json.dumps(config.get(key)) for config in configs}) > 1]
+
+
+def _sort_key(value: Any, *, descending: bool) -> tuple:
+    # Numbers first (best first), then other values in text order, then runs without a usable value.
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return (0, -value if descending else value, "")
+    if value is None or isinstance(value, float):
+        return (2, 0, "")
+    return (1, 0, str(value))
+
+
+def render_comparison(comparison: Comparison, fmt: str) -> str:
+    """The comparison as `text`, `markdown` or `json`."""
+    if fmt == "json":
+        return to_json({
+            "sort": comparison.sort,
+            "differing_keys": comparison.differing,
+            "runs": [
+                {"label": run.label, "run_dir": run.run_dir, "status": run.status, "epochs": run.epochs,
+                 "config": {key: run.config.get(key) for key in comparison.differing}, "metrics": run.metrics,
+                 "signal_ratio": run.signal_ratio, "diagnoses": run.diagnoses}
+                for run in comparison.runs
+            ],
+        })  # fmt: skip
+    # The table keeps to the validation metrics (and the training loss); JSON has them all.
+    shown = [name for name in comparison.metrics if name.startswith(("val_", "best_val_")) or name == "train_loss"]
+    metrics = shown if len(shown) > 1 else comparison.metrics
+    headers = ["run", "status", "epochs", *comparison.differing, *metrics, "layer0/output signal", "diagnoses"]
+    rows = [
+        [run.label, run.status, str(run.epochs), *(_cell(run.config.get(key)) for key in comparison.differing),
+         *(format_number(run.metrics.get(name)) for name in metrics), format_number(run.signal_ratio),
+         ", ".join(dict.fromkeys(run.diagnoses)) or "-"]
+        for run in comparison.runs
+    ]  # fmt: skip
+    lines = format_table(headers, rows, markdown=fmt == "markdown")
+    return "\n".join([*lines, "", f"sorted by {comparison.sort}"])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return format_number(value)
+    return "-" if value is None else str(value)
+
+
+# --- runs -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListedRun:
+    """One line of `autobp runs`: a run or a sweep directory."""
+
+    name: str
+    kind: str
+    status: str
+    date: datetime
+    epochs: int | None
+    best: str
+    path: str
+
+
+def list_runs(directory: Path) -> tuple[list[ListedRun], list[str]]:
+    """Run and sweep directories in `directory` (and one level down, e.g. `sweeps/`), newest first; notes name
+    the directories skipped because they could not be read."""
+    if not directory.is_dir():
+        raise DataError(f"{directory}: no such directory; pass the folder your runs are in (output.dir)")
+    listed, notes = [], []
+    for path in _candidates(directory, notes):
+        try:
+            name = str(path.relative_to(directory))
+            listed.append(_sweep_entry(path, name, notes) if is_sweep_dir(path) else _run_entry(path, name))
+        except (OSError, AutobpError) as exc:
+            notes.append(f"skipped {path}: {exc}")
+    listed.sort(key=lambda entry: entry.date, reverse=True)
+    return listed, notes
+
+
+def _candidates(directory: Path, notes: list[str], depth: int = 1) -> Iterator[Path]:
+    try:
+        children = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        notes.append(f"skipped {directory}: {exc.strerror or exc}")
+        return
+    for child in children:
+        try:
+            recognised = is_run_dir(child) or is_sweep_dir(child)
+        except OSError as exc:
+            notes.append(f"skipped {child}: {exc.strerror or exc}")
+            continue
+        if recognised:
+            yield child
+        elif depth > 0:
+            yield from _candidates(child, notes, depth - 1)
+
+
+def _run_entry(path: Path, name: str) -> ListedRun:
+    log = read_run(path, with_gradients=False)
+    if log.notes:
+        raise DataError("; ".join(log.notes))
+    metric, best = _headline(log.metrics)
+    best_text = "-" if metric is None else f"{metric} {format_number(best)}"
+    return ListedRun(name, "run", log.status, run_date(path), len(log.metrics), best_text, str(path))
+
+
+def _sweep_entry(path: Path, name: str, notes: list[str]) -> ListedRun:
+    statuses: Counter[str] = Counter()
+    results = []
+    for trial in trial_dirs(path):
+        try:
+            log = read_run(trial, with_gradients=False)
+        except (OSError, AutobpError) as exc:
+            notes.append(f"skipped {trial}: {exc}")
+            continue
+        statuses[log.status] += 1
+        results.append((trial.name, *_headline(log.metrics)))
+    scored = [result for result in results if result[1] is not None and result[2] is not None]
+    best_text = "-"
+    if scored:
+        metric = scored[0][1]
+        same = [result for result in scored if result[1] == metric]
+        trial, _, value = (min if lower_is_better(metric) else max)(same, key=lambda result: result[2])
+        best_text = f"{metric} {format_number(value)} ({trial})"
+    status = ", ".join(f"{count} {name}" for name, count in statuses.most_common()) or "no trials yet"
+    kind = f"sweep, {sum(statuses.values())} trials"
+    return ListedRun(name, kind, status, run_date(path), None, best_text, str(path))
+
+
+def _headline(metrics: list[dict[str, float | None]]) -> tuple[str | None, float | None]:
+    series = {s.name: s for s in summarize_series(metrics)}
+    name = next((name for name in HEADLINE_METRICS if name in series and series[name].best is not None), None)
+    return name, None if name is None else series[name].best
+
+
+def render_listing(listed: list[ListedRun], fmt: str) -> str:
+    """`autobp runs` as `text`, `markdown` or `json`."""
+    if fmt == "json":
+        return to_json([
+            {"name": e.name, "kind": e.kind, "status": e.status, "date": e.date.isoformat(timespec="seconds"),
+             "epochs": e.epochs, "best": e.best, "path": e.path}
+            for e in listed
+        ])  # fmt: skip
+    if not listed:
+        return "no runs"
+    headers = ["name", "kind", "status", "date", "epochs", "best"]
+    rows = [
+        [e.name, e.kind, e.status, e.date.strftime("%Y-%m-%d %H:%M"), "-" if e.epochs is None else str(e.epochs),
+         e.best]
+        for e in listed
+    ]  # fmt: skip
+    return "\n".join(format_table(headers, rows, markdown=fmt == "markdown"))

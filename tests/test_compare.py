@@ -1,0 +1,139 @@
+"""`autobp compare` and `autobp runs`: runs side by side with what differs, sweeps standing for their trials,
+listings newest first, and unreadable folders skipped with a note."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from autobp.cli import app
+from autobp.compare import compare_runs, flatten, list_runs
+from autobp.runner import prepare, run, train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+XOR = CONFIGS / "xor.yaml"
+LEARNING_RATES = (0.05, 0.005, 1e-4)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/ with three xor runs (one per learning rate, renamed to known dates) and sweeps/<sweep>/trial-00N."""
+    root = tmp_path_factory.mktemp("runs")
+    for day, lr in enumerate(LEARNING_RATES, start=1):
+        made = train(XOR, ["training.epochs=3", f"optimizer.lr={lr}"], output=root / "tmp").run_dir
+        made.rename(root / f"xor-2026010{day}-120000")
+    (root / "tmp").rmdir()
+    sweep = root / "sweeps" / "xor-sweep-20260105-090000"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.yaml").write_text("base: xor.yaml\n")
+    for index, units in enumerate((1, 8)):  # one tanh unit cannot separate xor
+        config, dataset = prepare(XOR, ["training.epochs=2", f"model.hidden=[{units}]"])
+        (sweep / f"trial-{index:03d}").mkdir()
+        run(config, dataset, sweep / f"trial-{index:03d}")
+    return root
+
+
+def final(run_dir: Path, column: str) -> float:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return float(list(csv.DictReader(handle))[-1][column])
+
+
+def test_compare_shows_the_differing_key_and_sorts_by_validation_loss(folder: Path) -> None:
+    paths = sorted(folder.glob("xor-*"))
+    comparison = compare_runs(paths)
+    assert comparison.sort == "val_loss" and comparison.differing == ["optimizer.lr"]
+    assert [run.config["optimizer.lr"] for run in comparison.runs] == [0.05, 0.005, 1e-4]
+    losses = [run.metrics["val_loss"] for run in comparison.runs]
+    assert losses == sorted(losses) == sorted(final(path, "val_loss") for path in paths)
+    by_accuracy = compare_runs(paths, sort="val_accuracy")
+    accuracies = [run.metrics["val_accuracy"] for run in by_accuracy.runs]
+    assert accuracies == sorted(accuracies, reverse=True)
+
+
+def test_signal_ratio_is_first_over_output_layer_median_signal(folder: Path) -> None:
+    path = folder / "xor-20260101-120000"
+    with open(path / "gradients.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    signal = {
+        name: np.median([float(r["out_grad_norm"]) for r in rows if r["layer"] == name]) for name in ("layer0", "layer1")
+    }
+    (compared,) = compare_runs([path]).runs
+    assert compared.signal_ratio == pytest.approx(signal["layer0"] / signal["layer1"], rel=1e-12)
+
+
+def test_a_sweep_directory_stands_for_its_trials(folder: Path) -> None:
+    sweep = folder / "sweeps" / "xor-sweep-20260105-090000"
+    comparison = compare_runs([sweep], sort="model.layers.0.units")
+    assert [run.label for run in comparison.runs] == [f"{sweep.name}/trial-000", f"{sweep.name}/trial-001"]
+    assert comparison.differing == ["model.layers.0.units"]
+    assert [run.epochs for run in comparison.runs] == [2, 2]
+
+
+def test_cli_compare_text_and_json(folder: Path) -> None:
+    runner = CliRunner()
+    text = runner.invoke(app, ["compare", *map(str, sorted(folder.glob("xor-*"))), "--sort", "best_val_loss"])
+    assert text.exit_code == 0, text.output
+    header, *rows = text.stdout.splitlines()[:4]
+    assert header.split()[:4] == ["run", "status", "epochs", "optimizer.lr"] and "layer0/output" in header
+    assert rows[0].startswith("xor-20260101-120000") and text.stdout.rstrip().endswith("sorted by best_val_loss")
+    one = folder / "xor-20260102-120000"
+    as_json = json.loads(runner.invoke(app, ["compare", str(one), "--format", "json"]).stdout)
+    (entry,) = as_json["runs"]
+    assert entry["metrics"]["val_loss"] == final(one, "val_loss")
+    assert as_json["differing_keys"] == [] and entry["diagnoses"] == []
+
+
+def test_cli_compare_errors(folder: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["compare", str(folder / "xor-20260101-120000"), "--sort", "speed"])
+    assert unknown.exit_code == 2
+    assert "error: --sort speed: not a column of this comparison; choose one of train_loss" in unknown.output
+    neither = runner.invoke(app, ["compare", str(tmp_path)])
+    assert neither.exit_code == 2 and "neither a run directory nor a sweep directory" in neither.output
+
+
+def test_flatten_uses_dotted_keys_with_list_indices() -> None:
+    assert flatten({"a": {"b": 1, "c": [{"d": 2}, 3]}, "e": None}) == {"a.b": 1, "a.c.0.d": 2, "a.c.1": 3, "e": None}
+
+
+def test_runs_lists_runs_and_sweeps_newest_first(folder: Path) -> None:
+    listed, notes = list_runs(folder)
+    assert notes == []
+    assert [(e.name, e.kind, e.status) for e in listed] == [
+        ("sweeps/xor-sweep-20260105-090000", "sweep, 2 trials", "2 completed"),
+        ("xor-20260103-120000", "run", "completed"),
+        ("xor-20260102-120000", "run", "completed"),
+        ("xor-20260101-120000", "run", "completed"),
+    ]
+    assert [e.epochs for e in listed] == [None, 3, 3, 3]
+    best = json.loads((folder / "xor-20260101-120000" / "summary.json").read_text())["best"]["val_accuracy"]["value"]
+    assert listed[-1].best == f"val_accuracy {best:.4g}"
+    assert listed[0].best.startswith("val_accuracy ") and listed[0].best.endswith("(trial-001)")
+
+
+def test_runs_skips_an_unreadable_run_with_a_note(folder: Path, tmp_path: Path) -> None:
+    shutil.copytree(folder / "xor-20260101-120000", tmp_path / "good-20260101-120000")
+    broken = tmp_path / "broken-20260102-120000"
+    shutil.copytree(folder / "xor-20260101-120000", broken)
+    (broken / "summary.json").write_text("{not json")
+    (tmp_path / "notes").mkdir()  # neither a run nor a sweep: ignored
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[1].split()[:6] == ["good-20260101-120000", "run", "completed", "2026-01-01", "12:00", "3"]
+    assert result.stderr.startswith(f"note: skipped {broken}: {broken / 'summary.json'}: not readable JSON")
+
+
+def test_cli_runs_json_and_missing_folder(folder: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(app, ["runs", str(folder), "--format", "json"]).stdout)
+    assert [entry["date"] for entry in listed][:2] == ["2026-01-05T09:00:00", "2026-01-03T12:00:00"]
+    missing = runner.invoke(app, ["runs", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no such directory" in missing.output
