@@ -14,6 +14,7 @@ from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from autobp.configfile import flatten
 from autobp.errors import AutobpError, ConfigError, DataError
 from autobp.report import (
     Report,
@@ -128,20 +129,6 @@ def _compared(label: str, report: Report, config: Any) -> ComparedRun:
         signal_ratio=first / last if first is not None and last else None,
         diagnoses=[diagnosis.kind for diagnosis in report.diagnoses],
     )
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts and lists as dotted keys: {'model.layers.0.units': 32, …}."""
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, item in items:
-        flat.update(flatten(item, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
-    return flat
 
 
 def _differing_keys(configs: list[dict[str, Any]]) -> list[str]:

@@ -125,6 +125,20 @@ def dump_config(config: Config) -> str:
     return yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (dicts and lists) as dotted keys, as `--set` names them: {'model.layers.0.units': 32, …}."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in items:
+        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def config_json_schema() -> dict:
     """JSON Schema of the config file format, for editors that complete and check keys."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **Config.model_json_schema()}

@@ -7,7 +7,6 @@ numbers that triggered it and a suggestion naming the config keys to change; a h
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -170,33 +169,26 @@ def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | 
 
 
 def _read_numbers(path: Path) -> list[dict[str, Any]]:
-    """A CSV of numbers (and a `layer` name column) as rows; empty or missing cells are None."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read it ({exc})") from None
+    """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None."""
+    rows = rundir.read_rows(path)
     parsed = []
     for index, row in enumerate(rows):
         try:
-            parsed.append({key: _cell(value, key, path, index + 2) for key, value in row.items() if key is not None})
-        except DataError:
+            parsed.append({key: rundir.parse_cell(key, value) for key, value in row.items() if key is not None})
+        except ValueError:
             # A run killed while writing can leave half a number on its last line: that row is dropped.
             if index < len(rows) - 1:
-                raise
+                bad = next(k for k, v in row.items() if k is not None and not _parses(k, v))
+                raise DataError(f"{path}:{index + 2}: column {bad}: {row[bad]!r} is not a number") from None
     return parsed
 
 
-def _cell(value: str | None, column: str, path: Path, line: int) -> Any:
-    # A short last line (a killed run) has missing cells: None, like empty ones.
-    if value is None or value == "":
-        return None
-    if column == "layer":
-        return value
+def _parses(column: str, value: str | None) -> bool:
     try:
-        return float(value)
+        rundir.parse_cell(column, value)
     except ValueError:
-        raise DataError(f"{path}:{line}: column {column}: {value!r} is not a number") from None
+        return False
+    return True
 
 
 def _layer_logs(rows: list[dict[str, Any]]) -> list[LayerLog]:

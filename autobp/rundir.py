@@ -7,6 +7,7 @@ are appended row by row and flushed as training goes, so a killed run keeps its 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from autobp.errors import ConfigError
+from autobp.errors import ConfigError, DataError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -101,6 +102,34 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def read_json(path: Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV log as {column: text}; a file that cannot be read is a DataError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from None
+
+
+def parse_cell(column: str, text: str | None) -> int | float | str | None:
+    """A logged value: `epoch` and `step` as ints, `layer` as text, the rest as floats; empty (or missing) is None.
+
+    Raises ValueError for text that is not a number where one belongs."""
+    if text is None or text == "":
+        return None
+    if column in ("epoch", "step"):
+        return int(text)
+    if column == "layer":
+        return text
+    return float(text)
+
+
+def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
+    """Replace a log with `columns` and `rows` (text as read), atomically."""
+    lines = [",".join(columns)] + [",".join(row[c] for c in columns) for row in rows]
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def format_value(value: Any) -> str:

@@ -9,7 +9,6 @@ A run ends `completed` (last epoch or max_steps), `stopped_early`, `diverged` (a
 
 from __future__ import annotations
 
-import csv
 import math
 import platform
 import time
@@ -24,7 +23,7 @@ import autobp
 from autobp import checkpoint, rundir
 from autobp.builder import Layer, Network, Trace, build_network
 from autobp.config import Config
-from autobp.configfile import config_from_dict, dump_config, load_config
+from autobp.configfile import config_from_dict, dump_config, flatten, load_config
 from autobp.data import Dataset, load_dataset, resolve_config
 from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
 from autobp.gradstats import COLUMNS as GRADIENT_COLUMNS
@@ -131,7 +130,8 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = 
         raise ConfigError(f"--resume {run_dir}: not a run directory (no {rundir.CONFIG_FILE})")
     saved = load_config(saved_path)
     config, dataset = prepare(saved_path, overrides)
-    changed = sorted(_differing_keys(saved.model_dump(mode="json"), config.model_dump(mode="json")) - EXTENSIBLE_KEYS)
+    before, after = flatten(saved.model_dump(mode="json")), flatten(config.model_dump(mode="json"))
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key) and key not in EXTENSIBLE_KEYS)
     if changed:
         raise ConfigError(
             f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
@@ -147,43 +147,12 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = 
     return trainer.run()
 
 
-def _differing_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
-    """Dotted keys (list items by index) whose values differ between two nested configs."""
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        a, b = dict(enumerate(a)), dict(enumerate(b))
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return set() if a == b else {prefix.rstrip(".")}
-    found: set[str] = set()
-    for key in set(a) | set(b):
-        found |= _differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")
-    return found
-
-
 def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _keep_rows(path: Path, columns: Sequence[str], rows: list[dict[str, str]]) -> None:
-    """Rewrite a log with only `rows` (those up to the checkpoint), atomically."""
-    lines = [",".join(columns)] + [",".join(row[c] for c in columns) for row in rows]
-    rundir.write_atomic(path, "\n".join(lines) + "\n")
-
-
-def _parse_cell(key: str, text: str) -> Any:
-    if text == "":
-        return None
-    if key in ("epoch", "step"):
-        return int(text)
-    if key == "layer":
-        return text
-    return float(text)
+def _rows_if_any(path: Path) -> list[dict[str, str]]:
+    return rundir.read_rows(path) if path.exists() else []
 
 
 class Trainer:
@@ -230,12 +199,12 @@ class Trainer:
         epoch, step = (0, 0) if state is None else (state.epoch, state.step)
         metrics_path = self.run_dir / rundir.METRICS_FILE
         gradients_path = self.run_dir / rundir.GRADIENTS_FILE
-        metrics = [r for r in _read_rows(metrics_path) if int(r["epoch"]) <= epoch]
-        gradients = [r for r in _read_rows(gradients_path) if int(r["step"]) <= step]
-        _keep_rows(metrics_path, self._metric_columns(), metrics)
-        _keep_rows(gradients_path, GRADIENT_COLUMNS, gradients)
-        self.history = [{k: _parse_cell(k, v) for k, v in row.items()} for row in metrics]
-        self._gradient_rows = [{k: _parse_cell(k, v) for k, v in row.items()} for row in gradients]
+        metrics = [r for r in _rows_if_any(metrics_path) if int(r["epoch"]) <= epoch]
+        gradients = [r for r in _rows_if_any(gradients_path) if int(r["step"]) <= step]
+        rundir.rewrite_rows(metrics_path, self._metric_columns(), metrics)
+        rundir.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
+        self.history = [{k: rundir.parse_cell(k, v) for k, v in row.items()} for row in metrics]
+        self._gradient_rows = [{k: rundir.parse_cell(k, v) for k, v in row.items()} for row in gradients]
         if state is None:
             return
         self.network.load_state_dict(state.parameters, f"{self.run_dir / checkpoint.CHECKPOINT_FILE}")
