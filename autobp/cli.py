@@ -93,11 +93,11 @@ def train(
 
 @app.command()
 def sweep(
-    sources: Annotated[Optional[list[Path]], typer.Argument(metavar="SWEEP_FILE | CONFIG...", help="A sweep file "
+    sources: Annotated[Optional[list[Path]], typer.Argument(metavar="SWEEP_OR_CONFIG", help="A sweep file "
                        "(a base config and the values to try), or config files to compare.", show_default=False)] = None,
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Sweep name prefix (overrides the sweep file's `name`).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Folder for the sweep (in its sweeps/ folder) (overrides output.dir).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Folder whose sweeps/ subfolder receives the sweep (overrides output.dir).")] = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Trials run at once, each in its own process. [default: number of cores]", show_default=False)] = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop launching trials once this many have failed or diverged. [default: run every trial]", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,

@@ -1,0 +1,128 @@
+"""Where trials run: a small `concurrent.futures`-style interface, and local worker processes behind it.
+
+A sweep hands `run_trial` and its plain-data arguments to `TrialExecutor.submit` and waits on the futures, so
+another engine (e.g. Dask's distributed) can run trials on other machines by implementing the same two methods.
+
+This module is imported by every worker process before numpy: it must not import numpy itself, so that a worker
+can limit its BLAS threads first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from autobp.runtime import limit_blas_threads
+
+T = TypeVar("T")
+
+
+class TrialExecutor(Protocol):
+    """Runs functions somewhere and hands back futures, like `concurrent.futures.Executor`."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        """Start `fn(*args)`; the future holds its result, or the exception that ended it."""
+        ...
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Release the workers; `cancel_futures` also stops the trials still running (they end `interrupted`)."""
+        ...
+
+
+def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """Train a trial's resolved config into `run_dir`, an existing empty folder: the function workers run.
+
+    Plain data in and out, so that any executor can ship it: returns {"status": ..., "summary": summary.json}.
+    """
+    from autobp.errors import AutobpError
+    from autobp.runner import prepare, run
+
+    try:
+        resolved, dataset = prepare(config)
+    except AutobpError as err:  # the sweep validated the trial, but its data file may have changed since
+        return {"status": "failed", "summary": {"status": "failed", "error": str(err)}}
+    result = run(resolved, dataset, Path(run_dir), quiet=True)
+    return {"status": result.status, "summary": result.summary}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (fewer than the machine has under taskset or a container's CPU set)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """Trials in `jobs` worker processes on this machine, each allowed cores // jobs BLAS threads.
+
+    Workers are spawned (not forked) so that each limits its BLAS threads before it imports numpy. A worker that
+    dies (killed, out of memory) breaks the pool: the futures then running fail with BrokenProcessPool, and the
+    next `submit` starts a fresh pool.
+    """
+
+    def __init__(self, jobs: int, cores: int | None = None) -> None:
+        self.jobs = jobs
+        self.threads = max(1, (cores or available_cores()) // jobs)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+            initargs=(self.threads,),
+        )  # fmt: skip
+
+    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        """Run `fn(*args)` in a worker, starting a fresh pool if a dead worker broke the last one."""
+        try:
+            return self._pool.submit(_interruptible, fn, *args)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=True)
+            self._pool = self._new_pool()
+            return self._pool.submit(_interruptible, fn, *args)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the workers; `cancel_futures` first sends them SIGINT, which interrupts the trials they run."""
+        if cancel_futures:
+            for pid in self.worker_pids():
+                with contextlib.suppress(ProcessLookupError):  # it may have just exited
+                    os.kill(pid, signal.SIGINT)
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        # ProcessPoolExecutor lists its workers only in a private attribute (public kill methods came in 3.14).
+        return list(self._pool._processes or ())
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _start_worker(threads: int) -> None:
+    limit_blas_threads(threads)
+    # An idle worker ignores Ctrl-C; a trial running in it is interrupted (see `_interruptible`).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interruptible(fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn` so that Ctrl-C interrupts it once: the terminal and the sweep may both send SIGINT, and a second
+    KeyboardInterrupt would break the run while it writes its final files."""
+    previous = signal.signal(signal.SIGINT, _raise_keyboard_interrupt_once)
+    try:
+        return fn(*args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _raise_keyboard_interrupt_once(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt

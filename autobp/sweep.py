@@ -1,0 +1,754 @@
+"""`autobp sweep`: run many trials (the values of a sweep file, or several configs) in parallel, and rank them.
+
+    result = run_sweep(["configs/sweep_spirals.yaml"], jobs=2)
+    print(format_table(result))
+
+Every trial is expanded and validated (config, data, monitored metric) before the first one starts. Each trial is
+an ordinary run in `<output>/sweeps/<name>-<YYYYmmdd-HHMMSS>/trial-NNN`; beside them, sweep.yaml records the
+sweep and trials.csv, rewritten as trials end, records how each ended. A trial is known by a hash of its resolved
+config, so `resume_sweep` runs again exactly the trials that did not complete or whose config has changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from yaml.nodes import Node
+
+from autobp import rundir
+from autobp.config import NAME_PATTERN, Config, _raise_problems
+from autobp.configfile import (
+    _duplicate_key_problems,
+    _parse,
+    _Positions,
+    _Problem,
+    _problems_from,
+    _read_text,
+    _report,
+    _show,
+    _suggest,
+    _written_path,
+    load_config,
+)
+from autobp.data import Dataset, load_dataset, resolve_config
+from autobp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
+from autobp.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
+from autobp.metrics import metric_names
+from autobp.runner import estimated_size
+
+SWEEP_FILE = "sweep.yaml"
+TRIALS_FILE = "trials.csv"
+FINISHED = ("completed", "stopped_early")  # statuses of trials that need no second run
+PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
+
+Method = Literal["grid", "random"]
+Monitor = Literal["val_loss", "train_loss", "val_accuracy", "train_accuracy", "val_r2", "train_r2"]
+Mode = Literal["min", "max"]
+_CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode)}
+
+
+# --- the sweep file -----------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Range(_Strict):
+    """A range to draw from in a random sweep: floats, or integers when min and max are both integers."""
+
+    min: int | float
+    max: int | float
+    log: bool = False
+    """Uniform in log space: each decade is drawn equally often (needs min > 0)."""
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _check_number(cls, value: object) -> object:
+        # One clear message instead of one per member of the `int | float` union.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Range:
+        problems = []
+        if self.max <= self.min:
+            problems.append((("max",), f"must be > min ({self.min})"))
+        if self.log and self.min <= 0:
+            problems.append((("min",), "must be > 0 with log: true"))
+        _raise_problems(*problems)
+        return self
+
+    def draw(self, rng: np.random.Generator) -> int | float:
+        """A uniform (or log-uniform) draw from [min, max]. Integer ranges draw a real number from [min, max + 1)
+        and round it down, so each integer owns an interval of width 1 (log: of width log((k + 1) / k))."""
+        integers = isinstance(self.min, int) and isinstance(self.max, int)
+        low, high = self.min, self.max + 1 if integers else self.max
+        value = math.exp(rng.uniform(math.log(low), math.log(high))) if self.log else rng.uniform(low, high)
+        if integers:
+            return min(math.floor(value), self.max)
+        return min(max(value, self.min), self.max)  # exp(log(x)) may round a hair past either bound
+
+
+def _parameter_kind(value: Any) -> str:
+    return "range" if isinstance(value, (dict, Range)) else "values"  # a dict when read, a Range when written
+
+
+# A callable discriminator: a list or a range is told apart by its type, so an error names only the one meant.
+Parameter = Annotated[
+    Union[Annotated[list[Any], Field(min_length=1), Tag("values")], Annotated[Range, Tag("range")]],
+    Discriminator(_parameter_kind),
+]
+
+
+class SweepFile(_Strict):
+    """A sweep file: a base config and the values to try in it."""
+
+    base: str
+    """The base config, relative to the sweep file's folder."""
+    name: str | None = None
+    """Sweep name, the prefix of its folder; default the sweep file's name."""
+    method: Method = "grid"
+    """grid: every combination of the lists; random: n_trials seeded draws."""
+    n_trials: Annotated[int, Field(ge=1)] | None = None
+    """random: number of trials."""
+    seed: Annotated[int, Field(ge=0)] = 0
+    """Seed of the random draws (the trials keep the base's seed; sweep `seed` to vary it)."""
+    parameters: Annotated[dict[str, Parameter], Field(min_length=1)]
+    """Dotted config keys, as with --set, each with a list of values or (random) a range {min, max, log}."""
+    monitor: Monitor = "val_loss"
+    """The metric that ranks the trials (its final value)."""
+    mode: Mode | None = None
+    """min or max; default min for losses, max for accuracy and R²."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        check_name(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_method(self) -> SweepFile:
+        problems = [
+            (("parameters", key), "a range needs method: random (a grid takes lists of values)")
+            for key, parameter in self.parameters.items()
+            if self.method == "grid" and isinstance(parameter, Range)
+        ]
+        problems += [
+            (("parameters", key), "expected a dotted config key such as optimizer.lr")
+            for key in self.parameters
+            if not all(key.split("."))
+        ]
+        if self.method == "random" and self.n_trials is None:
+            problems.append((("n_trials",), "required with method: random"))
+        if self.method == "grid" and self.n_trials is not None:
+            problems.append((("n_trials",), "only used with method: random (a grid runs every combination)"))
+        _raise_problems(*problems)
+        return self
+
+
+def check_name(name: str | None) -> None:
+    """A sweep name must make a plain folder name, as a run name does."""
+    if name is not None and not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError("use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")
+
+
+def expand(spec: SweepFile) -> list[dict[str, Any]]:
+    """The swept values of each trial: every combination in file order (grid), or n_trials seeded draws."""
+    if spec.method == "grid":
+        keys = list(spec.parameters)
+        return [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
+    rng = np.random.default_rng(spec.seed)
+    return [{key: draw(parameter, rng) for key, parameter in spec.parameters.items()} for _ in range(spec.n_trials)]
+
+
+def draw(parameter: list[Any] | Range, rng: np.random.Generator) -> Any:
+    """One random value: an item of a list, each equally likely, or a number from a range."""
+    if isinstance(parameter, Range):
+        return parameter.draw(rng)
+    return parameter[int(rng.integers(len(parameter)))]
+
+
+def _is_sweep_file(raw: Any) -> bool:
+    # Configs have neither key, so a file with either is a sweep file (and one lacking the other is told so).
+    return isinstance(raw, dict) and bool({"base", "parameters"} & raw.keys())
+
+
+def _validate_sweep_file(path: Path, root: Node, raw: dict) -> SweepFile:
+    """The sweep file as a model, or a ConfigError listing every problem with its line, as for configs."""
+    positions = _Positions(str(path), root)
+    problems = list(_duplicate_key_problems(root, positions))
+    try:
+        spec = SweepFile.model_validate(raw)
+    except ValidationError as err:
+        problems += [problem for error in err.errors() for problem in _sweep_file_problems(error, raw, positions)]
+    if problems:
+        raise ConfigError(_report(str(path), problems))
+    if not (path.parent / spec.base).is_file():
+        message = f"{path.parent / spec.base} not found (the base config is relative to the sweep file's folder)"
+        raise ConfigError(positions.problem(("base",), message).text)
+    return spec
+
+
+def _sweep_file_problems(error: dict, raw: dict, positions: _Positions) -> Iterator[_Problem]:
+    """A pydantic error as problems at the keys the user wrote; the config's wording wherever it applies."""
+    kind, loc, given = error["type"], error["loc"], error.get("input")
+    path = _written_path(raw, loc, missing=kind == "missing")
+    if kind == "extra_forbidden":
+        model = Range if loc[0] == "parameters" else SweepFile
+        yield positions.problem(path, "unknown key" + _suggest(path[-1], list(model.model_fields)), at_key=True)
+    elif kind == "literal_error":
+        allowed = _suggest(given, _CHOICES[loc[0]], list_all=True)
+        yield positions.problem(path, f"{_show(given)} is not allowed{allowed}")
+    elif kind == "list_type" and loc[0] == "parameters":
+        yield positions.problem(path, f"expected a list of values or a range {{min, max, log}}, got {_show(given)}")
+    else:
+        yield from _problems_from(error, raw, positions)
+
+
+# --- expanding and validating the trials --------------------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    """One run of a sweep: its swept values and the resolved config its worker trains."""
+
+    name: str  # trial-000, trial-001, ...: its folder in the sweep directory
+    values: dict[str, Any]  # swept key -> value; a sweep of configs has the one key `config`
+    config: dict[str, Any]  # the resolved config as plain data
+    identity: str  # hash of the config without name and output: equal identities, equal training
+    size: int  # about how many bytes its run directory takes
+
+    @property
+    def label(self) -> str:
+        return _label(self.name, self.values)
+
+
+def _label(name: str, values: dict[str, Any]) -> str:
+    """How errors and messages name a trial: `trial-003 (optimizer.lr=0.01, seed=2)`."""
+    return f"{name} ({', '.join(f'{key}={_cell(value)}' for key, value in values.items())})"
+
+
+@dataclass
+class Sweep:
+    """Trials expanded and validated, with what is needed to expand them again on resume."""
+
+    name: str
+    sources: list[str]  # absolute paths: the sweep file, or the configs
+    overrides: list[str]  # --set (and --output as output.dir) for every trial
+    monitor: str
+    mode: str
+    trials: list[Trial]
+    settings: dict[str, Any] | None = None  # the sweep file, resolved; None for a sweep of configs
+
+
+def plan_sweep(
+    paths: Sequence[str | Path], overrides: Sequence[str] = (), *, name: str | None = None,
+    output: str | Path | None = None,
+) -> Sweep:  # fmt: skip
+    """Expand a sweep file, or a list of configs, into trials and validate every one (ConfigError/DataError)."""
+    if not paths:
+        raise ConfigError("give a sweep file, or config files to compare")
+    try:
+        check_name(name)
+    except ValueError as err:
+        raise ConfigError(f"--name {name!r}: {err}") from None
+    overrides = [*overrides, *([_override("output.dir", os.path.abspath(output))] if output is not None else [])]
+    files = [(Path(path), *_parse(_read_text(Path(path)), str(path))) for path in paths]
+    sweep_files = [path for path, _, raw in files if _is_sweep_file(raw)]
+    if sweep_files and len(files) > 1:
+        raise ConfigError(f"{sweep_files[0]}: a sweep file runs on its own — give it alone, or only config files")
+    if sweep_files:
+        path, root, raw = files[0]
+        return _plan_sweep_file(path, _validate_sweep_file(path, root, raw), overrides, name)
+    variants = [({"config": str(path.resolve())}, path, overrides) for path, _, _ in files]
+    trials = _trials(variants, "val_loss", same="two of the files describe the same training")
+    return Sweep(name or "sweep", [trial.values["config"] for trial in trials], overrides, "val_loss", "min", trials)
+
+
+def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: str | None) -> Sweep:
+    base = (path.parent / spec.base).resolve()
+    variants = [
+        (values, base, [*(_override(key, value) for key, value in values.items()), *overrides])
+        for values in expand(spec)
+    ]
+    # Equal grid points mean a swept key changes nothing; random draws from short lists may repeat by chance.
+    same = "a swept key changes nothing (is it set more specifically, e.g. per layer in model.layers?)"
+    trials = _trials(variants, spec.monitor, same=same if spec.method == "grid" else None)
+    mode = spec.mode or ("min" if spec.monitor.endswith("loss") else "max")
+    settings = spec.model_dump(mode="json") | {"base": str(base), "mode": mode}
+    return Sweep(name or spec.name or path.stem, [str(path.resolve())], overrides, spec.monitor, mode, trials, settings)
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value)}"  # JSON is YAML: the value reads back exactly, a string stays a string
+
+
+def _trials(variants: list[tuple[dict[str, Any], Path, list[str]]], monitor: str, *, same: str | None) -> list[Trial]:
+    """Load and resolve each (values, config file, overrides) variant; the first error stops, naming its trial.
+    Two trials that train the same config are an error explained by `same`, unless it is None."""
+    datasets: dict[str, Dataset] = {}
+    trials: list[Trial] = []
+    seen: dict[str, Trial] = {}
+    for index, (values, path, overrides) in enumerate(variants):
+        name = f"trial-{index:03d}"
+        try:
+            config, dataset = _resolved(load_config(path, overrides), datasets)
+            _check_monitor(config, monitor)
+        except (ConfigError, DataError) as err:
+            raise type(err)(f"{_label(name, values)}: {err}") from None
+        trial = Trial(name, values, config.model_dump(mode="json"), _identity(config), estimated_size(config, dataset))
+        if same is not None and trial.identity in seen:
+            raise ConfigError(f"{trial.label} trains the same config as {seen[trial.identity].label}: {same}")
+        seen[trial.identity] = trial
+        trials.append(trial)
+    return trials
+
+
+def _resolved(config: Config, datasets: dict[str, Dataset]) -> tuple[Config, Dataset]:
+    # The data depends only on data, loss and seed: trials that share them load it once.
+    key = json.dumps([config.data.model_dump(mode="json"), config.loss, config.seed])
+    if key not in datasets:
+        datasets[key] = load_dataset(config)
+    return resolve_config(config, datasets[key]), datasets[key]
+
+
+def _check_monitor(config: Config, monitor: str) -> None:
+    measure = monitor.partition("_")[2]
+    reported = metric_names(config.data.task)[0]
+    if measure not in ("loss", reported):
+        raise ConfigError(f"monitor '{monitor}': loss '{config.loss}' is a {config.data.task} loss, which reports "
+                          f"loss and {reported}, not {measure}")  # fmt: skip
+    if monitor.startswith("val_") and config.data.val_fraction == 0:
+        raise ConfigError(f"monitor '{monitor}' needs a validation split, but data.val_fraction is 0")
+
+
+def _identity(config: Config) -> str:
+    """sha256 of what the resolved config trains: without its name and output folder, and without model.activation
+    and model.init, defaults already copied into each layer."""
+    trained = config.model_dump(mode="json", exclude={"name": True, "output": True, "model": {"activation", "init"}})
+    return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()
+
+
+# --- the sweep directory ------------------------------------------------------------------------------------------
+
+
+class TrialRecord(_Strict):
+    trial: str
+    values: dict[str, Any]
+    identity: str
+
+
+class SweepRecord(_Strict):
+    """sweep.yaml: where the trials come from, how they are ranked, and each trial's values and identity."""
+
+    name: str
+    sources: list[str]
+    overrides: list[str]
+    monitor: Monitor
+    mode: Mode
+    settings: dict[str, Any] | None
+    trials: list[TrialRecord]
+
+
+def _write_record(directory: Path, sweep: Sweep) -> None:
+    record = SweepRecord(
+        name=sweep.name, sources=sweep.sources, overrides=sweep.overrides, monitor=sweep.monitor, mode=sweep.mode,
+        settings=sweep.settings,
+        trials=[TrialRecord(trial=t.name, values=t.values, identity=t.identity) for t in sweep.trials],
+    )  # fmt: skip
+    rundir.write_atomic(directory / SWEEP_FILE, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False))
+
+
+def _read_record(directory: Path) -> SweepRecord:
+    path = directory / SWEEP_FILE
+    if not path.is_file():
+        raise ConfigError(f"{directory}: not a sweep directory (it has no {SWEEP_FILE})")
+    try:
+        return SweepRecord.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValidationError) as err:
+        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({err})") from None
+
+
+@dataclass
+class Outcome:
+    """How a trial ended, or that it has not: its status and summary.json (just the error if it left none)."""
+
+    status: str = PENDING
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """Why the trial did not complete, or ''."""
+        if "diverged" in self.summary:
+            return self.summary["diverged"]["reason"]
+        return self.summary.get("error", "")
+
+    def final(self, metric: str) -> float | None:
+        """The metric's value at the last epoch (None if missing or not finite)."""
+        value = self.summary.get("final", {}).get(metric)
+        return value if value is not None and math.isfinite(value) else None
+
+    def best(self, metric: str) -> float | None:
+        """The metric's best value over the epochs."""
+        return self.summary.get("best", {}).get(metric, {}).get("value")
+
+
+def _other_metrics(sweep: Sweep) -> list[str]:
+    """The final metrics trials.csv shows beside the monitored one: losses, then accuracy and/or R² as the tasks
+    in the sweep report them."""
+    reported = sorted({metric_names(trial.config["data"]["task"])[0] for trial in sweep.trials})
+    metrics = [f"{split}_{measure}" for measure in ("loss", *reported) for split in ("train", "val")]
+    return [metric for metric in metrics if metric != sweep.monitor]
+
+
+def _write_trials_csv(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
+    monitor, others = sweep.monitor, _other_metrics(sweep)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["trial", "status", *sweep.trials[0].values, monitor, f"best_{monitor}", *others, "epochs",
+                     "seconds", "run_dir", "reason"])  # fmt: skip
+    for trial, outcome in zip(sweep.trials, outcomes):
+        summary = outcome.summary
+        finals = [summary.get("final", {}).get(metric) for metric in (monitor, *others)]
+        cells = [trial.name, outcome.status, *trial.values.values(), finals[0], outcome.best(monitor), *finals[1:],
+                 summary.get("epochs"), summary.get("seconds"), directory / trial.name, outcome.reason]  # fmt: skip
+        writer.writerow([_csv_cell(cell) for cell in cells])
+    rundir.write_atomic(directory / TRIALS_FILE, buffer.getvalue())
+
+
+def _csv_cell(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else rundir.format_value(value)
+
+
+def _read_statuses(directory: Path) -> dict[str, str]:
+    path = directory / TRIALS_FILE
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["trial"]: row["status"] for row in csv.DictReader(handle)}
+
+
+def _fresh_dir(path: Path) -> Path:
+    """An empty folder for a trial: an earlier attempt's folder (on resume) is replaced."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir()
+    return path
+
+
+# --- running the trials -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """A sweep that has run (or was interrupted): its directory, trials and how each ended."""
+
+    directory: Path
+    sweep: Sweep
+    outcomes: list[Outcome]
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if all(o.status in FINISHED for o in self.outcomes) else EXIT_SWEEP_INCOMPLETE
+
+    def ranking(self) -> list[int]:
+        """Trial indices, best first: trials that completed by their final monitored value, then the others."""
+        return rank(self.sweep, self.outcomes)
+
+
+def rank(sweep: Sweep, outcomes: list[Outcome]) -> list[int]:
+    """Trial indices, best first: trials that completed by their final monitored value, then the others in order."""
+    sign = 1.0 if sweep.mode == "min" else -1.0
+
+    def key(index: int) -> tuple[bool, float, int]:
+        value = _ranked_value(outcomes[index], sweep.monitor)
+        return value is None, 0.0 if value is None else sign * value, index
+
+    return sorted(range(len(outcomes)), key=key)
+
+
+def _ranked_value(outcome: Outcome, monitor: str) -> float | None:
+    return outcome.final(monitor) if outcome.status in FINISHED else None
+
+
+def run_sweep(
+    paths: Sequence[str | Path], overrides: Sequence[str] = (), *, name: str | None = None,
+    output: str | Path | None = None, jobs: int | None = None, max_failures: int | None = None, quiet: bool = True,
+    executor: TrialExecutor | None = None,
+) -> SweepResult:  # fmt: skip
+    """Validate every trial, make the sweep directory and run the trials, `jobs` at a time (default: one per core).
+
+    `max_failures` stops launching trials once that many have failed or diverged. Trials run in local worker
+    processes unless an `executor` is given (it is shut down only if the sweep is interrupted).
+    """
+    sweep = plan_sweep(paths, overrides, name=name, output=output)
+    sweeps = Path(sweep.trials[0].config["output"]["dir"]) / "sweeps"
+    outcomes = [Outcome() for _ in sweep.trials]
+    _check_free_space(sweeps, sweep, outcomes)
+    directory = rundir.create_run_dir(sweeps, sweep.name)
+    _write_record(directory, sweep)
+    return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
+
+
+def resume_sweep(
+    directory: str | Path, *, jobs: int | None = None, max_failures: int | None = None, quiet: bool = True,
+    executor: TrialExecutor | None = None,
+) -> SweepResult:  # fmt: skip
+    """Run again, in place, the trials of a sweep directory that did not complete or whose config has changed."""
+    directory = Path(directory).resolve()
+    record = _read_record(directory)
+    sweep = plan_sweep(record.sources, record.overrides, name=record.name)
+    if len(sweep.trials) != len(record.trials):
+        raise ConfigError(f"{directory}: the sweep now has {len(sweep.trials)} trials, not {len(record.trials)} "
+                          "— start a new sweep instead")  # fmt: skip
+    statuses = _read_statuses(directory)
+    outcomes = [_earlier_outcome(directory, trial, old, statuses) for trial, old in zip(sweep.trials, record.trials)]
+    _check_free_space(directory, sweep, outcomes)
+    _write_record(directory, sweep)
+    return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
+
+
+def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, statuses: dict[str, str]) -> Outcome:
+    """The outcome kept from the earlier run if that completed the same config; else a pending trial."""
+    summary = directory / trial.name / rundir.SUMMARY_FILE
+    if statuses.get(trial.name) not in FINISHED or old.identity != trial.identity or not summary.is_file():
+        return Outcome()
+    content = rundir.read_json(summary)
+    return Outcome(content["status"], content)
+
+
+def _check_free_space(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
+    needed = sum(trial.size for trial, outcome in zip(sweep.trials, outcomes) if outcome.status not in FINISHED)
+    rundir.check_free_space(directory, needed)
+
+
+def _run(
+    sweep: Sweep, directory: Path, outcomes: list[Outcome], jobs: int | None, max_failures: int | None,
+    quiet: bool, executor: TrialExecutor | None,
+) -> SweepResult:  # fmt: skip
+    to_run = sum(outcome.status not in FINISHED for outcome in outcomes)
+    jobs = max(1, min(jobs or available_cores(), to_run))
+    started = time.perf_counter()
+    local = LocalExecutor(jobs) if executor is None else contextlib.nullcontext(executor)
+    with local as pool:
+        progress = SweepProgress(to_run, sweep.name, quiet)
+        limit = math.inf if max_failures is None else max_failures
+        scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress)
+        interrupted = scheduler.run()
+    return SweepResult(directory, sweep, outcomes, time.perf_counter() - started, interrupted)
+
+
+class _Scheduler:
+    """Launches trials as workers free up, records how each ends and rewrites trials.csv as they do.
+
+    When a worker process dies, every trial then running fails with it, not only the one that killed it; so a
+    trial that fails that way while others ran beside it is run once more, alone, and fails only if it dies again.
+    """
+
+    def __init__(
+        self, sweep: Sweep, directory: Path, outcomes: list[Outcome], executor: TrialExecutor, jobs: int,
+        max_failures: float, progress: SweepProgress,
+    ) -> None:  # fmt: skip
+        self.sweep = sweep
+        self.directory = directory
+        self.outcomes = outcomes
+        self.executor = executor
+        self.jobs = jobs
+        self.max_failures = max_failures
+        self.progress = progress
+        self.queue = deque(index for index, outcome in enumerate(outcomes) if outcome.status not in FINISHED)
+        self.running: dict[Future, int] = {}
+        self.shared: set[int] = set()  # running trials that have had others beside them
+        self.alone: set[int] = set()  # trials to run again with nothing beside them
+        self.done = self.failed = 0
+
+    def run(self) -> bool:
+        """Run the queued trials; True if interrupted by Ctrl-C (running trials end `interrupted`)."""
+        try:
+            while True:
+                self._launch()
+                if not self.running:
+                    return False
+                finished, _ = wait(self.running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    self._finish(future)
+        except KeyboardInterrupt:
+            self._interrupt()
+            return True
+        finally:
+            for index in self.running.values():  # only if interrupted again while stopping
+                self.outcomes[index] = Outcome("interrupted")
+            self.progress.close()
+            _write_trials_csv(self.directory, self.sweep, self.outcomes)
+
+    def _may_launch(self) -> bool:
+        if not self.queue or self.failed >= self.max_failures or self.alone & set(self.running.values()):
+            return False
+        if self.queue[0] in self.alone:
+            return not self.running
+        return len(self.running) < self.jobs
+
+    def _launch(self) -> None:
+        while self._may_launch():
+            index = self.queue.popleft()
+            trial = self.sweep.trials[index]
+            future = self.executor.submit(run_trial, trial.config, str(_fresh_dir(self.directory / trial.name)))
+            if self.running:
+                self.shared.update([index, *self.running.values()])
+            self.running[future] = index
+            self.outcomes[index] = Outcome(RUNNING)
+        _write_trials_csv(self.directory, self.sweep, self.outcomes)
+        self._show()
+
+    def _finish(self, future: Future) -> None:
+        index = self.running.pop(future)
+        error = future.exception()  # the worker died, or the executor could not run the trial
+        if error is not None and index in self.shared:
+            self.shared.discard(index)
+            self.alone.add(index)
+            self.queue = deque(sorted([index, *self.queue]))  # retries first (they precede the queue), in order
+            self.outcomes[index] = Outcome()
+            return
+        if error is not None:
+            outcome = Outcome("failed", {"error": f"{type(error).__name__}: {error}"})
+        else:
+            outcome = _outcome(future.result())
+        self.shared.discard(index)
+        self.alone.discard(index)
+        self.outcomes[index] = outcome
+        self.done += 1
+        self.failed += outcome.status not in FINISHED
+        self._show(self.sweep.trials[index], outcome)
+
+    def _interrupt(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        for future, index in self.running.items():
+            ended = future.done() and not future.cancelled() and future.exception() is None
+            self.outcomes[index] = _outcome(future.result()) if ended else Outcome("interrupted")
+        self.running.clear()
+
+    def _show(self, trial: Trial | None = None, outcome: Outcome | None = None) -> None:
+        monitor = self.sweep.monitor
+        best = _best_text(self.sweep, self.outcomes) or "-"
+        counts = {"done": self.done, "failed": self.failed, "running": len(self.running)}
+        finished = None
+        if trial is not None and outcome is not None:
+            finished = f"{trial.name} {outcome.status} {monitor} {_cell(outcome.final(monitor))}"
+        self.progress.show(counts, best, finished)
+
+
+def _outcome(result: dict[str, Any]) -> Outcome:
+    """The outcome `run_trial` reports."""
+    return Outcome(result["status"], result["summary"])
+
+
+class SweepProgress:
+    """Trials done, failed and running and the best so far: a bar on a terminal, a line per finished trial in a
+    log, nothing when quiet."""
+
+    def __init__(self, total: int, name: str, quiet: bool, stream: Any = None) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self._bar: Any = None
+        if not quiet and self.stream.isatty():
+            from tqdm import tqdm  # lazy: only a terminal needs it
+
+            self._bar = tqdm(total=total, desc=name, unit="trial", file=self.stream, dynamic_ncols=True, leave=False)
+
+    def show(self, counts: dict[str, int], best: str, finished: str | None) -> None:
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.update(counts["done"] - self._bar.n)
+            self._bar.set_postfix({**counts, "best": best})
+        elif finished is not None:
+            tally = ", ".join(f"{count} {what}" for what, count in counts.items())
+            print(f"{finished}  [{counts['done']}/{self.total}: {tally}; best {best}]", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# --- the ranked table ---------------------------------------------------------------------------------------------
+
+
+def format_table(result: SweepResult) -> str:
+    """The trials ranked best first, then the path of the best trial's config and the sweep directory."""
+    sweep, outcomes = result.sweep, result.outcomes
+    monitor = sweep.monitor
+    statuses = ", ".join(f"{count} {status}" for status, count in Counter(o.status for o in outcomes).items())
+    better = "lower" if sweep.mode == "min" else "higher"
+    lines = [f"sweep {sweep.name}: {len(outcomes)} trials ({statuses}) in {result.seconds:.1f} s; "
+             f"ranked by final {monitor}, {better} is better"]  # fmt: skip
+    keys = list(sweep.trials[0].values)
+    rows = [["rank", "trial", "status", *keys, monitor, f"best_{monitor}", "epochs", "seconds", "reason"]]
+    ranking = result.ranking()
+    for place, index in enumerate(ranking, start=1):
+        trial, outcome = sweep.trials[index], outcomes[index]
+        summary = outcome.summary
+        ranked = _ranked_value(outcome, monitor) is not None
+        rows.append([
+            place if ranked else "-", trial.name, outcome.status, *trial.values.values(), outcome.final(monitor),
+            outcome.best(monitor), summary.get("epochs"), summary.get("seconds"), outcome.reason,
+        ])  # fmt: skip
+    lines += _aligned([[_cell(cell) for cell in row] for row in rows])
+    best = _best_text(sweep, outcomes)
+    if best is None:
+        lines.append(f"best: none — no trial completed with a {monitor}")
+    else:
+        config = result.directory / sweep.trials[ranking[0]].name / rundir.CONFIG_FILE
+        lines.append(f"best: {best}, config {config}")
+    lines.append(f"sweep directory: {result.directory}")
+    return "\n".join(lines)
+
+
+def _best_text(sweep: Sweep, outcomes: list[Outcome]) -> str | None:
+    """`val_loss 0.0123 (trial-004)` for the best trial so far, or None while no trial has completed."""
+    best = rank(sweep, outcomes)[0]
+    value = _ranked_value(outcomes[best], sweep.monitor)
+    return None if value is None else f"{sweep.monitor} {_cell(value)} ({sweep.trials[best].name})"
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def _cell(value: Any) -> str:
+    """A value as the table shows it: numbers to 4 significant digits, lists as YAML writes them inline."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)

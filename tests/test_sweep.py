@@ -1,0 +1,353 @@
+"""`autobp sweep`: expansion, validation before any trial starts, parallel trials that fail alone, resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autobp.cli import app
+from autobp.errors import ConfigError
+from autobp.executor import LocalExecutor
+from autobp.runtime import limit_blas_threads
+from autobp.sweep import SweepFile, expand, format_table, plan_sweep, resume_sweep, run_sweep
+
+# Linear data, identity activations, mse and a huge SGD step: the loss overflows within a few steps.
+REGRESSION = {"data": {"source": "linear", "n_samples": 80}, "loss": "mse",
+              "model": {"hidden": [8], "activation": "identity"}, "optimizer": {"name": "sgd", "lr": 0.01}}  # fmt: skip
+
+
+def base_config(tmp_path: Path, **changes) -> dict:
+    return {
+        "name": "base",
+        "seed": 1,
+        "data": {"source": "moons", "n_samples": 80, "noise": 0.1},
+        "model": {"hidden": [6], "activation": "tanh"},
+        "loss": "cross_entropy",
+        "optimizer": {"name": "adam", "lr": 0.05},
+        "training": {"epochs": 2, "batch_size": 16, "checkpoint_every": None},
+        "output": {"dir": str(tmp_path / "runs")},
+        **changes,
+    }
+
+
+def write(path: Path, content: dict | str) -> Path:
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def write_sweep(tmp_path: Path, parameters: dict, base: dict | None = None, **keys) -> Path:
+    write(tmp_path / "base.yaml", base or base_config(tmp_path))
+    return write(tmp_path / "sweep.yaml", {"base": "base.yaml", **keys, "parameters": parameters})
+
+
+def read_trials(directory: Path) -> list[dict[str, str]]:
+    with open(directory / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def sweep_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        plan_sweep([path])
+    return str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two worker processes shared by the tests that run trials, so each does not pay for starting Python."""
+    with LocalExecutor(2) as executor:
+        yield executor
+
+
+# --- expansion ----------------------------------------------------------------------------------------------------
+
+
+def test_a_grid_is_every_combination_in_file_order(tmp_path):
+    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.01, 0.001], "model.activation": ["tanh", "relu"]})
+    sweep = plan_sweep([path])
+    assert [trial.name for trial in sweep.trials] == [f"trial-00{i}" for i in range(6)]
+    assert [tuple(trial.values.values()) for trial in sweep.trials] == [
+        (0.1, "tanh"), (0.1, "relu"), (0.01, "tanh"), (0.01, "relu"), (0.001, "tanh"), (0.001, "relu"),
+    ]  # fmt: skip
+    relu = sweep.trials[1].config
+    assert relu["optimizer"]["lr"] == 0.1
+    assert [layer["activation"] for layer in relu["model"]["layers"]] == ["relu", "identity"]
+    assert relu["model"]["layers"][-1]["units"] == 2  # resolved against the data
+    assert len({trial.identity for trial in sweep.trials}) == 6
+    assert (sweep.name, sweep.monitor, sweep.mode) == ("sweep", "val_loss", "min")  # the sweep file's name
+
+
+def test_random_draws_are_seeded_and_spread_as_asked():
+    spec = SweepFile.model_validate({
+        "base": "b.yaml", "method": "random", "n_trials": 3000, "seed": 7,
+        "parameters": {
+            "optimizer.lr": {"min": 1e-4, "max": 1e-1, "log": True},
+            "training.batch_size": {"min": 1, "max": 100, "log": True},
+            "model.hidden.0": {"min": 2, "max": 5},
+            "optimizer.momentum": {"min": 0.5, "max": 0.9},
+            "model.activation": ["tanh", "relu", "sigmoid"],
+        },
+    })  # fmt: skip
+    trials = expand(spec)
+    assert trials == expand(spec)
+    assert trials != expand(spec.model_copy(update={"seed": 8}))
+    column = {key: [trial[key] for trial in trials] for key in spec.parameters}
+    lr = np.array(column["optimizer.lr"])
+    assert lr.min() >= 1e-4 and lr.max() <= 1e-1
+    decades = np.histogram(np.log10(lr), bins=[-4, -3, -2, -1])[0] / len(lr)
+    assert decades == pytest.approx([1 / 3] * 3, abs=0.03)  # log-uniform: each decade equally often
+    sizes = column["training.batch_size"]
+    assert all(isinstance(size, int) and 1 <= size <= 100 for size in sizes)
+    # Integer k owns [k, k + 1) of a log-uniform draw from [1, 101).
+    assert np.mean(np.array(sizes) <= 10) == pytest.approx(math.log(11) / math.log(101), abs=0.03)
+    units = Counter(column["model.hidden.0"])
+    assert set(units) == {2, 3, 4, 5} and all(count / 3000 == pytest.approx(0.25, abs=0.03) for count in units.values())
+    momentum = np.array(column["optimizer.momentum"])
+    assert 0.5 <= momentum.min() and momentum.max() <= 0.9 and momentum.mean() == pytest.approx(0.7, abs=0.01)
+    picks = Counter(column["model.activation"])
+    assert all(count / 3000 == pytest.approx(1 / 3, abs=0.03) for count in picks.values())
+
+
+def test_a_random_sweep_validates_its_draws(tmp_path):
+    path = write_sweep(tmp_path, {"optimizer.lr": {"min": 0.001, "max": 0.1, "log": True}, "seed": [0, 1]},
+                       method="random", n_trials=4, seed=3)  # fmt: skip
+    sweep = plan_sweep([path])
+    assert len(sweep.trials) == 4
+    assert [trial.config["optimizer"]["lr"] for trial in sweep.trials] == [t["optimizer.lr"] for t in expand(
+        SweepFile.model_validate(yaml.safe_load(path.read_text())))]  # fmt: skip
+    assert sweep.settings["method"] == "random" and sweep.settings["base"] == str(tmp_path / "base.yaml")
+
+
+# --- errors, all before any trial starts ----------------------------------------------------------------------------
+
+
+def test_sweep_file_errors_name_their_line_and_how_to_fix_them(tmp_path):
+    write(tmp_path / "base.yaml", base_config(tmp_path))
+    path = write(tmp_path / "sweep.yaml", (
+        "base: base.yaml\n"
+        "methd: grid\n"
+        "monitor: val_acc\n"
+        "parameters:\n"
+        "  optimizer.lr: 0.1\n"
+        "  model.hidden: {min: 1, max: 4, step: 1}\n"
+    ))  # fmt: skip
+    assert sweep_error(path) == (
+        f"{path}: 4 problems\n"
+        f"  {path}:2:1: methd: unknown key — did you mean 'method'?\n"
+        f"  {path}:3:10: monitor: 'val_acc' is not allowed (allowed: val_loss, train_loss, val_accuracy, "
+        "train_accuracy, val_r2, train_r2) — did you mean 'val_accuracy'?\n"
+        f"  {path}:5:17: parameters.optimizer.lr: expected a list of values or a range {{min, max, log}}, got 0.1\n"
+        f"  {path}:6:34: parameters.model.hidden.step: unknown key (allowed: min, max, log)"
+    )
+
+
+@pytest.mark.parametrize(("keys", "expected"), [
+    ({"parameters": {"optimizer.lr": {"min": 0.1, "max": 1.0}}},
+     ":3:3: parameters.optimizer.lr: a range needs method: random (a grid takes lists of values)"),
+    ({"method": "random", "parameters": {"optimizer.lr": [0.1]}}, ":1:1: n_trials: required with method: random"),
+    ({"method": "random", "n_trials": 2, "parameters": {"optimizer.lr": {"min": 0.0, "max": 1.0, "log": True}}},
+     ":6:5: parameters.optimizer.lr.min: must be > 0 with log: true"),
+    ({"parameters": {"optimizer.lr": []}}, ":3:17: parameters.optimizer.lr: needs at least 1 item(s)"),
+    ({"parameters": {"optimizer..lr": [1]}}, ":3:3: parameters.optimizer..lr: expected a dotted config key"),
+    ({"parameters": {"optimizer.lr": [1]}, "n_trials": 3}, ":5:1: n_trials: only used with method: random"),
+    ({"method": "random", "n_trials": 1, "parameters": {"optimizer.lr": {"min": True, "max": 1.0}}},
+     ":6:10: parameters.optimizer.lr.min: expected a finite number, got true"),
+    ({"base": "missing.yaml", "parameters": {"seed": [1]}}, ":1:7: base: "),
+])  # fmt: skip
+def test_sweep_file_mistakes(tmp_path, keys, expected):
+    write(tmp_path / "base.yaml", base_config(tmp_path))
+    path = write(tmp_path / "sweep.yaml", {"base": "base.yaml", **keys})
+    assert sweep_error(path).startswith(f"{path}{expected}")
+
+
+def test_one_bad_trial_stops_the_sweep_before_any_trial_starts(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": ["tanh", "relu", "sigmoid", "reluu"]})
+    result = CliRunner().invoke(app, ["sweep", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: trial-003 (model.activation=reluu): --set model.activation=\"reluu\": model.activation: 'reluu' is "
+        "not allowed (allowed: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, sin) — did you mean 'relu'?"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_swept_key_that_changes_nothing_is_an_error(tmp_path):
+    # Layers that name their own activation ignore model.activation: every trial would train the same network.
+    layers = base_config(tmp_path, model={"layers": [{"units": 6, "activation": "tanh"}, {}]})
+    path = write_sweep(tmp_path, {"model.activation": ["tanh", "relu"]}, base=layers)
+    assert sweep_error(path).startswith(
+        "trial-001 (model.activation=relu) trains the same config as trial-000 (model.activation=tanh)"
+    )
+
+
+def test_the_monitored_metric_must_exist_in_every_trial(tmp_path):
+    path = write_sweep(tmp_path, {"seed": [1, 2]}, monitor="val_r2")
+    assert sweep_error(path) == (
+        "trial-000 (seed=1): monitor 'val_r2': loss 'cross_entropy' is a classification loss, which reports loss "
+        "and accuracy, not r2"
+    )
+
+
+def test_a_sweep_file_runs_alone(tmp_path):
+    path = write_sweep(tmp_path, {"seed": [1, 2]})
+    with pytest.raises(ConfigError, match="a sweep file runs on its own"):
+        plan_sweep([tmp_path / "base.yaml", path])
+
+
+# --- running ------------------------------------------------------------------------------------------------------
+
+
+def test_several_configs_are_compared_through_the_command_line(tmp_path):
+    a = write(tmp_path / "a.yaml", base_config(tmp_path, name="a"))
+    b = write(tmp_path / "b.yaml", base_config(tmp_path, name="b", optimizer={"name": "sgd", "lr": 0.001}))
+    result = CliRunner().invoke(app, ["sweep", str(a), str(b), "--set", "training.epochs=3", "--name", "ab",
+                                      "--output", str(tmp_path / "out"), "--jobs", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (directory,) = (tmp_path / "out" / "sweeps").iterdir()
+    assert directory.name.startswith("ab-")
+    rows = read_trials(directory)
+    assert [row["config"] for row in rows] == [str(a), str(b)]
+    assert [row["status"] for row in rows] == ["completed"] * 2 and [row["epochs"] for row in rows] == ["3", "3"]
+    assert list(rows[0])[:6] == ["trial", "status", "config", "val_loss", "best_val_loss", "train_loss"]
+    losses = [float(row["val_loss"]) for row in rows]
+    best = int(np.argmin(losses))
+    assert f"best: val_loss {losses[best]:.4g} (trial-00{best}), config {directory}/trial-00{best}/config.yaml" in result.stdout
+    table = result.stdout.splitlines()
+    assert table[1].split()[:4] == ["rank", "trial", "status", "config"]
+    assert table[2].split()[:2] == ["1", f"trial-00{best}"]
+    assert f"trial-00{best} completed val_loss" in result.stderr  # plain progress lines: stderr is not a terminal
+    for row in rows:
+        summary = yaml.safe_load((Path(row["run_dir"]) / "summary.json").read_text())
+        assert summary["final"]["val_loss"] == float(row["val_loss"])
+
+
+def test_a_diverging_trial_fails_alone_and_the_sweep_exits_4(tmp_path, pool):
+    path = write_sweep(tmp_path, {"optimizer.lr": [0.01, 100.0, 0.001]}, base=base_config(tmp_path, **REGRESSION))
+    result = run_sweep([path], executor=pool, jobs=2)
+    assert result.exit_code == 4
+    rows = read_trials(result.directory)
+    assert [row["status"] for row in rows] == ["completed", "diverged", "completed"]
+    assert rows[1]["reason"].startswith("non-finite")
+    assert list(rows[0])[3:9] == ["val_loss", "best_val_loss", "train_loss", "train_r2", "val_r2", "epochs"]
+    assert result.ranking()[-1] == 1  # a trial that did not complete ranks last
+    assert "\n-     trial-001  diverged" in format_table(result)
+    record = yaml.safe_load((result.directory / "sweep.yaml").read_text())
+    assert [trial["values"] for trial in record["trials"]] == [{"optimizer.lr": lr} for lr in (0.01, 100.0, 0.001)]
+
+
+def test_resume_runs_only_the_trials_that_did_not_complete(tmp_path, pool):
+    path = write_sweep(tmp_path, {"optimizer.lr": [100.0, 0.01, 0.001]}, base=base_config(tmp_path, **REGRESSION))
+    first = run_sweep([path], executor=pool, jobs=1, max_failures=1)
+    assert [row["status"] for row in read_trials(first.directory)] == ["diverged", "pending", "pending"]
+    assert not (first.directory / "trial-001").exists()  # --max-failures 1: nothing launched after the failure
+    (first.directory / "trial-000" / "marker").touch()
+
+    second = resume_sweep(first.directory, executor=pool, jobs=2)
+    assert second.directory == first.directory and second.exit_code == 4
+    assert [row["status"] for row in read_trials(first.directory)] == ["diverged", "completed", "completed"]
+    assert not (first.directory / "trial-000" / "marker").exists()  # the unfinished trial's folder was replaced
+    summaries = {name: (first.directory / name / "summary.json").read_bytes() for name in ("trial-001", "trial-002")}
+
+    third = resume_sweep(first.directory, executor=pool, jobs=2)  # nothing edited: the completed trials stay
+    assert [outcome.status for outcome in third.outcomes] == ["diverged", "completed", "completed"]
+    assert {name: (first.directory / name / "summary.json").read_bytes() for name in summaries} == summaries
+
+    write(tmp_path / "base.yaml", base_config(tmp_path, **REGRESSION, training={"epochs": 3, "batch_size": 16}))
+    fourth = resume_sweep(first.directory, executor=pool, jobs=2)  # an edited base config changes every trial
+    assert [row["epochs"] for row in read_trials(first.directory)][1:] == ["3", "3"]
+    assert fourth.exit_code == 4
+
+
+def test_resuming_a_complete_sweep_runs_nothing(tmp_path, pool):
+    first = run_sweep([write_sweep(tmp_path, {"seed": [1, 2]})], executor=pool, jobs=2)
+    assert first.exit_code == 0
+    before = {path: path.stat().st_mtime_ns for path in first.directory.glob("trial-*/*")}
+    result = CliRunner().invoke(app, ["sweep", "--resume", str(first.directory)])
+    assert result.exit_code == 0, result.output
+    assert {path: path.stat().st_mtime_ns for path in first.directory.glob("trial-*/*")} == before
+    assert "2 trials (2 completed)" in result.stdout
+
+
+def test_a_worker_that_dies_fails_its_trial_and_the_sweep_goes_on(tmp_path):
+    """The first kill hits two trials at once: both run again, alone; the second kill hits trial-000 alone."""
+    moons = base_config(tmp_path, data={"source": "moons", "n_samples": 400}, training={"batch_size": 8})
+    path = write_sweep(tmp_path, {"training.epochs": [2000, 60, 1]}, base=moons)
+    sweeps = tmp_path / "runs" / "sweeps"
+
+    def started(trial: str) -> bool:
+        return any(sweeps.glob(f"*/{trial}/config.yaml"))
+
+    def kill_twice(executor: LocalExecutor) -> None:
+        wait_for(lambda: started("trial-000") and started("trial-001"))
+        first = executor.worker_pids()
+        os.kill(first[0], signal.SIGKILL)
+        # Retries run in trial order, so trial-000 is the one running in the next pool.
+        wait_for(lambda: set(executor.worker_pids()) - set(first) and started("trial-000"))
+        for pid in executor.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    with LocalExecutor(2) as executor, ThreadPoolExecutor(1) as thread:
+        killer = thread.submit(kill_twice, executor)
+        result = run_sweep([path], executor=executor, jobs=2)
+        killer.result()
+    rows = read_trials(result.directory)
+    assert [row["status"] for row in rows] == ["failed", "completed", "completed"]
+    assert rows[0]["reason"].startswith("BrokenProcessPool: A process in the process pool was terminated abruptly")
+    assert result.exit_code == 4
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_ctrl_c_interrupts_the_running_trials_and_leaves_a_resumable_sweep(tmp_path, pool):
+    base = base_config(tmp_path, training={"epochs": 100_000, "checkpoint_every": None})
+    path = write_sweep(tmp_path, {"seed": [1, 2, 3]}, base=base)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "autobp", "sweep", str(path), "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    sweeps = tmp_path / "runs" / "sweeps"
+    try:
+        # Interrupt once both trials have logged an epoch, so that both are inside their training loops.
+        wait_for(lambda: sum(p.read_text().count("\n") > 1 for p in sweeps.glob("*/trial-*/metrics.csv")) == 2)
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the sweep and its workers
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (directory,) = sweeps.iterdir()
+    rows = read_trials(directory)
+    assert [row["status"] for row in rows] == ["interrupted", "interrupted", "pending"]
+    for row in rows[:2]:
+        assert yaml.safe_load((Path(row["run_dir"]) / "summary.json").read_text())["status"] == "interrupted"
+    assert "3 trials (2 interrupted, 1 pending)" in stdout
+    write(tmp_path / "base.yaml", {**base, "training": {"epochs": 1}})  # quicker trials, to finish the test
+    assert resume_sweep(directory, executor=pool, jobs=2).exit_code == 0
+    assert [row["status"] for row in read_trials(directory)] == ["completed"] * 3
+
+
+# --- worker processes ---------------------------------------------------------------------------------------------
+
+
+def test_workers_share_the_cores_among_their_blas_threads():
+    with LocalExecutor(2, cores=6) as executor:
+        assert executor.submit(os.getenv, "OPENBLAS_NUM_THREADS").result() == "3"
+    assert not limit_blas_threads(1)  # too late here: this process has imported numpy
