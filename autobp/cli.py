@@ -6,7 +6,7 @@ Heavy modules (numpy, pydantic) are imported inside the commands so that `autobp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import click
 import typer
@@ -34,6 +34,17 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: importing rich would double the start-up time
     help="Train neural networks described by a YAML config, on autobp's own autodiff engine.",
 )
+
+def _one_of(*allowed: str) -> Callable[[str], str]:
+    """An option callback accepting only `allowed` values (exit code 2 otherwise, as for any usage error)."""
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return check
+
 
 SetOption = Annotated[
     Optional[list[str]],
@@ -101,6 +112,8 @@ def sweep(
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Trials run at once, each in its own process. [default: number of cores]", show_default=False)] = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop launching trials once this many have failed or diverged. [default: run every trial]", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
+    executor: Annotated[str, typer.Option("--executor", metavar="local|dask", callback=_one_of("local", "dask"), help="Where trials run: local worker processes, or a Dask cluster (pip install 'autobp[dask]').")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="The Dask scheduler, e.g. tcp://host:8786 (with --executor dask; default: a local cluster, one worker per core).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run many trials in parallel and rank them: the values of a sweep file, or several configs.
@@ -109,19 +122,31 @@ def sweep(
     <output>/sweeps/<name>-<time>/, beside sweep.yaml and trials.csv. Exit codes: 0 every trial completed or stopped
     early, 2 bad sweep file, config or data, 4 some trials did not complete, 130 interrupted (resume with --resume).
     """
+    from contextlib import nullcontext
+
     from autobp.errors import ConfigError
     from autobp.sweep import format_table, resume_sweep, run_sweep
 
-    options = {"jobs": jobs, "max_failures": max_failures, "quiet": quiet}
-    if resume is not None:
-        if sources or overrides or name is not None or output is not None:
-            raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
-                              "--name or --output with it")  # fmt: skip
-        result = resume_sweep(resume, **options)
-    else:
-        result = run_sweep(sources or [], overrides or (), name=name, output=output, **options)
+    if resume is not None and (sources or overrides or name is not None or output is not None):
+        raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
+                          "--name or --output with it")  # fmt: skip
+    if scheduler is not None and executor != "dask":
+        raise ConfigError("--scheduler goes with --executor dask")
+    pool = None
+    if executor == "dask":
+        from autobp.cluster import DaskExecutor
+
+        pool = DaskExecutor(scheduler, workers=jobs)
+    with pool or nullcontext():
+        options = {"jobs": jobs or (pool.slots if pool else None), "max_failures": max_failures, "quiet": quiet,
+                   "executor": pool}  # fmt: skip
+        if resume is not None:
+            result = resume_sweep(resume, **options)
+        else:
+            result = run_sweep(sources or [], overrides or (), name=name, output=output, **options)
     typer.echo(format_table(result))
     raise typer.Exit(result.exit_code)
+
 
 
 @app.command()
@@ -188,16 +213,9 @@ def gradcheck(
 
 FORMATS = ("text", "markdown", "json")
 
-
-def _format_choice(value: str) -> str:
-    if value not in FORMATS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(FORMATS)}")
-    return value
-
-
 FormatOption = Annotated[
     str,
-    typer.Option("--format", metavar="|".join(FORMATS), callback=_format_choice,
+    typer.Option("--format", metavar="|".join(FORMATS), callback=_one_of(*FORMATS),
                  help="text for a terminal, markdown for notes and issues, json (stable keys) for scripts."),
 ]
 

@@ -1,0 +1,173 @@
+"""Sweep trials on a Dask cluster (`autobp sweep --executor dask`), behind the same executor interface as the
+local process pool.
+
+Workers share no filesystem with the client. The client reads each data file a trial needs once and scatters
+it to the cluster; a worker writes it into a temporary folder, points the trial's config at it, trains there, and
+sends the finished run directory back as a tar archive, which the client unpacks into the sweep directory with
+the config's paths restored to the client's. Arguments and results are plain picklable data.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autobp import rundir
+from autobp.configfile import config_from_dict, dump_config
+from autobp.errors import ConfigError, DataError
+from autobp.executor import available_cores
+from autobp.runtime import BLAS_THREAD_VARIABLES
+
+INSTALL_HINT = "the dask executor needs Dask's distributed: pip install 'autobp[dask]'"
+# Config keys that name files on the client; their content travels with the trial.
+FILE_KEYS = (("data", "path"), ("model", "init_from"))
+
+
+class DaskExecutor:
+    """Runs trials on the Dask scheduler at `scheduler` (e.g. tcp://host:8786), or on a LocalCluster of
+    `workers` single-threaded worker processes (default: one per core) when no scheduler is given."""
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, local_directory: str | None = None) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError(INSTALL_HINT) from None
+        self._cluster = None
+        if scheduler is None:
+            workers = workers or available_cores()
+            threads = str(max(1, available_cores() // workers))
+            self._cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port
+                host="127.0.0.1", local_directory=local_directory,
+                env={name: threads for name in BLAS_THREAD_VARIABLES},  # the worker's share of the cores
+            )  # fmt: skip
+        try:
+            self.client = Client(self._cluster or scheduler, timeout="20s")
+        except OSError as exc:
+            self._close_cluster()
+            raise ConfigError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        self._scattered: dict[tuple[str, int, int], Any] = {}
+        self._running: list[Any] = []
+
+    @property
+    def slots(self) -> int:
+        """How many trials the cluster runs at once: its worker threads."""
+        return max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, fn: Callable[[dict, str], dict], /, config: dict, run_dir: str) -> Future:
+        """Run the trial `fn(config, run_dir)` on the cluster; the future resolves once `run_dir` is filled here."""
+        files = {key: self._scatter(path) for key, path in _file_paths(config).items()}
+        remote = self.client.submit(run_shipped, fn, config, files, pure=False)
+        self._running.append(remote)
+        result: Future = Future()
+        result.set_running_or_notify_cancel()
+        remote.add_done_callback(lambda done: self._arrived(done, config, Path(run_dir), result))
+        return result
+
+    def _scatter(self, path: str) -> Any:
+        """The cluster's copy of a file's content, read once per file version and sent to every worker, so a
+        worker that dies takes no trial's data with it."""
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._scattered:
+            self._scattered[key] = self.client.scatter(Path(path).read_bytes(), broadcast=True)
+        return self._scattered[key]
+
+    def _arrived(self, remote: Any, config: dict, run_dir: Path, result: Future) -> None:
+        try:
+            outcome, archive = remote.result()
+            unpack(archive, run_dir, config)
+            outcome["summary"]["run_dir"] = str(run_dir)
+        except BaseException as exc:  # noqa: BLE001 — the sweep records any failure as the trial's outcome
+            result.set_exception(exc)
+            return
+        result.set_result(outcome)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Close the connection (and the local cluster); `cancel_futures` first cancels the trials still running."""
+        if cancel_futures:
+            self.client.cancel(self._running, force=True)
+        self.client.close()
+        self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _file_paths(config: dict) -> dict[tuple[str, str], str]:
+    return {(section, key): config[section][key] for section, key in FILE_KEYS if config[section].get(key)}
+
+
+def run_shipped(fn: Callable[[dict, str], dict], config: dict, files: dict[tuple[str, str], bytes]) -> tuple[dict, bytes]:
+    """On a worker: write the trial's files into a temporary folder, train there, return (result, run archive)."""
+    with tempfile.TemporaryDirectory(prefix="autobp-trial-", dir=_scratch_folder()) as folder:
+        local = {**config, **{section: dict(config[section]) for section, _ in FILE_KEYS}}
+        for (section, key), content in files.items():
+            target = Path(folder) / "files" / section / Path(config[section][key]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            local[section][key] = str(target)
+        run_dir = Path(folder) / "run"
+        run_dir.mkdir()
+        outcome = fn(local, str(run_dir))
+        return outcome, pack(run_dir)
+
+
+def _scratch_folder() -> str | None:
+    """The Dask worker's own scratch folder (its local_directory), or the system's temporary folder elsewhere."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().local_directory
+    except (ImportError, ValueError):
+        return None
+
+
+def pack(run_dir: Path) -> bytes:
+    """A run directory as a gzip'd tar archive in memory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(run_dir.iterdir()):
+            archive.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def unpack(archive: bytes, run_dir: Path, config: dict) -> None:
+    """Write a run archive into `run_dir`, and point its config.yaml back at the client's files."""
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            # A run directory is flat: anything else (a path, a link) did not come from `pack`.
+            if not member.isfile() or Path(member.name).name != member.name or member.name.startswith("."):
+                raise DataError(f"{run_dir.name}: the worker sent an unexpected archive member {member.name!r}")
+            rundir.write_atomic(run_dir / member.name, tar.extractfile(member).read())
+    _restore_paths(run_dir / rundir.CONFIG_FILE, config)
+    summary = run_dir / rundir.SUMMARY_FILE
+    if summary.exists():
+        content = rundir.read_json(summary)
+        content["run_dir"] = str(run_dir)
+        rundir.write_json(summary, content)
+
+
+def _restore_paths(config_file: Path, config: dict) -> None:
+    if not config_file.exists():
+        return
+    resolved = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    for (section, key), path in _file_paths(config).items():
+        resolved[section][key] = path
+    rundir.write_atomic(config_file, dump_config(config_from_dict(resolved)))
