@@ -10,6 +10,8 @@ carries a tangent, each primitive also applies its Jacobian-vector product (JVP)
 from __future__ import annotations
 
 from contextlib import contextmanager
+from heapq import heappop, heappush
+from itertools import count
 from typing import Any, Iterator
 
 import numpy as np
@@ -32,6 +34,7 @@ class _Mode:
 
 
 _mode = _Mode()
+_created = count()  # numbers recorded nodes in creation order, which is a topological order
 
 
 @contextmanager
@@ -74,7 +77,8 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self.tangent: np.ndarray | None = None
-        # How this tensor was computed: (primitive, parents as (argnum, tensor) pairs, raw args, kwargs).
+        # How this tensor was computed: (primitive, parents as (argnum, tensor) pairs, raw args, kwargs, creation
+        # number); None for leaves.
         self._node: Node | None = None
         self._retain = False
 
@@ -316,7 +320,7 @@ class Primitive:
         result = Tensor._result(out)
         if parents and _mode.record:
             result.requires_grad = True
-            result._node = (self, parents, raw, kwargs)
+            result._node = (self, parents, raw, kwargs, next(_created))
         if _mode.forward:
             result.tangent = self._push_tangents(args, raw, out, kwargs)
         return result
@@ -361,62 +365,42 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g
 
 
-def _reverse_topological(root: Tensor) -> list[Tensor]:
-    """The interior nodes behind `root`, each after every node that consumes it (Kahn's algorithm, no recursion).
-
-    Leaves are left out: their gradients only accumulate, so the order in which they receive them is free.
-    """
-    consumers: dict[Tensor, int] = {}
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        for _, parent in node._node[1]:
-            if parent._node is None:
-                continue
-            if parent in consumers:
-                consumers[parent] += 1
-            else:
-                consumers[parent] = 1
-                stack.append(parent)
-    order = []
-    ready = [root]
-    while ready:
-        node = ready.pop()
-        order.append(node)
-        for _, parent in node._node[1]:
-            if parent._node is not None:
-                consumers[parent] -= 1
-                if consumers[parent] == 0:
-                    ready.append(parent)
-    return order
-
-
 def backward(root: Tensor, grad: np.ndarray) -> None:
-    """The reverse pass: push `grad` from `root` to every leaf, then release the graph it walked."""
+    """The reverse pass: push `grad` from `root` to every leaf, then release the graph it walked.
+
+    Nodes are taken newest first (a heap on their creation number): a node is always created after its inputs, so
+    by the time it comes off the heap, every node that consumed it has already sent it its gradient. No sort, no
+    recursion: graphs of any depth work.
+    """
     if root._node is None:
         root.grad = grad if root.grad is None else root.grad + grad
         return
     grads = {root: grad}
-    for node in _reverse_topological(root):
+    pending = [(-root._node[4], root)]
+    while pending:
+        node = heappop(pending)[1]
         g = grads.pop(node)  # each gradient is freed as soon as it has been used
         if node._retain:
             node.grad = g if node.grad is None else node.grad + g
-        op, parents, args, kwargs = node._node
+        op, parents, args, kwargs, _ = node._node
         out = node.data
         for i, parent in parents:
             gi = op.vjp(i, g, out, *args, **kwargs)
             if gi.shape != parent.data.shape:
                 gi = unbroadcast(gi, parent.data.shape)
-            if parent._node is None:  # a leaf: its gradient accumulates where the user reads it
+            record = parent._node
+            if record is None:  # a leaf: its gradient accumulates where the user reads it
                 parent.grad = gi if parent.grad is None else parent.grad + gi
-                continue
-            previous = grads.get(parent)
-            grads[parent] = gi if previous is None else previous + gi
+            elif parent in grads:
+                grads[parent] = grads[parent] + gi
+            else:
+                grads[parent] = gi
+                heappush(pending, (-record[4], parent))
         # Release the graph: the node keeps its value (and a retained gradient) but no longer pins its inputs.
         node._node = None
         node.requires_grad = False
 
 
-Node = tuple  # (primitive, ((argnum, parent), ...), raw args, kwargs)
+Node = tuple  # (primitive, ((argnum, parent), ...), raw args, kwargs, creation number)
 
 from autobp.engine import ops  # noqa: E402  (ops builds on Primitive and Tensor above)
