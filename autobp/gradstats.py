@@ -82,33 +82,39 @@ class GradientLog:
         self.interval = interval
         self.history = [LayerHistory() for _ in network.layers]
         self._pending: list[list] = []
+        # (step, ‖W_i‖ after its update): the weights the next step starts from, if that step is logged too.
+        self._weight_norms: tuple[int, list[float]] = (-1, [])
 
     def wants(self, step: int, last: bool) -> bool:
         """Log step 1, every `interval`-th step, and any step that may be the run's last."""
         return step == 1 or step % self.interval == 0 or last
 
-    def before_update(self, trace: Trace) -> list[list]:
+    def before_update(self, step: int, trace: Trace) -> list[list]:
         """Statistics that need the gradients and the weights as they were before the optimizer step."""
         rows = []
-        for layer, z, f in zip(self.network.layers, trace.pre_activations, trace.outputs):
+        logged, after = self._weight_norms
+        weight_norms = after if logged == step - 1 else [norm(layer.weight.data) for layer in self.network.layers]
+        for layer, z, f, weight_norm in zip(self.network.layers, trace.pre_activations, trace.outputs, weight_norms):
             gw = layer.weight.grad
             squares = squared_norm(gw)
             mean, std = mean_and_std(float(gw.sum()), squares, gw.size, gw)
             out_grad = None if f.grad is None else norm(f.grad)  # None: output not retained (an unplanned log)
             dead, saturated = inactive_fraction(layer.activation, z.data)
             rows.append([
-                layer.name, math.sqrt(squares), norm(layer.bias.grad), norm(layer.weight.data), out_grad,
+                layer.name, math.sqrt(squares), norm(layer.bias.grad), weight_norm, out_grad,
                 mean, std, dead, saturated,
             ])  # fmt: skip
         return rows
 
     def after_update(self, step: int, epoch: int, before: list[list], updates: list[np.ndarray] | None) -> None:
         """Complete the rows with the update ratio (empty without `updates`) and the new weight norm; buffer them."""
-        for index, (layer, row) in enumerate(zip(self.network.layers, before)):
+        new_norms = [norm(layer.weight.data) for layer in self.network.layers]
+        self._weight_norms = (step, new_norms)
+        for index, (row, new_norm) in enumerate(zip(before, new_norms)):
             name, grad_w, grad_b, old_norm, out_grad, mean, std, dead, saturated = row
             ratio = None if updates is None else _ratio(norm(updates[2 * index]), old_norm)
             self._pending.append([
-                step, epoch, name, grad_w, grad_b, norm(layer.weight.data), ratio, out_grad, mean, std, dead, saturated,
+                step, epoch, name, grad_w, grad_b, new_norm, ratio, out_grad, mean, std, dead, saturated,
             ])  # fmt: skip
             memory = self.history[index]
             if out_grad is not None:

@@ -322,7 +322,7 @@ class Trainer:
         value = float(loss.data)
         self._check_finite(step, value, trace)
         meter.add(trace.output.data, yb, value)
-        before = self.grads.before_update(trace) if logging else None
+        before = self.grads.before_update(step, trace) if logging else None
         if self.config.optimizer.clip_grad_norm is not None:
             clip_grad_norm(self.params, self.config.optimizer.clip_grad_norm)
         updates = self.optimizer.step(lr)
@@ -338,7 +338,7 @@ class Trainer:
         layer = next((layer.name for layer in self.network.layers if not layer_gradients_finite(layer)), None)
         if layer is None and math.isfinite(loss):
             return  # only a sum overflowed: every entry is finite
-        self.grads.after_update(step, self.epoch, self.grads.before_update(trace), None)
+        self.grads.after_update(step, self.epoch, self.grads.before_update(step, trace), None)
         raise Diverged(step, layer)
 
     # --- evaluation and early stopping -------------------------------------------------------------------------
