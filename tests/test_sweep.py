@@ -351,3 +351,23 @@ def test_workers_share_the_cores_among_their_blas_threads():
     with LocalExecutor(2, cores=6) as executor:
         assert executor.submit(os.getenv, "OPENBLAS_NUM_THREADS").result() == "3"
     assert not limit_blas_threads(1)  # too late here: this process has imported numpy
+
+
+def test_a_sweep_killed_mid_trial_resumes_to_the_same_trials_bit_for_bit(tmp_path, pool):
+    base = base_config(tmp_path, training={"epochs": 40, "batch_size": 2, "checkpoint_every": 1})
+    path = write_sweep(tmp_path, {"seed": [1, 2, 3]}, base=base)
+    reference = run_sweep([path], output=tmp_path / "reference", executor=pool, jobs=2)
+    process = subprocess.Popen([sys.executable, "-m", "autobp", "sweep", str(path), "--jobs", "2", "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    sweeps = tmp_path / "runs" / "sweeps"
+    try:
+        wait_for(lambda: any(p.read_text().count("\n") > 2 for p in sweeps.glob("*/trial-*/metrics.csv")))
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, with no chance to clean up
+        process.wait()
+    (directory,) = sweeps.iterdir()
+    assert "completed" not in [row["status"] for row in read_trials(directory)][:1]
+    assert resume_sweep(directory, executor=pool, jobs=2).exit_code == 0
+    for trial in ("trial-000", "trial-001", "trial-002"):
+        for name in ("gradients.csv", "model.npz"):
+            assert (directory / trial / name).read_bytes() == (reference.directory / trial / name).read_bytes(), trial
