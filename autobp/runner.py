@@ -445,7 +445,7 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  error: {summary['error']}")
     final = summary["final"]
     for key, best in summary["best"].items():
-        lines.append(f"  {key:<16} final {_number(final.get(key))}   best {_number(best['value'])} (epoch {best['epoch']})")
+        lines.append(f"  {key:<16} final {_number(final.get(key)):<10}  best {_number(best['value']):<10} (epoch {best['epoch']})")
     if result.verdicts:
         lines.append("gradients (median ‖∂L/∂f_i‖ over logged steps):")
         lines += [f"  {line}" for line in result.verdicts]
