@@ -42,6 +42,19 @@ def squared_norm(a: np.ndarray) -> float:
     return float(np.vdot(a, a))
 
 
+_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+
+def total(a: np.ndarray) -> float:
+    """Sum of all entries as one BLAS dot product with a cached vector of ones: about twice as fast as np.sum's
+    pairwise summation, and this runs for every layer at every logged step."""
+    key = (a.size, a.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(a.size, dtype=a.dtype)
+    return float(np.dot(a.reshape(-1), ones))
+
+
 def mean_and_std(total: float, squares: float, n: int, values: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of `values` from their sum and sum of squares (already computed for the norm).
 
@@ -97,7 +110,7 @@ class GradientLog:
         for layer, z, f, weight_norm in zip(self.network.layers, trace.pre_activations, trace.outputs, weight_norms):
             gw = layer.weight.grad
             squares = squared_norm(gw)
-            mean, std = mean_and_std(float(gw.sum()), squares, gw.size, gw)
+            mean, std = mean_and_std(total(gw), squares, gw.size, gw)
             out_grad = None if f.grad is None else norm(f.grad)  # None: output not retained (an unplanned log)
             dead, saturated = inactive_fraction(layer.activation, z.data)
             rows.append([
