@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from autobp.config import Config
+from autobp.configfile import shorten
 from autobp.engine import Tensor, dense, ops
 from autobp.errors import ConfigError, DataError
 
@@ -29,6 +30,8 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor] | None] = {
     "sin": ops.sin,
 }
 RELU_FAMILY = ("relu", "leaky_relu", "elu")
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive: its first entry, or an empty one
+MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed file cannot claim all memory
 SQUASHING = ("tanh", "sigmoid")
 
 
@@ -129,6 +132,8 @@ class Network:
                     problems.append(f"{key} is missing")
                 elif np.shape(state[key]) != tensor.shape:
                     problems.append(f"{key} has shape {np.shape(state[key])}, the network needs {tensor.shape}")
+                elif np.asarray(state[key]).dtype.kind not in "biuf":
+                    problems.append(f"{key} holds {np.asarray(state[key]).dtype} values, not real numbers")
         if problems:
             raise DataError(f"{source} do not fit this network: " + "; ".join(problems))
         for layer in self.layers:
@@ -144,7 +149,8 @@ def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Ne
     for index, spec in enumerate(config.model.layers):
         if spec.units is None:
             raise ConfigError(f"model.layers.{index}.units: unknown; resolve the config against its data first")
-        weight = init_weights(spec.init, fan_in, spec.units, config.model.init_scale, rng).astype(dtype)
+        with np.errstate(over="ignore"):  # a huge init_scale overflows float32 to inf: training reports it
+            weight = init_weights(spec.init, fan_in, spec.units, config.model.init_scale, rng).astype(dtype)
         bias = np.zeros(spec.units, dtype=dtype)
         layers.append(
             Layer(
@@ -165,9 +171,24 @@ def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Ne
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an .npz file, read without pickle; a missing or damaged file is a clear DataError."""
     try:
+        with open(path, "rb") as handle:
+            signature = handle.read(len(ZIP_SIGNATURES[0]))
+        if signature not in ZIP_SIGNATURES:
+            # np.load would take it for a single .npy array, or refuse it as a pickle.
+            raise DataError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
         with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            size = sum(info.file_size for info in archive.zip.infolist())
+            if size > MAX_NPZ_BYTES:
+                raise DataError(f"{path}: its arrays take {size:,} bytes, more than the limit of {MAX_NPZ_BYTES:,}")
+            return {key: _read_array(archive, key, path) for key in archive.files}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc}); it may be truncated or corrupted") from None
+
+
+def _read_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:  # pickled objects (refused) or a damaged array header
+        raise DataError(f"{path}: cannot read array {shorten(repr(key))} ({exc})") from None

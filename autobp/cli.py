@@ -63,11 +63,11 @@ def validate(
     Prints the config with every default filled in and the output size inferred from the data, or every
     problem found (exit code 2).
     """
-    from autobp.configfile import dump_config, load_config
-    from autobp.data import load_dataset, resolve_config
+    from autobp.configfile import dump_config
+    from autobp.runner import prepare
 
-    loaded = load_config(config, overrides or ())
-    typer.echo(dump_config(resolve_config(loaded, load_dataset(loaded))), nl=False)
+    resolved, _ = prepare(config, overrides or ())
+    typer.echo(dump_config(resolved), nl=False)
 
 
 @app.command()

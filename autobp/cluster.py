@@ -37,18 +37,16 @@ class DaskExecutor:
 
     def __init__(self, scheduler: str | None = None, workers: int | None = None, local_directory: str | None = None) -> None:
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:
             raise ConfigError(INSTALL_HINT) from None
         self._cluster = None
+        # Dask's nanny writes its workers' BLAS thread settings into this process's environment each time it
+        # starts a worker; they are put back, so later work here (e.g. a local sweep) is not held to them.
+        self._environ = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
         if scheduler is None:
-            workers = workers or available_cores()
-            threads = str(max(1, available_cores() // workers))
-            self._cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port
-                host="127.0.0.1", local_directory=local_directory,
-                env={name: threads for name in BLAS_THREAD_VARIABLES},  # the worker's share of the cores
-            )  # fmt: skip
+            self._cluster = _local_cluster(workers or available_cores(), local_directory)
+            _restore(self._environ)
         try:
             self.client = Client(self._cluster or scheduler, timeout="20s")
         except OSError as exc:
@@ -102,12 +100,33 @@ class DaskExecutor:
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+        _restore(self._environ)
 
     def __enter__(self) -> DaskExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _local_cluster(workers: int, local_directory: str | None) -> Any:
+    """A LocalCluster of single-threaded worker processes on loopback, each with its share of the cores as BLAS
+    threads."""
+    from distributed import LocalCluster
+
+    threads = str(max(1, available_cores() // workers))
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port
+        host="127.0.0.1", local_directory=local_directory, env={name: threads for name in BLAS_THREAD_VARIABLES},
+    )  # fmt: skip
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _file_paths(config: dict) -> dict[tuple[str, str], str]:

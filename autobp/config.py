@@ -3,14 +3,21 @@
 Every model forbids unknown keys and validates strictly (no bool where a number is expected, no silent
 string-to-number conversion), because a config that quietly means something else is worse than an error.
 Checks that involve several keys report every problem at once through `_raise_problems`.
+
+Sizes have upper bounds so that a typo such as `n_samples: 10000000000` is an error naming the limit rather than
+an attempt to allocate terabytes: at most 10,000,000 examples (and batch size), 100,000 units per layer or
+synthetic features or outputs or classes, 1,000 layers, 100,000,000 synthetic data values, 10**9 epochs and
+10,000,000 parameters (checked by `autobp.data.resolve_config`, as the input width comes from the data).
+Paths are at most 4,096 characters, column names 1,000.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 Activation = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "sin"]
@@ -37,10 +44,41 @@ SOURCE_KEYS = ("n_samples", "noise", "n_classes", "n_features", "n_outputs", "pa
 
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
 
+MAX_SAMPLES = 10_000_000
+MAX_WIDTH = 100_000  # units of a layer; features, outputs and classes of synthetic data
+MAX_LAYERS = 1_000
+MAX_DATA_VALUES = 100_000_000  # synthetic examples times (features + outputs): 800 MB in float64
+MAX_EPOCHS = 10**9
+MAX_PARAMETERS = 10_000_000  # weights and biases: 80 MB each for them, their gradients and optimizer moments
+MAX_PATH = 4096  # PATH_MAX on Linux
+MAX_COLUMN_NAME = 1_000
+
 PositiveInt = Annotated[int, Field(ge=1)]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("a NUL character is not allowed in a path")
+    return text
+
+
+def _is_column_name(value: object) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= MAX_COLUMN_NAME
+
+
+PathText = Annotated[str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(_no_nul)]
+ColumnName = Annotated[str, Field(min_length=1, max_length=MAX_COLUMN_NAME)]
+
+
+def check_name(name: str) -> str:
+    """A run or sweep name must make a plain folder name (so `../x` cannot leave the output directory)."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError("use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")
+    return name
 
 
 def task_of_loss(loss: LossName) -> Task:
@@ -73,21 +111,21 @@ class DataConfig(_Section):
 
     source: Source
     """Built in: xor, moons, circles, spirals, blobs, sine, linear; from a file: csv, npz."""
-    n_samples: Annotated[int, Field(ge=4)] | None = None
+    n_samples: Annotated[int, Field(ge=4, le=MAX_SAMPLES)] | None = None
     """Synthetic sources: number of examples."""
     noise: NonNegativeFloat | None = None
     """Synthetic sources: std of the Gaussian noise on each input (blobs: cluster std; sine, linear: on the target)."""
-    n_classes: Annotated[int, Field(ge=2)] | None = None
+    n_classes: Annotated[int, Field(ge=2, le=MAX_WIDTH)] | None = None
     """spirals (arms, default 2) and blobs (clusters, default 3)."""
-    n_features: PositiveInt | None = None
+    n_features: Width | None = None
     """blobs and linear: input dimension."""
-    n_outputs: PositiveInt | None = None
+    n_outputs: Width | None = None
     """linear: number of regression targets."""
-    path: str | None = None
+    path: PathText | None = None
     """csv and npz: the data file, relative to the config file's folder."""
-    target: str | list[str] | None = None
+    target: ColumnName | Annotated[list[ColumnName], Field(min_length=1)] | None = None
     """csv: target column name (a list of names = multi-output regression); default the last column."""
-    features: list[str] | None = None
+    features: Annotated[list[ColumnName], Field(min_length=1)] | None = None
     """csv: feature column names; default all columns except the target."""
     task: Literal["auto", "classification", "regression"] = "auto"
     """auto = implied by the loss (cross_entropy and bce classify, the others regress)."""
@@ -100,11 +138,12 @@ class DataConfig(_Section):
     @classmethod
     def _check_target(cls, value: object) -> object:
         # One clear message instead of one per member of the `str | list[str]` union.
-        if value is None or isinstance(value, str):
+        names = [value] if isinstance(value, str) else value
+        if value is None or (isinstance(names, list) and names and all(map(_is_column_name, names))):
             return value
-        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-            return value
-        raise ValueError("expected a column name or a non-empty list of column names")
+        raise ValueError(
+            f"expected a column name or a non-empty list of column names (each 1 to {MAX_COLUMN_NAME:,} characters)"
+        )
 
     @model_validator(mode="after")
     def _check_source_keys(self) -> DataConfig:
@@ -122,17 +161,38 @@ class DataConfig(_Section):
             for name in targets
             if name in (self.features or [])
         ]
+        problems += [
+            ((key,), f"'{name}' is listed twice")
+            for key, names in (("target", targets), ("features", self.features or []))
+            for name, count in Counter(names).items()
+            if count > 1
+        ]
         _raise_problems(*problems)
         for key, default in SYNTHETIC_DEFAULTS.get(self.source, {}).items():
             if getattr(self, key) is None:
                 setattr(self, key, default)
+        _raise_problems(*self._size_problems())
         return self
+
+    def _size_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Synthetic data that would not fit in memory; every source but blobs and linear has 2 features at most."""
+        if self.source in FILE_SOURCE_KEYS:
+            return []
+        if self.n_classes is not None and self.n_classes > self.n_samples:
+            message = f"{self.n_classes:,} classes need as many examples, but data.n_samples is {self.n_samples:,}"
+            return [(("n_classes",), message)]
+        values = self.n_samples * ((self.n_features or 2) + (self.n_outputs or 1))
+        if values > MAX_DATA_VALUES:
+            message = (f"n_samples × (n_features + n_outputs) is {values:,} values, more than the limit of "
+                       f"{MAX_DATA_VALUES:,} — use fewer examples or features")  # fmt: skip
+            return [(("n_samples",), message)]
+        return []
 
 
 class LayerConfig(_Section):
     """One layer f = activation(f_prev W + b)."""
 
-    units: PositiveInt | None = None
+    units: Width | None = None
     """Output width; may be omitted on the last layer only (inferred from the data)."""
     activation: Activation | None = None
     """Default: model.activation for hidden layers, identity for the output layer."""
@@ -145,9 +205,9 @@ class LayerConfig(_Section):
 class ModelConfig(_Section):
     """The network: an explicit list of layers, or the `hidden` shorthand."""
 
-    layers: Annotated[list[LayerConfig], Field(min_length=1)] | None = None
+    layers: Annotated[list[LayerConfig], Field(min_length=1, max_length=MAX_LAYERS)] | None = None
     """Layers in order; the last is the output layer."""
-    hidden: list[PositiveInt] | None = None
+    hidden: Annotated[list[Width], Field(max_length=MAX_LAYERS - 1)] | None = None
     """Shorthand for layers: hidden widths, then an identity output layer sized from the data."""
     init: Init = "xavier"
     """Default weight initialisation of every layer."""
@@ -155,7 +215,7 @@ class ModelConfig(_Section):
     """Std of `normal`, half-width of `uniform` initialisation."""
     activation: Activation = "tanh"
     """Default activation of hidden layers."""
-    init_from: str | None = None
+    init_from: PathText | None = None
     """A model.npz to start from, relative to the config file's folder."""
 
     @model_validator(mode="after")
@@ -264,8 +324,8 @@ class EarlyStopping(_Section):
 class TrainingConfig(_Section):
     """How long and in what batches to train."""
 
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt | None = 32
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 100
+    batch_size: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = 32
     """Examples per step; null = full batch."""
     max_steps: PositiveInt | None = None
     """Stop after this many steps even if epochs remain."""
@@ -293,7 +353,7 @@ class TrainingConfig(_Section):
 class OutputConfig(_Section):
     """Where runs are written."""
 
-    dir: str = "runs"
+    dir: PathText = "runs"
     """Folder that receives one subfolder per run."""
 
 
@@ -315,9 +375,7 @@ class Config(_Section):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not re.fullmatch(NAME_PATTERN, value):
-            raise ValueError("use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")
-        return value
+        return check_name(value)
 
     @model_validator(mode="after")
     def _check_loss_fits(self) -> Config:

@@ -28,10 +28,12 @@ from autobp.errors import ConfigError
 MAX_FILE_BYTES = 1_000_000
 # A real config has a few hundred values; far more means an alias bomb ("billion laughs").
 MAX_NODES = 100_000
+MAX_INT_DIGITS = 1_000
 
 KeyPath = tuple[Any, ...]
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
+_INT_TAG = "tag:yaml.org,2002:int"
 # YAML 1.2 core schema floats: unlike YAML 1.1, `1e-3`, `1E5` and `.5` are numbers.
 _YAML12_FLOAT = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
@@ -82,12 +84,22 @@ class _Positions:
 
     def problem(self, path: KeyPath, message: str, *, at_key: bool = False) -> _Problem:
         """A problem at `path`, placed on the key itself (`at_key`) or on its value."""
-        dotted = ".".join(map(str, path))
+        dotted = ".".join(shorten(str(part)) for part in path)
         text = f"{dotted}: {message}" if dotted else message
         for index, set_path, set_text in reversed(self.overrides):
-            if path[: len(set_path)] == set_path:
-                return _Problem((_AFTER_FILE, index), f"--set {set_text}: {text}")
+            # A problem inside what a --set wrote, or at a section it created (such as an unknown key).
+            if path[: len(set_path)] == set_path or (set_path[: len(path)] == path and self._not_in_file(path)):
+                return _Problem((_AFTER_FILE, index), f"--set {shorten(set_text, 100)}: {text}")
         return self.at_node(_node_at(self.root, path, at_key=at_key), text)
+
+    def _not_in_file(self, path: KeyPath) -> bool:
+        node = self.root
+        for part in path:
+            entry = _entry(node, part)
+            if entry is None:
+                return True
+            node = entry[1]
+        return False
 
     def at_node(self, node: Node | None, text: str) -> _Problem:
         """A problem at a YAML node's position (or at the source as a whole without one)."""
@@ -101,8 +113,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read, override and validate a config file; raise ConfigError listing every problem with its position."""
     path = Path(path)
     source = str(path)
-    root, raw = _parse(_read_text(path), source)
-    problems = list(_duplicate_key_problems(root, _Positions(source, root)))
+    root, raw, problems = _load_document(_read_text(path), source)
     applied, override_problems = _apply_overrides(raw, overrides)
     positions = _Positions(source, root, applied)
     return _validate(raw, positions, path.parent, problems + override_problems)
@@ -148,12 +159,12 @@ def config_json_schema() -> dict:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {MAX_FILE_BYTES:,})")
     try:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {MAX_FILE_BYTES:,})")
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
@@ -162,45 +173,82 @@ def _read_text(path: Path) -> str:
 
 
 def _parse(text: str, source: str) -> tuple[Node, dict]:
-    """Compose the YAML, refuse anything that is not a plain mapping of plain values, and construct it."""
+    """A config file's YAML as its root node and its mapping of plain values."""
+    root, raw, _ = _load_document(text, source)
+    return root, raw
+
+
+def _load_document(text: str, source: str) -> tuple[Node, dict, list[_Problem]]:
+    """A config file's YAML as its root node, its mapping of plain values and its duplicate keys."""
+    try:
+        root, raw, duplicates = _load_plain(text, source)
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(_yaml_error_message(err, source)) from None
+    except yaml.reader.ReaderError as err:
+        raise ConfigError(_reader_error_message(err, text, source)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply") from None
+    if root is None or raw is None:
+        raise ConfigError(f"{source}: the file is empty — a config needs at least data, model and loss")
+    if not isinstance(root, MappingNode):
+        kind = "a list" if isinstance(root, SequenceNode) else f"the single value {_show(raw)}"
+        raise ConfigError(f"{source}:1:1: the top level must be a mapping (data:, model:, loss: ...), not {kind}")
+    return root, raw, duplicates
+
+
+def _load_plain(text: str, source: str) -> tuple[Node | None, Any, list[_Problem]]:
+    """Compose the YAML, refuse anything but plain values, find duplicate keys and construct it (YAML errors
+    propagate)."""
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
-        _check_document(root, source)
-        return root, loader.construct_document(root)
-    except yaml.MarkedYAMLError as err:
-        raise ConfigError(_yaml_error_message(err, source)) from None
-    except RecursionError:
-        raise ConfigError(f"{source}: the YAML is nested too deeply") from None
+        if root is None:
+            return None, None, []
+        positions = _Positions(source, root)
+        _check_plain(root, positions)
+        # Before constructing, which copies `<<: *anchor` keys into the mapping, where they would look repeated.
+        duplicates = list(_duplicate_key_problems(root, positions))
+        return root, loader.construct_document(root), duplicates
     finally:
         loader.dispose()
 
 
-def _check_document(root: Node | None, source: str) -> None:
-    if root is None or (isinstance(root, ScalarNode) and root.tag.endswith(":null")):
-        raise ConfigError(f"{source}: the file is empty — a config needs at least data, model and loss")
-    positions = _Positions(source, root)
-    bad_tags = [
-        positions.at_node(node, f"tag '{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not allowed — "
-                                "write plain values")
-        for node in _unique_nodes(root)
-        if node.tag not in _PLAIN_TAGS
-    ]
-    if bad_tags:
-        raise ConfigError(_report(source, bad_tags))
+def _check_plain(root: Node, positions: _Positions) -> None:
+    """Refuse tags beyond plain values, integers too long to convert, recursive aliases and alias bombs."""
+    nodes = list(_unique_nodes(root))
+    problems = [positions.at_node(node, problem) for node in nodes if (problem := _node_problem(node))]
+    if problems:
+        raise ConfigError(_report(positions.source, problems))
     size = _expanded_size(root)
     if size is None:
-        raise ConfigError(f"{source}: an alias refers to its own anchor — recursive documents are not allowed")
+        raise ConfigError(f"{positions.source}: an alias refers to its own anchor — recursive documents are not "
+                          "allowed")
     if size > MAX_NODES:
-        raise ConfigError(f"{source}: aliases expand the document to {size:,} values (limit {MAX_NODES:,})")
-    if not isinstance(root, MappingNode):
-        kind = "a list" if isinstance(root, SequenceNode) else f"the single value {root.value!r}"
-        raise ConfigError(f"{source}:1:1: the top level must be a mapping (data:, model:, loss: ...), not {kind}")
+        # A long list passes the limit without any alias: blame aliases only when they add values.
+        what = "aliases expand the document to" if size > len(nodes) else "the document has"
+        raise ConfigError(f"{positions.source}: {what} {size:,} values (limit {MAX_NODES:,})")
+
+
+def _node_problem(node: Node) -> str | None:
+    if node.tag not in _PLAIN_TAGS:
+        return f"tag '{shorten(node.tag.replace('tag:yaml.org,2002:', '!!'))}' is not allowed — write plain values"
+    # Python refuses to convert longer digit strings (sys.get_int_max_str_digits), and no config key needs them.
+    if node.tag == _INT_TAG and len(node.value) > MAX_INT_DIGITS:
+        return f"an integer of more than {MAX_INT_DIGITS:,} digits is not allowed"
+    return None
 
 
 _YAML_HINTS = {
     "mapping values are not allowed here": " — check the indentation, and quote values that contain ': '",
 }
+
+
+def _reader_error_message(err: yaml.reader.ReaderError, text: str, source: str) -> str:
+    """A character YAML does not allow in text (a NUL, a control character): where it is, and what it is."""
+    line = text.count("\n", 0, err.position) + 1
+    column = err.position - text.rfind("\n", 0, err.position)
+    code = ord(err.character) if isinstance(err.character, str) else err.character
+    return f"{source}:{line}:{column}: character #x{code:04x} is not allowed in YAML — is this a text file?"
 
 
 def _yaml_error_message(err: yaml.MarkedYAMLError, source: str) -> str:
@@ -309,7 +357,7 @@ def _apply_overrides(raw: dict, overrides: Sequence[str]) -> tuple[list[tuple[in
         try:
             applied.append((index, _apply_override(raw, text), text))
         except ConfigError as err:
-            problems.append(_Problem((_AFTER_FILE, index), f"--set {text}: {err}"))
+            problems.append(_Problem((_AFTER_FILE, index), f"--set {shorten(text, 100)}: {err}"))
     return applied, problems
 
 
@@ -319,9 +367,13 @@ def _apply_override(raw: dict, text: str) -> KeyPath:
     if not equals or not all(parts):
         raise ConfigError("expected key.path=value, e.g. --set optimizer.lr=1e-3")
     try:
-        value = yaml.load(value_text, Loader=_Loader)
+        _, value, duplicates = _load_plain(value_text, "the value")
     except yaml.YAMLError as err:
-        raise ConfigError(f"the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise ConfigError(f"the value is not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    except RecursionError:
+        raise ConfigError("the value is nested too deeply") from None
+    if duplicates:
+        raise ConfigError(_report("the value", duplicates))
     container: Any = raw
     path: KeyPath = ()
     for part, next_part in zip(parts, parts[1:]):
@@ -444,9 +496,15 @@ def _explain(error: dict) -> str:
         return f"expected {_EXPECTED[kind]}, got {_show(given)}"
     if kind in _BOUNDS:
         context_key, symbol = _BOUNDS[kind]
-        return f"must be {symbol} {context[context_key]:g}, got {_show(given)}"
+        return f"must be {symbol} {_number(context[context_key])}, got {_show(given)}"
     if kind == "too_short":
         return f"needs at least {context['min_length']} item(s)"
+    if kind == "too_long":
+        return f"at most {context['max_length']:,} items are allowed, got {context['actual_length']:,}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"at most {context['max_length']:,} characters are allowed, got {len(given):,}"
     if kind == "value_error":
         return f"{context['error']}, got {_show(given)}"
     return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {_show(given)}"
@@ -459,6 +517,10 @@ def _suggest(given: Any, allowed: Sequence[str], *, list_all: bool = False) -> s
     return listing + (f" — did you mean '{close[0]}'?" if close else "")
 
 
+def _number(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
+
+
 def _show(value: Any) -> str:
     """A given value as the user would write it in YAML, shortened."""
     if value is None:
@@ -466,10 +528,16 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = f"'{value}'"
-    else:
-        text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        return shorten(f"'{value}'")
+    if isinstance(value, (list, dict)):
+        return shorten(json.dumps(value, default=str))
+    return shorten(str(value))
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """User-given text fit for a one-line message: control characters escaped, at most `limit` characters."""
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- what the schema allows at a location ------------------------------------------------------------------------

@@ -15,15 +15,17 @@ input coordinate (blobs: the cluster std; sine and linear: noise on the target).
 from __future__ import annotations
 
 import csv
-import zipfile
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from autobp.config import Config, DataConfig, Task, task_of_loss
+from autobp.builder import load_npz
+from autobp.config import MAX_PARAMETERS, Config, DataConfig, Task, task_of_loss
+from autobp.configfile import shorten
 from autobp.errors import ConfigError, DataError
 
 
@@ -106,6 +108,13 @@ def resolve_config(config: Config, dataset: Dataset) -> Config:
             f"model.layers.{last_index}.units: {last.units} output units, but the data has {what} (loss {config.loss})"
         )
     layers = [*config.model.layers[:-1], last.model_copy(update={"units": units})]
+    widths = [dataset.n_features] + [layer.units for layer in layers]
+    parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(widths))
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model: {parameters:,} parameters for {_count(dataset.n_features, 'input feature')}, more than the "
+            f"limit of {MAX_PARAMETERS:,} — use fewer or narrower layers"
+        )
     return config.model_copy(update={
         "data": config.data.model_copy(update={"task": dataset.task}),
         "model": config.model.model_copy(update={"layers": layers}),
@@ -127,46 +136,50 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     lines: list[int]  # 1-based, the header being line 1
+    # Column positions by name: searching the list of columns for each name is quadratic in wide files.
+    positions: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.positions = {name: index for index, name in enumerate(self.columns)}
 
     def require(self, names: Sequence[str], key: str) -> None:
         """Raise a DataError naming `key` if a column is missing, listing the columns there are."""
-        missing = [name for name in names if name not in self.columns]
+        missing = [_quoted(name) for name in names if name not in self.positions]
         if missing:
-            raise DataError(
-                f"{key}: no column {', '.join(map(repr, missing))} in {self.path} "
-                f"(columns: {', '.join(self.columns)})"
-            )
+            raise DataError(f"{key}: no column {_listing(missing)} in {self.path} (columns: {_listing(self.columns)})")
 
     def numeric(self, names: Sequence[str], hint: str = "") -> np.ndarray:
         """The named columns as float64 (rows, len(names)); a missing, non-numeric or non-finite cell is a
         DataError with its line and column (`hint` is appended to the message)."""
         self.require(names, "column")
-        columns = []
-        for name in names:
-            cells = [row[self.columns.index(name)] for row in self.rows]
-            try:
-                values = np.array(cells, dtype=np.float64)
-            except ValueError:
-                values = np.full(len(cells), np.nan)
-            if not np.isfinite(values).all():
-                raise DataError(self._bad_cell_message(name, cells) + hint)
-            columns.append(values)
-        return np.stack(columns, axis=1)
+        cells = self._cells(names)
+        try:
+            values = np.array(cells, dtype=np.float64).reshape(len(cells), len(names))
+        except ValueError:
+            values = np.full((len(cells), len(names)), np.nan)
+        if not np.isfinite(values).all():
+            raise DataError(self._bad_cell_message(names, cells) + hint)
+        return values
 
     def text(self, name: str) -> np.ndarray:
         """The named column's cells as text; an empty cell is a DataError with its line."""
         self.require([name], "column")
-        cells = np.array([row[self.columns.index(name)].strip() for row in self.rows])
+        cells = np.array([row[0].strip() for row in self._cells([name])])
         empty = np.flatnonzero(cells == "")
         if empty.size:
-            raise DataError(f"{self.path}:{self.lines[empty[0]]}: column '{name}': missing value")
+            raise DataError(f"{self.path}:{self.lines[empty[0]]}: column {_quoted(name)}: missing value")
         return cells
 
-    def _bad_cell_message(self, name: str, cells: list[str]) -> str:
-        for line, cell in zip(self.lines, cells):
-            problem = _cell_problem(cell.strip())
-            if problem:
-                return f"{self.path}:{line}: column '{name}': {problem}"
+    def _cells(self, names: Sequence[str]) -> list[list[str]]:
+        indices = [self.positions[name] for name in names]
+        return [[row[index] for index in indices] for row in self.rows]
+
+    def _bad_cell_message(self, names: Sequence[str], cells: list[list[str]]) -> str:
+        for column, name in enumerate(names):
+            for line, row in zip(self.lines, cells):
+                problem = _cell_problem(row[column].strip())
+                if problem:
+                    return f"{self.path}:{line}: column {_quoted(name)}: {problem}"
         raise AssertionError("a non-finite column has a bad cell")
 
 
@@ -176,8 +189,19 @@ def _cell_problem(cell: str) -> str | None:
     try:
         value = float(cell)
     except ValueError:
-        return f"'{cell}' is not a number"
-    return None if np.isfinite(value) else f"'{cell}' is not a finite number"
+        return f"{_quoted(cell)} is not a number"
+    return None if np.isfinite(value) else f"{_quoted(cell)} is not a finite number"
+
+
+def _quoted(text: str) -> str:
+    """A value from a data file, quoted and shortened for a message."""
+    return shorten(f"'{text}'")
+
+
+def _listing(names: Sequence[str], limit: int = 10) -> str:
+    """The first `limit` names, comma-separated and each shortened, and how many more there are."""
+    shown = ", ".join(shorten(name) for name in names[:limit])
+    return shown if len(names) <= limit else f"{shown}, … ({len(names) - limit:,} more)"
 
 
 def read_table(path: Path) -> Table:
@@ -187,6 +211,12 @@ def read_table(path: Path) -> Table:
         raise DataError(f"{path}: the file is empty — expected a header row, then one row per example")
     (_, header), body = text_rows[0], text_rows[1:]
     columns = [name.strip() for name in header]
+    separator = next((char for char in ";\t|" if len(columns) == 1 and char in columns[0]), None)
+    if separator:
+        raise DataError(
+            f"{path}:1: the header is one column {_quoted(columns[0])}; autobp reads comma-separated files, "
+            f"and this one seems to be separated by {separator!r}"
+        )
     if "" in columns or len(set(columns)) < len(columns):
         raise DataError(f"{path}:1: the header needs a distinct, non-empty name for every column")
     if not body:
@@ -207,12 +237,18 @@ def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path}: not a UTF-8 text file") from None
     except csv.Error as err:
         raise DataError(f"{path}: not a readable CSV file ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file ({err.strerror})") from None
 
 
 def _existing(path: Path) -> Path:
-    if not path.is_file():
-        raise DataError(f"data.path: file not found: {path}")
-    return path
+    try:
+        if path.is_file():
+            return path
+        problem = "not a file" if path.exists() else "file not found"
+    except OSError as err:  # such as a file name too long for the file system
+        problem = f"cannot read it ({err.strerror})"
+    raise DataError(f"data.path: {problem}: {path}")
 
 
 def _read_csv(data: DataConfig, task: Task, loss: str) -> _Examples:
@@ -228,7 +264,7 @@ def _read_csv(data: DataConfig, task: Task, loss: str) -> _Examples:
         y = table.numeric(targets, hint=f" — loss '{loss}' needs numeric targets")
     else:
         y = table.text(targets[0])
-    return _Examples(X, y, features, targets, f"column {', '.join(map(repr, targets))} of {table.path}")
+    return _Examples(X, y, features, targets, f"column {_listing([_quoted(name) for name in targets])} of {table.path}")
 
 
 # --- npz --------------------------------------------------------------------------------------------------------
@@ -236,27 +272,22 @@ def _read_csv(data: DataConfig, task: Task, loss: str) -> _Examples:
 
 def _read_npz(data: DataConfig) -> _Examples:
     path = _existing(Path(data.path))
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a single array, not an .npz archive with arrays X and y")
-    with archive:
-        missing = [name for name in ("X", "y") if name not in archive.files]
-        if missing:
-            raise DataError(
-                f"{path}: no array {' or '.join(map(repr, missing))} (found: {', '.join(archive.files) or 'none'})"
-                " — an npz needs X (n, d) and y (n,) or (n, k)"
-            )
-        try:
-            X, y = archive["X"], archive["y"]
-        except (ValueError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: cannot read arrays X and y ({err})") from None
-    if X.ndim != 2 or X.dtype.kind not in "biuf" or not np.isfinite(X).all():
-        raise DataError(f"{path}: X must be a finite numeric array of shape (n, d), got {X.dtype} {X.shape}")
-    if y.ndim not in (1, 2) or len(y) != len(X):
+    arrays = load_npz(path)
+    missing = [name for name in ("X", "y") if name not in arrays]
+    if missing:
+        raise DataError(
+            f"{path}: no array {' or '.join(map(repr, missing))} (found: {_listing(list(arrays)) or 'none'})"
+            " — an npz needs X (n, d) and y (n,) or (n, k)"
+        )
+    X, y = arrays["X"], arrays["y"]
+    if X.ndim != 2 or 0 in X.shape or X.dtype.kind not in "biuf" or not np.isfinite(X).all():
+        raise DataError(
+            f"{path}: X must be a finite numeric array of shape (n, d) with n, d ≥ 1, got {X.dtype} {X.shape}"
+        )
+    if y.ndim not in (1, 2) or y.shape[0] != len(X) or 0 in y.shape:
         raise DataError(f"{path}: y must have shape ({len(X)},) or ({len(X)}, k), got {y.shape}")
+    if y.dtype.kind not in "biufU" or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+        raise DataError(f"{path}: y must hold finite numbers or text labels, got {y.dtype}")
     target_names = ["y"] if y.ndim == 1 or y.shape[1] == 1 else [f"y{index}" for index in range(y.shape[1])]
     return _Examples(X.astype(np.float64), y, [f"x{index}" for index in range(X.shape[1])], target_names, str(path))
 
@@ -349,24 +380,24 @@ def _class_ids(examples: _Examples, loss: str) -> tuple[np.ndarray, list[str]]:
         raise ConfigError(
             f"loss: '{loss}' needs one target of class labels, but {examples.origin} has {labels.shape[1]}"
         )
-    labels = labels.reshape(-1)
-    if labels.dtype.kind in "US":
-        numbers = _as_numbers(labels)
-        labels = labels if numbers is None else numbers
-    if labels.dtype.kind in "biuf":
-        odd = labels[~np.isfinite(labels) | (labels != np.round(labels))] if labels.dtype.kind == "f" else []
-        if len(odd):
+    written = labels.reshape(-1)
+    numbers = _as_numbers(written) if written.dtype.kind in "US" else written
+    labels = written if numbers is None else numbers
+    if labels.dtype.kind == "f":
+        odd = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        if odd.size:
             raise ConfigError(
                 f"loss: '{loss}' needs class labels, but {examples.origin} has non-integer values such as "
-                f"{odd[0]:g} — use mse, mae or huber for a regression target"
+                f"{shorten(str(written[odd[0]]))} — use mse, mae or huber for a regression target"
             )
-        labels = labels.astype(np.int64)
     values, ids = np.unique(labels, return_inverse=True)
-    if len(values) < 2:
+    # Python ints name whole-number labels exactly at any size, where a cast to int64 would overflow.
+    names = [str(int(value)) if labels.dtype.kind in "biuf" else str(value) for value in values]
+    if len(names) < 2:
         raise DataError(
-            f"{examples.origin}: every example has the class '{values[0]}' — classification needs 2 or more"
+            f"{examples.origin}: every example has the class {_quoted(names[0])} — classification needs 2 or more"
         )
-    return ids.astype(np.int64), [str(value) for value in values]
+    return ids.astype(np.int64), names
 
 
 def _as_numbers(cells: np.ndarray) -> np.ndarray | None:
@@ -380,7 +411,7 @@ def _regression_targets(examples: _Examples, loss: str) -> np.ndarray:
     y = examples.y
     if y.dtype.kind not in "biuf":
         raise ConfigError(
-            f"loss: '{loss}' needs numeric targets, but {examples.origin} has text values such as '{y.flat[0]}'"
+            f"loss: '{loss}' needs numeric targets, but {examples.origin} has text values such as {_quoted(y.flat[0])}"
         )
     return y.astype(np.float64).reshape(len(y), -1)
 
@@ -392,13 +423,15 @@ def _split(
     if class_names is None:
         groups = [np.arange(len(y))]
     else:
-        groups = [np.flatnonzero(y == index) for index in range(len(class_names))]
+        # One stable sort rather than a scan per class, which is quadratic when nearly every label is distinct.
+        sizes = np.bincount(y, minlength=len(class_names))
+        groups = np.split(np.argsort(y, kind="stable"), np.cumsum(sizes)[:-1])
     train, val = [], []
     for index, group in enumerate(groups):
         if class_names is not None and val_fraction > 0 and len(group) < 2:
             raise DataError(
-                f"{origin}: class '{class_names[index]}' has only 1 example — a stratified split needs 2 or more "
-                "per class (or set data.val_fraction: 0)"
+                f"{origin}: class {_quoted(class_names[index])} has only 1 example — a stratified split needs 2 or "
+                "more per class (or set data.val_fraction: 0)"
             )
         shuffled = rng.permutation(group)
         n_val = 0 if val_fraction == 0 else min(len(group) - 1, max(1, round(val_fraction * len(group))))

@@ -52,11 +52,12 @@ def create_run_dir(output: Path, name: str, now: datetime | None = None) -> Path
 
 def check_free_space(output: Path, needed: int) -> None:
     """Refuse to start a run that would fill the disk: a clear error now beats a failed run later."""
-    existing = next((p for p in [output, *output.parents] if p.exists()), None)
-    if existing is None:
+    try:
+        existing = next((p for p in [output, *output.parents] if p.exists()), None)
+        free = shutil.disk_usage(existing).free if existing is not None else None
+    except OSError:  # such as a name too long for the file system: create_run_dir reports it
         return
-    free = shutil.disk_usage(existing).free
-    if free < needed:
+    if free is not None and free < needed:
         raise ConfigError(
             f"output directory {output}: {free / 1e6:.1f} MB free, but this run writes about {needed / 1e6:.1f} MB; "
             "free some space or choose another with --output"

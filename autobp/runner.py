@@ -22,7 +22,7 @@ import numpy as np
 import autobp
 from autobp import checkpoint, rundir
 from autobp.builder import Layer, Network, Trace, build_network
-from autobp.config import Config
+from autobp.config import Config, check_name
 from autobp.configfile import config_from_dict, dump_config, flatten, load_config
 from autobp.data import Dataset, load_dataset, resolve_config
 from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
@@ -71,7 +71,8 @@ class Diverged(Exception):
 
 
 def prepare(config: Config | dict | str | Path, overrides: Sequence[str] = ()) -> tuple[Config, Dataset]:
-    """Load and validate the config, load its data and resolve the config against it (ConfigError/DataError)."""
+    """Load and validate the config, load its data, resolve the config against it and check `model.init_from`:
+    everything that can be wrong is found before a run directory exists (ConfigError/DataError)."""
     source = "<config>"
     if isinstance(config, Config):
         config = config.model_dump(mode="json")
@@ -82,7 +83,10 @@ def prepare(config: Config | dict | str | Path, overrides: Sequence[str] = ()) -
         config = load_config(config, overrides)
     try:
         dataset = load_dataset(config)
-        return resolve_config(config, dataset), dataset
+        resolved = resolve_config(config, dataset)
+        if resolved.model.init_from:
+            build_network(resolved, dataset.n_features, np.random.default_rng(0))  # loads and checks the file
+        return resolved, dataset
     except (ConfigError, DataError) as err:
         raise type(err)(f"{source}: {err}") from None
 
@@ -96,6 +100,11 @@ def train(
     quiet: bool = True,
 ) -> RunResult:
     """Train from a config (path, dict or Config) with `--set`-style overrides into a new run directory."""
+    if name is not None:
+        try:
+            check_name(name)
+        except ValueError as err:
+            raise ConfigError(f"--name {name!r}: {err}") from None
     extra = [f"name={name}"] * (name is not None) + [f"output.dir={output}"] * (output is not None)
     config, dataset = prepare(config, [*overrides, *extra])
     rundir.check_free_space(Path(config.output.dir), estimated_size(config, dataset))
@@ -172,10 +181,11 @@ class Trainer:
         self.dropout_rng = np.random.default_rng([seed, DROPOUT_STREAM]) if uses_dropout else None
         dtype = np.dtype(config.training.dtype)
         self.loss_fn = LOSSES[config.loss]
-        self.X = dataset.X_train.astype(dtype, copy=False)
-        self.y = loss_targets(dataset.y_train, config.loss, dtype)
-        self.X_val = dataset.X_val.astype(dtype, copy=False)
-        self.y_val = loss_targets(dataset.y_val, config.loss, dtype)
+        with np.errstate(over="ignore"):  # values beyond float32's range become inf; training then reports it
+            self.X = dataset.X_train.astype(dtype, copy=False)
+            self.y = loss_targets(dataset.y_train, config.loss, dtype)
+            self.X_val = dataset.X_val.astype(dtype, copy=False)
+            self.y_val = loss_targets(dataset.y_val, config.loss, dtype)
         training = config.training
         self.batch_size = training.batch_size or len(self.X)
         self.steps_per_epoch = math.ceil(len(self.X) / self.batch_size)

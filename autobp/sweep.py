@@ -19,7 +19,6 @@ import itertools
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -36,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from yaml.nodes import Node
 
 from autobp import rundir
-from autobp.config import NAME_PATTERN, Config, _raise_problems
+from autobp.config import Config, _raise_problems, check_name
 from autobp.configfile import (
     _duplicate_key_problems,
     _parse,
@@ -145,7 +144,8 @@ class SweepFile(_Strict):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        check_name(value)
+        if value is not None:
+            check_name(value)
         return value
 
     @model_validator(mode="after")
@@ -166,12 +166,6 @@ class SweepFile(_Strict):
             problems.append((("n_trials",), "only used with method: random (a grid runs every combination)"))
         _raise_problems(*problems)
         return self
-
-
-def check_name(name: str | None) -> None:
-    """A sweep name must make a plain folder name, as a run name does."""
-    if name is not None and not re.fullmatch(NAME_PATTERN, name):
-        raise ValueError("use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")
 
 
 def expand(spec: SweepFile) -> list[dict[str, Any]]:
@@ -271,7 +265,8 @@ def plan_sweep(
     if not paths:
         raise ConfigError("give a sweep file, or config files to compare")
     try:
-        check_name(name)
+        if name is not None:
+            check_name(name)
     except ValueError as err:
         raise ConfigError(f"--name {name!r}: {err}") from None
     overrides = [*overrides, *([_override("output.dir", os.path.abspath(output))] if output is not None else [])]
