@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -52,6 +51,7 @@ from autobp.configfile import (
 from autobp.data import Dataset, load_dataset, resolve_config
 from autobp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
+from autobp.progress import SweepProgress
 from autobp.metrics import metric_names
 from autobp.runner import estimated_size
 
@@ -661,36 +661,6 @@ class _Scheduler:
 def _outcome(result: dict[str, Any]) -> Outcome:
     """The outcome `run_trial` reports."""
     return Outcome(result["status"], result["summary"])
-
-
-class SweepProgress:
-    """Trials done, failed and running and the best so far: a bar on a terminal, a line per finished trial in a
-    log, nothing when quiet."""
-
-    def __init__(self, total: int, name: str, quiet: bool, stream: Any = None) -> None:
-        self.total = total
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self._bar: Any = None
-        if not quiet and self.stream.isatty():
-            from tqdm import tqdm  # lazy: only a terminal needs it
-
-            self._bar = tqdm(total=total, desc=name, unit="trial", file=self.stream, dynamic_ncols=True, leave=False)
-
-    def show(self, counts: dict[str, int], best: str, finished: str | None) -> None:
-        if self.quiet:
-            return
-        if self._bar is not None:
-            self._bar.update(counts["done"] - self._bar.n)
-            self._bar.set_postfix({**counts, "best": best})
-        elif finished is not None:
-            tally = ", ".join(f"{count} {what}" for what, count in counts.items())
-            print(f"{finished}  [{counts['done']}/{self.total}: {tally}; best {best}]", file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 # --- the ranked table ---------------------------------------------------------------------------------------------
