@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys and validates strictly (no bool where a number is expected, no silent
 string-to-number conversion), because a config that quietly means something else is worse than an error.
-Checks that involve several keys report every problem at once through `_raise_problems`.
+Checks that involve several keys report every problem at once through `raise_problems`.
 
 Sizes have upper bounds so that a typo such as `n_samples: 10000000000` is an error naming the limit rather than
 an attempt to allocate terabytes: at most 10,000,000 examples (and batch size), 100,000 units per layer or
@@ -90,7 +90,7 @@ def task_of_loss(loss: LossName) -> Task:
 CROSS_FIELD_ERROR = "cross_field"
 
 
-def _raise_problems(*problems: tuple[tuple[str | int, ...], str]) -> None:
+def raise_problems(*problems: tuple[tuple[str | int, ...], str]) -> None:
     """Raise one pydantic error carrying every (relative key path, message) problem found by a model check.
 
     A model validator can raise only one error; packing the problems into its context lets the config
@@ -167,11 +167,11 @@ class DataConfig(_Section):
             for name, count in Counter(names).items()
             if count > 1
         ]
-        _raise_problems(*problems)
+        raise_problems(*problems)
         for key, default in SYNTHETIC_DEFAULTS.get(self.source, {}).items():
             if getattr(self, key) is None:
                 setattr(self, key, default)
-        _raise_problems(*self._size_problems())
+        raise_problems(*self._size_problems())
         return self
 
     def _size_problems(self) -> list[tuple[tuple[str, ...], str]]:
@@ -220,9 +220,9 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _expand_layers(self) -> ModelConfig:
-        _raise_problems(*self._choice_problems())
+        raise_problems(*self._choice_problems())
         layers = self.layers or [LayerConfig(units=units) for units in self.hidden] + [LayerConfig()]
-        _raise_problems(*(
+        raise_problems(*(
             (("layers", index, "units"), "required on hidden layers (only the last layer's comes from the data)")
             for index, layer in enumerate(layers[:-1])
             if layer.units is None
@@ -400,7 +400,7 @@ class Config(_Section):
             )
         if self.training.early_stopping is not None:
             problems += _monitor_problems(self.training.early_stopping.monitor, task, self.data.val_fraction)
-        _raise_problems(*problems)
+        raise_problems(*problems)
         return self
 
 

@@ -69,12 +69,14 @@ _AFTER_FILE = 1 << 30
 
 
 @dataclass(frozen=True, order=True)
-class _Problem:
+class Problem:
+    """One thing wrong with a file, with where it stands (for sorting) and the line the user reads."""
+
     order: tuple[int, int]  # (line, column) in the file, or (_AFTER_FILE, index of the --set)
     text: str
 
 
-class _Positions:
+class Positions:
     """Says where a key path was written: `file:line:col` from the YAML nodes, or the `--set` that set it."""
 
     def __init__(self, source: str, root: Node | None = None, overrides: Sequence[tuple[int, KeyPath, str]] = ()):
@@ -82,14 +84,14 @@ class _Positions:
         self.root = root
         self.overrides = overrides
 
-    def problem(self, path: KeyPath, message: str, *, at_key: bool = False) -> _Problem:
+    def problem(self, path: KeyPath, message: str, *, at_key: bool = False) -> Problem:
         """A problem at `path`, placed on the key itself (`at_key`) or on its value."""
         dotted = ".".join(shorten(str(part)) for part in path)
         text = f"{dotted}: {message}" if dotted else message
         for index, set_path, set_text in reversed(self.overrides):
             # A problem inside what a --set wrote, or at a section it created (such as an unknown key).
             if path[: len(set_path)] == set_path or (set_path[: len(path)] == path and self._not_in_file(path)):
-                return _Problem((_AFTER_FILE, index), f"--set {shorten(set_text, 100)}: {text}")
+                return Problem((_AFTER_FILE, index), f"--set {shorten(set_text, 100)}: {text}")
         return self.at_node(_node_at(self.root, path, at_key=at_key), text)
 
     def _not_in_file(self, path: KeyPath) -> bool:
@@ -101,21 +103,21 @@ class _Positions:
             node = entry[1]
         return False
 
-    def at_node(self, node: Node | None, text: str) -> _Problem:
+    def at_node(self, node: Node | None, text: str) -> Problem:
         """A problem at a YAML node's position (or at the source as a whole without one)."""
         if node is None:
-            return _Problem((0, 0), f"{self.source}: {text}")
+            return Problem((0, 0), f"{self.source}: {text}")
         mark = node.start_mark
-        return _Problem((mark.line, mark.column), f"{self.source}:{mark.line + 1}:{mark.column + 1}: {text}")
+        return Problem((mark.line, mark.column), f"{self.source}:{mark.line + 1}:{mark.column + 1}: {text}")
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read, override and validate a config file; raise ConfigError listing every problem with its position."""
     path = Path(path)
     source = str(path)
-    root, raw, problems = _load_document(_read_text(path), source)
+    root, raw, problems = _load_document(read_text(path), source)
     applied, override_problems = _apply_overrides(raw, overrides)
-    positions = _Positions(source, root, applied)
+    positions = Positions(source, root, applied)
     return _validate(raw, positions, path.parent, problems + override_problems)
 
 
@@ -125,10 +127,10 @@ def config_from_dict(
     """Validate a config given as a dict, after `--set`-style overrides; errors name `source`, relative paths
     resolve against `base_dir`. The dict itself is not changed."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a config must be a mapping, got {_show(raw)}")
+        raise ConfigError(f"{source}: a config must be a mapping, got {show(raw)}")
     raw = copy.deepcopy(raw)
     applied, problems = _apply_overrides(raw, overrides)
-    return _validate(raw, _Positions(source, None, applied), base_dir, problems)
+    return _validate(raw, Positions(source, None, applied), base_dir, problems)
 
 
 def dump_config(config: Config) -> str:
@@ -158,7 +160,8 @@ def config_json_schema() -> dict:
 # --- reading YAML -----------------------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A config-like file's text, with clear errors for a missing, oversized, unreadable or non-UTF-8 file."""
     try:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
@@ -172,13 +175,13 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read the file: {err.strerror}") from None
 
 
-def _parse(text: str, source: str) -> tuple[Node, dict]:
+def parse_yaml(text: str, source: str) -> tuple[Node, dict]:
     """A config file's YAML as its root node and its mapping of plain values."""
     root, raw, _ = _load_document(text, source)
     return root, raw
 
 
-def _load_document(text: str, source: str) -> tuple[Node, dict, list[_Problem]]:
+def _load_document(text: str, source: str) -> tuple[Node, dict, list[Problem]]:
     """A config file's YAML as its root node, its mapping of plain values and its duplicate keys."""
     try:
         root, raw, duplicates = _load_plain(text, source)
@@ -191,12 +194,12 @@ def _load_document(text: str, source: str) -> tuple[Node, dict, list[_Problem]]:
     if root is None or raw is None:
         raise ConfigError(f"{source}: the file is empty — a config needs at least data, model and loss")
     if not isinstance(root, MappingNode):
-        kind = "a list" if isinstance(root, SequenceNode) else f"the single value {_show(raw)}"
+        kind = "a list" if isinstance(root, SequenceNode) else f"the single value {show(raw)}"
         raise ConfigError(f"{source}:1:1: the top level must be a mapping (data:, model:, loss: ...), not {kind}")
     return root, raw, duplicates
 
 
-def _load_plain(text: str, source: str) -> tuple[Node | None, Any, list[_Problem]]:
+def _load_plain(text: str, source: str) -> tuple[Node | None, Any, list[Problem]]:
     """Compose the YAML, refuse anything but plain values, find duplicate keys and construct it (YAML errors
     propagate)."""
     loader = _Loader(text)
@@ -204,21 +207,21 @@ def _load_plain(text: str, source: str) -> tuple[Node | None, Any, list[_Problem
         root = loader.get_single_node()
         if root is None:
             return None, None, []
-        positions = _Positions(source, root)
+        positions = Positions(source, root)
         _check_plain(root, positions)
         # Before constructing, which copies `<<: *anchor` keys into the mapping, where they would look repeated.
-        duplicates = list(_duplicate_key_problems(root, positions))
+        duplicates = list(duplicate_key_problems(root, positions))
         return root, loader.construct_document(root), duplicates
     finally:
         loader.dispose()
 
 
-def _check_plain(root: Node, positions: _Positions) -> None:
+def _check_plain(root: Node, positions: Positions) -> None:
     """Refuse tags beyond plain values, integers too long to convert, recursive aliases and alias bombs."""
     nodes = list(_unique_nodes(root))
     problems = [positions.at_node(node, problem) for node in nodes if (problem := _node_problem(node))]
     if problems:
-        raise ConfigError(_report(positions.source, problems))
+        raise ConfigError(report_problems(positions.source, problems))
     size = _expanded_size(root)
     if size is None:
         raise ConfigError(f"{positions.source}: an alias refers to its own anchor — recursive documents are not "
@@ -300,7 +303,7 @@ def _expanded_size(root: Node) -> int | None:
     return sizes[id(root)]
 
 
-def _duplicate_key_problems(root: Node, positions: _Positions) -> Iterator[_Problem]:
+def duplicate_key_problems(root: Node, positions: Positions) -> Iterator[Problem]:
     """PyYAML silently keeps the last of two equal keys; report both lines instead."""
     stack: list[tuple[Node, KeyPath]] = [(root, ())]
     seen: set[int] = set()
@@ -349,7 +352,7 @@ def _entry(node: Node | None, part: Any) -> tuple[Node, Node] | None:
 # --- --set overrides --------------------------------------------------------------------------------------------
 
 
-def _apply_overrides(raw: dict, overrides: Sequence[str]) -> tuple[list[tuple[int, KeyPath, str]], list[_Problem]]:
+def _apply_overrides(raw: dict, overrides: Sequence[str]) -> tuple[list[tuple[int, KeyPath, str]], list[Problem]]:
     """Apply `key.path=value` overrides in order; returns (index, key path, text) of each applied one and the
     problems of the others."""
     applied, problems = [], []
@@ -357,7 +360,7 @@ def _apply_overrides(raw: dict, overrides: Sequence[str]) -> tuple[list[tuple[in
         try:
             applied.append((index, _apply_override(raw, text), text))
         except ConfigError as err:
-            problems.append(_Problem((_AFTER_FILE, index), f"--set {shorten(text, 100)}: {err}"))
+            problems.append(Problem((_AFTER_FILE, index), f"--set {shorten(text, 100)}: {err}"))
     return applied, problems
 
 
@@ -373,7 +376,7 @@ def _apply_override(raw: dict, text: str) -> KeyPath:
     except RecursionError:
         raise ConfigError("the value is nested too deeply") from None
     if duplicates:
-        raise ConfigError(_report("the value", duplicates))
+        raise ConfigError(report_problems("the value", duplicates))
     container: Any = raw
     path: KeyPath = ()
     for part, next_part in zip(parts, parts[1:]):
@@ -405,17 +408,18 @@ def _override_step(container: Any, part: str, path: KeyPath) -> str | int:
 # --- validation and error messages ------------------------------------------------------------------------------
 
 
-def _validate(raw: dict, positions: _Positions, base_dir: Path | None, problems: list[_Problem]) -> Config:
+def _validate(raw: dict, positions: Positions, base_dir: Path | None, problems: list[Problem]) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as err:
-        problems = problems + [problem for error in err.errors() for problem in _problems_from(error, raw, positions)]
+        problems = problems + [problem for error in err.errors() for problem in problems_from(error, raw, positions)]
     if problems:
-        raise ConfigError(_report(positions.source, problems))
+        raise ConfigError(report_problems(positions.source, problems))
     return _with_absolute_paths(config, base_dir or Path.cwd())
 
 
-def _report(source: str, problems: list[_Problem]) -> str:
+def report_problems(source: str, problems: list[Problem]) -> str:
+    """Every problem, each once, in file order (--set problems last): one line, or a counted list."""
     lines = list(dict.fromkeys(problem.text for problem in sorted(problems)))
     if len(lines) == 1:
         return lines[0]
@@ -432,10 +436,10 @@ def _absolute(path: str | None, base_dir: Path) -> str | None:
     return None if path is None else os.path.abspath(base_dir / Path(path).expanduser())
 
 
-def _problems_from(error: dict, raw: dict, positions: _Positions) -> Iterator[_Problem]:
+def problems_from(error: dict, raw: dict, positions: Positions) -> Iterator[Problem]:
     """Turn one pydantic error into problems placed at the key paths the user wrote."""
     loc, kind, given, context = error["loc"], error["type"], error.get("input"), error.get("ctx", {})
-    path = _written_path(raw, loc, missing=kind == "missing")
+    path = written_path(raw, loc, missing=kind == "missing")
     if kind == CROSS_FIELD_ERROR:
         for sub_path, message in context["problems"]:
             yield positions.problem((*path, *sub_path), message, at_key=True)
@@ -444,19 +448,19 @@ def _problems_from(error: dict, raw: dict, positions: _Positions) -> Iterator[_P
     elif kind == "invalid_key":
         yield positions.problem(path, "keys must be text", at_key=True)
     elif kind == "extra_forbidden":
-        yield positions.problem(path, "unknown key" + _suggest(path[-1], _allowed_keys(loc[:-1])), at_key=True)
+        yield positions.problem(path, "unknown key" + suggest(path[-1], _allowed_keys(loc[:-1])), at_key=True)
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
         names = _allowed_tags(loc)
         given_tag = context.get("tag")
-        message = f"{_show(given_tag)} is not allowed" if kind == "union_tag_invalid" else "required key is missing"
-        yield positions.problem((*path, "name"), message + _suggest(given_tag, names, list_all=True))
+        message = f"{show(given_tag)} is not allowed" if kind == "union_tag_invalid" else "required key is missing"
+        yield positions.problem((*path, "name"), message + suggest(given_tag, names, list_all=True))
     elif given is None and kind in ("model_type", "model_attributes_type", "dict_type"):
         yield positions.problem(path, "empty — check the indentation of the lines below it", at_key=True)
     else:
         yield positions.problem(path, _explain(error))
 
 
-def _written_path(raw: Any, loc: tuple, *, missing: bool) -> KeyPath:
+def written_path(raw: Any, loc: tuple, *, missing: bool) -> KeyPath:
     """The part of pydantic's `loc` that indexes the user's data; union member tags in it are dropped."""
     path: KeyPath = ()
     node = raw
@@ -491,12 +495,12 @@ def _explain(error: dict) -> str:
     kind, given, context = error["type"], error.get("input"), error.get("ctx", {})
     if kind == "literal_error":
         allowed = _literal_values(_annotation_at(error["loc"]))
-        return f"{_show(given)} is not allowed" + _suggest(given, allowed, list_all=True)
+        return f"{show(given)} is not allowed" + suggest(given, allowed, list_all=True)
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {_show(given)}"
+        return f"expected {_EXPECTED[kind]}, got {show(given)}"
     if kind in _BOUNDS:
         context_key, symbol = _BOUNDS[kind]
-        return f"must be {symbol} {_number(context[context_key])}, got {_show(given)}"
+        return f"must be {symbol} {_number(context[context_key])}, got {show(given)}"
     if kind == "too_short":
         return f"needs at least {context['min_length']} item(s)"
     if kind == "too_long":
@@ -506,11 +510,11 @@ def _explain(error: dict) -> str:
     if kind == "string_too_long":
         return f"at most {context['max_length']:,} characters are allowed, got {len(given):,}"
     if kind == "value_error":
-        return f"{context['error']}, got {_show(given)}"
-    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {_show(given)}"
+        return f"{context['error']}, got {show(given)}"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {show(given)}"
 
 
-def _suggest(given: Any, allowed: Sequence[str], *, list_all: bool = False) -> str:
+def suggest(given: Any, allowed: Sequence[str], *, list_all: bool = False) -> str:
     """`— did you mean 'x'?` for a near miss, else (optionally) the list of allowed values."""
     close = difflib.get_close_matches(str(given), allowed, n=1, cutoff=0.6) if given is not None else []
     listing = f" (allowed: {', '.join(allowed)})" if list_all or not close else ""
@@ -521,7 +525,7 @@ def _number(bound: float) -> str:
     return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A given value as the user would write it in YAML, shortened."""
     if value is None:
         return "null"

@@ -34,18 +34,18 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from yaml.nodes import Node
 
 from autobp import rundir
-from autobp.config import Config, _raise_problems, check_name
+from autobp.config import Config, raise_problems, check_name
 from autobp.configfile import (
-    _duplicate_key_problems,
-    _parse,
-    _Positions,
-    _Problem,
-    _problems_from,
-    _read_text,
-    _report,
-    _show,
-    _suggest,
-    _written_path,
+    duplicate_key_problems,
+    parse_yaml,
+    Positions,
+    Problem,
+    problems_from,
+    read_text,
+    report_problems,
+    show,
+    suggest,
+    written_path,
     load_config,
 )
 from autobp.data import Dataset, load_dataset, resolve_config
@@ -96,7 +96,7 @@ class Range(_Strict):
             problems.append((("max",), f"must be > min ({self.min})"))
         if self.log and self.min <= 0:
             problems.append((("min",), "must be > 0 with log: true"))
-        _raise_problems(*problems)
+        raise_problems(*problems)
         return self
 
     def draw(self, rng: np.random.Generator) -> int | float:
@@ -164,7 +164,7 @@ class SweepFile(_Strict):
             problems.append((("n_trials",), "required with method: random"))
         if self.method == "grid" and self.n_trials is not None:
             problems.append((("n_trials",), "only used with method: random (a grid runs every combination)"))
-        _raise_problems(*problems)
+        raise_problems(*problems)
         return self
 
 
@@ -191,34 +191,34 @@ def _is_sweep_file(raw: Any) -> bool:
 
 def _validate_sweep_file(path: Path, root: Node, raw: dict) -> SweepFile:
     """The sweep file as a model, or a ConfigError listing every problem with its line, as for configs."""
-    positions = _Positions(str(path), root)
-    problems = list(_duplicate_key_problems(root, positions))
+    positions = Positions(str(path), root)
+    problems = list(duplicate_key_problems(root, positions))
     try:
         spec = SweepFile.model_validate(raw)
     except ValidationError as err:
         problems += [problem for error in err.errors() for problem in _sweep_file_problems(error, raw, positions)]
     if problems:
-        raise ConfigError(_report(str(path), problems))
+        raise ConfigError(report_problems(str(path), problems))
     if not (path.parent / spec.base).is_file():
         message = f"{path.parent / spec.base} not found (the base config is relative to the sweep file's folder)"
         raise ConfigError(positions.problem(("base",), message).text)
     return spec
 
 
-def _sweep_file_problems(error: dict, raw: dict, positions: _Positions) -> Iterator[_Problem]:
+def _sweep_file_problems(error: dict, raw: dict, positions: Positions) -> Iterator[Problem]:
     """A pydantic error as problems at the keys the user wrote; the config's wording wherever it applies."""
     kind, loc, given = error["type"], error["loc"], error.get("input")
-    path = _written_path(raw, loc, missing=kind == "missing")
+    path = written_path(raw, loc, missing=kind == "missing")
     if kind == "extra_forbidden":
         model = Range if loc[0] == "parameters" else SweepFile
-        yield positions.problem(path, "unknown key" + _suggest(path[-1], list(model.model_fields)), at_key=True)
+        yield positions.problem(path, "unknown key" + suggest(path[-1], list(model.model_fields)), at_key=True)
     elif kind == "literal_error":
-        allowed = _suggest(given, _CHOICES[loc[0]], list_all=True)
-        yield positions.problem(path, f"{_show(given)} is not allowed{allowed}")
+        allowed = suggest(given, _CHOICES[loc[0]], list_all=True)
+        yield positions.problem(path, f"{show(given)} is not allowed{allowed}")
     elif kind == "list_type" and loc[0] == "parameters":
-        yield positions.problem(path, f"expected a list of values or a range {{min, max, log}}, got {_show(given)}")
+        yield positions.problem(path, f"expected a list of values or a range {{min, max, log}}, got {show(given)}")
     else:
-        yield from _problems_from(error, raw, positions)
+        yield from problems_from(error, raw, positions)
 
 
 # --- expanding and validating the trials --------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def plan_sweep(
     except ValueError as err:
         raise ConfigError(f"--name {name!r}: {err}") from None
     overrides = [*overrides, *([_override("output.dir", os.path.abspath(output))] if output is not None else [])]
-    files = [(Path(path), *_parse(_read_text(Path(path)), str(path))) for path in paths]
+    files = [(Path(path), *parse_yaml(read_text(Path(path)), str(path))) for path in paths]
     sweep_files = [path for path, _, raw in files if _is_sweep_file(raw)]
     if sweep_files and len(files) > 1:
         raise ConfigError(f"{sweep_files[0]}: a sweep file runs on its own — give it alone, or only config files")
@@ -619,7 +619,7 @@ class _Scheduler:
             self.running[future] = index
             self.outcomes[index] = Outcome(RUNNING)
         _write_trials_csv(self.directory, self.sweep, self.outcomes)
-        self._show()
+        self.show()
 
     def _finish(self, future: Future) -> None:
         index = self.running.pop(future)
@@ -639,7 +639,7 @@ class _Scheduler:
         self.outcomes[index] = outcome
         self.done += 1
         self.failed += outcome.status not in FINISHED
-        self._show(self.sweep.trials[index], outcome)
+        self.show(self.sweep.trials[index], outcome)
 
     def _interrupt(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -648,7 +648,7 @@ class _Scheduler:
             self.outcomes[index] = _outcome(future.result()) if ended else Outcome("interrupted")
         self.running.clear()
 
-    def _show(self, trial: Trial | None = None, outcome: Outcome | None = None) -> None:
+    def show(self, trial: Trial | None = None, outcome: Outcome | None = None) -> None:
         monitor = self.sweep.monitor
         best = _best_text(self.sweep, self.outcomes) or "-"
         counts = {"done": self.done, "failed": self.failed, "running": len(self.running)}
