@@ -279,7 +279,7 @@ def test_schema_forbids_unknown_keys_everywhere_and_requires_the_three_sections(
 
 
 def test_schema_accepts_every_example_and_rejects_a_typo():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a test dependency (the `test` extra), not a runtime one
     from autobp.configfile import _Loader
 
     validator = jsonschema.Draft202012Validator(config_json_schema())
