@@ -102,15 +102,17 @@ class GradientLog:
         """Log step 1, every `interval`-th step, and any step that may be the run's last."""
         return step == 1 or step % self.interval == 0 or last
 
-    def before_update(self, step: int, trace: Trace) -> list[list]:
-        """Statistics that need the gradients and the weights as they were before the optimizer step."""
+    def before_update(self, step: int, trace: Trace, weight_grad_sums: list[float]) -> list[list]:
+        """Statistics that need the gradients and the weights as they were before the optimizer step (the sums of
+        each ∂L/∂W_i's entries come from the trainer's finiteness check)."""
         rows = []
         logged, after = self._weight_norms
         weight_norms = after if logged == step - 1 else [norm(layer.weight.data) for layer in self.network.layers]
-        for layer, z, f, weight_norm in zip(self.network.layers, trace.pre_activations, trace.outputs, weight_norms):
+        layers = zip(self.network.layers, trace.pre_activations, trace.outputs, weight_norms, weight_grad_sums)
+        for layer, z, f, weight_norm, grad_sum in layers:
             gw = layer.weight.grad
             squares = squared_norm(gw)
-            mean, std = mean_and_std(total(gw), squares, gw.size, gw)
+            mean, std = mean_and_std(grad_sum, squares, gw.size, gw)
             out_grad = None if f.grad is None else norm(f.grad)  # None: output not retained (an unplanned log)
             dead, saturated = inactive_fraction(layer.activation, z.data)
             rows.append([

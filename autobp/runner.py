@@ -27,7 +27,7 @@ from autobp.configfile import config_from_dict, dump_config, flatten, load_confi
 from autobp.data import Dataset, load_dataset, resolve_config
 from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
 from autobp.gradstats import COLUMNS as GRADIENT_COLUMNS
-from autobp.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, verdicts
+from autobp.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total, verdicts
 from autobp.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
 from autobp.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.progress import Progress
@@ -330,9 +330,9 @@ class Trainer:
         loss = self.loss_fn(trace.output, yb)
         loss.backward()
         value = float(loss.data)
-        self._check_finite(step, value, trace)
+        sums = self._check_finite(step, value, trace)
         meter.add(trace.output.data, yb, value)
-        before = self.grads.before_update(step, trace) if logging else None
+        before = self.grads.before_update(step, trace, sums[0::2]) if logging else None
         if self.config.optimizer.clip_grad_norm is not None:
             clip_grad_norm(self.params, self.config.optimizer.clip_grad_norm)
         updates = self.optimizer.step(lr)
@@ -341,14 +341,16 @@ class Trainer:
         if before is not None:
             self.grads.after_update(step, self.epoch, before, updates)
 
-    def _check_finite(self, step: int, loss: float, trace: Trace) -> None:
+    def _check_finite(self, step: int, loss: float, trace: Trace) -> list[float]:
+        """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them)."""
         # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
-        if math.isfinite(loss) and all(math.isfinite(float(p.grad.sum())) for p in self.params):
-            return
+        sums = [total(p.grad) for p in self.params]
+        if math.isfinite(loss) and all(map(math.isfinite, sums)):
+            return sums
         layer = next((layer.name for layer in self.network.layers if not layer_gradients_finite(layer)), None)
         if layer is None and math.isfinite(loss):
-            return  # only a sum overflowed: every entry is finite
-        self.grads.after_update(step, self.epoch, self.grads.before_update(step, trace), None)
+            return sums  # only a sum overflowed: every entry is finite
+        self.grads.after_update(step, self.epoch, self.grads.before_update(step, trace, sums[0::2]), None)
         raise Diverged(step, layer)
 
     # --- evaluation and early stopping -------------------------------------------------------------------------
