@@ -140,18 +140,19 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = 
     saved = load_config(saved_path)
     config, dataset = prepare(saved_path, overrides)
     before, after = flatten(saved.model_dump(mode="json")), flatten(config.model_dump(mode="json"))
-    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key) and key not in EXTENSIBLE_KEYS)
+    differing = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    changed = sorted(differing - EXTENSIBLE_KEYS)
     if changed:
         raise ConfigError(
             f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
             "can be changed when resuming (start a new run for anything else)"
         )
-    state = checkpoint.load(run_dir)
-    trainer = Trainer(config, dataset, run_dir, Progress(quiet))
     previous = rundir.read_json(run_dir / rundir.SUMMARY_FILE) if (run_dir / rundir.SUMMARY_FILE).exists() else {}
-    if previous.get("status") in ("completed", "stopped_early") and state is not None and state.step >= trainer.total_steps:
+    if previous.get("status") in ("completed", "stopped_early") and not differing:
         return RunResult(run_dir, previous["status"], previous, [], nothing_to_do=True)
-    trainer.restore(state, resumed=[*previous.get("resumed", []), _now()])
+    keep_freed_memory()
+    trainer = Trainer(config, dataset, run_dir, Progress(quiet))
+    trainer.restore(checkpoint.load(run_dir), resumed=[*previous.get("resumed", []), _now()])
     rundir.write_atomic(saved_path, dump_config(config))
     return trainer.run()
 
