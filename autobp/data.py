@@ -82,11 +82,14 @@ def load_dataset(config: Config) -> Dataset:
     else:
         y, class_names = _regression_targets(examples, config.loss), None
     train, val = _split(y, data.val_fraction, split_rng, class_names, examples.origin)
-    X_train, X_val, x_mean, x_std = _standardized(examples.X[train], examples.X[val], data.standardize)
+    where = data.path or f"data.source '{data.source}'"
+    X_train, X_val, x_mean, x_std = _standardized(
+        examples.X[train], examples.X[val], data.standardize, examples.feature_names, where
+    )
     y_mean = y_std = None
     y_train, y_val = y[train], y[val]
     if task == "regression":
-        y_train, y_val, y_mean, y_std = _standardized(y_train, y_val, data.standardize)
+        y_train, y_val, y_mean, y_std = _standardized(y_train, y_val, data.standardize, examples.target_names, where)
     return Dataset(
         X_train, y_train, X_val, y_val, task, examples.feature_names, examples.target_names, class_names,
         x_mean, x_std, y_mean, y_std,
@@ -441,12 +444,20 @@ def _split(
 
 
 def _standardized(
-    train: np.ndarray, val: np.ndarray, enabled: bool
+    train: np.ndarray, val: np.ndarray, enabled: bool, names: Sequence[str], where: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Both splits scaled with the training split's mean and std (std 0 counts as 1), and those statistics."""
     if not enabled:
         return train, val, None, None
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = train.mean(axis=0)
+        std = train.std(axis=0)
+    overflowed = [name for name, m, s in zip(names, mean, std) if not (np.isfinite(m) and np.isfinite(s))]
+    if overflowed:
+        # Squares of values beyond ~1e154 overflow float64: silently they would all standardize to 0.
+        raise DataError(
+            f"{where}: column {_listing(overflowed)} has values too large to standardize (beyond about 1e154); "
+            "rescale the data, or set data.standardize: false"
+        )
     std[std == 0] = 1.0
     return (train - mean) / std, (val - mean) / std, mean, std

@@ -387,11 +387,14 @@ ROWS = "1,2,x\n3,4,y\n5,6,x\n7,8,y\n"
         ("a,b,y\n1," + "9" * 200_000 + ",3\n", "mse", "d.csv: not a readable CSV file (field larger than field limit"),
         ("a,b,y\n1,2,1e300\n3,4,0.5\n", "cross_entropy", "has non-integer values such as 0.5 — use mse, mae or huber"),
         ("a,b,y\n1,2,x\n3,4,y\n", "mse", "d.csv:2: column 'y': 'x' is not a number — loss 'mse' needs numeric"),
+        ("a,b,y\n" + "".join(f"{i}e200,{i},{i % 2}\n" for i in range(1, 11)), "cross_entropy",
+         "column a has values too large to standardize (beyond about 1e154); rescale the data, or set "
+         "data.standardize: false"),
     ],
     ids=[
         "empty", "header only", "ragged", "unclosed quote", "nan", "inf", "missing value", "one class",
         "class of one", "semicolons", "duplicate columns", "unnamed column", "invalid utf-8", "NUL", "long number",
-        "huge field", "fractional labels", "text target",
+        "huge field", "fractional labels", "text target", "values too large to standardize",
     ],
 )
 def test_csv_edge_cases_are_clear_errors(tmp_path: Path, content: str | bytes, loss: str, expected: str) -> None:
