@@ -82,18 +82,6 @@ class Tensor:
         self._node: Node | None = None
         self._retain = False
 
-    @classmethod
-    def _result(cls, data: np.ndarray) -> Tensor:
-        # The hot-path constructor: primitives already produce arrays of the right dtype.
-        t = cls.__new__(cls)
-        t.data = data
-        t.grad = None
-        t.requires_grad = False
-        t.tangent = None
-        t._node = None
-        t._retain = False
-        return t
-
     # --- plain array facts -------------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
@@ -137,7 +125,7 @@ class Tensor:
     # --- graph control -----------------------------------------------------------------------------------------
     def detach(self) -> Tensor:
         """The same values, cut from the graph."""
-        return Tensor._result(self.data)
+        return Tensor(self.data)
 
     def retain_grad(self) -> Tensor:
         """Keep the gradient that reaches this intermediate tensor in `.grad` after `backward()`."""
@@ -270,6 +258,9 @@ def _raw(value: Any) -> Any:
     return value.data if type(value) is Tensor else value
 
 
+_new_tensor = object.__new__
+
+
 class Primitive:
     """One differentiable operation: its forward rule and, per argument i, its VJP (Jᵢᵀg) and JVP (Jᵢt).
 
@@ -318,7 +309,10 @@ class Primitive:
             out = np.asarray(out)
         if out.dtype is not dtype and dtype is not None:
             _dtype_mismatch(self.name, args, out.dtype)
-        result = Tensor._result(out)
+        result = _new_tensor(Tensor)  # the hot path: skip __init__, whose conversions `out` does not need
+        result.data = out
+        result.grad = result.tangent = result._node = None
+        result.requires_grad = result._retain = False
         if parents and _mode.record:
             result.requires_grad = True
             result._node = (self, parents, raw, kwargs, next(_created))
