@@ -23,6 +23,9 @@ COLUMNS = [
 ]  # fmt: skip
 TARGET_LOGGED_STEPS = 2_000
 SATURATION = 3.0
+# Health thresholds, shared by the end-of-run verdicts and `autobp report`'s diagnoses.
+SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
+INACTIVE_FRACTION = 0.5  # dead (ReLU family) or saturated (tanh, sigmoid) share of a layer's units
 
 
 def log_interval(log_every: int | str, total_steps: int) -> int:
@@ -176,12 +179,12 @@ def _verdict(signal: float, reference: float, memory: LayerHistory) -> str:
     evidence = f"median ‖∂L/∂f‖ {signal:.2e}, {relative:.2g}× the output layer's"
     if not math.isfinite(signal):
         return f"non-finite gradients ({evidence})"
-    if relative < 1e-2:
+    if relative * SIGNAL_RATIO < 1.0:
         return f"vanishing ({evidence})"
-    if relative > 1e2:
+    if relative > SIGNAL_RATIO:
         return f"exploding ({evidence})"
-    if memory.dead_fraction is not None and memory.dead_fraction > 0.5:
+    if memory.dead_fraction is not None and memory.dead_fraction > INACTIVE_FRACTION:
         return f"{memory.dead_fraction:.0%} of units dead ({evidence})"
-    if memory.saturated_fraction is not None and memory.saturated_fraction > 0.5:
+    if memory.saturated_fraction is not None and memory.saturated_fraction > INACTIVE_FRACTION:
         return f"{memory.saturated_fraction:.0%} of units saturated ({evidence})"
     return f"healthy ({evidence})"

@@ -24,11 +24,10 @@ from autobp.builder import SQUASHING, load_npz
 from autobp.config import Config
 from autobp.configfile import load_config
 from autobp.errors import AutobpError, DataError
+from autobp.gradstats import INACTIVE_FRACTION, SIGNAL_RATIO
 
-# Thresholds of the diagnoses.
-SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of the output layer vs layer0, either way
+# Thresholds of the diagnoses (SIGNAL_RATIO and INACTIVE_FRACTION are shared with the end-of-run verdicts).
 MIN_GRAD_NORM = 1e-8  # vanishing: a layer's median ‖∂L/∂W‖ below this
-INACTIVE_FRACTION = 0.5  # dead (ReLU family) or saturated (tanh, sigmoid) share of a layer's units at the end
 UPDATE_RATIO_HIGH = 1e-1  # learning rate: median ‖ΔW‖/‖W‖ over the logged steps of the layer that moves most
 UPDATE_RATIO_LOW = 1e-5
 HEALTHY_UPDATE_RATIO = 1e-3
