@@ -134,17 +134,24 @@ def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, st
 
 
 def format_value(value: Any) -> str:
-    """A CSV cell: floats with full round-trip precision (shortest repr), None as empty, text quoted if needed."""
-    if type(value) is float:
-        return repr(value)
+    """A CSV cell: numbers in full precision (str of a float is its shortest round-trip repr), None as empty,
+    text quoted where it holds a comma, quote or line break."""
     if value is None:
         return ""
-    if isinstance(value, np.floating):
-        return repr(float(value))
-    text = str(value)
+    if type(value) is str:
+        return _quoted(value)
+    return str(value)
+
+
+def _quoted(text: str) -> str:
     if any(c in text for c in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def format_row(row: Sequence[Any]) -> str:
+    """One CSV line; `format_value` written out inline, since the training loop writes many of these."""
+    return ",".join(["" if v is None else _quoted(v) if type(v) is str else str(v) for v in row]) + "\n"
 
 
 class CsvLog:
@@ -160,8 +167,8 @@ class CsvLog:
             self._handle.flush()
 
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
-        # Formatting by hand is twice as fast as the csv module here, and logging sits in the training loop.
-        self._handle.write("".join([",".join(map(format_value, row)) + "\n" for row in rows]))
+        # Formatting by hand is several times faster than the csv module, and logging sits in the training loop.
+        self._handle.write("".join(map(format_row, rows)))
 
     def flush(self) -> None:
         self._handle.flush()
