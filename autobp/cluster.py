@@ -53,7 +53,7 @@ class DaskExecutor:
             self._close_cluster()
             raise ConfigError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
         self._scattered: dict[tuple[str, int, int], Any] = {}
-        self._running: list[Any] = []
+        self._running: set[Any] = set()  # Dask futures of unfinished trials (a held future pins its result)
 
     @property
     def slots(self) -> int:
@@ -64,7 +64,7 @@ class DaskExecutor:
         """Run the trial `fn(config, run_dir)` on the cluster; the future resolves once `run_dir` is filled here."""
         files = {key: self._scatter(path) for key, path in _file_paths(config).items()}
         remote = self.client.submit(run_shipped, fn, config, files, pure=False)
-        self._running.append(remote)
+        self._running.add(remote)
         result: Future = Future()
         result.set_running_or_notify_cancel()
         remote.add_done_callback(lambda done: self._arrived(done, config, Path(run_dir), result))
@@ -80,6 +80,7 @@ class DaskExecutor:
         return self._scattered[key]
 
     def _arrived(self, remote: Any, config: dict, run_dir: Path, result: Future) -> None:
+        self._running.discard(remote)
         try:
             outcome, archive = remote.result()
             unpack(archive, run_dir, config)
@@ -92,7 +93,7 @@ class DaskExecutor:
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Close the connection (and the local cluster); `cancel_futures` first cancels the trials still running."""
         if cancel_futures:
-            self.client.cancel(self._running, force=True)
+            self.client.cancel(list(self._running), force=True)
         self.client.close()
         self._close_cluster()
 

@@ -50,7 +50,7 @@ _ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
 
 def total(a: np.ndarray) -> float:
     """Sum of all entries as one BLAS dot product with a cached vector of ones: about twice as fast as np.sum's
-    pairwise summation, and this runs for every layer at every logged step."""
+    pairwise summation, and the trainer sums every gradient at every step (its finiteness check)."""
     key = (a.size, a.dtype)
     ones = _ONES.get(key)
     if ones is None:
@@ -58,12 +58,12 @@ def total(a: np.ndarray) -> float:
     return float(np.dot(a.reshape(-1), ones))
 
 
-def mean_and_std(total: float, squares: float, n: int, values: np.ndarray) -> tuple[float, float]:
+def mean_and_std(entry_sum: float, squares: float, n: int, values: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of `values` from their sum and sum of squares (already computed for the norm).
 
     E[g²] − E[g]² loses precision only when the mean dwarfs the spread; then the two-pass formula is used.
     """
-    mean = total / n
+    mean = entry_sum / n
     variance = squares / n - mean * mean
     if variance <= 1e-8 * mean * mean:
         return mean, float(np.std(values))

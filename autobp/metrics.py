@@ -1,7 +1,7 @@
 """Losses by name, targets in the form each loss takes, and the metrics reported for each task.
 
-Regression runs train on standardized targets but report losses and R² in the data's original units, so every
-regression metric here is computed on de-standardized predictions and targets.
+Regression runs train on standardized targets but report losses and R² in the data's original units: the meter
+keeps its sums in training units and scales them back (or, for mae and huber, evaluates in original units).
 """
 
 from __future__ import annotations

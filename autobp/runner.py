@@ -410,7 +410,9 @@ class Trainer:
         rundir.write_npz(self.run_dir / rundir.MODEL_FILE, arrays)
 
     def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> dict[str, Any]:
-        samples = self.step * self.batch_size
+        # Only an epoch's last batch can be short, so whole epochs plus full batches count the examples exactly.
+        epochs, batches = divmod(self.step, self.steps_per_epoch)
+        samples = epochs * len(self.X) + batches * self.batch_size
         return {
             "status": status,
             **outcome,
