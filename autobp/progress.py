@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from autobp.report import format_number
+
 PLAIN_LINES = 10  # how many progress lines a non-terminal gets per training run
 
 
@@ -54,7 +56,7 @@ class Progress(_Report):
     def update(self, step: int, row: dict[str, Any], metric: str) -> None:
         if self.quiet:
             return
-        shown = {"epoch": row["epoch"], "loss": _short(row["train_loss"]), f"val_{metric}": _short(row[f"val_{metric}"])}
+        shown = {"epoch": row["epoch"], "loss": format_number(row["train_loss"]), f"val_{metric}": format_number(row[f"val_{metric}"])}
         if self._bar is not None:
             self._advance(step, shown)
         elif step >= self._next_line or step >= self._total:
@@ -78,7 +80,3 @@ class SweepProgress(_Report):
         elif finished is not None:
             tally = ", ".join(f"{count} {what}" for what, count in counts.items())
             self._line(f"{finished}  [{counts['done']}/{self.total}: {tally}; best {best}]")
-
-
-def _short(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"

@@ -31,6 +31,7 @@ from autobp.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, tot
 from autobp.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
 from autobp.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.progress import Progress
+from autobp.report import format_number
 from autobp.runtime import keep_freed_memory
 
 EXIT_CODES = {
@@ -460,16 +461,12 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  error: {summary['error']}")
     final = summary["final"]
     for key, best in summary["best"].items():
-        lines.append(f"  {key:<16} final {_number(final.get(key)):<10}  best {_number(best['value']):<10} (epoch {best['epoch']})")
+        lines.append(f"  {key:<16} final {format_number(final.get(key)):<10}  best {format_number(best['value']):<10} (epoch {best['epoch']})")
     if result.verdicts:
         lines.append("gradients (median ‖∂L/∂f_i‖ over logged steps):")
         lines += [f"  {line}" for line in result.verdicts]
     lines.append(f"run directory: {result.run_dir}")
     return "\n".join(lines)
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def layer_gradients_finite(layer: Layer) -> bool:

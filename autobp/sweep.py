@@ -52,6 +52,8 @@ from autobp.data import Dataset, load_dataset, resolve_config
 from autobp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
 from autobp.progress import SweepProgress
+from autobp.report import format_number
+from autobp.report import format_table as table_lines
 from autobp.metrics import metric_names
 from autobp.runner import estimated_size
 
@@ -685,7 +687,7 @@ def format_table(result: SweepResult) -> str:
             place if ranked else "-", trial.name, outcome.status, *trial.values.values(), outcome.final(monitor),
             outcome.best(monitor), summary.get("epochs"), summary.get("seconds"), outcome.reason,
         ])  # fmt: skip
-    lines += _aligned([[_cell(cell) for cell in row] for row in rows])
+    lines += table_lines(rows[0], [[_cell(cell) for cell in row] for row in rows[1:]])
     best = _best_text(sweep, outcomes)
     if best is None:
         lines.append(f"best: none — no trial completed with a {monitor}")
@@ -703,17 +705,8 @@ def _best_text(sweep: Sweep, outcomes: list[Outcome]) -> str | None:
     return None if value is None else f"{sweep.monitor} {_cell(value)} ({sweep.trials[best].name})"
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-
-
 def _cell(value: Any) -> str:
     """A value as the table shows it: numbers to 4 significant digits, lists as YAML writes them inline."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
     if isinstance(value, (list, dict)):
         return json.dumps(value)
-    return str(value)
+    return format_number(value) if value is None or isinstance(value, float) else str(value)
