@@ -125,7 +125,7 @@ def sweep(
     from contextlib import nullcontext
 
     from autobp.errors import ConfigError
-    from autobp.sweep import format_table, resume_sweep, run_sweep
+    from autobp.sweep import format_ranking, resume_sweep, run_sweep
 
     if resume is not None and (sources or overrides or name is not None or output is not None):
         raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
@@ -144,7 +144,7 @@ def sweep(
             result = resume_sweep(resume, **options)
         else:
             result = run_sweep(sources or [], overrides or (), name=name, output=output, **options)
-    typer.echo(format_table(result))
+    typer.echo(format_ranking(result))
     raise typer.Exit(result.exit_code)
 
 

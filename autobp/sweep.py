@@ -1,7 +1,7 @@
 """`autobp sweep`: run many trials (the values of a sweep file, or several configs) in parallel, and rank them.
 
     result = run_sweep(["configs/sweep_spirals.yaml"], jobs=2)
-    print(format_table(result))
+    print(format_ranking(result))
 
 Every trial is expanded and validated (config, data, monitored metric) before the first one starts. Each trial is
 an ordinary run in `<output>/sweeps/<name>-<YYYYmmdd-HHMMSS>/trial-NNN`; beside them, sweep.yaml records the
@@ -53,7 +53,7 @@ from autobp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, Conf
 from autobp.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
 from autobp.progress import SweepProgress
 from autobp.report import format_number
-from autobp.report import format_table as table_lines
+from autobp.report import format_table
 from autobp.metrics import metric_names
 from autobp.runner import estimated_size
 
@@ -668,7 +668,7 @@ def _outcome(result: dict[str, Any]) -> Outcome:
 # --- the ranked table ---------------------------------------------------------------------------------------------
 
 
-def format_table(result: SweepResult) -> str:
+def format_ranking(result: SweepResult) -> str:
     """The trials ranked best first, then the path of the best trial's config and the sweep directory."""
     sweep, outcomes = result.sweep, result.outcomes
     monitor = sweep.monitor
@@ -687,7 +687,7 @@ def format_table(result: SweepResult) -> str:
             place if ranked else "-", trial.name, outcome.status, *trial.values.values(), outcome.final(monitor),
             outcome.best(monitor), summary.get("epochs"), summary.get("seconds"), outcome.reason,
         ])  # fmt: skip
-    lines += table_lines(rows[0], [[_cell(cell) for cell in row] for row in rows[1:]])
+    lines += format_table(rows[0], [[_cell(cell) for cell in row] for row in rows[1:]])
     best = _best_text(sweep, outcomes)
     if best is None:
         lines.append(f"best: none — no trial completed with a {monitor}")

@@ -22,7 +22,7 @@ from autobp.cli import app
 from autobp.errors import ConfigError
 from autobp.executor import LocalExecutor
 from autobp.runtime import limit_blas_threads
-from autobp.sweep import SweepFile, expand, format_table, plan_sweep, resume_sweep, run_sweep
+from autobp.sweep import SweepFile, expand, format_ranking, plan_sweep, resume_sweep, run_sweep
 
 # Linear data, identity activations, mse and a huge SGD step: the loss overflows within a few steps.
 REGRESSION = {"data": {"source": "linear", "n_samples": 80}, "loss": "mse",
@@ -242,7 +242,7 @@ def test_a_diverging_trial_fails_alone_and_the_sweep_exits_4(tmp_path, pool):
     assert rows[1]["reason"].startswith("non-finite")
     assert list(rows[0])[3:9] == ["val_loss", "best_val_loss", "train_loss", "train_r2", "val_r2", "epochs"]
     assert result.ranking()[-1] == 1  # a trial that did not complete ranks last
-    assert "\n-     trial-001  diverged" in format_table(result)
+    assert "\n-     trial-001  diverged" in format_ranking(result)
     record = yaml.safe_load((result.directory / "sweep.yaml").read_text())
     assert [trial["values"] for trial in record["trials"]] == [{"optimizer.lr": lr} for lr in (0.01, 100.0, 0.001)]
 
