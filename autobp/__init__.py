@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from autobp.runner import RunResult
+    from autobp.train.runner import RunResult
 
 
 def train(config: Any, overrides: Any = (), **options: Any) -> RunResult:
-    """Train from a config path, dict or Config; see `autobp.runner.train`. Imported lazily to keep start-up fast."""
-    from autobp.runner import train as run
+    """Train from a config path, dict or Config; see `autobp.train.runner.train`. Imported lazily to keep start-up fast."""
+    from autobp.train.runner import train as run
 
     return run(config, overrides, **options)

@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from autobp.errors import AutobpError
+from autobp.common.errors import AutobpError
 
 
 class _Group(TyperGroup):
@@ -63,8 +63,8 @@ def validate(
     Prints the config with every default filled in and the output size inferred from the data, or every
     problem found (exit code 2).
     """
-    from autobp.configfile import dump_config
-    from autobp.runner import prepare
+    from autobp.spec.configfile import dump_config
+    from autobp.train.runner import prepare
 
     resolved, _ = prepare(config, overrides or ())
     typer.echo(dump_config(resolved), nl=False)
@@ -83,8 +83,8 @@ def train(
 
     Exit codes: 0 completed or stopped early, 1 failed, 2 bad config or data, 3 diverged, 130 interrupted.
     """
-    from autobp.errors import ConfigError
-    from autobp.runner import format_summary, resume as resume_run, train as run
+    from autobp.common.errors import ConfigError
+    from autobp.train.runner import format_summary, resume as resume_run, train as run
 
     if resume is not None:
         if config is not None or name is not None or output is not None:
@@ -124,8 +124,8 @@ def sweep(
     """
     from contextlib import nullcontext
 
-    from autobp.errors import ConfigError
-    from autobp.sweep import format_ranking, resume_sweep, run_sweep
+    from autobp.common.errors import ConfigError
+    from autobp.sweep.plan import format_ranking, resume_sweep, run_sweep
 
     if resume is not None and (sources or overrides or name is not None or output is not None):
         raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
@@ -134,7 +134,7 @@ def sweep(
         raise ConfigError("--scheduler goes with --executor dask")
     pool = None
     if executor == "dask":
-        from autobp.cluster import DaskExecutor
+        from autobp.sweep.cluster import DaskExecutor
 
         pool = DaskExecutor(scheduler, workers=jobs)
     with pool or nullcontext():
@@ -158,7 +158,7 @@ def schema() -> None:
     """
     import json
 
-    from autobp.configfile import config_json_schema
+    from autobp.spec.configfile import config_json_schema
 
     typer.echo(json.dumps(config_json_schema(), indent=2))
 
@@ -178,7 +178,7 @@ def predict(
     target column(s), prints the loss and accuracy or R² (to standard error when the predictions go to
     standard output).
     """
-    from autobp.predict import load_model, predict_file, write_predictions
+    from autobp.tools.predict import load_model, predict_file, write_predictions
 
     prediction = predict_file(load_model(run_dir), data)
     if out is None:
@@ -203,8 +203,8 @@ def gradcheck(
     forward mode (one pass per parameter) against reverse mode (one pass). Exit code 0 when every error is
     below 1e-6, 1 otherwise, 2 for a bad config or data.
     """
-    from autobp.errors import EXIT_FAILED, EXIT_OK
-    from autobp.gradcheck import check_config
+    from autobp.common.errors import EXIT_FAILED, EXIT_OK
+    from autobp.tools.gradcheck import check_config
 
     report = check_config(config, overrides or ())
     typer.echo(report.format())
@@ -233,12 +233,12 @@ def report(
     come with their evidence and a suggestion naming config keys. Reads only the run directory's files, so it
     also works on runs that diverged, were interrupted or are still going.
     """
-    from autobp.report import build_report, read_run, render
+    from autobp.tools.report import build_report, read_run, render
 
     log = read_run(run_dir)
     typer.echo(render(build_report(log), fmt))
     if plot is not None:
-        from autobp.plot import plot_run
+        from autobp.tools.plot import plot_run
 
         plot_run(log, plot)
         typer.echo(f"wrote the gradient-flow figure to {plot}", err=True)
@@ -258,7 +258,7 @@ def compare(
     The `layer0/output signal` column is the median ‖∂L/∂f‖ of the first layer over that of the output layer:
     far below 1, gradients vanish on their way back; far above 1, they explode.
     """
-    from autobp.compare import compare_runs, render_comparison
+    from autobp.tools.compare import compare_runs, render_comparison
 
     comparison = compare_runs(runs, sort)
     typer.echo(render_comparison(comparison, fmt))
@@ -276,7 +276,7 @@ def runs(
     Shows each one's status, date, epochs and best metric; a sweep's status counts its trials. Folders that
     cannot be read are skipped with a note.
     """
-    from autobp.compare import list_runs, render_listing
+    from autobp.tools.compare import list_runs, render_listing
 
     listed, notes = list_runs(directory)
     typer.echo(render_listing(listed, fmt))

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.compare import compare_runs, flatten, list_runs
-from autobp.runner import prepare, run, train
+from autobp.tools.compare import compare_runs, flatten, list_runs
+from autobp.train.runner import prepare, run, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 XOR = CONFIGS / "xor.yaml"

@@ -2,9 +2,9 @@
 
 import pytest
 
-from autobp.config import Config, ConstantSchedule, CosineSchedule, StepSchedule, task_of_loss
-from autobp.configfile import config_from_dict
-from autobp.errors import ConfigError
+from autobp.spec.config import Config, ConstantSchedule, CosineSchedule, StepSchedule, task_of_loss
+from autobp.spec.configfile import config_from_dict
+from autobp.common.errors import ConfigError
 
 
 def make(**sections) -> dict:

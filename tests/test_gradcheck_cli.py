@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autobp import gradcheck
+from autobp.tools import gradcheck
 from autobp.cli import app
 from autobp.engine import ops
-from autobp.gradcheck import TOLERANCE, check_config
+from autobp.tools.gradcheck import TOLERANCE, check_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from autobp.engine import Tensor
-from autobp.errors import ConfigError, DataError
-from autobp.optim import (
+from autobp.common.errors import ConfigError, DataError
+from autobp.train.optim import (
     Adam,
     AdamW,
     Momentum,

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.data import Dataset
-from autobp.errors import DataError
-from autobp.predict import load_model, predict_file
-from autobp.runner import prepare, train
+from autobp.model.data import Dataset
+from autobp.common.errors import DataError
+from autobp.tools.predict import load_model, predict_file
+from autobp.train.runner import prepare, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

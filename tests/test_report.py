@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.errors import ConfigError
-from autobp.plot import plot_run
-from autobp.report import Report, format_number, read_run, render, report_run, sparkline
-from autobp.runner import train
+from autobp.common.errors import ConfigError
+from autobp.tools.plot import plot_run
+from autobp.tools.report import Report, format_number, read_run, render, report_run, sparkline
+from autobp.train.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

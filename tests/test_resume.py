@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.errors import ConfigError, DataError
-from autobp.runner import Trainer, resume, train
+from autobp.common.errors import ConfigError, DataError
+from autobp.train.runner import Trainer, resume, train
 
 LOGS = ("metrics.csv", "gradients.csv")
 
@@ -171,7 +171,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, epochs
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
     """Simulate dying inside the atomic write: the rename never happens, the old checkpoint stays loadable."""
-    from autobp import rundir
+    from autobp.rundir import layout as rundir
 
     reference = train(config(tmp_path))
     calls = {"n": 0}

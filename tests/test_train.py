@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.engine import Tensor, dense, mse, ops
-from autobp.errors import ConfigError
-from autobp.runner import Trainer, train
+from autobp.common.errors import ConfigError
+from autobp.train.runner import Trainer, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
@@ -164,7 +164,7 @@ def test_gradient_log_matches_a_hand_computed_step(tmp_path: Path) -> None:
         optimizer={"name": "sgd", "lr": 0.1},
         training={"epochs": 1, "batch_size": None},
     )
-    from autobp.runner import prepare
+    from autobp.train.runner import prepare
 
     resolved, dataset = prepare(config)
     w0_init = Trainer(resolved, dataset, tmp_path, _Silent()).network.state_dict()
@@ -207,7 +207,7 @@ class _Silent:
 
 
 def test_dead_fraction_counts_units_dead_for_the_whole_batch() -> None:
-    from autobp.gradstats import inactive_fraction
+    from autobp.train.gradstats import inactive_fraction
 
     z = np.array([[-1.0, 2.0, 0.0, -3.0], [-2.0, -1.0, 0.0, 1.0]])
     assert inactive_fraction("relu", z) == (0.5, None)
@@ -249,8 +249,8 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
 
 
 def _evaluate_saved(run_dir: Path, config: dict) -> float:
-    from autobp.builder import load_npz
-    from autobp.runner import prepare
+    from autobp.model.network import load_npz
+    from autobp.train.runner import prepare
 
     resolved, dataset = prepare(config)
     trainer = Trainer(resolved, dataset, run_dir, _Silent())
@@ -263,10 +263,10 @@ def test_regression_metrics_are_reported_in_original_units(tmp_path: Path) -> No
             "model": {"hidden": [8]}, "training": {"epochs": 3}}  # fmt: skip
     config = small_config(tmp_path, **base)
     result = train(config)
-    _, dataset = __import__("autobp.runner", fromlist=["prepare"]).prepare(config)
+    _, dataset = __import__("autobp.train.runner", fromlist=["prepare"]).prepare(config)
     assert dataset.y_std is not None and not np.allclose(dataset.y_std, 1.0)
     val_loss = _evaluate_saved(result.run_dir, config)
-    from autobp.builder import load_npz
+    from autobp.model.network import load_npz
 
     model = load_npz(result.run_dir / "model.npz")
     h = np.tanh(dataset.X_val @ model["layer0.weight"] + model["layer0.bias"])

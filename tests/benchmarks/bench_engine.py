@@ -4,7 +4,7 @@
 
 Both run side by side in one process, interleaved, and each reports its best time over the repeats, so the ratio
 is meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error. Like
-`autobp train`, the process keeps freed memory for reuse (autobp.runtime); `--default-malloc` measures without.
+`autobp train`, the process keeps freed memory for reuse (autobp.common.runtime); `--default-malloc` measures without.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autobp.engine import Tensor, dense, mse, ops
-from autobp.runtime import keep_freed_memory
+from autobp.common.runtime import keep_freed_memory
 
 
 @dataclass

@@ -7,7 +7,7 @@ the training loop (autobp's `seconds` in summary.json — logging, metrics and v
 reference's own loop timer), and the whole process as the user waits for it (start-up, loading, logging, files).
 autobp runs with its defaults (log_every: auto); the reference trains with bench_engine's `numpy_step` and
 computes nothing else. A third ratio isolates gradient logging: autobp with log_every 1 vs. log_every 10**9.
-autobp keeps freed memory for reuse (autobp.runtime); the reference runs twice, with the default allocator
+autobp keeps freed memory for reuse (autobp.common.runtime); the reference runs twice, with the default allocator
 ("loop ×") and with the same setting through glibc's environment variables ("loop × kept").
 """
 

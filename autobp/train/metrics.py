@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autobp.builder import Network
-from autobp.data import Dataset
+from autobp.model.network import Network
+from autobp.model.data import Dataset
 from autobp.engine import Primitive, binary_cross_entropy, cross_entropy, huber, mae, mse, no_grad
 
 EVAL_CHUNK = 4096  # evaluation batch size: bounds memory on large sets

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from autobp.errors import ConfigError, DataError
+from autobp.common.errors import ConfigError, DataError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"

@@ -18,14 +18,14 @@ from typing import Callable
 
 import numpy as np
 
-from autobp import rundir
-from autobp.builder import Network, build_network, load_npz
-from autobp.config import Config, task_of_loss
-from autobp.configfile import load_config
-from autobp.data import Dataset, read_table
-from autobp.errors import ConfigError, DataError
-from autobp.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
-from autobp.metrics import evaluate as evaluate_network
+from autobp.rundir import layout as rundir
+from autobp.model.network import Network, build_network, load_npz
+from autobp.spec.config import Config, task_of_loss
+from autobp.spec.configfile import load_config
+from autobp.model.data import Dataset, read_table
+from autobp.common.errors import ConfigError, DataError
+from autobp.train.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
+from autobp.train.metrics import evaluate as evaluate_network
 
 REQUIRED_ARRAYS = ("feature_names", "target_names")
 

@@ -2,7 +2,7 @@
 
 Synthetic sources are deterministic functions of the seed. `noise` is the std of Gaussian noise added to each
 input coordinate (blobs: the cluster std; sine and linear: noise on the target). Defaults are in
-`autobp.config.SYNTHETIC_DEFAULTS`.
+`autobp.spec.config.SYNTHETIC_DEFAULTS`.
  - xor: 2 features, 2 classes; points around the corners (±1, ±1), class 1 where the signs differ.
  - moons: 2 features, 2 classes; two interleaved half circles.
  - circles: 2 features, 2 classes; a circle of radius 1 (class 0) around one of radius 0.5 (class 1).
@@ -23,10 +23,10 @@ from typing import Literal
 
 import numpy as np
 
-from autobp.builder import load_npz
-from autobp.config import MAX_PARAMETERS, Config, DataConfig, Task, task_of_loss
-from autobp.configfile import shorten
-from autobp.errors import ConfigError, DataError
+from autobp.model.network import load_npz
+from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig, Task, task_of_loss
+from autobp.spec.configfile import shorten
+from autobp.common.errors import ConfigError, DataError
 
 
 @dataclass

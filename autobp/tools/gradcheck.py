@@ -22,10 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from autobp.builder import ACTIVATIONS, Layer, Network, build_network
+from autobp.model.network import ACTIVATIONS, Layer, Network, build_network
 from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
-from autobp.metrics import LOSSES, loss_targets
-from autobp.runner import INIT_STREAM, prepare
+from autobp.train.metrics import LOSSES, loss_targets
+from autobp.train.runner import INIT_STREAM, prepare
 
 TOLERANCE = 1e-6
 BATCH_ROWS = 16

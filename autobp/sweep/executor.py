@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from autobp.runtime import limit_blas_threads
+from autobp.common.runtime import limit_blas_threads
 
 T = TypeVar("T")
 
@@ -41,8 +41,8 @@ def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
     Plain data in and out, so that any executor can ship it: returns {"status": ..., "summary": summary.json}.
     """
-    from autobp.errors import AutobpError
-    from autobp.runner import prepare, run
+    from autobp.common.errors import AutobpError
+    from autobp.train.runner import prepare, run
 
     try:
         resolved, dataset = prepare(config)

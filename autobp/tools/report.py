@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from autobp import rundir
-from autobp.builder import SQUASHING, load_npz
-from autobp.config import Config
-from autobp.configfile import load_config
-from autobp.errors import AutobpError, DataError
-from autobp.gradstats import INACTIVE_FRACTION, SIGNAL_RATIO
+from autobp.rundir import layout as rundir
+from autobp.model.network import SQUASHING, load_npz
+from autobp.spec.config import Config
+from autobp.spec.configfile import load_config
+from autobp.common.errors import AutobpError, DataError
+from autobp.train.gradstats import INACTIVE_FRACTION, SIGNAL_RATIO
 
 # Thresholds of the diagnoses (SIGNAL_RATIO and INACTIVE_FRACTION are shared with the end-of-run verdicts).
 MIN_GRAD_NORM = 1e-8  # vanishing: a layer's median ‖∂L/∂W‖ below this

@@ -14,9 +14,9 @@ from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from autobp.configfile import flatten
-from autobp.errors import AutobpError, ConfigError, DataError
-from autobp.report import (
+from autobp.spec.configfile import flatten
+from autobp.common.errors import AutobpError, ConfigError, DataError
+from autobp.tools.report import (
     Report,
     build_report,
     format_number,

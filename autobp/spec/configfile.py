@@ -22,8 +22,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from autobp.config import CROSS_FIELD_ERROR, Config
-from autobp.errors import ConfigError
+from autobp.spec.config import CROSS_FIELD_ERROR, Config
+from autobp.common.errors import ConfigError
 
 MAX_FILE_BYTES = 1_000_000
 # A real config has a few hundred values; far more means an alias bomb ("billion laughs").

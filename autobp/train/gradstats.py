@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autobp.builder import RELU_FAMILY, SQUASHING, Network, Trace
-from autobp.rundir import CsvLog
+from autobp.model.network import RELU_FAMILY, SQUASHING, Network, Trace
+from autobp.rundir.layout import CsvLog
 
 COLUMNS = [
     "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",

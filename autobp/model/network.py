@@ -14,10 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from autobp.config import Config
-from autobp.configfile import shorten
+from autobp.spec.config import Config
+from autobp.spec.configfile import shorten
 from autobp.engine import Tensor, dense, ops
-from autobp.errors import ConfigError, DataError
+from autobp.common.errors import ConfigError, DataError
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor] | None] = {
     "identity": None,

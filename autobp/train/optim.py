@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from autobp.engine import Tensor
-from autobp.errors import ConfigError, DataError
+from autobp.common.errors import ConfigError, DataError
 
 
 class Optimizer:

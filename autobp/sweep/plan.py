@@ -33,9 +33,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 from yaml.nodes import Node
 
-from autobp import rundir
-from autobp.config import Config, raise_problems, check_name
-from autobp.configfile import (
+from autobp.rundir import layout as rundir
+from autobp.spec.config import Config, raise_problems, check_name
+from autobp.spec.configfile import (
     duplicate_key_problems,
     parse_yaml,
     Positions,
@@ -48,14 +48,14 @@ from autobp.configfile import (
     written_path,
     load_config,
 )
-from autobp.data import Dataset, load_dataset, resolve_config
-from autobp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
-from autobp.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
-from autobp.progress import SweepProgress
-from autobp.report import format_number
-from autobp.report import format_table
-from autobp.metrics import metric_names
-from autobp.runner import estimated_size
+from autobp.model.data import Dataset, load_dataset, resolve_config
+from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
+from autobp.sweep.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
+from autobp.train.progress import SweepProgress
+from autobp.tools.report import format_number
+from autobp.tools.report import format_table
+from autobp.train.metrics import metric_names
+from autobp.train.runner import estimated_size
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"

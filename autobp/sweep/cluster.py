@@ -20,11 +20,11 @@ from typing import Any
 
 import yaml
 
-from autobp import rundir
-from autobp.configfile import config_from_dict, dump_config
-from autobp.errors import ConfigError, DataError
-from autobp.executor import available_cores
-from autobp.runtime import BLAS_THREAD_VARIABLES
+from autobp.rundir import layout as rundir
+from autobp.spec.configfile import config_from_dict, dump_config
+from autobp.common.errors import ConfigError, DataError
+from autobp.sweep.executor import available_cores
+from autobp.common.runtime import BLAS_THREAD_VARIABLES
 
 INSTALL_HINT = "the dask executor needs Dask's distributed: pip install 'autobp[dask]'"
 # Config keys that name files on the client; their content travels with the trial.

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autobp import rundir
-from autobp.builder import load_npz
-from autobp.errors import DataError
+from autobp.rundir import layout as rundir
+from autobp.model.network import load_npz
+from autobp.common.errors import DataError
 
 CHECKPOINT_FILE = "checkpoint.npz"
 

@@ -7,7 +7,7 @@ Checks that involve several keys report every problem at once through `raise_pro
 Sizes have upper bounds so that a typo such as `n_samples: 10000000000` is an error naming the limit rather than
 an attempt to allocate terabytes: at most 10,000,000 examples (and batch size), 100,000 units per layer or
 synthetic features or outputs or classes, 1,000 layers, 100,000,000 synthetic data values, 10**9 epochs and
-10,000,000 parameters (checked by `autobp.data.resolve_config`, as the input width comes from the data).
+10,000,000 parameters (checked by `autobp.model.data.resolve_config`, as the input width comes from the data).
 Paths are at most 4,096 characters, column names 1,000.
 """
 

@@ -20,19 +20,20 @@ from typing import Any, Sequence
 import numpy as np
 
 import autobp
-from autobp import checkpoint, rundir
-from autobp.builder import Layer, Network, Trace, build_network
-from autobp.config import Config, check_name
-from autobp.configfile import config_from_dict, dump_config, flatten, load_config
-from autobp.data import Dataset, load_dataset, resolve_config
-from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
-from autobp.gradstats import COLUMNS as GRADIENT_COLUMNS
-from autobp.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total, verdicts
-from autobp.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
-from autobp.optim import build_optimizer, clip_grad_norm, learning_rate
-from autobp.progress import Progress
-from autobp.report import format_number
-from autobp.runtime import keep_freed_memory
+from autobp.rundir import checkpoint
+from autobp.rundir import layout as rundir
+from autobp.model.network import Layer, Network, Trace, build_network
+from autobp.spec.config import Config, check_name
+from autobp.spec.configfile import config_from_dict, dump_config, flatten, load_config
+from autobp.model.data import Dataset, load_dataset, resolve_config
+from autobp.common.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
+from autobp.train.gradstats import COLUMNS as GRADIENT_COLUMNS
+from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total, verdicts
+from autobp.train.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
+from autobp.train.optim import build_optimizer, clip_grad_norm, learning_rate
+from autobp.train.progress import Progress
+from autobp.tools.report import format_number
+from autobp.common.runtime import keep_freed_memory
 
 EXIT_CODES = {
     "completed": EXIT_OK,
