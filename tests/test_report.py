@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.tools.plot import plot_run
-from autobp.tools.report import Report, format_number, read_run, render, report_run, sparkline
+from autobp.tools.report import Report, read_run, render, report_run, sparkline
+from autobp.common.text import format_number
 from autobp.train.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

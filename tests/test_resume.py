@@ -14,6 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from autobp.common import files
+
 from autobp.cli import app
 from autobp.common.errors import ConfigError, DataError
 from autobp.train.runner import Trainer, resume, train
@@ -171,11 +173,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, epochs
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
     """Simulate dying inside the atomic write: the rename never happens, the old checkpoint stays loadable."""
-    from autobp.rundir import layout as rundir
 
     reference = train(config(tmp_path))
     calls = {"n": 0}
-    original = rundir.write_npz
+    original = files.write_npz
 
     def dies_on_third_checkpoint(path, arrays):
         if path.name == "checkpoint.npz":
@@ -186,7 +187,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path
                 raise KeyboardInterrupt  # the process is gone mid-write
         return original(path, arrays)
 
-    monkeypatch.setattr(rundir, "write_npz", dies_on_third_checkpoint)
+    monkeypatch.setattr(files, "write_npz", dies_on_third_checkpoint)
     broken = train(config(tmp_path))
     monkeypatch.undo()
     assert broken.status == "interrupted"

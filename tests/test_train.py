@@ -249,7 +249,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
 
 
 def _evaluate_saved(run_dir: Path, config: dict) -> float:
-    from autobp.model.network import load_npz
+    from autobp.common.files import load_npz
     from autobp.train.runner import prepare
 
     resolved, dataset = prepare(config)
@@ -266,7 +266,7 @@ def test_regression_metrics_are_reported_in_original_units(tmp_path: Path) -> No
     _, dataset = __import__("autobp.train.runner", fromlist=["prepare"]).prepare(config)
     assert dataset.y_std is not None and not np.allclose(dataset.y_std, 1.0)
     val_loss = _evaluate_saved(result.run_dir, config)
-    from autobp.model.network import load_npz
+    from autobp.common.files import load_npz
 
     model = load_npz(result.run_dir / "model.npz")
     h = np.tanh(dataset.X_val @ model["layer0.weight"] + model["layer0.bias"])

@@ -23,9 +23,9 @@ from typing import Literal
 
 import numpy as np
 
-from autobp.model.network import load_npz
+from autobp.common.files import load_npz
 from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig, Task, task_of_loss
-from autobp.spec.configfile import shorten
+from autobp.common.text import shorten
 from autobp.common.errors import ConfigError, DataError
 
 

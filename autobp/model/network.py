@@ -6,8 +6,6 @@ layer's pre-activation z_i and output f_i, so the trainer can observe the gradie
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from autobp.spec.config import Config
-from autobp.spec.configfile import shorten
+from autobp.common.files import load_npz
 from autobp.engine import Tensor, dense, ops
 from autobp.common.errors import ConfigError, DataError
 
@@ -30,8 +28,6 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor] | None] = {
     "sin": ops.sin,
 }
 RELU_FAMILY = ("relu", "leaky_relu", "elu")
-ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive: its first entry, or an empty one
-MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed file cannot claim all memory
 SQUASHING = ("tanh", "sigmoid")
 
 
@@ -166,29 +162,3 @@ def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Ne
     if config.model.init_from:
         network.load_state_dict(load_npz(Path(config.model.init_from)), f"model.init_from ({config.model.init_from})")
     return network
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, read without pickle; a missing or damaged file is a clear DataError."""
-    try:
-        with open(path, "rb") as handle:
-            signature = handle.read(len(ZIP_SIGNATURES[0]))
-        if signature not in ZIP_SIGNATURES:
-            # np.load would take it for a single .npy array, or refuse it as a pickle.
-            raise DataError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
-        with np.load(path, allow_pickle=False) as archive:
-            size = sum(info.file_size for info in archive.zip.infolist())
-            if size > MAX_NPZ_BYTES:
-                raise DataError(f"{path}: its arrays take {size:,} bytes, more than the limit of {MAX_NPZ_BYTES:,}")
-            return {key: _read_array(archive, key, path) for key in archive.files}
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc}); it may be truncated or corrupted") from None
-
-
-def _read_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    try:
-        return archive[key]
-    except ValueError as exc:  # pickled objects (refused) or a damaged array header
-        raise DataError(f"{path}: cannot read array {shorten(repr(key))} ({exc})") from None

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autobp.rundir import layout as rundir
-from autobp.model.network import load_npz
+from autobp.common import files
+from autobp.common.files import load_npz
 from autobp.common.errors import DataError
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -52,7 +52,7 @@ def save(run_dir: Path, checkpoint: Checkpoint) -> None:
     arrays.update({f"param.{k}": v for k, v in checkpoint.parameters.items()})
     arrays.update({f"optimizer.{k}": v for k, v in checkpoint.optimizer.items()})
     arrays.update({f"best.{k}": v for k, v in (checkpoint.best_parameters or {}).items()})
-    rundir.write_npz(run_dir / CHECKPOINT_FILE, arrays)
+    files.write_npz(run_dir / CHECKPOINT_FILE, arrays)
 
 
 def load(run_dir: Path) -> Checkpoint | None:

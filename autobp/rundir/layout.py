@@ -7,19 +7,12 @@ are appended row by row and flushed as training goes, so a killed run keeps its 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import shutil
-import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
 
-import numpy as np
-
-from autobp.common.errors import ConfigError, DataError
+from autobp.common.errors import ConfigError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -62,124 +55,3 @@ def check_free_space(output: Path, needed: int) -> None:
             f"output directory {output}: {free / 1e6:.1f} MB free, but this run writes about {needed / 1e6:.1f} MB; "
             "free some space or choose another with --output"
         )
-
-
-def write_atomic(path: Path, content: bytes | str) -> None:
-    """Replace `path` with `content` in one step: temporary file in the same folder, fsync, rename."""
-    data = content.encode() if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, payload: Any) -> None:
-    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Save plain arrays (no pickled objects) atomically."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    write_atomic(path, buffer.getvalue())
-
-
-def read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV log as {column: text}; a file that cannot be read is a DataError naming it."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read it ({exc})") from None
-
-
-def parse_cell(column: str, text: str | None) -> int | float | str | None:
-    """A logged value: `epoch` and `step` as ints, `layer` as text, the rest as floats; empty (or missing) is None.
-
-    Raises ValueError for text that is not a number where one belongs."""
-    if text is None or text == "":
-        return None
-    if column in ("epoch", "step"):
-        return int(text)
-    if column == "layer":
-        return text
-    return float(text)
-
-
-def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
-    """Replace a log with `columns` and `rows` (text as read), atomically."""
-    lines = [",".join(columns)] + [",".join(row[c] for c in columns) for row in rows]
-    write_atomic(path, "\n".join(lines) + "\n")
-
-
-def format_value(value: Any) -> str:
-    """A CSV cell: numbers in full precision (str of a float is its shortest round-trip repr), None as empty,
-    text quoted where it holds a comma, quote or line break."""
-    if value is None:
-        return ""
-    if type(value) is str:
-        return _quoted(value)
-    return str(value)
-
-
-def _quoted(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def format_row(row: Sequence[Any]) -> str:
-    """One CSV line; `format_value` written out inline, since the training loop writes many of these."""
-    return ",".join(["" if v is None else _quoted(v) if type(v) is str else str(v) for v in row]) + "\n"
-
-
-class CsvLog:
-    """An append-only CSV file with a fixed header; rows are buffered and flushed on `flush()`."""
-
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
-        self.path = path
-        self.columns = list(columns)
-        fresh = not path.exists() or path.stat().st_size == 0
-        self._handle = open(path, "a", newline="", encoding="utf-8")
-        if fresh:
-            self.write([self.columns])
-            self._handle.flush()
-
-    def write(self, rows: Iterable[Sequence[Any]]) -> None:
-        # Formatting by hand is several times faster than the csv module, and logging sits in the training loop.
-        self._handle.write("".join(map(format_row, rows)))
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.flush()
-            self._handle.close()
-
-    def __enter__(self) -> CsvLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -24,6 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from autobp.spec.config import CROSS_FIELD_ERROR, Config
 from autobp.common.errors import ConfigError
+from autobp.common.text import shorten
 
 MAX_FILE_BYTES = 1_000_000
 # A real config has a few hundred values; far more means an alias bomb ("billion laughs").
@@ -136,20 +137,6 @@ def config_from_dict(
 def dump_config(config: Config) -> str:
     """The config as YAML with every default filled in; `load_config` reads it back to an equal config."""
     return yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config (dicts and lists) as dotted keys, as `--set` names them: {'model.layers.0.units': 32, …}."""
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, item in items:
-        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def config_json_schema() -> dict:
@@ -536,12 +523,6 @@ def show(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return shorten(json.dumps(value, default=str))
     return shorten(str(value))
-
-
-def shorten(text: str, limit: int = 60) -> str:
-    """User-given text fit for a one-line message: control characters escaped, at most `limit` characters."""
-    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- what the schema allows at a location ------------------------------------------------------------------------

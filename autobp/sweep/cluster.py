@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.spec.configfile import config_from_dict, dump_config
 from autobp.common.errors import ConfigError, DataError
@@ -175,13 +176,13 @@ def unpack(archive: bytes, run_dir: Path, config: dict) -> None:
             # A run directory is flat: anything else (a path, a link) did not come from `pack`.
             if not member.isfile() or Path(member.name).name != member.name or member.name.startswith("."):
                 raise DataError(f"{run_dir.name}: the worker sent an unexpected archive member {member.name!r}")
-            rundir.write_atomic(run_dir / member.name, tar.extractfile(member).read())
+            files.write_atomic(run_dir / member.name, tar.extractfile(member).read())
     _restore_paths(run_dir / rundir.CONFIG_FILE, config)
     summary = run_dir / rundir.SUMMARY_FILE
     if summary.exists():
-        content = rundir.read_json(summary)
+        content = files.read_json(summary)
         content["run_dir"] = str(run_dir)
-        rundir.write_json(summary, content)
+        files.write_json(summary, content)
 
 
 def _restore_paths(config_file: Path, config: dict) -> None:
@@ -190,4 +191,4 @@ def _restore_paths(config_file: Path, config: dict) -> None:
     resolved = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     for (section, key), path in _file_paths(config).items():
         resolved[section][key] = path
-    rundir.write_atomic(config_file, dump_config(config_from_dict(resolved)))
+    files.write_atomic(config_file, dump_config(config_from_dict(resolved)))

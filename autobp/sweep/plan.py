@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 from yaml.nodes import Node
 
+from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.spec.config import Config, raise_problems, check_name
 from autobp.spec.configfile import (
@@ -52,8 +53,8 @@ from autobp.model.data import Dataset, load_dataset, resolve_config
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.sweep.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
 from autobp.train.progress import SweepProgress
-from autobp.tools.report import format_number
-from autobp.tools.report import format_table
+from autobp.common.text import format_number
+from autobp.common.text import format_table
 from autobp.train.metrics import metric_names
 from autobp.train.runner import estimated_size
 
@@ -375,7 +376,7 @@ def _write_record(directory: Path, sweep: Sweep) -> None:
         settings=sweep.settings,
         trials=[TrialRecord(trial=t.name, values=t.values, identity=t.identity) for t in sweep.trials],
     )  # fmt: skip
-    rundir.write_atomic(directory / SWEEP_FILE, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False))
+    files.write_atomic(directory / SWEEP_FILE, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False))
 
 
 def _read_record(directory: Path) -> SweepRecord:
@@ -432,11 +433,11 @@ def _write_trials_csv(directory: Path, sweep: Sweep, outcomes: list[Outcome]) ->
         cells = [trial.name, outcome.status, *trial.values.values(), finals[0], outcome.best(monitor), *finals[1:],
                  summary.get("epochs"), summary.get("seconds"), directory / trial.name, outcome.reason]  # fmt: skip
         writer.writerow([_csv_cell(cell) for cell in cells])
-    rundir.write_atomic(directory / TRIALS_FILE, buffer.getvalue())
+    files.write_atomic(directory / TRIALS_FILE, buffer.getvalue())
 
 
 def _csv_cell(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else rundir.format_value(value)
+    return json.dumps(value) if isinstance(value, (list, dict)) else files.format_value(value)
 
 
 def _read_statuses(directory: Path) -> dict[str, str]:
@@ -536,7 +537,7 @@ def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, statuses: 
     summary = directory / trial.name / rundir.SUMMARY_FILE
     if statuses.get(trial.name) not in FINISHED or old.identity != trial.identity or not summary.is_file():
         return Outcome()
-    content = rundir.read_json(summary)
+    content = files.read_json(summary)
     return Outcome(content["status"], content)
 
 

@@ -14,20 +14,10 @@ from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from autobp.spec.configfile import flatten
+from autobp.common.text import flatten
 from autobp.common.errors import AutobpError, ConfigError, DataError
-from autobp.tools.report import (
-    Report,
-    build_report,
-    format_number,
-    format_table,
-    is_run_dir,
-    lower_is_better,
-    read_run,
-    run_date,
-    summarize_series,
-    to_json,
-)
+from autobp.tools.report import Report, build_report, is_run_dir, lower_is_better, read_run, run_date, summarize_series
+from autobp.common.text import format_number, format_table, to_json
 
 SWEEP_FILES = ("sweep.yaml", "trials.csv")
 # The run column already shows the name, and where a run was written says nothing about how it trained.

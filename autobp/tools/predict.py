@@ -18,8 +18,10 @@ from typing import Callable
 
 import numpy as np
 
+from autobp.common import files
 from autobp.rundir import layout as rundir
-from autobp.model.network import Network, build_network, load_npz
+from autobp.model.network import Network, build_network
+from autobp.common.files import load_npz
 from autobp.spec.config import Config, task_of_loss
 from autobp.spec.configfile import load_config
 from autobp.model.data import Dataset, read_table
@@ -184,11 +186,11 @@ def evaluate(
 
 
 def write_predictions(path: Path, text: str) -> None:
-    """Write the predictions file in one step (see rundir.write_atomic); a place that cannot take it is an error."""
+    """Write the predictions file in one step (see files.write_atomic); a place that cannot take it is an error."""
     if not path.parent.is_dir():
         raise ConfigError(f"--out {path}: the folder {path.parent} does not exist")
     try:
-        rundir.write_atomic(path, text)
+        files.write_atomic(path, text)
     except OSError as exc:
         raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
 
@@ -207,5 +209,5 @@ def prediction_csv(model: TrainedModel, outputs: np.ndarray) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([list(map(rundir.format_value, row)) for row in rows])
+    writer.writerows([list(map(files.format_value, row)) for row in rows])
     return buffer.getvalue()

@@ -19,11 +19,14 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from autobp.common import files
 from autobp.rundir import layout as rundir
-from autobp.model.network import SQUASHING, load_npz
+from autobp.model.network import SQUASHING
+from autobp.common.files import load_npz
 from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
 from autobp.common.errors import AutobpError, DataError
+from autobp.common.text import format_number, format_table, to_json
 from autobp.train.gradstats import INACTIVE_FRACTION, SIGNAL_RATIO
 
 # Thresholds of the diagnoses (SIGNAL_RATIO and INACTIVE_FRACTION are shared with the end-of-run verdicts).
@@ -140,7 +143,7 @@ def read_run(path: Path, *, with_gradients: bool = True) -> RunLog:
 def read_summary(path: Path) -> RunSummary:
     """summary.json as a RunSummary (DataError if it is not valid JSON or lacks a status)."""
     try:
-        return RunSummary.model_validate(rundir.read_json(path))
+        return RunSummary.model_validate(files.read_json(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from None
     except ValidationError as exc:
@@ -169,11 +172,11 @@ def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | 
 
 def _read_numbers(path: Path) -> list[dict[str, Any]]:
     """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None."""
-    rows = rundir.read_rows(path)
+    rows = files.read_rows(path)
     parsed = []
     for index, row in enumerate(rows):
         try:
-            parsed.append({key: rundir.parse_cell(key, value) for key, value in row.items() if key is not None})
+            parsed.append({key: files.parse_cell(key, value) for key, value in row.items() if key is not None})
         except ValueError:
             # A run killed while writing can leave half a number on its last line: that row is dropped.
             if index < len(rows) - 1:
@@ -184,7 +187,7 @@ def _read_numbers(path: Path) -> list[dict[str, Any]]:
 
 def _parses(column: str, value: str | None) -> bool:
     try:
-        rundir.parse_cell(column, value)
+        files.parse_cell(column, value)
     except ValueError:
         return False
     return True
@@ -595,35 +598,11 @@ def report_run(path: Path) -> Report:
     return build_report(read_run(path))
 
 
-def format_number(value: float | int | None) -> str:
-    """Four significant digits; `-` for a missing value; inf and nan spelled out."""
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4g}"
-
-
 def render(report: Report, fmt: str) -> str:
     """The report as `text`, `markdown` or `json`."""
     if fmt == "json":
         return to_json(asdict(report))
     return _render_document(report, markdown=fmt == "markdown")
-
-
-def to_json(payload: Any) -> str:
-    """Strict JSON: non-finite floats become null (as JavaScript's JSON.stringify does)."""
-    return json.dumps(_strict(payload), indent=2, ensure_ascii=False, allow_nan=False)
-
-
-def _strict(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _strict(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(item) for item in value]
-    return value
 
 
 def _render_document(report: Report, *, markdown: bool) -> str:
@@ -707,14 +686,3 @@ def _layer_row(layer: LayerSummary) -> list[str]:
     ]
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> list[str]:
-    """Lines of a table: aligned columns for a terminal, or a GitHub markdown table."""
-    if markdown:
-        escape = lambda cell: cell.replace("|", "\\|")  # noqa: E731
-        return [
-            "| " + " | ".join(map(escape, headers)) + " |",
-            "|" + "---|" * len(headers),
-            *("| " + " | ".join(map(escape, row)) + " |" for row in rows),
-        ]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (headers, *rows)]

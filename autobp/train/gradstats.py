@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autobp.model.network import RELU_FAMILY, SQUASHING, Network, Trace
-from autobp.rundir.layout import CsvLog
+from autobp.common.files import CsvLog
 
 COLUMNS = [
     "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",

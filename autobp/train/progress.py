@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from autobp.tools.report import format_number
+from autobp.common.text import format_number
 
 PLAIN_LINES = 10  # how many progress lines a non-terminal gets per training run
 

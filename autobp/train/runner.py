@@ -21,10 +21,12 @@ import numpy as np
 
 import autobp
 from autobp.rundir import checkpoint
+from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.model.network import Layer, Network, Trace, build_network
 from autobp.spec.config import Config, check_name
-from autobp.spec.configfile import config_from_dict, dump_config, flatten, load_config
+from autobp.spec.configfile import config_from_dict, dump_config, load_config
+from autobp.common.text import flatten
 from autobp.model.data import Dataset, load_dataset, resolve_config
 from autobp.common.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
 from autobp.train.gradstats import COLUMNS as GRADIENT_COLUMNS
@@ -32,7 +34,7 @@ from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interva
 from autobp.train.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
 from autobp.train.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.train.progress import Progress
-from autobp.tools.report import format_number
+from autobp.common.text import format_number
 from autobp.common.runtime import keep_freed_memory
 
 EXIT_CODES = {
@@ -129,7 +131,7 @@ def estimated_size(config: Config, dataset: Dataset) -> int:
 def run(config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True) -> RunResult:
     """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder."""
     keep_freed_memory()
-    rundir.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
+    files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
     return Trainer(config, dataset, run_dir, Progress(quiet)).run()
 
 
@@ -149,13 +151,13 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = 
             f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
             "can be changed when resuming (start a new run for anything else)"
         )
-    previous = rundir.read_json(run_dir / rundir.SUMMARY_FILE) if (run_dir / rundir.SUMMARY_FILE).exists() else {}
+    previous = files.read_json(run_dir / rundir.SUMMARY_FILE) if (run_dir / rundir.SUMMARY_FILE).exists() else {}
     if previous.get("status") in ("completed", "stopped_early") and not differing:
         return RunResult(run_dir, previous["status"], previous, [], nothing_to_do=True)
     keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
     trainer.restore(checkpoint.load(run_dir), resumed=[*previous.get("resumed", []), _now()])
-    rundir.write_atomic(saved_path, dump_config(config))
+    files.write_atomic(saved_path, dump_config(config))
     return trainer.run()
 
 
@@ -164,7 +166,7 @@ def _now() -> str:
 
 
 def _rows_if_any(path: Path) -> list[dict[str, str]]:
-    return rundir.read_rows(path) if path.exists() else []
+    return files.read_rows(path) if path.exists() else []
 
 
 class Trainer:
@@ -214,10 +216,10 @@ class Trainer:
         gradients_path = self.run_dir / rundir.GRADIENTS_FILE
         metrics = [r for r in _rows_if_any(metrics_path) if int(r["epoch"]) <= epoch]
         gradients = [r for r in _rows_if_any(gradients_path) if int(r["step"]) <= step]
-        rundir.rewrite_rows(metrics_path, self._metric_columns(), metrics)
-        rundir.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
-        self.history = [{k: rundir.parse_cell(k, v) for k, v in row.items()} for row in metrics]
-        self._gradient_rows = [{k: rundir.parse_cell(k, v) for k, v in row.items()} for row in gradients]
+        files.rewrite_rows(metrics_path, self._metric_columns(), metrics)
+        files.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
+        self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
+        self._gradient_rows = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in gradients]
         if state is None:
             return
         self.network.load_state_dict(state.parameters, f"{self.run_dir / checkpoint.CHECKPOINT_FILE}")
@@ -257,8 +259,8 @@ class Trainer:
     def run(self) -> RunResult:
         clock = time.perf_counter()
         outcome: dict[str, Any] = {}
-        metrics_log = rundir.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
-        gradient_log = rundir.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
+        metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
+        gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.grads.remember(self._gradient_rows)
         self.progress.start(self.total_steps, self.config.name, self.step)
@@ -283,7 +285,7 @@ class Trainer:
         summary = self._summary(status, seconds, outcome)
         try:
             self._save_model()
-            rundir.write_json(self.run_dir / rundir.SUMMARY_FILE, summary)
+            files.write_json(self.run_dir / rundir.SUMMARY_FILE, summary)
         except OSError as exc:
             raise AutobpError(
                 f"{self.run_dir}: the run ended ({status}) but its results could not be written "
@@ -291,7 +293,7 @@ class Trainer:
             ) from None
         return RunResult(self.run_dir, status, summary, verdicts(self.network, self.grads.history))
 
-    def _train(self, metrics_log: rundir.CsvLog, clock: float) -> str:
+    def _train(self, metrics_log: files.CsvLog, clock: float) -> str:
         training = self.config.training
         while self.epoch < training.epochs and self.step < self.total_steps:
             self.epoch += 1
@@ -409,7 +411,7 @@ class Trainer:
             "class_names": None if data.class_names is None else np.array(data.class_names, dtype=str),
         }  # fmt: skip
         arrays.update({key: value for key, value in extras.items() if value is not None})
-        rundir.write_npz(self.run_dir / rundir.MODEL_FILE, arrays)
+        files.write_npz(self.run_dir / rundir.MODEL_FILE, arrays)
 
     def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> dict[str, Any]:
         # Only an epoch's last batch can be short, so whole epochs plus full batches count the examples exactly.

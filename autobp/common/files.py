@@ -1,0 +1,172 @@
+"""Plain files, written so a crash never leaves one half-written, and read back with clear errors.
+
+Whole files are written to a temporary name, flushed to disk and renamed over the target, so a reader sees the old
+file or the new one, never a mix. CSV logs are appended row by row and flushed as the writer goes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from autobp.common.errors import DataError
+from autobp.common.text import shorten
+
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive: its first entry, or an empty one
+MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed file cannot claim all memory
+
+
+def write_atomic(path: Path, content: bytes | str) -> None:
+    """Replace `path` with `content` in one step: temporary file in the same folder, fsync, rename."""
+    data = content.encode() if isinstance(content, str) else content
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save plain arrays (no pickled objects) atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV log as {column: text}; a file that cannot be read is a DataError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from None
+
+
+def parse_cell(column: str, text: str | None) -> int | float | str | None:
+    """A logged value: `epoch` and `step` as ints, `layer` as text, the rest as floats; empty (or missing) is None.
+
+    Raises ValueError for text that is not a number where one belongs."""
+    if text is None or text == "":
+        return None
+    if column in ("epoch", "step"):
+        return int(text)
+    if column == "layer":
+        return text
+    return float(text)
+
+
+def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
+    """Replace a log with `columns` and `rows` (text as read), atomically."""
+    lines = [",".join(columns)] + [",".join(row[c] for c in columns) for row in rows]
+    write_atomic(path, "\n".join(lines) + "\n")
+
+
+def format_value(value: Any) -> str:
+    """A CSV cell: numbers in full precision (str of a float is its shortest round-trip repr), None as empty,
+    text quoted where it holds a comma, quote or line break."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        return _quoted(value)
+    return str(value)
+
+
+def _quoted(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def format_row(row: Sequence[Any]) -> str:
+    """One CSV line; `format_value` written out inline, since the training loop writes many of these."""
+    return ",".join(["" if v is None else _quoted(v) if type(v) is str else str(v) for v in row]) + "\n"
+
+
+class CsvLog:
+    """An append-only CSV file with a fixed header; rows are buffered and flushed on `flush()`."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = list(columns)
+        fresh = not path.exists() or path.stat().st_size == 0
+        self._handle = open(path, "a", newline="", encoding="utf-8")
+        if fresh:
+            self.write([self.columns])
+            self._handle.flush()
+
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        # Formatting by hand is several times faster than the csv module, and logging sits in the training loop.
+        self._handle.write("".join(map(format_row, rows)))
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
+            self._handle.close()
+
+    def __enter__(self) -> CsvLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read without pickle; a missing or damaged file is a clear DataError."""
+    try:
+        with open(path, "rb") as handle:
+            signature = handle.read(len(ZIP_SIGNATURES[0]))
+        if signature not in ZIP_SIGNATURES:
+            # np.load would take it for a single .npy array, or refuse it as a pickle.
+            raise DataError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
+        with np.load(path, allow_pickle=False) as archive:
+            size = sum(info.file_size for info in archive.zip.infolist())
+            if size > MAX_NPZ_BYTES:
+                raise DataError(f"{path}: its arrays take {size:,} bytes, more than the limit of {MAX_NPZ_BYTES:,}")
+            return {key: _read_array(archive, key, path) for key in archive.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc}); it may be truncated or corrupted") from None
+
+
+def _read_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:  # pickled objects (refused) or a damaged array header
+        raise DataError(f"{path}: cannot read array {shorten(repr(key))} ({exc})") from None

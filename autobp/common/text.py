@@ -1,0 +1,64 @@
+"""Text for people and scripts: numbers, aligned tables, one-line snippets of user input, strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+
+def format_number(value: float | int | None) -> str:
+    """Four significant digits; `-` for a missing value; inf and nan spelled out."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def to_json(payload: Any) -> str:
+    """Strict JSON: non-finite floats become null (as JavaScript's JSON.stringify does)."""
+    return json.dumps(_strict(payload), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> list[str]:
+    """Lines of a table: aligned columns for a terminal, or a GitHub markdown table."""
+    if markdown:
+        escape = lambda cell: cell.replace("|", "\\|")  # noqa: E731
+        return [
+            "| " + " | ".join(map(escape, headers)) + " |",
+            "|" + "---|" * len(headers),
+            *("| " + " | ".join(map(escape, row)) + " |" for row in rows),
+        ]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (headers, *rows)]
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """User-given text fit for a one-line message: control characters escaped, at most `limit` characters."""
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (dicts and lists) as dotted keys, as `--set` names them: {'model.layers.0.units': 32, …}."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in items:
+        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
