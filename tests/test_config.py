@@ -2,7 +2,8 @@
 
 import pytest
 
-from autobp.spec.config import Config, ConstantSchedule, CosineSchedule, StepSchedule, task_of_loss
+from autobp.spec.catalog import task_of_loss
+from autobp.spec.config import Config, ConstantSchedule, CosineSchedule, StepSchedule
 from autobp.spec.configfile import config_from_dict
 from autobp.common.errors import ConfigError
 

@@ -195,8 +195,7 @@ def test_a_swept_key_that_changes_nothing_is_an_error(tmp_path):
 def test_the_monitored_metric_must_exist_in_every_trial(tmp_path):
     path = write_sweep(tmp_path, {"seed": [1, 2]}, monitor="val_r2")
     assert sweep_error(path) == (
-        "trial-000 (seed=1): monitor 'val_r2': loss 'cross_entropy' is a classification loss, which reports loss "
-        "and accuracy, not r2"
+        "trial-000 (seed=1): monitor 'val_r2' needs a regression loss, but the loss is a classification loss"
     )
 
 

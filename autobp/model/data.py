@@ -24,7 +24,8 @@ from typing import Literal
 import numpy as np
 
 from autobp.common.files import load_npz
-from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig, Task, task_of_loss
+from autobp.spec.catalog import LOSSES, Task, task_of_loss
+from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig
 from autobp.common.text import shorten
 from autobp.common.errors import ConfigError, DataError
 
@@ -100,11 +101,12 @@ def resolve_config(config: Config, dataset: Dataset) -> Config:
     """A copy of the config with data.task and the output layer's units filled in from the data."""
     last_index = len(config.model.layers) - 1
     last = config.model.layers[last_index]
-    if config.loss == "bce" and dataset.n_classes != 2:
+    single_output = LOSSES[config.loss].outputs == "one"
+    if single_output and dataset.n_classes != 2:
         raise ConfigError(
-            f"loss: 'bce' needs exactly 2 classes, but the data has {dataset.n_classes} — use cross_entropy"
+            f"loss: '{config.loss}' needs exactly 2 classes, but the data has {dataset.n_classes} — use cross_entropy"
         )
-    units = 1 if config.loss == "bce" else dataset.n_outputs
+    units = 1 if single_output else dataset.n_outputs
     if last.units not in (None, units):
         what = _count(units, "class", "classes") if dataset.task == "classification" else _count(units, "target")
         raise ConfigError(

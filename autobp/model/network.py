@@ -8,28 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from autobp.spec.catalog import ACTIVATIONS
 from autobp.spec.config import Config
 from autobp.common.files import load_npz
-from autobp.engine import Tensor, dense, ops
+from autobp.engine import Tensor, dense
 from autobp.common.errors import ConfigError, DataError
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor] | None] = {
-    "identity": None,
-    "sigmoid": ops.sigmoid,
-    "tanh": ops.tanh,
-    "relu": ops.relu,
-    "leaky_relu": ops.leaky_relu,
-    "elu": ops.elu,
-    "softplus": ops.softplus,
-    "sin": ops.sin,
-}
-RELU_FAMILY = ("relu", "leaky_relu", "elu")
-SQUASHING = ("tanh", "sigmoid")
-
 
 def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.random.Generator) -> np.ndarray:
     """A (fan_in, fan_out) weight matrix: xavier (Glorot uniform), he and lecun (normal), or plain normal/uniform."""
@@ -65,7 +51,7 @@ class Layer:
     def forward(self, x: np.ndarray | Tensor, rng: np.random.Generator | None) -> tuple[Tensor, Tensor]:
         """(pre-activation z, output f); inverted dropout applies only when an `rng` is given (training)."""
         z = dense(x, self.weight, self.bias)
-        act = ACTIVATIONS[self.activation]
+        act = ACTIVATIONS[self.activation].engine
         f = z if act is None else act(z)
         if rng is not None and self.dropout > 0.0:
             keep = rng.random(f.shape) >= self.dropout

@@ -20,14 +20,16 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-Activation = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "sin"]
-Init = Literal["xavier", "he", "lecun", "normal", "uniform"]
-LossName = Literal["mse", "mae", "huber", "cross_entropy", "bce"]
-OptimizerName = Literal["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"]
-Source = Literal["xor", "moons", "circles", "spirals", "blobs", "sine", "linear", "csv", "npz"]
-Task = Literal["classification", "regression"]
+from autobp.spec import catalog
+from autobp.spec.catalog import Task, task_of_loss
 
-CLASSIFICATION_LOSSES = ("cross_entropy", "bce")
+# The allowed names come from the catalog, which owns what each name means.
+Activation = Literal[tuple(catalog.ACTIVATIONS)]
+Init = Literal[catalog.INITS]
+LossName = Literal[tuple(catalog.LOSSES)]
+OptimizerName = Literal[tuple(catalog.OPTIMIZERS)]
+Monitor = Literal[catalog.MONITORS]
+Source = Literal["xor", "moons", "circles", "spirals", "blobs", "sine", "linear", "csv", "npz"]
 
 # Which optional `data` keys each source takes, with the defaults used when a synthetic source omits them.
 SYNTHETIC_DEFAULTS: dict[str, dict[str, int | float]] = {
@@ -79,11 +81,6 @@ def check_name(name: str) -> str:
     if not re.fullmatch(NAME_PATTERN, name):
         raise ValueError("use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")
     return name
-
-
-def task_of_loss(loss: LossName) -> Task:
-    """The task a loss implies: cross_entropy and bce classify, the others regress."""
-    return "classification" if loss in CLASSIFICATION_LOSSES else "regression"
 
 
 # The pydantic error type of those checks; its context holds the list of (key path, message) problems.
@@ -314,7 +311,8 @@ class OptimizerConfig(_Section):
 class EarlyStopping(_Section):
     """Stop when the monitored metric has not improved by min_delta for `patience` epochs."""
 
-    monitor: Literal["val_loss", "val_accuracy", "val_r2", "train_loss"] = "val_loss"
+    monitor: Monitor = "val_loss"
+    """The metrics.csv column to watch: losses must fall, accuracy and R² rise."""
     patience: PositiveInt = 20
     """Epochs without improvement before stopping."""
     min_delta: NonNegativeFloat = 0.0
@@ -386,9 +384,10 @@ class Config(_Section):
                 (("data", "task"), f"'{self.data.task}' contradicts loss '{self.loss}', a {task} loss")
             )
         output_units = self.model.layers[-1].units
-        if self.loss == "bce" and output_units not in (None, 1):
-            problems.append(((*_last_layer(self), "units"), "loss 'bce' needs exactly 1 output unit"))
-        if self.loss == "cross_entropy" and output_units == 1:
+        outputs = catalog.LOSSES[self.loss].outputs
+        if outputs == "one" and output_units not in (None, 1):
+            problems.append(((*_last_layer(self), "units"), f"loss '{self.loss}' needs exactly 1 output unit"))
+        if outputs == "one_per_class" and output_units == 1:
             problems.append(
                 ((*_last_layer(self), "units"), "loss 'cross_entropy' needs one output unit per class (or use bce)")
             )
@@ -399,7 +398,9 @@ class Config(_Section):
                  f"lists {len(targets)} columns, but loss '{self.loss}' needs one column of class labels")
             )
         if self.training.early_stopping is not None:
-            problems += _monitor_problems(self.training.early_stopping.monitor, task, self.data.val_fraction)
+            problem = monitor_problem(self.training.early_stopping.monitor, task, self.data.val_fraction)
+            if problem:
+                problems.append((("training", "early_stopping", "monitor"), problem))
         raise_problems(*problems)
         return self
 
@@ -408,11 +409,11 @@ def _last_layer(config: Config) -> tuple[str | int, ...]:
     return ("model", "layers", len(config.model.layers) - 1)
 
 
-def _monitor_problems(monitor: str, task: Task, val_fraction: float) -> list[tuple[tuple[str, ...], str]]:
-    where = ("training", "early_stopping", "monitor")
+def monitor_problem(monitor: str, task: Task, val_fraction: float) -> str | None:
+    """Why `monitor` cannot be watched in a run of `task` (early stopping and sweeps share this), or None."""
     if monitor.startswith("val_") and val_fraction == 0:
-        return [(where, f"'{monitor}' needs a validation split, but data.val_fraction is 0")]
-    needs = {"val_accuracy": "classification", "val_r2": "regression"}.get(monitor, task)
-    if needs != task:
-        return [(where, f"'{monitor}' needs a {needs} loss, but the loss is a {task} loss")]
-    return []
+        return f"'{monitor}' needs a validation split, but data.val_fraction is 0"
+    needs = catalog.monitor_task(monitor)
+    if needs not in (None, task):
+        return f"'{monitor}' needs a {needs} loss, but the loss is a {task} loss"
+    return None

@@ -35,7 +35,8 @@ from yaml.nodes import Node
 
 from autobp.common import files
 from autobp.rundir import layout as rundir
-from autobp.spec.config import Config, raise_problems, check_name
+from autobp.spec.catalog import lower_is_better, task_metric
+from autobp.spec.config import Config, Monitor, check_name, monitor_problem, raise_problems
 from autobp.spec.configfile import (
     duplicate_key_problems,
     parse_yaml,
@@ -55,7 +56,6 @@ from autobp.sweep.executor import LocalExecutor, TrialExecutor, available_cores,
 from autobp.train.progress import SweepProgress
 from autobp.common.text import format_number
 from autobp.common.text import format_table
-from autobp.train.metrics import metric_names
 from autobp.train.runner import estimated_size
 
 SWEEP_FILE = "sweep.yaml"
@@ -64,7 +64,6 @@ FINISHED = ("completed", "stopped_early")  # statuses of trials that need no sec
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 
 Method = Literal["grid", "random"]
-Monitor = Literal["val_loss", "train_loss", "val_accuracy", "train_accuracy", "val_r2", "train_r2"]
 Mode = Literal["min", "max"]
 _CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode)}
 
@@ -294,7 +293,7 @@ def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: st
     # Equal grid points mean a swept key changes nothing; random draws from short lists may repeat by chance.
     same = "a swept key changes nothing (is it set more specifically, e.g. per layer in model.layers?)"
     trials = _trials(variants, spec.monitor, same=same if spec.method == "grid" else None)
-    mode = spec.mode or ("min" if spec.monitor.endswith("loss") else "max")
+    mode = spec.mode or ("min" if lower_is_better(spec.monitor) else "max")
     settings = spec.model_dump(mode="json") | {"base": str(base), "mode": mode}
     return Sweep(name or spec.name or path.stem, [str(path.resolve())], overrides, spec.monitor, mode, trials, settings)
 
@@ -333,13 +332,9 @@ def _resolved(config: Config, datasets: dict[str, Dataset]) -> tuple[Config, Dat
 
 
 def _check_monitor(config: Config, monitor: str) -> None:
-    measure = monitor.partition("_")[2]
-    reported = metric_names(config.data.task)[0]
-    if measure not in ("loss", reported):
-        raise ConfigError(f"monitor '{monitor}': loss '{config.loss}' is a {config.data.task} loss, which reports "
-                          f"loss and {reported}, not {measure}")  # fmt: skip
-    if monitor.startswith("val_") and config.data.val_fraction == 0:
-        raise ConfigError(f"monitor '{monitor}' needs a validation split, but data.val_fraction is 0")
+    problem = monitor_problem(monitor, config.data.task, config.data.val_fraction)
+    if problem:
+        raise ConfigError(f"monitor {problem}")
 
 
 def _identity(config: Config) -> str:
@@ -416,7 +411,7 @@ class Outcome:
 def _other_metrics(sweep: Sweep) -> list[str]:
     """The final metrics trials.csv shows beside the monitored one: losses, then accuracy and/or R² as the tasks
     in the sweep report them."""
-    reported = sorted({metric_names(trial.config["data"]["task"])[0] for trial in sweep.trials})
+    reported = sorted({task_metric(trial.config["data"]["task"]) for trial in sweep.trials})
     metrics = [f"{split}_{measure}" for measure in ("loss", *reported) for split in ("train", "val")]
     return [metric for metric in metrics if metric != sweep.monitor]
 

@@ -22,9 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from autobp.model.network import ACTIVATIONS, Layer, Network, build_network
+from autobp.model.network import Layer, Network, build_network
+from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
-from autobp.train.metrics import LOSSES, loss_targets
+from autobp.train.metrics import loss_targets
 from autobp.train.runner import INIT_STREAM, prepare
 
 TOLERANCE = 1e-6
@@ -167,8 +168,8 @@ def check_config(source: str | Path, overrides: Sequence[str] = ()) -> Gradcheck
 
 def network_loss(network: Network, x: np.ndarray, y: np.ndarray, loss: str) -> LossOfParameters:
     """The batch loss as a function of (W0, b0, W1, b1, …): the network's layers, without dropout."""
-    activations = [ACTIVATIONS[layer.activation] for layer in network.layers]
-    loss_fn = LOSSES[loss]
+    activations = [ACTIVATIONS[layer.activation].engine for layer in network.layers]
+    loss_fn = LOSSES[loss].engine
 
     def loss_of(*params: Tensor) -> Tensor:
         h: np.ndarray | Tensor = x

@@ -22,7 +22,8 @@ from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.model.network import Network, build_network
 from autobp.common.files import load_npz
-from autobp.spec.config import Config, task_of_loss
+from autobp.spec.catalog import task_of_loss
+from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
 from autobp.model.data import Dataset, read_table
 from autobp.common.errors import ConfigError, DataError

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autobp.common import files
 from autobp.rundir import layout as rundir
-from autobp.model.network import SQUASHING
 from autobp.common.files import load_npz
+from autobp.spec.catalog import ACTIVATIONS, lower_is_better
 from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
 from autobp.common.errors import AutobpError, DataError
@@ -296,11 +296,6 @@ def _last(values: Sequence[float | None]) -> float | None:
     return _first(values[::-1])
 
 
-def lower_is_better(metric: str) -> bool:
-    """Losses are minimised; accuracy and R² maximised."""
-    return not metric.endswith(("accuracy", "r2"))
-
-
 def summarize_series(metrics: list[dict[str, float | None]]) -> list[SeriesSummary]:
     """First, best and final value of every loss and metric column that has values."""
     names = [name for name in (metrics[0] if metrics else {}) if name not in ("epoch", "step", "lr", "seconds")]
@@ -458,7 +453,7 @@ def _tiny_gradients(layers: list[LayerSummary]) -> list[Diagnosis]:
 
 
 def _vanishing_suggestion(layers: list[LayerSummary]) -> str:
-    if any(layer.activation in SQUASHING for layer in layers):
+    if any(layer.activation and ACTIVATIONS[layer.activation].family == "squashing" for layer in layers):
         return SUGGEST_VANISHING_SQUASHING
     return SUGGEST_VANISHING
 

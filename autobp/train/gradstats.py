@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autobp.model.network import RELU_FAMILY, SQUASHING, Network, Trace
+from autobp.model.network import Network, Trace
+from autobp.spec.catalog import ACTIVATIONS
 from autobp.common.files import CsvLog
 
 COLUMNS = [
@@ -72,9 +73,10 @@ def mean_and_std(entry_sum: float, squares: float, n: int, values: np.ndarray) -
 
 def inactive_fraction(activation: str, z: np.ndarray) -> tuple[float | None, float | None]:
     """(dead fraction, saturated fraction) of a layer's units over a batch of pre-activations z; None where n/a."""
-    if activation in RELU_FAMILY:
+    family = ACTIVATIONS[activation].family
+    if family == "relu":
         return np.count_nonzero(z.max(axis=0) <= 0.0) / z.shape[1], None
-    if activation in SQUASHING:
+    if family == "squashing":
         return None, np.count_nonzero(np.abs(z).min(axis=0) > SATURATION) / z.shape[1]
     return None, None
 

@@ -12,43 +12,31 @@ import numpy as np
 
 from autobp.model.network import Network
 from autobp.model.data import Dataset
-from autobp.engine import Primitive, binary_cross_entropy, cross_entropy, huber, mae, mse, no_grad
+from autobp.engine import no_grad
+from autobp.spec.catalog import LOSSES, task_metric
 
 EVAL_CHUNK = 4096  # evaluation batch size: bounds memory on large sets
 
-LOSSES: dict[str, Primitive] = {
-    "mse": mse,
-    "mae": mae,
-    "huber": huber,
-    "cross_entropy": cross_entropy,
-    "bce": binary_cross_entropy,
-}
-
-
-def metric_names(task: str) -> list[str]:
-    """The per-epoch metrics of a task, beside the losses: accuracy or R²."""
-    return ["accuracy"] if task == "classification" else ["r2"]
-
-
 def loss_targets(y: np.ndarray, loss: str, dtype: np.dtype) -> np.ndarray:
     """Targets as the loss takes them: integer labels (cross_entropy), a (n, 1) float column (bce), floats."""
-    if loss == "cross_entropy":
+    form = LOSSES[loss].targets
+    if form == "labels":
         return y.astype(np.int64)
-    if loss == "bce":
+    if form == "column":
         return y.astype(dtype).reshape(-1, 1)
     return y.astype(dtype)
 
 
 def predicted_classes(output: np.ndarray, loss: str) -> np.ndarray:
     """Class ids from network outputs: the arg-max logit, or logit > 0 for bce's single output."""
-    if loss == "bce":
+    if LOSSES[loss].outputs == "one":
         return (output[:, 0] > 0).astype(np.int64)
     return np.argmax(output, axis=1)
 
 
 def class_probabilities(output: np.ndarray, loss: str) -> np.ndarray:
     """Per-class probabilities: softmax of the logits, or (1 − p, p) for bce."""
-    if loss == "bce":
+    if LOSSES[loss].outputs == "one":
         p = 0.5 * (np.tanh(0.5 * output[:, 0]) + 1.0)
         return np.stack([1.0 - p, p], axis=1)
     shifted = np.exp(output - output.max(axis=1, keepdims=True))
@@ -95,13 +83,13 @@ class Meter:
         self._y_sq = self._y_sq + np.einsum("ij,ij->j", targets, targets)
         if self.dataset.y_std is not None and self.loss != "mse":
             # mae and huber do not scale with σ like squares do: evaluate them in original units directly.
-            loss_value = float(LOSSES[self.loss].forward(to_original_units(output, self.dataset),
+            loss_value = float(LOSSES[self.loss].engine.forward(to_original_units(output, self.dataset),
                                                          to_original_units(targets, self.dataset)))  # fmt: skip
         self._loss_sum += loss_value * n
 
     def result(self) -> dict[str, float | None]:
         """{'loss': …, 'accuracy' or 'r2': …}; None when nothing was counted."""
-        key = metric_names(self.task)[0]
+        key = task_metric(self.task)
         if self._count == 0:
             return {"loss": None, key: None}
         if self.task == "classification":
@@ -122,7 +110,7 @@ class Meter:
 def evaluate(network: Network, meter: Meter, X: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     """Network outputs for X, in chunks and without recording a graph; with targets y, each chunk counts in `meter`."""
     outputs = []
-    loss = LOSSES[meter.loss]
+    loss = LOSSES[meter.loss].engine
     with no_grad():
         for start in range(0, len(X), EVAL_CHUNK):
             output = network(X[start : start + EVAL_CHUNK]).data

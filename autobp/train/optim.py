@@ -15,6 +15,7 @@ import numpy as np
 
 from autobp.engine import Tensor
 from autobp.common.errors import ConfigError, DataError
+from autobp.spec.catalog import OPTIMIZERS, SCHEDULES
 
 
 class Optimizer:
@@ -209,25 +210,18 @@ class AdamW(Adam):
         return delta
 
 
-OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+# The update rule of each catalog optimizer; the catalog says which config keys it reads.
+UPDATE_RULES: dict[str, type[Optimizer]] = {
+    "sgd": Sgd, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RmsProp, "adam": Adam, "adamw": AdamW,
+}  # fmt: skip
 
 
 def build_optimizer(cfg: Any, params: Sequence[Tensor], decay: Sequence[bool]) -> Optimizer:
     """The optimizer `cfg.name` over `params`, with its hyperparameters read from `cfg` (an OptimizerConfig)."""
-    common = {"decay": decay, "weight_decay": cfg.weight_decay}
-    if cfg.name == "sgd":
-        return Sgd(params, **common)
-    if cfg.name == "momentum":
-        return Momentum(params, momentum=cfg.momentum, **common)
-    if cfg.name == "nesterov":
-        return Nesterov(params, momentum=cfg.momentum, **common)
-    if cfg.name == "rmsprop":
-        return RmsProp(params, rho=cfg.rho, eps=cfg.eps, **common)
-    if cfg.name == "adam":
-        return Adam(params, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, **common)
-    if cfg.name == "adamw":
-        return AdamW(params, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, **common)
-    raise ConfigError(f"optimizer.name: unknown optimizer {cfg.name!r}; use one of {', '.join(OPTIMIZER_NAMES)}")
+    if cfg.name not in UPDATE_RULES:
+        raise ConfigError(f"optimizer.name: unknown optimizer {cfg.name!r}; use one of {', '.join(OPTIMIZERS)}")
+    reads = {key: getattr(cfg, key) for key in OPTIMIZERS[cfg.name].reads}
+    return UPDATE_RULES[cfg.name](params, decay=decay, weight_decay=cfg.weight_decay, **reads)
 
 
 def learning_rate(cfg: Any, epoch: int, total_epochs: int) -> float:
@@ -243,9 +237,7 @@ def learning_rate(cfg: Any, epoch: int, total_epochs: int) -> float:
         t_max = schedule.t_max if schedule.t_max is not None else total_epochs
         progress = min(epoch, t_max) / t_max
         return float(schedule.min_lr + (cfg.lr - schedule.min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0)
-    raise ConfigError(
-        f"optimizer.schedule.name: unknown schedule {schedule.name!r}; use constant, step, exponential or cosine"
-    )
+    raise ConfigError(f"optimizer.schedule.name: unknown schedule {schedule.name!r}; use one of {', '.join(SCHEDULES)}")
 
 
 def global_grad_norm(params: Sequence[Tensor]) -> float:

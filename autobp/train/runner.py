@@ -31,7 +31,8 @@ from autobp.model.data import Dataset, load_dataset, resolve_config
 from autobp.common.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
 from autobp.train.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total, verdicts
-from autobp.train.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
+from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
+from autobp.train.metrics import Meter, evaluate, loss_targets
 from autobp.train.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.train.progress import Progress
 from autobp.common.text import format_number
@@ -185,7 +186,7 @@ class Trainer:
         uses_dropout = any(layer.dropout > 0 for layer in self.network.layers)
         self.dropout_rng = np.random.default_rng([seed, DROPOUT_STREAM]) if uses_dropout else None
         dtype = np.dtype(config.training.dtype)
-        self.loss_fn = LOSSES[config.loss]
+        self.loss_fn = LOSSES[config.loss].engine
         with np.errstate(over="ignore"):  # values beyond float32's range become inf; training then reports it
             self.X = dataset.X_train.astype(dtype, copy=False)
             self.y = loss_targets(dataset.y_train, config.loss, dtype)
@@ -197,7 +198,7 @@ class Trainer:
         self.total_steps = training.epochs * self.steps_per_epoch
         if training.max_steps is not None:
             self.total_steps = min(self.total_steps, training.max_steps)
-        self.metric = metric_names(dataset.task)[0]
+        self.metric = task_metric(dataset.task)
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -392,8 +393,8 @@ class Trainer:
         value = row[stopping.monitor]
         if value is None:
             return False
-        sign = 1.0 if stopping.monitor.endswith("loss") else -1.0  # minimise losses, maximise accuracy and R²
         best = self.best["value"]
+        sign = 1.0 if lower_is_better(stopping.monitor) else -1.0
         if best is None or sign * (best - value) > stopping.min_delta:
             self.best.update(value=value, epoch=self.epoch, state=self.network.state_dict(), waited=0)
             return False
@@ -447,7 +448,7 @@ class Trainer:
             rows = [row for row in self.history if row[key] is not None and math.isfinite(row[key])]
             if not rows:
                 continue
-            pick = min if key.endswith("loss") else max
+            pick = min if lower_is_better(key) else max
             row = pick(rows, key=lambda r: r[key])
             best[key] = {"value": row[key], "epoch": row["epoch"]}
         return best
