@@ -125,7 +125,7 @@ def sweep(
     from contextlib import nullcontext
 
     from autobp.common.errors import ConfigError
-    from autobp.sweep.plan import format_ranking, resume_sweep, run_sweep
+    from autobp.sweeps.plan import format_ranking, resume_sweep, run_sweep
 
     if resume is not None and (sources or overrides or name is not None or output is not None):
         raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
@@ -134,7 +134,7 @@ def sweep(
         raise ConfigError("--scheduler goes with --executor dask")
     pool = None
     if executor == "dask":
-        from autobp.sweep.cluster import DaskExecutor
+        from autobp.sweeps.cluster import DaskExecutor
 
         pool = DaskExecutor(scheduler, workers=jobs)
     with pool or nullcontext():
@@ -233,7 +233,8 @@ def report(
     come with their evidence and a suggestion naming config keys. Reads only the run directory's files, so it
     also works on runs that diverged, were interrupted or are still going.
     """
-    from autobp.tools.report import build_report, read_run, render
+    from autobp.rundir.reader import read_run
+    from autobp.tools.report import build_report, render
 
     log = read_run(run_dir)
     typer.echo(render(build_report(log), fmt))

@@ -16,10 +16,10 @@ import yaml
 
 pytest.importorskip("distributed")
 
-from autobp.sweep.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
+from autobp.sweeps.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
 from autobp.common.errors import ConfigError  # noqa: E402
-from autobp.sweep.executor import run_trial  # noqa: E402
-from autobp.sweep.plan import run_sweep  # noqa: E402
+from autobp.sweeps.executor import run_trial  # noqa: E402
+from autobp.sweeps.plan import run_sweep  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_dask_sweep_equals_the_local_pool_trial_for_trial(cluster, tmp_path: Pat
 def test_a_worker_needs_no_client_paths(tmp_path: Path, monkeypatch) -> None:
     """What a worker receives is enough: the data file's content, not its path on the client."""
     sweep_file = write_sweep(tmp_path, [0.01])
-    from autobp.sweep.plan import plan_sweep
+    from autobp.sweeps.plan import plan_sweep
 
     config = plan_sweep([sweep_file], output=tmp_path / "out").trials[0].config
     content = Path(config["data"]["path"]).read_bytes()

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.tools.plot import plot_run
-from autobp.tools.report import Report, read_run, render, report_run, sparkline
+from autobp.rundir.reader import read_run
+from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.common.text import format_number
 from autobp.train.runner import train
 
@@ -69,7 +70,7 @@ def test_deep_sigmoid_example_shows_vanishing_gradients(deep_sigmoid: Path) -> N
     evidence = report.diagnoses[0].evidence
     first = logged_median(deep_sigmoid, "layer0", "out_grad_norm")
     last = logged_median(deep_sigmoid, "layer8", "out_grad_norm")
-    assert evidence["signal_first_layer"] == pytest.approx(first, rel=1e-12)
+    assert evidence["signal"] == pytest.approx(first, rel=1e-12)
     assert evidence["signal_output_layer"] == pytest.approx(last, rel=1e-12)
     assert evidence["ratio"] == pytest.approx(last / first) and evidence["ratio"] > 1000
     assert "model.activation: relu" in report.diagnoses[0].suggestion
@@ -203,7 +204,7 @@ def test_json_has_the_numbers_the_text_shows(deep_sigmoid: Path) -> None:
     payload = json.loads(render(report, "json"))
     text = render(report, "text").splitlines()
     assert set(payload) == {"run_dir", "name", "status", "ending", "task", "epochs", "steps", "series", "curve",
-                            "sparkline", "layers", "diagnoses", "notes"}  # fmt: skip
+                            "sparkline", "layers", "verdicts", "diagnoses", "notes"}  # fmt: skip
     for layer in payload["layers"]:
         row = next(line.split() for line in text if line.startswith(layer["name"] + " "))
         numbers = [layer[key] for key in ("grad_norm_w_first", "grad_norm_w_median", "grad_norm_w_last",
@@ -214,7 +215,7 @@ def test_json_has_the_numbers_the_text_shows(deep_sigmoid: Path) -> None:
         assert row[1:] == [format_number(series["first"]), format_number(series["best"]), f"({series['best_epoch']})",
                            format_number(series["final"])]  # fmt: skip
     (diagnosis,) = payload["diagnoses"]
-    assert set(diagnosis) == {"kind", "layer", "evidence", "message", "suggestion"}
+    assert set(diagnosis) == {"kind", "layer", "layers", "evidence", "message", "suggestion"}
     line = f"- {diagnosis['kind']} ({diagnosis['layer']}): {diagnosis['message']}."
     assert line in text
     assert f"{payload['curve']} by epoch: {payload['sparkline']}" in text

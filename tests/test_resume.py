@@ -72,8 +72,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, monkeypatc
     assert broken.status == "interrupted"
     resumed = resume(broken.run_dir)
     assert resumed.status == "completed"
-    assert resumed.summary["steps"] == reference.summary["steps"] == 48
-    assert resumed.summary["final"] == reference.summary["final"]  # `final` leaves out the seconds column
+    assert resumed.summary.steps == reference.summary.steps == 48
+    assert resumed.summary.final == reference.summary.final  # `final` leaves out the seconds column
     assert_same_run(reference.run_dir, resumed.run_dir)
 
 
@@ -83,11 +83,11 @@ def test_early_stopping_state_survives_a_resume(tmp_path: Path, monkeypatch) -> 
     reference = train(big_lr)
     assert reference.status == "stopped_early"
     with monkeypatch.context() as patch:
-        interrupt_at(patch, reference.summary["steps"] - 5)
+        interrupt_at(patch, reference.summary.steps - 5)
         broken = train(big_lr)
     resumed = resume(broken.run_dir)
     assert resumed.status == "stopped_early"
-    assert resumed.summary["early_stopping"] == reference.summary["early_stopping"]
+    assert resumed.summary.early_stopping == reference.summary.early_stopping
     assert_same_run(reference.run_dir, resumed.run_dir)
 
 
@@ -98,7 +98,7 @@ def test_resuming_a_finished_run_does_nothing_and_extending_it_continues(tmp_pat
     assert again.exit_code == 0 and "nothing to do" in again.output
     assert (short.run_dir / "metrics.csv").read_text() == before
     extended = resume(short.run_dir, ["training.epochs=6"])
-    assert extended.summary["epochs"] == 6
+    assert extended.summary.epochs == 6
     assert_same_run(train(config(tmp_path)).run_dir, extended.run_dir)
     assert yaml.safe_load((short.run_dir / "config.yaml").read_text())["training"]["epochs"] == 6
 

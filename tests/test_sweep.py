@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError
-from autobp.sweep.executor import LocalExecutor
+from autobp.sweeps.executor import LocalExecutor
 from autobp.common.runtime import limit_blas_threads
-from autobp.sweep.plan import SweepFile, expand, format_ranking, plan_sweep, resume_sweep, run_sweep
+from autobp.sweeps.plan import SweepFile, expand, format_ranking, plan_sweep, resume_sweep, run_sweep
 
 # Linear data, identity activations, mse and a huge SGD step: the loss overflows within a few steps.
 REGRESSION = {"data": {"source": "linear", "n_samples": 80}, "loss": "mse",

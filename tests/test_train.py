@@ -79,13 +79,13 @@ def test_every_example_trains_through_the_cli(example: Path, tmp_path: Path) -> 
 def test_xor_reaches_full_accuracy(tmp_path: Path) -> None:
     result = train(CONFIGS / "xor.yaml", output=tmp_path)
     assert result.status == "completed"
-    assert result.summary["final"]["train_accuracy"] == 1.0
-    assert result.summary["final"]["val_accuracy"] == 1.0
+    assert result.summary.final["train_accuracy"] == 1.0
+    assert result.summary.final["val_accuracy"] == 1.0
 
 
 def test_spirals_quickstart_reaches_95_percent_validation_accuracy(tmp_path: Path) -> None:
     result = train(CONFIGS / "quickstart.yaml", output=tmp_path)
-    assert result.summary["final"]["val_accuracy"] >= 0.95
+    assert result.summary.final["val_accuracy"] >= 0.95
 
 
 def test_deep_sigmoid_example_shows_vanishing_gradients(tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ def test_deep_sigmoid_example_shows_vanishing_gradients(tmp_path: Path) -> None:
     layers = sorted({r["layer"] for r in rows}, key=lambda name: int(name[5:]))
     signal = {name: np.median([float(r["out_grad_norm"]) for r in rows if r["layer"] == name]) for name in layers}
     assert signal[layers[0]] * 100 <= signal[layers[-1]]
-    assert any("vanishing" in line for line in result.verdicts)
+    assert result.summary.health.layers[0].verdict == "vanishing"
 
 
 def test_huge_learning_rate_diverges_with_exit_code_3(tmp_path: Path) -> None:
@@ -228,7 +228,7 @@ def test_log_every_spaces_long_runs_to_about_2000_steps(tmp_path: Path) -> None:
 
 def test_max_steps_ends_the_run_completed(tmp_path: Path) -> None:
     result = train(small_config(tmp_path), ["training.max_steps=10"])
-    assert result.status == "completed" and result.summary["steps"] == 10
+    assert result.status == "completed" and result.summary.steps == 10
     assert read_csv(result.run_dir / "metrics.csv")[-1]["step"] == "10"
 
 
@@ -242,7 +242,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     assert result.status == "stopped_early"
     metrics = read_csv(result.run_dir / "metrics.csv")
     best = min(metrics, key=lambda r: float(r["val_loss"]))
-    assert result.summary["early_stopping"]["best_epoch"] == int(best["epoch"])
+    assert result.summary.early_stopping.best_epoch == int(best["epoch"])
     assert len(metrics) == int(best["epoch"]) + 3
     trainer_check = _evaluate_saved(result.run_dir, config)
     assert trainer_check == pytest.approx(float(best["val_loss"]), rel=1e-12)
@@ -274,7 +274,7 @@ def test_regression_metrics_are_reported_in_original_units(tmp_path: Path) -> No
     truth = dataset.y_val * dataset.y_std + dataset.y_mean
     assert val_loss == pytest.approx(np.mean((pred - truth) ** 2), rel=1e-10)
     r2 = 1 - np.sum((pred - truth) ** 2) / np.sum((truth - truth.mean()) ** 2)
-    assert result.summary["final"]["val_r2"] == pytest.approx(r2, rel=1e-10)
+    assert result.summary.final["val_r2"] == pytest.approx(r2, rel=1e-10)
 
 
 def test_float32_runs_stay_float32(tmp_path: Path) -> None:
@@ -297,7 +297,7 @@ def test_interrupt_saves_logs_and_weights_with_exit_130(tmp_path: Path, monkeypa
     monkeypatch.setattr(Trainer, "_train_step", interrupted)
     result = train(small_config(tmp_path))
     assert result.status == "interrupted" and result.exit_code == 130
-    assert result.summary["steps"] == 19  # the 20th step never finished
+    assert result.summary.steps == 19  # the 20th step never finished
     assert len(read_csv(result.run_dir / "metrics.csv")) == 3  # 6 steps per epoch: three whole epochs
     assert (result.run_dir / "model.npz").exists()
 
@@ -309,7 +309,7 @@ def test_unexpected_failure_is_recorded_with_exit_1(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(Trainer, "_train_step", broken)
     result = train(small_config(tmp_path))
     assert result.status == "failed" and result.exit_code == 1
-    assert result.summary["error"] == "RuntimeError: disk on fire"
+    assert result.summary.error == "RuntimeError: disk on fire"
 
 
 def test_summary_records_what_a_user_needs(tmp_path: Path) -> None:

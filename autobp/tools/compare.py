@@ -17,7 +17,8 @@ from typing import Any
 from autobp.common.text import flatten
 from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.spec.catalog import lower_is_better
-from autobp.tools.report import Report, build_report, is_run_dir, read_run, run_date, summarize_series
+from autobp.rundir.reader import is_run_dir, read_run, run_date
+from autobp.tools.report import Report, build_report, summarize_series
 from autobp.common.text import format_number, format_table, to_json
 
 SWEEP_FILES = ("sweep.yaml", "trials.csv")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from autobp.common.errors import AutobpError, ConfigError
-from autobp.tools.report import LayerLog, RunLog
+from autobp.rundir.reader import LayerLog, RunLog
 
 FORMATS = (".png", ".svg", ".pdf")
 INSTALL_HINT = "the gradient-flow plot needs matplotlib: pip install 'autobp[plot]'"

@@ -10,10 +10,10 @@ units that are dead (ReLU family: pre-activation ≤ 0 for the whole batch) or s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from autobp.health import SATURATION
 from autobp.model.network import Network, Trace
 from autobp.spec.catalog import ACTIVATIONS
 from autobp.common.files import CsvLog
@@ -23,10 +23,6 @@ COLUMNS = [
     "out_grad_norm", "grad_mean", "grad_std", "dead_fraction", "saturated_fraction",
 ]  # fmt: skip
 TARGET_LOGGED_STEPS = 2_000
-SATURATION = 3.0
-# Health thresholds, shared by the end-of-run verdicts and `autobp report`'s diagnoses.
-SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
-INACTIVE_FRACTION = 0.5  # dead (ReLU family) or saturated (tanh, sigmoid) share of a layer's units
 
 
 def log_interval(log_every: int | str, total_steps: int) -> int:
@@ -81,16 +77,6 @@ def inactive_fraction(activation: str, z: np.ndarray) -> tuple[float | None, flo
     return None, None
 
 
-@dataclass
-class LayerHistory:
-    """What the run remembers of one layer for its end-of-run verdict."""
-
-    out_grad_norm: list[float] = field(default_factory=list)
-    grad_norm_w: list[float] = field(default_factory=list)
-    dead_fraction: float | None = None
-    saturated_fraction: float | None = None
-
-
 class GradientLog:
     """Collects per-layer statistics at logged steps and appends them to gradients.csv."""
 
@@ -98,7 +84,6 @@ class GradientLog:
         self.network = network
         self.log = log
         self.interval = interval
-        self.history = [LayerHistory() for _ in network.layers]
         self._pending: list[list] = []
         # (step, ‖W_i‖ after its update): the weights the next step starts from, if that step is logged too.
         self._weight_norms: tuple[int, list[float]] = (-1, [])
@@ -136,21 +121,6 @@ class GradientLog:
             self._pending.append([
                 step, epoch, name, grad_w, grad_b, new_norm, ratio, out_grad, mean, std, dead, saturated,
             ])  # fmt: skip
-            memory = self.history[index]
-            if out_grad is not None:
-                memory.out_grad_norm.append(out_grad)
-            memory.grad_norm_w.append(grad_w)
-            memory.dead_fraction, memory.saturated_fraction = dead, saturated
-
-    def remember(self, rows: list[dict]) -> None:
-        """Take in rows logged before a resume, so the end-of-run verdicts cover the whole run."""
-        index = {layer.name: i for i, layer in enumerate(self.network.layers)}
-        for row in rows:
-            memory = self.history[index[row["layer"]]]
-            if row["out_grad_norm"] is not None:
-                memory.out_grad_norm.append(row["out_grad_norm"])
-            memory.grad_norm_w.append(row["grad_norm_w"])
-            memory.dead_fraction, memory.saturated_fraction = row["dead_fraction"], row["saturated_fraction"]
 
     def flush(self) -> None:
         """Write the buffered rows and flush the file."""
@@ -162,31 +132,3 @@ class GradientLog:
 
 def _ratio(update: float, weight: float) -> float:
     return update / weight if weight > 0 else math.inf
-
-
-def verdicts(network: Network, history: list[LayerHistory]) -> list[str]:
-    """One line per layer on its gradient health, judged against the output layer's signal."""
-    if not history or not history[-1].out_grad_norm:
-        return []
-    reference = float(np.median(history[-1].out_grad_norm))
-    lines = []
-    for layer, memory in zip(network.layers, history):
-        signal = float(np.median(memory.out_grad_norm))
-        lines.append(f"{layer.name} ({layer.activation}): {_verdict(signal, reference, memory)}")
-    return lines
-
-
-def _verdict(signal: float, reference: float, memory: LayerHistory) -> str:
-    relative = signal / reference if reference > 0 else math.nan
-    evidence = f"median ‖∂L/∂f‖ {signal:.2e}, {relative:.2g}× the output layer's"
-    if not math.isfinite(signal):
-        return f"non-finite gradients ({evidence})"
-    if relative * SIGNAL_RATIO < 1.0:
-        return f"vanishing ({evidence})"
-    if relative > SIGNAL_RATIO:
-        return f"exploding ({evidence})"
-    if memory.dead_fraction is not None and memory.dead_fraction > INACTIVE_FRACTION:
-        return f"{memory.dead_fraction:.0%} of units dead ({evidence})"
-    if memory.saturated_fraction is not None and memory.saturated_fraction > INACTIVE_FRACTION:
-        return f"{memory.saturated_fraction:.0%} of units saturated ({evidence})"
-    return f"healthy ({evidence})"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 
 import autobp
+from autobp.health import describe, judge
 from autobp.rundir import checkpoint
+from autobp.rundir.reader import read_run
+from autobp.rundir.summary import Best, EarlyStop, Status, Summary, read_summary, write_summary
 from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.model.network import Layer, Network, Trace, build_network
@@ -28,9 +31,9 @@ from autobp.spec.config import Config, check_name
 from autobp.spec.configfile import config_from_dict, dump_config, load_config
 from autobp.common.text import flatten
 from autobp.model.data import Dataset, load_dataset, resolve_config
-from autobp.common.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
+from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.train.gradstats import COLUMNS as GRADIENT_COLUMNS
-from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total, verdicts
+from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
 from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
 from autobp.train.metrics import Meter, evaluate, loss_targets
 from autobp.train.optim import build_optimizer, clip_grad_norm, learning_rate
@@ -38,13 +41,6 @@ from autobp.train.progress import Progress
 from autobp.common.text import format_number
 from autobp.common.runtime import keep_freed_memory
 
-EXIT_CODES = {
-    "completed": EXIT_OK,
-    "stopped_early": EXIT_OK,
-    "diverged": EXIT_DIVERGED,
-    "interrupted": EXIT_INTERRUPTED,
-    "failed": EXIT_FAILED,
-}
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
 # Independent random streams derived from the one seed, so e.g. adding dropout does not change the shuffling.
@@ -56,14 +52,13 @@ class RunResult:
     """What a finished run leaves: its directory, final status and summary (summary.json's content)."""
 
     run_dir: Path
-    status: str
-    summary: dict[str, Any]
-    verdicts: list[str] = field(default_factory=list)
+    status: Status
+    summary: Summary
     nothing_to_do: bool = False  # --resume of a run that had already finished
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.status]
+        return self.status.exit_code
 
 
 class Diverged(Exception):
@@ -152,12 +147,13 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = 
             f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
             "can be changed when resuming (start a new run for anything else)"
         )
-    previous = files.read_json(run_dir / rundir.SUMMARY_FILE) if (run_dir / rundir.SUMMARY_FILE).exists() else {}
-    if previous.get("status") in ("completed", "stopped_early") and not differing:
-        return RunResult(run_dir, previous["status"], previous, [], nothing_to_do=True)
+    summary_path = run_dir / rundir.SUMMARY_FILE
+    previous = read_summary(summary_path) if summary_path.exists() else None
+    if previous is not None and previous.status.finished and not differing:
+        return RunResult(run_dir, previous.status, previous, nothing_to_do=True)
     keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
-    trainer.restore(checkpoint.load(run_dir), resumed=[*previous.get("resumed", []), _now()])
+    trainer.restore(checkpoint.load(run_dir), resumed=[*(previous.resumed if previous else []), _now()])
     files.write_atomic(saved_path, dump_config(config))
     return trainer.run()
 
@@ -206,7 +202,6 @@ class Trainer:
         self.started = _now()
         self.resumed: list[str] = []
         self.elapsed_before = 0.0  # training seconds before this process took over (resume)
-        self._gradient_rows: list[dict[str, Any]] = []  # logged before a resume, for the end-of-run verdicts
         self._last_checkpoint = time.monotonic()
 
     def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> None:
@@ -220,7 +215,6 @@ class Trainer:
         files.rewrite_rows(metrics_path, self._metric_columns(), metrics)
         files.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
         self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
-        self._gradient_rows = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in gradients]
         if state is None:
             return
         self.network.load_state_dict(state.parameters, f"{self.run_dir / checkpoint.CHECKPOINT_FILE}")
@@ -263,7 +257,6 @@ class Trainer:
         metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
         gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
-        self.grads.remember(self._gradient_rows)
         self.progress.start(self.total_steps, self.config.name, self.step)
         try:
             # Overflow is how divergence starts; it is detected and reported, so numpy need not warn about it.
@@ -286,13 +279,14 @@ class Trainer:
         summary = self._summary(status, seconds, outcome)
         try:
             self._save_model()
-            files.write_json(self.run_dir / rundir.SUMMARY_FILE, summary)
+            summary.health = judge(read_run(self.run_dir, summary=summary))
+            write_summary(self.run_dir / rundir.SUMMARY_FILE, summary)
         except OSError as exc:
             raise AutobpError(
                 f"{self.run_dir}: the run ended ({status}) but its results could not be written "
                 f"({exc.strerror or exc}); the logs written until then are kept"
             ) from None
-        return RunResult(self.run_dir, status, summary, verdicts(self.network, self.grads.history))
+        return RunResult(self.run_dir, summary.status, summary)
 
     def _train(self, metrics_log: files.CsvLog, clock: float) -> str:
         training = self.config.training
@@ -414,35 +408,35 @@ class Trainer:
         arrays.update({key: value for key, value in extras.items() if value is not None})
         files.write_npz(self.run_dir / rundir.MODEL_FILE, arrays)
 
-    def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> dict[str, Any]:
+    def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> Summary:
         # Only an epoch's last batch can be short, so whole epochs plus full batches count the examples exactly.
         epochs, batches = divmod(self.step, self.steps_per_epoch)
         samples = epochs * len(self.X) + batches * self.batch_size
-        return {
-            "status": status,
+        return Summary(
+            status=status,
             **outcome,
-            "name": self.config.name,
-            "run_dir": str(self.run_dir),
-            "task": self.dataset.task,
-            "epochs": self.epoch,
-            "epochs_completed": len(self.history),
-            "steps": self.step,
-            "seconds": round(seconds, 6),
-            "steps_per_second": self.step / seconds if seconds > 0 else None,
-            "samples_per_second": samples / seconds if seconds > 0 else None,
-            "final": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k not in ("seconds",)},
-            "best": self._best_metrics(),
-            "early_stopping": None if self.best["epoch"] is None else {
-                "monitor": self.config.training.early_stopping.monitor, "best_epoch": self.best["epoch"],
-                "best_value": self.best["value"], "restored": True,
-            },  # fmt: skip
-            "started": self.started,
-            **({"resumed": self.resumed} if self.resumed else {}),
-            "ended": _now(),
-            "versions": {"autobp": autobp.__version__, "numpy": np.__version__, "python": platform.python_version()},
-        }
+            name=self.config.name,
+            run_dir=str(self.run_dir),
+            task=self.dataset.task,
+            epochs=self.epoch,
+            epochs_completed=len(self.history),
+            steps=self.step,
+            seconds=round(seconds, 6),
+            steps_per_second=self.step / seconds if seconds > 0 else None,
+            samples_per_second=samples / seconds if seconds > 0 else None,
+            final={k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "seconds"},
+            best=self._best_metrics(),
+            early_stopping=None if self.best["epoch"] is None else EarlyStop(
+                monitor=self.config.training.early_stopping.monitor, best_epoch=self.best["epoch"],
+                best_value=self.best["value"], restored=True,
+            ),  # fmt: skip
+            started=self.started,
+            resumed=self.resumed,
+            ended=_now(),
+            versions={"autobp": autobp.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        )
 
-    def _best_metrics(self) -> dict[str, dict[str, Any]]:
+    def _best_metrics(self) -> dict[str, Best]:
         best = {}
         for key in ("train_loss", "val_loss", f"train_{self.metric}", f"val_{self.metric}"):
             rows = [row for row in self.history if row[key] is not None and math.isfinite(row[key])]
@@ -450,25 +444,33 @@ class Trainer:
                 continue
             pick = min if lower_is_better(key) else max
             row = pick(rows, key=lambda r: r[key])
-            best[key] = {"value": row[key], "epoch": row["epoch"]}
+            best[key] = Best(value=row[key], epoch=row["epoch"])
         return best
 
 
 def format_summary(result: RunResult) -> str:
-    """The end-of-run report: status, final and best metrics, speed, one gradient verdict per layer, the path."""
+    """The end-of-run report: status, final and best metrics, speed, each layer's gradient verdict, the diagnoses
+    with their suggestions (the same judgement as `autobp report`), and the path."""
     summary = result.summary
-    lines = [f"{summary['name']}: {result.status} after {summary['epochs']} epochs, {summary['steps']} steps "
-             f"in {summary['seconds']:.2f} s ({summary['steps_per_second'] or 0:.0f} steps/s)"]  # fmt: skip
-    if "diverged" in summary:
-        lines.append(f"  diverged: {summary['diverged']['reason']}")
-    if "error" in summary:
-        lines.append(f"  error: {summary['error']}")
-    final = summary["final"]
-    for key, best in summary["best"].items():
-        lines.append(f"  {key:<16} final {format_number(final.get(key)):<10}  best {format_number(best['value']):<10} (epoch {best['epoch']})")
-    if result.verdicts:
+    lines = [f"{summary.name}: {summary.status} after {summary.epochs} epochs, {summary.steps} steps "
+             f"in {summary.seconds:.2f} s ({summary.steps_per_second or 0:.0f} steps/s)"]  # fmt: skip
+    if summary.diverged is not None:
+        lines.append(f"  diverged: {summary.diverged.reason}")
+    if summary.error is not None:
+        lines.append(f"  error: {summary.error}")
+    for key, best in summary.best.items():
+        final = format_number(summary.final.get(key))
+        lines.append(f"  {key:<16} final {final:<10}  best {format_number(best.value):<10} (epoch {best.epoch})")
+    health = summary.health
+    if health is not None and health.layers:
         lines.append("gradients (median ‖∂L/∂f_i‖ over logged steps):")
-        lines += [f"  {line}" for line in result.verdicts]
+        lines += [f"  {describe(verdict)}" for verdict in health.layers]
+    if health is not None and health.diagnoses:
+        lines.append("diagnoses (most likely cause first):")
+        for diagnosis in health.diagnoses:
+            where = f" ({diagnosis.layer})" if diagnosis.layer else ""
+            lines.append(f"  {diagnosis.kind}{where}: {diagnosis.message}; suggestion: {diagnosis.suggestion}")
+        lines.append(f"  details: autobp report {result.run_dir}")
     lines.append(f"run directory: {result.run_dir}")
     return "\n".join(lines)
 

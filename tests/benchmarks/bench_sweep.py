@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from autobp.sweep.executor import LocalExecutor, available_cores
-from autobp.sweep.plan import run_sweep
+from autobp.sweeps.executor import LocalExecutor, available_cores
+from autobp.sweeps.plan import run_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 

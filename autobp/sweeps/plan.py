@@ -24,7 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -35,6 +35,7 @@ from yaml.nodes import Node
 
 from autobp.common import files
 from autobp.rundir import layout as rundir
+from autobp.rundir.summary import Status, Summary, read_summary, summary_from_dict
 from autobp.spec.catalog import lower_is_better, task_metric
 from autobp.spec.config import Config, Monitor, check_name, monitor_problem, raise_problems
 from autobp.spec.configfile import (
@@ -52,7 +53,7 @@ from autobp.spec.configfile import (
 )
 from autobp.model.data import Dataset, load_dataset, resolve_config
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
-from autobp.sweep.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
+from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
 from autobp.train.progress import SweepProgress
 from autobp.common.text import format_number
 from autobp.common.text import format_table
@@ -389,23 +390,34 @@ class Outcome:
     """How a trial ended, or that it has not: its status and summary.json (just the error if it left none)."""
 
     status: str = PENDING
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: Summary | None = None
 
     @property
     def reason(self) -> str:
         """Why the trial did not complete, or ''."""
-        if "diverged" in self.summary:
-            return self.summary["diverged"]["reason"]
-        return self.summary.get("error", "")
+        if self.summary is None:
+            return ""
+        if self.summary.diverged is not None:
+            return self.summary.diverged.reason
+        return self.summary.error or ""
+
+    @property
+    def epochs(self) -> int | None:
+        return None if self.summary is None else self.summary.epochs
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.summary is None else self.summary.seconds
 
     def final(self, metric: str) -> float | None:
         """The metric's value at the last epoch (None if missing or not finite)."""
-        value = self.summary.get("final", {}).get(metric)
+        value = None if self.summary is None else self.summary.final.get(metric)
         return value if value is not None and math.isfinite(value) else None
 
     def best(self, metric: str) -> float | None:
         """The metric's best value over the epochs."""
-        return self.summary.get("best", {}).get(metric, {}).get("value")
+        best = None if self.summary is None else self.summary.best.get(metric)
+        return None if best is None else best.value
 
 
 def _other_metrics(sweep: Sweep) -> list[str]:
@@ -423,10 +435,9 @@ def _write_trials_csv(directory: Path, sweep: Sweep, outcomes: list[Outcome]) ->
     writer.writerow(["trial", "status", *sweep.trials[0].values, monitor, f"best_{monitor}", *others, "epochs",
                      "seconds", "run_dir", "reason"])  # fmt: skip
     for trial, outcome in zip(sweep.trials, outcomes):
-        summary = outcome.summary
-        finals = [summary.get("final", {}).get(metric) for metric in (monitor, *others)]
+        finals = [None if outcome.summary is None else outcome.summary.final.get(metric) for metric in (monitor, *others)]
         cells = [trial.name, outcome.status, *trial.values.values(), finals[0], outcome.best(monitor), *finals[1:],
-                 summary.get("epochs"), summary.get("seconds"), directory / trial.name, outcome.reason]  # fmt: skip
+                 outcome.epochs, outcome.seconds, directory / trial.name, outcome.reason]  # fmt: skip
         writer.writerow([_csv_cell(cell) for cell in cells])
     files.write_atomic(directory / TRIALS_FILE, buffer.getvalue())
 
@@ -532,8 +543,8 @@ def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, statuses: 
     summary = directory / trial.name / rundir.SUMMARY_FILE
     if statuses.get(trial.name) not in FINISHED or old.identity != trial.identity or not summary.is_file():
         return Outcome()
-    content = files.read_json(summary)
-    return Outcome(content["status"], content)
+    content = read_summary(summary)
+    return Outcome(str(content.status), content)
 
 
 def _check_free_space(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
@@ -629,7 +640,7 @@ class _Scheduler:
             self.outcomes[index] = Outcome()
             return
         if error is not None:
-            outcome = Outcome("failed", {"error": f"{type(error).__name__}: {error}"})
+            outcome = Outcome("failed", Summary(status=Status.FAILED, error=f"{type(error).__name__}: {error}"))
         else:
             outcome = _outcome(future.result())
         self.shared.discard(index)
@@ -658,7 +669,7 @@ class _Scheduler:
 
 def _outcome(result: dict[str, Any]) -> Outcome:
     """The outcome `run_trial` reports."""
-    return Outcome(result["status"], result["summary"])
+    return Outcome(result["status"], summary_from_dict(result["summary"]))
 
 
 # --- the ranked table ---------------------------------------------------------------------------------------------
@@ -677,11 +688,10 @@ def format_ranking(result: SweepResult) -> str:
     ranking = result.ranking()
     for place, index in enumerate(ranking, start=1):
         trial, outcome = sweep.trials[index], outcomes[index]
-        summary = outcome.summary
         ranked = _ranked_value(outcome, monitor) is not None
         rows.append([
             place if ranked else "-", trial.name, outcome.status, *trial.values.values(), outcome.final(monitor),
-            outcome.best(monitor), summary.get("epochs"), summary.get("seconds"), outcome.reason,
+            outcome.best(monitor), outcome.epochs, outcome.seconds, outcome.reason,
         ])  # fmt: skip
     lines += format_table(rows[0], [[_cell(cell) for cell in row] for row in rows[1:]])
     best = _best_text(sweep, outcomes)

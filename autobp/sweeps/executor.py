@@ -42,14 +42,15 @@ def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     Plain data in and out, so that any executor can ship it: returns {"status": ..., "summary": summary.json}.
     """
     from autobp.common.errors import AutobpError
+    from autobp.rundir.summary import Status, Summary
     from autobp.train.runner import prepare, run
 
     try:
         resolved, dataset = prepare(config)
     except AutobpError as err:  # the sweep validated the trial, but its data file may have changed since
-        return {"status": "failed", "summary": {"status": "failed", "error": str(err)}}
+        return {"status": "failed", "summary": Summary(status=Status.FAILED, error=str(err)).to_dict()}
     result = run(resolved, dataset, Path(run_dir), quiet=True)
-    return {"status": result.status, "summary": result.summary}
+    return {"status": str(result.status), "summary": result.summary.to_dict()}
 
 
 def available_cores() -> int:

@@ -22,9 +22,10 @@ import yaml
 
 from autobp.common import files
 from autobp.rundir import layout as rundir
+from autobp.rundir.summary import Summary, read_summary, write_summary
 from autobp.spec.configfile import config_from_dict, dump_config
 from autobp.common.errors import ConfigError, DataError
-from autobp.sweep.executor import available_cores
+from autobp.sweeps.executor import available_cores
 from autobp.common.runtime import BLAS_THREAD_VARIABLES
 
 INSTALL_HINT = "the dask executor needs Dask's distributed: pip install 'autobp[dask]'"
@@ -84,8 +85,9 @@ class DaskExecutor:
         self._running.discard(remote)
         try:
             outcome, archive = remote.result()
-            unpack(archive, run_dir, config)
-            outcome["summary"]["run_dir"] = str(run_dir)
+            summary = unpack(archive, run_dir, config)
+            if summary is not None:
+                outcome["summary"] = summary.to_dict()
         except BaseException as exc:  # noqa: BLE001 — the sweep records any failure as the trial's outcome
             result.set_exception(exc)
             return
@@ -169,8 +171,9 @@ def pack(run_dir: Path) -> bytes:
     return buffer.getvalue()
 
 
-def unpack(archive: bytes, run_dir: Path, config: dict) -> None:
-    """Write a run archive into `run_dir`, and point its config.yaml back at the client's files."""
+def unpack(archive: bytes, run_dir: Path, config: dict) -> Summary | None:
+    """Write a run archive into `run_dir`, point its config.yaml back at the client's files and its summary at
+    `run_dir`; return that summary (None if the trial left none)."""
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         for member in tar.getmembers():
             # A run directory is flat: anything else (a path, a link) did not come from `pack`.
@@ -178,11 +181,12 @@ def unpack(archive: bytes, run_dir: Path, config: dict) -> None:
                 raise DataError(f"{run_dir.name}: the worker sent an unexpected archive member {member.name!r}")
             files.write_atomic(run_dir / member.name, tar.extractfile(member).read())
     _restore_paths(run_dir / rundir.CONFIG_FILE, config)
-    summary = run_dir / rundir.SUMMARY_FILE
-    if summary.exists():
-        content = files.read_json(summary)
-        content["run_dir"] = str(run_dir)
-        files.write_json(summary, content)
+    path = run_dir / rundir.SUMMARY_FILE
+    if not path.exists():
+        return None
+    summary = read_summary(path).model_copy(update={"run_dir": str(run_dir)})
+    write_summary(path, summary)
+    return summary
 
 
 def _restore_paths(config_file: Path, config: dict) -> None:

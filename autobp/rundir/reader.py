@@ -1,0 +1,154 @@
+"""Reading a run directory back: every file the trainer leaves, each damaged or missing file a note, not a crash.
+
+Tools (report, compare, runs, plots) read runs only through this module, so runs that diverged, were interrupted
+or were killed read the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from autobp.common import files
+from autobp.common.errors import AutobpError, DataError
+from autobp.common.files import load_npz
+from autobp.rundir import layout as rundir
+from autobp.rundir.summary import Summary, read_summary
+from autobp.spec.config import Config
+from autobp.spec.configfile import load_config
+
+RUN_FILES = (rundir.SUMMARY_FILE, rundir.METRICS_FILE, rundir.GRADIENTS_FILE, rundir.CONFIG_FILE)
+_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
+
+T = TypeVar("T")
+
+
+@dataclass
+class LayerLog:
+    """One layer's rows of gradients.csv, column by column; None is an empty cell."""
+
+    name: str
+    steps: list[int] = field(default_factory=list)
+    columns: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def values(self, column: str) -> list[float | None]:
+        return self.columns.get(column, [None] * len(self.steps))
+
+
+@dataclass
+class RunLog:
+    """Everything a run directory holds that the report uses; `notes` lists files that could not be read."""
+
+    path: Path
+    summary: Summary | None
+    config: Config | None
+    metrics: list[dict[str, float | None]]
+    layers: list[LayerLog]
+    shapes: dict[str, tuple[int, ...]]
+    notes: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def status(self) -> str:
+        return self.summary.status if self.summary else "unfinished"
+
+    def activations(self) -> list[str]:
+        """Each layer's activation, input to output (empty without a readable config)."""
+        return [spec.activation for spec in self.config.model.layers] if self.config else []
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None = None) -> RunLog:
+    """Read a run directory; a missing or damaged file becomes a note, not an error (DataError if not a run).
+
+    The trainer passes the `summary` it is about to write, to judge its own run exactly as `report` will."""
+    if not is_run_dir(path):
+        raise DataError(f"{path}: not a run directory (it has none of {', '.join(RUN_FILES)}); "
+                        "`autobp runs` lists the run directories")  # fmt: skip
+    notes: list[str] = []
+    if summary is None:
+        summary = _optional(path / rundir.SUMMARY_FILE, read_summary, notes)
+    config = _optional(path / rundir.CONFIG_FILE, load_config, notes)
+    metrics = _optional(path / rundir.METRICS_FILE, _read_numbers, notes) or []
+    layers: list[LayerLog] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    if with_gradients:
+        rows = _optional(path / rundir.GRADIENTS_FILE, _read_numbers, notes) or []
+        layers = _layer_logs(rows)
+        shapes = _optional(path / rundir.MODEL_FILE, _read_shapes, notes) or {}
+    return RunLog(path, summary, config, metrics, layers, shapes, notes)
+
+
+def run_date(path: Path) -> datetime:
+    """When a run or sweep started: the stamp in its directory name, else the directory's modification time."""
+    match = _STAMP.search(path.name)
+    if match:
+        return datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
+    return datetime.fromtimestamp(path.stat().st_mtime)
+
+
+def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | None:
+    if not path.exists():
+        return None
+    try:
+        return reader(path)
+    except AutobpError as err:
+        notes.append(str(err))
+        return None
+
+
+def _read_numbers(path: Path) -> list[dict[str, Any]]:
+    """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None."""
+    rows = files.read_rows(path)
+    parsed = []
+    for index, row in enumerate(rows):
+        try:
+            parsed.append({key: files.parse_cell(key, value) for key, value in row.items() if key is not None})
+        except ValueError:
+            # A run killed while writing can leave half a number on its last line: that row is dropped.
+            if index < len(rows) - 1:
+                bad = next(k for k, v in row.items() if k is not None and not _parses(k, v))
+                raise DataError(f"{path}:{index + 2}: column {bad}: {row[bad]!r} is not a number") from None
+    return parsed
+
+
+def _parses(column: str, value: str | None) -> bool:
+    try:
+        files.parse_cell(column, value)
+    except ValueError:
+        return False
+    return True
+
+
+def _layer_logs(rows: list[dict[str, Any]]) -> list[LayerLog]:
+    layers: dict[str, LayerLog] = {}
+    for row in rows:
+        name, step = row.get("layer"), row.get("step")
+        if name is None or step is None:
+            continue
+        log = layers.setdefault(name, LayerLog(name))
+        log.steps.append(int(step))
+        for column, value in row.items():
+            if column not in ("layer", "step", "epoch"):
+                log.columns.setdefault(column, []).append(value)
+    return sorted(layers.values(), key=lambda log: _layer_index(log.name))
+
+
+def _layer_index(name: str) -> int:
+    digits = name.removeprefix("layer")
+    return int(digits) if digits.isdigit() else 1 << 30
+
+
+def _read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    arrays = load_npz(path)
+    return {key.removesuffix(".weight"): value.shape for key, value in arrays.items() if key.endswith(".weight")}

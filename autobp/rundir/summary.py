@@ -1,0 +1,158 @@
+"""summary.json: how a run ended and what it reached. One model, used by the trainer that writes it and by every
+reader (report, compare, runs, sweeps, resume, the Dask client).
+
+Unknown keys are ignored when reading, so files written by a newer autobp still load.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autobp.common import files
+from autobp.common.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, DataError
+
+
+class Status(str, Enum):
+    """How a run ended."""
+
+    COMPLETED = "completed"  # the last epoch or training.max_steps
+    STOPPED_EARLY = "stopped_early"  # early stopping; the best epoch's weights were restored
+    DIVERGED = "diverged"  # a non-finite loss or gradient
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    FAILED = "failed"  # anything unexpected; `error` says what
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """Trained as far as asked: nothing left for --resume to do unless the run is extended."""
+        return self in (Status.COMPLETED, Status.STOPPED_EARLY)
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+_EXIT_CODES = {
+    Status.COMPLETED: EXIT_OK,
+    Status.STOPPED_EARLY: EXIT_OK,
+    Status.DIVERGED: EXIT_DIVERGED,
+    Status.INTERRUPTED: EXIT_INTERRUPTED,
+    Status.FAILED: EXIT_FAILED,
+}
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Divergence(_Record):
+    """The step and first layer whose gradient went non-finite (layer None: the loss itself)."""
+
+    step: int
+    layer: str | None = None
+    reason: str = ""
+
+
+class EarlyStop(_Record):
+    """What early stopping kept: the monitored metric's best value and its epoch, whose weights were restored."""
+
+    monitor: str
+    best_epoch: int
+    best_value: float
+    restored: bool = True
+
+
+class Best(_Record):
+    value: float
+    epoch: int
+
+
+class LayerVerdict(_Record):
+    """One layer's gradient health, judged against the output layer's signal (see autobp.health)."""
+
+    layer: str
+    activation: str | None
+    verdict: str
+    signal: float | None
+    """Median ‖∂L/∂f‖ over the logged steps (finite values only)."""
+    relative: float | None
+    """`signal` over the output layer's."""
+
+
+class Diagnosis(_Record):
+    """A problem the logs show: what, where, the numbers, and what to change."""
+
+    kind: str
+    layer: str | None
+    layers: list[str] = Field(default_factory=list)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    message: str
+    suggestion: str
+
+
+class Health(_Record):
+    """The one gradient-health judgement of a run, as `train` printed it and `report` shows it."""
+
+    layers: list[LayerVerdict] = Field(default_factory=list)
+    diagnoses: list[Diagnosis] = Field(default_factory=list)
+
+
+class Summary(_Record):
+    """The content of summary.json."""
+
+    status: Status
+    diverged: Divergence | None = None
+    error: str | None = None
+    name: str = ""
+    run_dir: str = ""
+    task: str | None = None
+    epochs: int = 0
+    """The epoch the run was in when it ended."""
+    epochs_completed: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    steps_per_second: float | None = None
+    samples_per_second: float | None = None
+    final: dict[str, float | int | None] = Field(default_factory=dict)
+    """The last row of metrics.csv, less its time column."""
+    best: dict[str, Best] = Field(default_factory=dict)
+    early_stopping: EarlyStop | None = None
+    started: str | None = None
+    resumed: list[str] = Field(default_factory=list)
+    ended: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    health: Health | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (what summary.json holds); `diverged`, `error` and `health` only where they apply."""
+        optional = {key for key in ("diverged", "error", "health") if getattr(self, key) is None}
+        return self.model_dump(mode="json", exclude=optional)
+
+
+def write_summary(path: Path, summary: Summary) -> None:
+    """Write summary.json atomically."""
+    files.write_json(path, summary.to_dict())
+
+
+def read_summary(path: Path) -> Summary:
+    """summary.json as a Summary (DataError naming the file if it is not valid JSON or not a summary)."""
+    try:
+        return Summary.model_validate(files.read_json(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise DataError(f"{path}: unexpected content ({where}: {first['msg']})") from None
+
+
+def summary_from_dict(content: dict[str, Any]) -> Summary:
+    """A Summary from plain data shipped between processes (what `to_dict` made)."""
+    return Summary.model_validate(content)
