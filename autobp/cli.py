@@ -64,7 +64,7 @@ def validate(
     problem found (exit code 2).
     """
     from autobp.spec.configfile import dump_config
-    from autobp.train.runner import prepare
+    from autobp.model.prepare import prepare
 
     resolved, _ = prepare(config, overrides or ())
     typer.echo(dump_config(resolved), nl=False)

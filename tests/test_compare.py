@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.tools.compare import compare_runs, flatten, list_runs
-from autobp.train.runner import prepare, run, train
+from autobp.model.prepare import prepare
+from autobp.train.runner import run, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 XOR = CONFIGS / "xor.yaml"

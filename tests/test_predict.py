@@ -14,7 +14,8 @@ from autobp.cli import app
 from autobp.model.data import Dataset
 from autobp.common.errors import DataError
 from autobp.tools.predict import load_model, predict_file
-from autobp.train.runner import prepare, train
+from autobp.model.prepare import prepare
+from autobp.train.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -164,7 +164,7 @@ def test_gradient_log_matches_a_hand_computed_step(tmp_path: Path) -> None:
         optimizer={"name": "sgd", "lr": 0.1},
         training={"epochs": 1, "batch_size": None},
     )
-    from autobp.train.runner import prepare
+    from autobp.model.prepare import prepare
 
     resolved, dataset = prepare(config)
     w0_init = Trainer(resolved, dataset, tmp_path, _Silent()).network.state_dict()
@@ -250,7 +250,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
 
 def _evaluate_saved(run_dir: Path, config: dict) -> float:
     from autobp.common.files import load_npz
-    from autobp.train.runner import prepare
+    from autobp.model.prepare import prepare
 
     resolved, dataset = prepare(config)
     trainer = Trainer(resolved, dataset, run_dir, _Silent())

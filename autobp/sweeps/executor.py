@@ -43,7 +43,8 @@ def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """
     from autobp.common.errors import AutobpError
     from autobp.rundir.summary import Status, Summary
-    from autobp.train.runner import prepare, run
+    from autobp.model.prepare import prepare
+    from autobp.train.runner import run
 
     try:
         resolved, dataset = prepare(config)

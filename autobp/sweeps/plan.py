@@ -49,9 +49,8 @@ from autobp.spec.configfile import (
     show,
     suggest,
     written_path,
-    load_config,
 )
-from autobp.model.data import Dataset, load_dataset, resolve_config
+from autobp.model.prepare import DatasetCache, prepare
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
 from autobp.train.progress import SweepProgress
@@ -306,13 +305,13 @@ def _override(key: str, value: Any) -> str:
 def _trials(variants: list[tuple[dict[str, Any], Path, list[str]]], monitor: str, *, same: str | None) -> list[Trial]:
     """Load and resolve each (values, config file, overrides) variant; the first error stops, naming its trial.
     Two trials that train the same config are an error explained by `same`, unless it is None."""
-    datasets: dict[str, Dataset] = {}
+    datasets: DatasetCache = {}
     trials: list[Trial] = []
     seen: dict[str, Trial] = {}
     for index, (values, path, overrides) in enumerate(variants):
         name = f"trial-{index:03d}"
         try:
-            config, dataset = _resolved(load_config(path, overrides), datasets)
+            config, dataset = prepare(path, overrides, datasets=datasets)
             _check_monitor(config, monitor)
         except (ConfigError, DataError) as err:
             raise type(err)(f"{_label(name, values)}: {err}") from None
@@ -322,14 +321,6 @@ def _trials(variants: list[tuple[dict[str, Any], Path, list[str]]], monitor: str
         seen[trial.identity] = trial
         trials.append(trial)
     return trials
-
-
-def _resolved(config: Config, datasets: dict[str, Dataset]) -> tuple[Config, Dataset]:
-    # The data depends only on data, loss and seed: trials that share them load it once.
-    key = json.dumps([config.data.model_dump(mode="json"), config.loss, config.seed])
-    if key not in datasets:
-        datasets[key] = load_dataset(config)
-    return resolve_config(config, datasets[key]), datasets[key]
 
 
 def _check_monitor(config: Config, monitor: str) -> None:

@@ -28,10 +28,11 @@ from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.model.network import Layer, Network, Trace, build_network
 from autobp.spec.config import Config, check_name
-from autobp.spec.configfile import config_from_dict, dump_config, load_config
+from autobp.spec.configfile import dump_config, load_config
 from autobp.common.text import flatten
-from autobp.model.data import Dataset, load_dataset, resolve_config
-from autobp.common.errors import AutobpError, ConfigError, DataError
+from autobp.model.data import Dataset
+from autobp.model.prepare import prepare
+from autobp.common.errors import AutobpError, ConfigError
 from autobp.train.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
 from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
@@ -68,27 +69,6 @@ class Diverged(Exception):
         super().__init__(f"non-finite {'loss' if layer is None else 'gradient in ' + layer} at step {step}")
         self.step = step
         self.layer = layer
-
-
-def prepare(config: Config | dict | str | Path, overrides: Sequence[str] = ()) -> tuple[Config, Dataset]:
-    """Load and validate the config, load its data, resolve the config against it and check `model.init_from`:
-    everything that can be wrong is found before a run directory exists (ConfigError/DataError)."""
-    source = "<config>"
-    if isinstance(config, Config):
-        config = config.model_dump(mode="json")
-    if isinstance(config, dict):
-        config = config_from_dict(config, overrides)
-    else:
-        source = str(config)
-        config = load_config(config, overrides)
-    try:
-        dataset = load_dataset(config)
-        resolved = resolve_config(config, dataset)
-        if resolved.model.init_from:
-            build_network(resolved, dataset.n_features, np.random.default_rng(0))  # loads and checks the file
-        return resolved, dataset
-    except (ConfigError, DataError) as err:
-        raise type(err)(f"{source}: {err}") from None
 
 
 def train(
