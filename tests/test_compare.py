@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.tools.compare import compare_runs, flatten, list_runs
-from autobp.model.prepare import prepare
-from autobp.train.runner import run, train
+from autobp.sweeps.plan import run_sweep
+from autobp.train.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 XOR = CONFIGS / "xor.yaml"
@@ -30,13 +30,11 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         made = train(XOR, ["training.epochs=3", f"optimizer.lr={lr}"], output=root / "tmp").run_dir
         made.rename(root / f"xor-2026010{day}-120000")
     (root / "tmp").rmdir()
-    sweep = root / "sweeps" / "xor-sweep-20260105-090000"
-    sweep.mkdir(parents=True)
-    (sweep / "sweep.yaml").write_text("base: xor.yaml\n")
-    for index, units in enumerate((1, 8)):  # one tanh unit cannot separate xor
-        config, dataset = prepare(XOR, ["training.epochs=2", f"model.hidden=[{units}]"])
-        (sweep / f"trial-{index:03d}").mkdir()
-        run(config, dataset, sweep / f"trial-{index:03d}")
+    sweep_file = root.parent / "xor-sweep.yaml"
+    # One tanh unit cannot separate xor; ranked by val_loss, as `runs` must rank it too.
+    sweep_file.write_text(f"base: {XOR}\nmonitor: val_loss\nparameters:\n  model.hidden: [[1], [8]]\n")
+    made = run_sweep([sweep_file], ["training.epochs=2"], name="xor-sweep", output=root, jobs=1).directory
+    made.rename(root / "sweeps" / "xor-sweep-20260105-090000")
     return root
 
 
@@ -115,7 +113,10 @@ def test_runs_lists_runs_and_sweeps_newest_first(folder: Path) -> None:
     assert [e.epochs for e in listed] == [None, 3, 3, 3]
     best = json.loads((folder / "xor-20260101-120000" / "summary.json").read_text())["best"]["val_accuracy"]["value"]
     assert listed[-1].best == f"val_accuracy {best:.4g}"
-    assert listed[0].best.startswith("val_accuracy ") and listed[0].best.endswith("(trial-001)")
+    trials = {row["trial"]: float(row["val_loss"]) for row in csv.DictReader(
+        open(folder / "sweeps" / "xor-sweep-20260105-090000" / "trials.csv", newline=""))}  # fmt: skip
+    winner = min(trials, key=trials.get)
+    assert listed[0].best == f"val_loss {trials[winner]:.4g} ({winner})"  # the monitor the sweep ranked by
 
 
 def test_runs_skips_an_unreadable_run_with_a_note(folder: Path, tmp_path: Path) -> None:

@@ -52,19 +52,17 @@ from autobp.spec.configfile import (
 )
 from autobp.model.prepare import DatasetCache, prepare
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
+from autobp.sweeps.record import (
+    FINISHED, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, SweepRecord, TrialRecord, rank, ranked_value,
+    read_record,
+)
 from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
 from autobp.train.progress import SweepProgress
 from autobp.common.text import format_number
 from autobp.common.text import format_table
 from autobp.train.runner import estimated_size
 
-SWEEP_FILE = "sweep.yaml"
-TRIALS_FILE = "trials.csv"
-FINISHED = ("completed", "stopped_early")  # statuses of trials that need no second run
-PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
-
 Method = Literal["grid", "random"]
-Mode = Literal["min", "max"]
 _CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode)}
 
 
@@ -339,24 +337,6 @@ def _identity(config: Config) -> str:
 # --- the sweep directory ------------------------------------------------------------------------------------------
 
 
-class TrialRecord(_Strict):
-    trial: str
-    values: dict[str, Any]
-    identity: str
-
-
-class SweepRecord(_Strict):
-    """sweep.yaml: where the trials come from, how they are ranked, and each trial's values and identity."""
-
-    name: str
-    sources: list[str]
-    overrides: list[str]
-    monitor: Monitor
-    mode: Mode
-    settings: dict[str, Any] | None
-    trials: list[TrialRecord]
-
-
 def _write_record(directory: Path, sweep: Sweep) -> None:
     record = SweepRecord(
         name=sweep.name, sources=sweep.sources, overrides=sweep.overrides, monitor=sweep.monitor, mode=sweep.mode,
@@ -364,51 +344,6 @@ def _write_record(directory: Path, sweep: Sweep) -> None:
         trials=[TrialRecord(trial=t.name, values=t.values, identity=t.identity) for t in sweep.trials],
     )  # fmt: skip
     files.write_atomic(directory / SWEEP_FILE, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False))
-
-
-def _read_record(directory: Path) -> SweepRecord:
-    path = directory / SWEEP_FILE
-    if not path.is_file():
-        raise ConfigError(f"{directory}: not a sweep directory (it has no {SWEEP_FILE})")
-    try:
-        return SweepRecord.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({err})") from None
-
-
-@dataclass
-class Outcome:
-    """How a trial ended, or that it has not: its status and summary.json (just the error if it left none)."""
-
-    status: str = PENDING
-    summary: Summary | None = None
-
-    @property
-    def reason(self) -> str:
-        """Why the trial did not complete, or ''."""
-        if self.summary is None:
-            return ""
-        if self.summary.diverged is not None:
-            return self.summary.diverged.reason
-        return self.summary.error or ""
-
-    @property
-    def epochs(self) -> int | None:
-        return None if self.summary is None else self.summary.epochs
-
-    @property
-    def seconds(self) -> float | None:
-        return None if self.summary is None else self.summary.seconds
-
-    def final(self, metric: str) -> float | None:
-        """The metric's value at the last epoch (None if missing or not finite)."""
-        value = None if self.summary is None else self.summary.final.get(metric)
-        return value if value is not None and math.isfinite(value) else None
-
-    def best(self, metric: str) -> float | None:
-        """The metric's best value over the epochs."""
-        best = None if self.summary is None else self.summary.best.get(metric)
-        return None if best is None else best.value
 
 
 def _other_metrics(sweep: Sweep) -> list[str]:
@@ -474,22 +409,7 @@ class SweepResult:
 
     def ranking(self) -> list[int]:
         """Trial indices, best first: trials that completed by their final monitored value, then the others."""
-        return rank(self.sweep, self.outcomes)
-
-
-def rank(sweep: Sweep, outcomes: list[Outcome]) -> list[int]:
-    """Trial indices, best first: trials that completed by their final monitored value, then the others in order."""
-    sign = 1.0 if sweep.mode == "min" else -1.0
-
-    def key(index: int) -> tuple[bool, float, int]:
-        value = _ranked_value(outcomes[index], sweep.monitor)
-        return value is None, 0.0 if value is None else sign * value, index
-
-    return sorted(range(len(outcomes)), key=key)
-
-
-def _ranked_value(outcome: Outcome, monitor: str) -> float | None:
-    return outcome.final(monitor) if outcome.status in FINISHED else None
+        return rank(self.sweep.monitor, self.sweep.mode, self.outcomes)
 
 
 def run_sweep(
@@ -517,7 +437,7 @@ def resume_sweep(
 ) -> SweepResult:  # fmt: skip
     """Run again, in place, the trials of a sweep directory that did not complete or whose config has changed."""
     directory = Path(directory).resolve()
-    record = _read_record(directory)
+    record = read_record(directory)
     sweep = plan_sweep(record.sources, record.overrides, name=record.name)
     if len(sweep.trials) != len(record.trials):
         raise ConfigError(f"{directory}: the sweep now has {len(sweep.trials)} trials, not {len(record.trials)} "
@@ -679,7 +599,7 @@ def format_ranking(result: SweepResult) -> str:
     ranking = result.ranking()
     for place, index in enumerate(ranking, start=1):
         trial, outcome = sweep.trials[index], outcomes[index]
-        ranked = _ranked_value(outcome, monitor) is not None
+        ranked = ranked_value(outcome, monitor) is not None
         rows.append([
             place if ranked else "-", trial.name, outcome.status, *trial.values.values(), outcome.final(monitor),
             outcome.best(monitor), outcome.epochs, outcome.seconds, outcome.reason,
@@ -697,8 +617,8 @@ def format_ranking(result: SweepResult) -> str:
 
 def _best_text(sweep: Sweep, outcomes: list[Outcome]) -> str | None:
     """`val_loss 0.0123 (trial-004)` for the best trial so far, or None while no trial has completed."""
-    best = rank(sweep, outcomes)[0]
-    value = _ranked_value(outcomes[best], sweep.monitor)
+    best = rank(sweep.monitor, sweep.mode, outcomes)[0]
+    value = ranked_value(outcomes[best], sweep.monitor)
     return None if value is None else f"{sweep.monitor} {_cell(value)} ({sweep.trials[best].name})"
 
 

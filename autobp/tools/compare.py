@@ -14,31 +14,20 @@ from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from autobp.common.text import flatten
 from autobp.common.errors import AutobpError, ConfigError, DataError
-from autobp.spec.catalog import lower_is_better
+from autobp.common.text import flatten, format_number, format_table, to_json
+from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir, read_run, run_date
+from autobp.rundir.summary import read_summary
+from autobp.spec.catalog import METRICS, lower_is_better
+from autobp.sweeps.record import Outcome, is_sweep_dir, rank, ranked_value, read_record, trial_dirs
 from autobp.tools.report import Report, build_report, summarize_series
-from autobp.common.text import format_number, format_table, to_json
 
-SWEEP_FILES = ("sweep.yaml", "trials.csv")
 # The run column already shows the name, and where a run was written says nothing about how it trained.
 IGNORED_KEYS = ("name", "output.dir")
 # The metric that stands for a run in `autobp runs`: the first one it has, by its best value.
-HEADLINE_METRICS = ("val_accuracy", "val_r2", "val_loss", "train_accuracy", "train_r2", "train_loss")
+HEADLINE_METRICS = tuple(f"{split}_{metric}" for split in ("val", "train") for metric in sorted(METRICS, key="loss".__eq__))
 SIGNAL_RATIO = "signal_ratio"
-
-
-def is_sweep_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in SWEEP_FILES)
-
-
-def trial_dirs(sweep: Path) -> list[Path]:
-    """A sweep's trial run directories, in trial order."""
-    return sorted(p for p in sweep.iterdir() if p.name.startswith("trial-") and is_run_dir(p))
-
-
-# --- compare -------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -230,26 +219,25 @@ def _run_entry(path: Path, name: str) -> ListedRun:
 
 
 def _sweep_entry(path: Path, name: str, notes: list[str]) -> ListedRun:
-    statuses: Counter[str] = Counter()
-    results = []
-    for trial in trial_dirs(path):
+    """A sweep's line: its trials' statuses and its best trial, ranked as the sweep itself ranks them."""
+    record = read_record(path)
+    outcomes = []
+    for trial in record.trials:
+        summary_path = path / trial.trial / rundir.SUMMARY_FILE
+        summary = None
         try:
-            log = read_run(trial, with_gradients=False)
-        except (OSError, AutobpError) as exc:
-            notes.append(f"skipped {trial}: {exc}")
-            continue
-        statuses[log.status] += 1
-        results.append((trial.name, *_headline(log.metrics)))
-    scored = [result for result in results if result[1] is not None and result[2] is not None]
-    best_text = "-"
-    if scored:
-        metric = scored[0][1]
-        same = [result for result in scored if result[1] == metric]
-        trial, _, value = (min if lower_is_better(metric) else max)(same, key=lambda result: result[2])
-        best_text = f"{metric} {format_number(value)} ({trial})"
-    status = ", ".join(f"{count} {name}" for name, count in statuses.most_common()) or "no trials yet"
-    kind = f"sweep, {sum(statuses.values())} trials"
-    return ListedRun(name, kind, status, run_date(path), None, best_text, str(path))
+            summary = read_summary(summary_path) if summary_path.is_file() else None
+        except AutobpError as exc:
+            notes.append(f"skipped {path / trial.trial}: {exc}")
+        outcomes.append(Outcome("unfinished" if summary is None else str(summary.status), summary))
+    if not outcomes:
+        return ListedRun(name, "sweep, 0 trials", "no trials yet", run_date(path), None, "-", str(path))
+    best = rank(record.monitor, record.mode, outcomes)[0]
+    value = ranked_value(outcomes[best], record.monitor)
+    best_text = "-" if value is None else f"{record.monitor} {format_number(value)} ({record.trials[best].trial})"
+    statuses = Counter(outcome.status for outcome in outcomes)
+    status = ", ".join(f"{count} {name}" for name, count in statuses.most_common())
+    return ListedRun(name, f"sweep, {len(outcomes)} trials", status, run_date(path), None, best_text, str(path))
 
 
 def _headline(metrics: list[dict[str, float | None]]) -> tuple[str | None, float | None]:
