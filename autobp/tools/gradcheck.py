@@ -27,7 +27,7 @@ from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
 from autobp.train.metrics import loss_targets
 from autobp.model.prepare import prepare
-from autobp.train.runner import INIT_STREAM
+from autobp.train.state import INIT_STREAM
 
 TOLERANCE = 1e-6
 BATCH_ROWS = 16

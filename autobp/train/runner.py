@@ -13,7 +13,6 @@ import math
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,20 +31,19 @@ from autobp.spec.configfile import dump_config, load_config
 from autobp.common.text import flatten
 from autobp.model.data import Dataset
 from autobp.model.prepare import prepare
-from autobp.common.errors import AutobpError, ConfigError
+from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.train.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
 from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
 from autobp.train.metrics import Meter, evaluate, loss_targets
 from autobp.train.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.train.progress import Progress
+from autobp.train.state import INIT_STREAM, Clock, EarlyStopping, RandomStreams, now
 from autobp.common.text import format_number
 from autobp.common.runtime import keep_freed_memory
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
-# Independent random streams derived from the one seed, so e.g. adding dropout does not change the shuffling.
-INIT_STREAM, SHUFFLE_STREAM, DROPOUT_STREAM = 1, 2, 3
 
 
 @dataclass
@@ -133,13 +131,9 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = 
         return RunResult(run_dir, previous.status, previous, nothing_to_do=True)
     keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
-    trainer.restore(checkpoint.load(run_dir), resumed=[*(previous.resumed if previous else []), _now()])
+    trainer.restore(checkpoint.load(run_dir), resumed=[*(previous.resumed if previous else []), now()])
     files.write_atomic(saved_path, dump_config(config))
     return trainer.run()
-
-
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def _rows_if_any(path: Path) -> list[dict[str, str]]:
@@ -158,9 +152,7 @@ class Trainer:
         self.network: Network = build_network(config, dataset.n_features, np.random.default_rng([seed, INIT_STREAM]))
         self.params = self.network.parameters()
         self.optimizer = build_optimizer(config.optimizer, self.params, self.network.decay_mask())
-        self.shuffle_rng = np.random.default_rng([seed, SHUFFLE_STREAM])
-        uses_dropout = any(layer.dropout > 0 for layer in self.network.layers)
-        self.dropout_rng = np.random.default_rng([seed, DROPOUT_STREAM]) if uses_dropout else None
+        self.streams = RandomStreams(seed, dropout=any(layer.dropout > 0 for layer in self.network.layers))
         dtype = np.dtype(config.training.dtype)
         self.loss_fn = LOSSES[config.loss].engine
         with np.errstate(over="ignore"):  # values beyond float32's range become inf; training then reports it
@@ -178,10 +170,10 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"value": None, "epoch": None, "state": None, "waited": 0}
-        self.started = _now()
+        stopping = training.early_stopping
+        self.stopper = None if stopping is None else EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
+        self.clock = Clock()
         self.resumed: list[str] = []
-        self.elapsed_before = 0.0  # training seconds before this process took over (resume)
         self._last_checkpoint = time.monotonic()
 
     def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> None:
@@ -197,16 +189,18 @@ class Trainer:
         self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
         if state is None:
             return
-        self.network.load_state_dict(state.parameters, f"{self.run_dir / checkpoint.CHECKPOINT_FILE}")
+        path = self.run_dir / checkpoint.CHECKPOINT_FILE
+        self.network.load_state_dict(state.parameters, str(path))
         self.optimizer.load_state_dict(state.optimizer)
-        self.shuffle_rng.bit_generator.state = state.rngs["shuffle"]
-        if self.dropout_rng is not None:
-            self.dropout_rng.bit_generator.state = state.rngs["dropout"]
+        try:
+            for owner in self._state_owners():
+                owner.load_state_dict(state.state)
+        except KeyError as missing:
+            raise DataError(f"{path}: not an autobp checkpoint (missing {missing})") from None
         self.epoch, self.step = state.epoch, state.step
-        self.best = {"value": state.best_value, "epoch": state.best_epoch, "state": state.best_parameters,
-                     "waited": state.waited}  # fmt: skip
-        self.elapsed_before = state.seconds
-        self.started = state.started
+
+    def _state_owners(self) -> list[EarlyStopping | RandomStreams | Clock]:
+        return [owner for owner in (self.stopper, self.streams, self.clock) if owner is not None]
 
     def _checkpoint_due(self, finished: bool) -> bool:
         every = self.config.training.checkpoint_every
@@ -218,21 +212,17 @@ class Trainer:
             return time.monotonic() - self._last_checkpoint >= AUTO_CHECKPOINT_SECONDS
         return self.epoch % every == 0
 
-    def _save_checkpoint(self, seconds: float) -> None:
-        rngs = {"shuffle": self.shuffle_rng.bit_generator.state}
-        if self.dropout_rng is not None:
-            rngs["dropout"] = self.dropout_rng.bit_generator.state
+    def _save_checkpoint(self) -> None:
+        state = {key: value for owner in self._state_owners() for key, value in owner.state_dict().items()}
         checkpoint.save(self.run_dir, checkpoint.Checkpoint(
-            epoch=self.epoch, step=self.step, seconds=seconds, started=self.started,
-            parameters=self.network.state_dict(), optimizer=self.optimizer.state_dict(), rngs=rngs,
-            best_value=self.best["value"], best_epoch=self.best["epoch"], waited=self.best["waited"],
-            best_parameters=self.best["state"],
+            epoch=self.epoch, step=self.step, parameters=self.network.state_dict(),
+            optimizer=self.optimizer.state_dict(), state=state,
         ))  # fmt: skip
         self._last_checkpoint = time.monotonic()
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        clock = time.perf_counter()
+        self.clock.start()
         outcome: dict[str, Any] = {}
         metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
         gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
@@ -241,7 +231,7 @@ class Trainer:
         try:
             # Overflow is how divergence starts; it is detected and reported, so numpy need not warn about it.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                status = self._train(metrics_log, clock)
+                status = self._train(metrics_log)
         except Diverged as exc:
             status = "diverged"
             outcome["diverged"] = {"step": exc.step, "layer": exc.layer, "reason": str(exc)}
@@ -255,8 +245,7 @@ class Trainer:
             self.grads.flush()
             metrics_log.close()
             gradient_log.close()
-        seconds = self.elapsed_before + time.perf_counter() - clock
-        summary = self._summary(status, seconds, outcome)
+        summary = self._summary(status, self.clock.seconds(), outcome)
         try:
             self._save_model()
             summary.health = judge(read_run(self.run_dir, summary=summary))
@@ -268,33 +257,33 @@ class Trainer:
             ) from None
         return RunResult(self.run_dir, summary.status, summary)
 
-    def _train(self, metrics_log: files.CsvLog, clock: float) -> str:
+    def _train(self, metrics_log: files.CsvLog) -> str:
         training = self.config.training
         while self.epoch < training.epochs and self.step < self.total_steps:
             self.epoch += 1
             lr = learning_rate(self.config.optimizer, self.epoch - 1, training.epochs)
             train_metrics = self._train_epoch(lr)
-            seconds = self.elapsed_before + time.perf_counter() - clock
-            row = self._epoch_row(train_metrics, lr, seconds)
+            row = self._epoch_row(train_metrics, lr, self.clock.seconds())
             self.history.append(row)
             metrics_log.write([[row[c] for c in metrics_log.columns]])
             metrics_log.flush()
             self.grads.flush()
             self.progress.update(self.step, row, self.metric)
-            stop = self._should_stop(row)
+            stop = self.stopper is not None and self.stopper.update(row[self.stopper.monitor], self.epoch,
+                                                                    self.network.state_dict)  # fmt: skip
             if self._checkpoint_due(stop or self.epoch >= training.epochs or self.step >= self.total_steps):
-                self._save_checkpoint(seconds)
+                self._save_checkpoint()
             if stop:
-                self.network.load_state_dict(self.best["state"])
+                self.network.load_state_dict(self.stopper.best_weights)
                 return "stopped_early"
-        if training.early_stopping is not None and self.best["state"] is not None:
-            self.network.load_state_dict(self.best["state"])
+        if self.stopper is not None and self.stopper.best_weights is not None:
+            self.network.load_state_dict(self.stopper.best_weights)
         return "completed"
 
     def _train_epoch(self, lr: float) -> dict[str, float | None]:
         meter = Meter(self.dataset.task, self.config.loss, self.dataset)
-        order = self.shuffle_rng.permutation(len(self.X))
-        may_end = self._may_stop_after_this_epoch()
+        order = self.streams.shuffle.permutation(len(self.X))
+        may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             step = self.step + 1
@@ -306,7 +295,7 @@ class Trainer:
         return meter.result()
 
     def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
-        trace = self.network.forward(xb, self.dropout_rng, retain=logging)
+        trace = self.network.forward(xb, self.streams.dropout, retain=logging)
         loss = self.loss_fn(trace.output, yb)
         loss.backward()
         value = float(loss.data)
@@ -356,25 +345,6 @@ class Trainer:
     def _metric_columns(self) -> list[str]:
         return ["epoch", "step", "train_loss", "val_loss", f"train_{self.metric}", f"val_{self.metric}", "lr", "seconds"]
 
-    def _may_stop_after_this_epoch(self) -> bool:
-        stopping = self.config.training.early_stopping
-        return stopping is not None and self.best["waited"] >= stopping.patience - 1
-
-    def _should_stop(self, row: dict[str, Any]) -> bool:
-        stopping = self.config.training.early_stopping
-        if stopping is None:
-            return False
-        value = row[stopping.monitor]
-        if value is None:
-            return False
-        best = self.best["value"]
-        sign = 1.0 if lower_is_better(stopping.monitor) else -1.0
-        if best is None or sign * (best - value) > stopping.min_delta:
-            self.best.update(value=value, epoch=self.epoch, state=self.network.state_dict(), waited=0)
-            return False
-        self.best["waited"] += 1
-        return self.best["waited"] >= stopping.patience
-
     # --- what the run leaves -----------------------------------------------------------------------------------
     def _save_model(self) -> None:
         arrays = self.network.state_dict()
@@ -406,13 +376,13 @@ class Trainer:
             samples_per_second=samples / seconds if seconds > 0 else None,
             final={k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "seconds"},
             best=self._best_metrics(),
-            early_stopping=None if self.best["epoch"] is None else EarlyStop(
-                monitor=self.config.training.early_stopping.monitor, best_epoch=self.best["epoch"],
-                best_value=self.best["value"], restored=True,
+            early_stopping=None if self.stopper is None or self.stopper.best_epoch is None else EarlyStop(
+                monitor=self.stopper.monitor, best_epoch=self.stopper.best_epoch,
+                best_value=self.stopper.best_value, restored=True,
             ),  # fmt: skip
-            started=self.started,
+            started=self.clock.started,
             resumed=self.resumed,
-            ended=_now(),
+            ended=now(),
             versions={"autobp": autobp.__version__, "numpy": np.__version__, "python": platform.python_version()},
         )
 

@@ -1,0 +1,114 @@
+"""The parts of a run's state that a checkpoint must carry besides the weights and the optimizer: early stopping,
+the random streams and the clock. Each owns its state and its `state_dict` / `load_state_dict`, as the optimizers do.
+
+State dicts hold plain arrays keyed by name, so checkpoint.npz stays readable with `np.load`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+
+from autobp.spec.catalog import lower_is_better
+
+State = dict[str, np.ndarray]
+# Independent random streams derived from the one seed, so e.g. adding dropout does not change the shuffling.
+INIT_STREAM, SHUFFLE_STREAM, DROPOUT_STREAM = 1, 2, 3
+
+
+def now() -> str:
+    """The local time as ISO 8601, to the second."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class EarlyStopping:
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs; remember the best
+    epoch's weights so they can be restored."""
+
+    def __init__(self, monitor: str, patience: int, min_delta: float) -> None:
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = min_delta
+        self.sign = 1.0 if lower_is_better(monitor) else -1.0
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_weights: State | None = None
+        self.waited = 0
+
+    def may_stop_after_next_epoch(self) -> bool:
+        """Whether the coming epoch can be the last (its last step must then be logged)."""
+        return self.waited >= self.patience - 1
+
+    def update(self, value: float | None, epoch: int, weights: Callable[[], State]) -> bool:
+        """Take an epoch's monitored value; True when training should stop. `weights` is called on improvement."""
+        if value is None:
+            return False
+        if self.best_value is None or self.sign * (self.best_value - value) > self.min_delta:
+            self.best_value, self.best_epoch, self.best_weights, self.waited = value, epoch, weights(), 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def state_dict(self) -> State:
+        state = {
+            "best_value": np.array(np.nan if self.best_value is None else self.best_value),
+            "best_epoch": np.array(-1 if self.best_epoch is None else self.best_epoch),
+            "waited": np.array(self.waited),
+        }
+        return state | {f"best.{key}": value for key, value in (self.best_weights or {}).items()}
+
+    def load_state_dict(self, state: State) -> None:
+        epoch = int(state["best_epoch"])
+        self.best_epoch = None if epoch < 0 else epoch
+        self.best_value = None if epoch < 0 else float(state["best_value"])
+        self.waited = int(state["waited"])
+        weights = {key.removeprefix("best."): value for key, value in state.items() if key.startswith("best.")}
+        self.best_weights = weights or None
+
+
+class RandomStreams:
+    """The seeded generators of a run: shuffling, and dropout where the network has any."""
+
+    def __init__(self, seed: int, dropout: bool) -> None:
+        self.shuffle = np.random.default_rng([seed, SHUFFLE_STREAM])
+        self.dropout = np.random.default_rng([seed, DROPOUT_STREAM]) if dropout else None
+
+    def state_dict(self) -> State:
+        states = {"shuffle": self.shuffle.bit_generator.state}
+        if self.dropout is not None:
+            states["dropout"] = self.dropout.bit_generator.state
+        return {"rngs": np.array(json.dumps(states))}  # 128-bit generator states do not fit numeric arrays
+
+    def load_state_dict(self, state: State) -> None:
+        states = json.loads(str(state["rngs"]))
+        self.shuffle.bit_generator.state = states["shuffle"]
+        if self.dropout is not None:
+            self.dropout.bit_generator.state = states["dropout"]
+
+
+class Clock:
+    """Training time across processes: when the run first started, and the seconds trained before this process."""
+
+    def __init__(self) -> None:
+        self.started = now()
+        self.before = 0.0
+        self._since = time.perf_counter()
+
+    def start(self) -> None:
+        """Count from now (the time spent preparing is not training time)."""
+        self._since = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Training seconds so far, over every process that trained this run."""
+        return self.before + time.perf_counter() - self._since
+
+    def state_dict(self) -> State:
+        return {"seconds": np.array(self.seconds()), "started": np.array(self.started)}
+
+    def load_state_dict(self, state: State) -> None:
+        self.before = float(state["seconds"])
+        self.started = str(state["started"])
