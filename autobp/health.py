@@ -156,14 +156,13 @@ def describe(verdict: LayerVerdict) -> str:
 def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict]) -> list[Diagnosis]:
     """Every diagnosis the logs trigger, most likely cause first; empty for a healthy run.
 
-    A run that blew up leads with the blow-up and the learning rate: vanishing or dead layers after a blow-up are
+    A blow-up and a too-high learning rate lead: vanishing, exploding, saturated or dead layers in such a run are
     its symptoms, not its cause."""
-    blown = _blow_up(log)
     signal = [*_signal_diagnosis(layers, verdicts, "vanishing"), *_signal_diagnosis(layers, verdicts, "exploding")]
     rate = _learning_rate(log, layers)
-    if blown:
-        return [*blown, *rate, *signal, *_inactive_units(layers), *_overfitting(log.metrics)]
-    return [*signal, *_inactive_units(layers), *rate, *_overfitting(log.metrics)]
+    high = [d for d in rate if d.kind == "learning_rate_high"]
+    low = [d for d in rate if d.kind == "learning_rate_low"]
+    return [*_blow_up(log), *high, *signal, *_inactive_units(layers), *low, *_overfitting(log.metrics)]
 
 
 def _signal_diagnosis(layers: list[LayerSummary], verdicts: list[LayerVerdict], verdict: str) -> list[Diagnosis]:

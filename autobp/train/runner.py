@@ -248,8 +248,7 @@ class Trainer:
         summary = self._summary(status, self.clock.seconds(), outcome)
         try:
             self._save_model()
-            summary.health = judge(read_run(self.run_dir, summary=summary))
-            write_summary(self.run_dir / rundir.SUMMARY_FILE, summary)
+            conclude(self.run_dir, summary)
         except OSError as exc:
             raise AutobpError(
                 f"{self.run_dir}: the run ended ({status}) but its results could not be written "
@@ -396,6 +395,12 @@ class Trainer:
             row = pick(rows, key=lambda r: r[key])
             best[key] = Best(value=row[key], epoch=row["epoch"])
         return best
+
+
+def conclude(run_dir: Path, summary: Summary) -> None:
+    """Judge the run's gradient health from the logs it left (as `autobp report` will) and write summary.json."""
+    summary.health = judge(read_run(run_dir, summary=summary))
+    write_summary(run_dir / rundir.SUMMARY_FILE, summary)
 
 
 def format_summary(result: RunResult) -> str:
