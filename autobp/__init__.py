@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from autobp.api import Run, Sweep, load_run, load_sweep, sweep, validate
     from autobp.runner import RunResult
+
+API = ("load_run", "load_sweep", "validate", "sweep", "Run", "Sweep")  # from autobp.api, imported on first use
 
 
 def train(config: Any, overrides: Any = (), **options: Any) -> RunResult:
@@ -15,3 +20,24 @@ def train(config: Any, overrides: Any = (), **options: Any) -> RunResult:
     from autobp.runner import train as run
 
     return run(config, overrides, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from autobp import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'autobp' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule autobp.sweep would bind it over the API function `autobp.sweep`; this keeps the
+    function (code imports the module as `from autobp.sweep import ...`, which does not need the binding)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
