@@ -133,7 +133,8 @@ def error_of(call, *args, **kwargs) -> Exception:
 
 def test_errors_are_the_exceptions_and_messages_the_cli_prints(iris: Path, tmp_path: Path) -> None:
     bad_config = tmp_path / "bad.yaml"
-    bad_config.write_text(yaml.safe_dump({"data": {"source": "moons"}, "model": {"hidden": [4]}, "loss": "cross_entrop"}))
+    config = {"data": {"source": "moons"}, "model": {"hidden": [4]}, "loss": "cross_entrop"}
+    bad_config.write_text(yaml.safe_dump(config))
     bad_data = tmp_path / "flowers.csv"
     bad_data.write_text("a,b\n1,2\n")
     cases = [
@@ -180,7 +181,8 @@ def test_nothing_prints(iris: Path, capfd: pytest.CaptureFixture) -> None:
 
 
 def test_predict_refuses_an_array_of_the_wrong_shape(iris: Path) -> None:
-    with pytest.raises(DataError, match=r"X must be a finite numeric array of shape \(n, 4\), n ≥ 1; got float64 \(3, 2\)"):
+    expected = r"X must be a finite numeric array of shape \(n, 4\), n ≥ 1; got float64 \(3, 2\)"
+    with pytest.raises(DataError, match=expected):
         autobp.load_run(iris).predict(np.zeros((3, 2)))
 
 

@@ -101,8 +101,8 @@ def test_a_run_reads_back_with_the_numbers_of_its_csv_files(tmp_path: Path) -> N
 def test_a_sweep_exports_each_trial_with_its_swept_values(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({**BASE, "output": {"dir": str(tmp_path / "runs")}}))
     sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(yaml.safe_dump({"base": "base.yaml", "parameters": {"optimizer.lr": [0.05, 0.01],
-                                                                               "optimizer.name": ["adam"]}}))  # fmt: skip
+    parameters = {"optimizer.lr": [0.05, 0.01], "optimizer.name": ["adam"]}
+    sweep_file.write_text(yaml.safe_dump({"base": "base.yaml", "parameters": parameters}))
     directory = run_sweep([sweep_file], jobs=1).directory
     out = tmp_path / "tb"
     assert export(directory, "-o", str(out)).startswith(f"wrote 2 runs, ")

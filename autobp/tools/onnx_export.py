@@ -113,8 +113,10 @@ def _doc(model: TrainedModel) -> str:
     data = model.data
     if data.class_names is None:
         return f"{TARGETS}: the targets {', '.join(data.target_names)} in the data's units"
-    first = f"{PROBABILITY}: P({data.class_names[1]})" if model.config.loss == "bce" else f"{PROBABILITIES}: one per class"
-    return f"{first}; {CLASS_ID}: index into class_names ({', '.join(data.class_names)})"
+    ids = f"{CLASS_ID}: index into class_names ({', '.join(data.class_names)})"
+    if model.config.loss == "bce":
+        return f"{PROBABILITY}: P({data.class_names[1]}); {ids}"
+    return f"{PROBABILITIES}: one per class; {ids}"
 
 
 def _activation(graph: _Graph, activation: str, h: str) -> str:

@@ -83,30 +83,44 @@ def _flat_config(log: RunLog) -> dict[str, Any]:
 
 def _write_run(writer_class: Any, directory: Path, log: RunLog, hparams: dict[str, Any]) -> int:
     """Write one run's scalars and hyperparameters into `directory`; returns the number of scalars."""
-    from tensorboardX.summary import hparams as hparams_summaries
-
-    count = 0
     writer = writer_class(logdir=str(directory), max_queue=1000, flush_secs=3600)
     try:
-        for row in log.metrics:
-            step = row.get("step")
-            for column, value in row.items():
-                if step is not None and column != "step" and value is not None:
-                    writer.add_scalar(f"{METRICS_GROUP}/{column}", value, step)
-                    count += 1
-        for layer in log.layers:
-            for column, values in layer.columns.items():
-                for step, value in zip(layer.steps, values):
-                    if value is not None:
-                        writer.add_scalar(f"{layer.name}/{column}", value, step)
-                        count += 1
-        # The HParams view shows each metric tag's last value: the final metrics, from the curves above.
-        metrics = {f"{METRICS_GROUP}/{name}": None for name in _metric_columns(log)}
-        for summary in hparams_summaries(hparams, metrics):
-            writer.file_writer.add_summary(summary)
+        count = _add_metrics(writer, log) + _add_gradients(writer, log)
+        _add_hparams(writer, log, hparams)
     finally:
         writer.close()
     return count
+
+
+def _add_metrics(writer: Any, log: RunLog) -> int:
+    count = 0
+    for row in log.metrics:
+        step = row.get("step")
+        for column, value in row.items():
+            if step is not None and column != "step" and value is not None:
+                writer.add_scalar(f"{METRICS_GROUP}/{column}", value, step)
+                count += 1
+    return count
+
+
+def _add_gradients(writer: Any, log: RunLog) -> int:
+    count = 0
+    for layer in log.layers:
+        for column, values in layer.columns.items():
+            for step, value in zip(layer.steps, values):
+                if value is not None:
+                    writer.add_scalar(f"{layer.name}/{column}", value, step)
+                    count += 1
+    return count
+
+
+def _add_hparams(writer: Any, log: RunLog, hparams: dict[str, Any]) -> None:
+    """The HParams view shows each metric tag's last value: the final metrics, from the curves already written."""
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    metrics = {f"{METRICS_GROUP}/{name}": None for name in _metric_columns(log)}
+    for summary in hparams_summaries(hparams, metrics):
+        writer.file_writer.add_summary(summary)
 
 
 def _metric_columns(log: RunLog) -> list[str]:
