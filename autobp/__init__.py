@@ -7,11 +7,22 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from autobp.train.runner import RunResult
+    from autobp.api import Run, Sweep, load_run, load_sweep, sweep, validate
+    from autobp.training.runner import RunResult
+
+API = ("load_run", "load_sweep", "validate", "sweep", "Run", "Sweep")  # from autobp.api, imported on first use
 
 
 def train(config: Any, overrides: Any = (), **options: Any) -> RunResult:
-    """Train from a config path, dict or Config; see `autobp.train.runner.train`. Imported lazily to keep start-up fast."""
-    from autobp.train.runner import train as run
+    """Train from a config path, dict or Config; see `autobp.training.runner.train`. Imported lazily to keep start-up fast."""
+    from autobp.training.runner import train as run
 
     return run(config, overrides, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from autobp import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'autobp' has no attribute {name!r}")

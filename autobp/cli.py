@@ -84,7 +84,7 @@ def train(
     Exit codes: 0 completed or stopped early, 1 failed, 2 bad config or data, 3 diverged, 130 interrupted.
     """
     from autobp.common.errors import ConfigError
-    from autobp.train.runner import format_summary, resume as resume_run, train as run
+    from autobp.training.runner import format_summary, resume as resume_run, train as run
 
     if resume is not None:
         if config is not None or name is not None or output is not None:
@@ -283,6 +283,36 @@ def runs(
     typer.echo(render_listing(listed, fmt))
     for note in notes:
         typer.echo(f"note: {note}", err=True)
+
+
+EXPORT_FORMATS = ("onnx", "tensorboard")
+
+
+@app.command()
+def export(
+    source: Annotated[Path, typer.Argument(metavar="RUN_OR_SWEEP", help="A run directory (onnx, tensorboard) or "
+                                           "a sweep directory (tensorboard).")],
+    fmt: Annotated[str, typer.Option("--format", metavar="|".join(EXPORT_FORMATS), callback=_one_of(*EXPORT_FORMATS),
+                                     help="onnx: the trained model; tensorboard: the logs as event files.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="PATH", help="The ONNX file [default: "
+                   "RUN/model.onnx] or the TensorBoard log directory [default: RUN_OR_SWEEP/tensorboard].",
+                   show_default=False)] = None,
+) -> None:
+    """Export a run for use elsewhere: its model as ONNX, or its logs (a sweep's trials) for TensorBoard.
+
+    Both need pip install 'autobp[export]'. Exit codes: 0 written, 2 bad input or the extra missing.
+    """
+    if fmt == "onnx":
+        from autobp.tools.onnx_export import export_onnx
+
+        typer.echo(f"wrote {export_onnx(source, out)}")
+        return
+    from autobp.tools.tensorboard_export import export_tensorboard
+
+    written = export_tensorboard(source, out)
+    runs = "1 run" if len(written.runs) == 1 else f"{len(written.runs)} runs"
+    typer.echo(f"wrote {runs}, {written.scalars:,} scalars to {written.directory}; "
+               f"view them with: tensorboard --logdir {written.directory}")  # fmt: skip
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.tools.compare import compare_runs, flatten, list_runs
 from autobp.sweeps.plan import run_sweep
-from autobp.train.runner import train
+from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 XOR = CONFIGS / "xor.yaml"

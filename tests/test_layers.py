@@ -14,13 +14,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "autobp"
 
 # Lowest first: a module may import its own layer and the layers before it.
-LAYERS = ("engine", "common", "spec", "model", "rundir", "health", "train", "sweeps", "tools", "api", "cli")
+LAYERS = ("engine", "common", "spec", "model", "rundir", "health", "training", "sweeps", "tools", "api", "cli")
 # Entry points above everything: the package's lazy front door and `python -m autobp`.
 TOP = ("__init__", "__main__")
 
 
 def layer_of(module: str) -> str:
-    """`autobp.train.runner` → `train`; `autobp.health` → `health`."""
+    """`autobp.training.runner` → `train`; `autobp.health` → `health`."""
     return module.split(".")[1]
 
 
@@ -81,7 +81,7 @@ def test_the_checker_sees_every_form_of_import() -> None:
     source = ("import autobp.engine\n"
               "def f():\n    from autobp.tools.report import render\n"
               "from ..rundir import reader\nfrom autobp import health\nfrom . import metrics\n")  # fmt: skip
-    assert imports_in(source, "autobp.train") == [
+    assert imports_in(source, "autobp.training") == [
         (1, "autobp.engine"), (3, "autobp.tools.report"), (4, "autobp.rundir"), (5, "autobp.health"),
-        (6, "autobp.train"),
+        (6, "autobp.training"),
     ]  # fmt: skip

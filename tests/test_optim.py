@@ -11,7 +11,7 @@ import pytest
 
 from autobp.engine import Tensor
 from autobp.common.errors import ConfigError, DataError
-from autobp.train.optim import (
+from autobp.training.optim import (
     Adam,
     AdamW,
     Momentum,

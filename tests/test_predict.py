@@ -15,7 +15,7 @@ from autobp.model.data import Dataset
 from autobp.common.errors import DataError
 from autobp.tools.predict import load_model, predict_file
 from autobp.model.prepare import prepare
-from autobp.train.runner import train
+from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

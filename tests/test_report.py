@@ -19,7 +19,7 @@ from autobp.tools.plot import plot_run
 from autobp.rundir.reader import read_run
 from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.common.text import format_number
-from autobp.train.runner import train
+from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,7 @@ from autobp.common import files
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError, DataError
-from autobp.train.runner import Trainer, resume, train
+from autobp.training.runner import Trainer, resume, train
 
 LOGS = ("metrics.csv", "gradients.csv")
 

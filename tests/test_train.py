@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.engine import Tensor, dense, mse, ops
 from autobp.common.errors import ConfigError
-from autobp.train.runner import Trainer, train
+from autobp.training.runner import Trainer, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
@@ -207,7 +207,7 @@ class _Silent:
 
 
 def test_dead_fraction_counts_units_dead_for_the_whole_batch() -> None:
-    from autobp.train.gradstats import inactive_fraction
+    from autobp.training.gradstats import inactive_fraction
 
     z = np.array([[-1.0, 2.0, 0.0, -3.0], [-2.0, -1.0, 0.0, 1.0]])
     assert inactive_fraction("relu", z) == (0.5, None)
@@ -263,7 +263,7 @@ def test_regression_metrics_are_reported_in_original_units(tmp_path: Path) -> No
             "model": {"hidden": [8]}, "training": {"epochs": 3}}  # fmt: skip
     config = small_config(tmp_path, **base)
     result = train(config)
-    _, dataset = __import__("autobp.train.runner", fromlist=["prepare"]).prepare(config)
+    _, dataset = __import__("autobp.training.runner", fromlist=["prepare"]).prepare(config)
     assert dataset.y_std is not None and not np.allclose(dataset.y_std, 1.0)
     val_loss = _evaluate_saved(result.run_dir, config)
     from autobp.common.files import load_npz

@@ -22,6 +22,8 @@ def to_json(payload: Any) -> str:
 
 
 def _strict(value: Any) -> Any:
+    if hasattr(value, "model_dump"):  # a pydantic model (from a file format such as summary.json)
+        return _strict(value.model_dump(mode="json"))
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

@@ -79,11 +79,11 @@ def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None
     if summary is None:
         summary = _optional(path / rundir.SUMMARY_FILE, read_summary, notes)
     config = _optional(path / rundir.CONFIG_FILE, load_config, notes)
-    metrics = _optional(path / rundir.METRICS_FILE, _read_numbers, notes) or []
+    metrics = _optional(path / rundir.METRICS_FILE, read_numbers, notes) or []
     layers: list[LayerLog] = []
     shapes: dict[str, tuple[int, ...]] = {}
     if with_gradients:
-        rows = _optional(path / rundir.GRADIENTS_FILE, _read_numbers, notes) or []
+        rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
         layers = _layer_logs(rows)
         shapes = _optional(path / rundir.MODEL_FILE, _read_shapes, notes) or {}
     return RunLog(path, summary, config, metrics, layers, shapes, notes)
@@ -107,8 +107,9 @@ def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | 
         return None
 
 
-def _read_numbers(path: Path) -> list[dict[str, Any]]:
-    """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None."""
+def read_numbers(path: Path) -> list[dict[str, Any]]:
+    """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None; a half-written last
+    row (a run killed mid-write) is dropped."""
     rows = files.read_rows(path)
     parsed = []
     for index, row in enumerate(rows):

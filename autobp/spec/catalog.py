@@ -59,7 +59,7 @@ ACTIVATIONS: dict[str, Activation] = {
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An update rule and the `optimizer` keys it reads besides lr and weight_decay (autobp.train.optim runs it)."""
+    """An update rule and the `optimizer` keys it reads besides lr and weight_decay (autobp.training.optim runs it)."""
 
     reads: tuple[str, ...]
 

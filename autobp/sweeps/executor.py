@@ -44,7 +44,7 @@ def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     from autobp.common.errors import AutobpError
     from autobp.rundir.summary import Status, Summary
     from autobp.model.prepare import prepare
-    from autobp.train.runner import run
+    from autobp.training.runner import run
 
     try:
         resolved, dataset = prepare(config)

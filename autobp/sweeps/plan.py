@@ -57,10 +57,10 @@ from autobp.sweeps.record import (
     read_record,
 )
 from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
-from autobp.train.progress import SweepProgress
+from autobp.training.progress import SweepProgress
 from autobp.common.text import format_number
 from autobp.common.text import format_table
-from autobp.train.runner import estimated_size
+from autobp.training.runner import estimated_size
 
 Method = Literal["grid", "random"]
 _CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode)}

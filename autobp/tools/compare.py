@@ -70,7 +70,7 @@ def compare_runs(paths: Sequence[Path], sort: str | None = None) -> Comparison:
         log = read_run(path)
         notes += [f"{label}: {note}" for note in log.notes]
         runs.append(_compared(label, build_report(log), log.config))
-    differing = _differing_keys([run.config for run in runs])
+    differing = differing_keys([run.config for run in runs])
     metrics = list(dict.fromkeys(name for run in runs for name in run.metrics))
     columns = [*metrics, SIGNAL_RATIO, "epochs", *differing]
     sort = sort or ("val_loss" if "val_loss" in metrics else "train_loss")
@@ -112,7 +112,8 @@ def _compared(label: str, report: Report, config: Any) -> ComparedRun:
     )
 
 
-def _differing_keys(configs: list[dict[str, Any]]) -> list[str]:
+def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """The flattened config keys whose values are not the same in every config (the ignored keys aside)."""
     keys = dict.fromkeys(key for config in configs for key in config if key not in IGNORED_KEYS)
     return [key for key in keys if len({json.dumps(config.get(key)) for config in configs}) > 1]
 

@@ -25,9 +25,9 @@ import numpy as np
 from autobp.model.network import Layer, Network, build_network
 from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
-from autobp.train.metrics import loss_targets
+from autobp.training.metrics import loss_targets
 from autobp.model.prepare import prepare
-from autobp.train.state import INIT_STREAM
+from autobp.training.state import INIT_STREAM
 
 TOLERANCE = 1e-6
 BATCH_ROWS = 16

@@ -27,8 +27,8 @@ from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
 from autobp.model.data import Dataset, read_table
 from autobp.common.errors import ConfigError, DataError
-from autobp.train.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
-from autobp.train.metrics import evaluate as evaluate_network
+from autobp.training.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
+from autobp.training.metrics import evaluate as evaluate_network
 
 REQUIRED_ARRAYS = ("feature_names", "target_names")
 
@@ -107,12 +107,18 @@ def read_examples(model: TrainedModel, path: Path) -> tuple[np.ndarray, np.ndarr
         raise DataError(f"{path}: file not found")
     X, y = _read_npz(model, path) if path.suffix.lower() == ".npz" else _read_csv(model, path)
     data = model.data
-    if data.x_mean is not None:
-        X = (X - data.x_mean) / data.x_std
     if y is not None and data.y_mean is not None:
         y = (y - data.y_mean) / data.y_std  # the metrics map targets back to their units, as in training
     dtype = np.dtype(model.config.training.dtype)
-    return X.astype(dtype), None if y is None else loss_targets(y, model.config.loss, dtype)
+    return network_inputs(model, X), None if y is None else loss_targets(y, model.config.loss, dtype)
+
+
+def network_inputs(model: TrainedModel, X: np.ndarray) -> np.ndarray:
+    """Features in the data's units as the network takes them: standardized as in training, in the run's dtype."""
+    data = model.data
+    if data.x_mean is not None:
+        X = (X - data.x_mean) / data.x_std
+    return X.astype(np.dtype(model.config.training.dtype))
 
 
 def _read_csv(model: TrainedModel, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -186,7 +192,7 @@ def evaluate(
     return outputs, None if y is None else meter.result()
 
 
-def write_predictions(path: Path, text: str) -> None:
+def write_predictions(path: Path, text: str | bytes) -> None:
     """Write the predictions file in one step (see files.write_atomic); a place that cannot take it is an error."""
     if not path.parent.is_dir():
         raise ConfigError(f"--out {path}: the folder {path.parent} does not exist")
@@ -198,6 +204,16 @@ def write_predictions(path: Path, text: str) -> None:
 
 def prediction_csv(model: TrainedModel, outputs: np.ndarray) -> str:
     """Classification: `prediction` (class name) and `p_<class>` per class; regression: one column per target."""
+    header, rows = prediction_table(model, outputs)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)  # the csv module quotes what needs quoting, once
+    return buffer.getvalue()
+
+
+def prediction_table(model: TrainedModel, outputs: np.ndarray) -> tuple[list[str], list[list]]:
+    """The columns and rows of `prediction_csv`, as Python values."""
     data = model.data
     if data.class_names is None:
         header = list(data.target_names)
@@ -207,8 +223,4 @@ def prediction_csv(model: TrainedModel, outputs: np.ndarray) -> str:
         names = np.array(data.class_names)[predicted_classes(outputs, model.config.loss)]
         probabilities = class_probabilities(outputs.astype(np.float64), model.config.loss).tolist()
         rows = [[name, *p] for name, p in zip(names.tolist(), probabilities)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([list(map(files.format_value, row)) for row in rows])
-    return buffer.getvalue()
+    return header, rows

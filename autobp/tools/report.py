@@ -159,8 +159,7 @@ def report_run(path: Path) -> Report:
 def render(report: Report, fmt: str) -> str:
     """The report as `text`, `markdown` or `json`."""
     if fmt == "json":
-        return to_json(asdict(report) | {"verdicts": [v.model_dump() for v in report.verdicts],
-                                         "diagnoses": [d.model_dump() for d in report.diagnoses]})
+        return to_json(asdict(report))
     return _render_document(report, markdown=fmt == "markdown")
 
 

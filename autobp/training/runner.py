@@ -32,13 +32,13 @@ from autobp.common.text import flatten
 from autobp.model.data import Dataset
 from autobp.model.prepare import prepare
 from autobp.common.errors import AutobpError, ConfigError, DataError
-from autobp.train.gradstats import COLUMNS as GRADIENT_COLUMNS
-from autobp.train.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
+from autobp.training.gradstats import COLUMNS as GRADIENT_COLUMNS
+from autobp.training.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
 from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
-from autobp.train.metrics import Meter, evaluate, loss_targets
-from autobp.train.optim import build_optimizer, clip_grad_norm, learning_rate
-from autobp.train.progress import Progress
-from autobp.train.state import INIT_STREAM, Clock, EarlyStopping, RandomStreams, now
+from autobp.training.metrics import Meter, evaluate, loss_targets
+from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
+from autobp.training.progress import Progress
+from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, RandomStreams, now
 from autobp.common.text import format_number
 from autobp.common.runtime import keep_freed_memory
 
