@@ -89,7 +89,7 @@ def train(
     if resume is not None:
         if config is not None or name is not None or output is not None:
             raise ConfigError("--resume RUN_DIR continues a run in place: give no CONFIG, --name or --output with it")
-        result = resume_run(resume, overrides or (), quiet=quiet)
+        result = resume_run(resume, overrides or (), quiet=quiet, announce=lambda text: typer.echo(text, err=True))
     elif config is None:
         raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR")
     else:

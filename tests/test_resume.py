@@ -111,13 +111,49 @@ def test_resume_refuses_any_other_change_naming_the_keys(tmp_path: Path) -> None
     assert result.exit_code == 2 and "cannot change seed" in result.output
 
 
-def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path: Path, monkeypatch) -> None:
-    reference = train(config(tmp_path))
+def test_ctrl_c_before_the_first_automatic_checkpoint_still_leaves_one(tmp_path: Path, monkeypatch) -> None:
+    settings = config(tmp_path, checkpoint_every="auto")  # the first automatic checkpoint would come after 10 s
+    reference = train(settings)
     with monkeypatch.context() as patch:
         interrupt_at(patch, 2)
-        broken = train(config(tmp_path))
-    assert not (broken.run_dir / "checkpoint.npz").exists()
-    assert_same_run(reference.run_dir, resume(broken.run_dir).run_dir)
+        broken = train(settings)
+    assert broken.status == "interrupted" and (broken.run_dir / "checkpoint.npz").exists()
+    said: list[str] = []
+    resumed = resume(broken.run_dir, announce=said.append)
+    assert said == ["resuming from the checkpoint inside epoch 1, after 1 batch (step 1)"]
+    assert_same_run(reference.run_dir, resumed.run_dir)
+
+
+def test_resume_says_where_it_continues_and_what_it_drops(tmp_path: Path, monkeypatch) -> None:
+    """Killed after epoch 4 was logged, with the last checkpoint at epoch 2: two logged epochs are trained again."""
+    from autobp.rundir import checkpoint
+
+    settings = config(tmp_path, epochs=4, checkpoint_every=2)
+    reference = train(settings)
+    original = checkpoint.save
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save", lambda run_dir, state: state.epoch == 4 or original(run_dir, state))
+        killed = train(settings)
+    (killed.run_dir / "summary.json").unlink()  # a killed run leaves no summary
+    result = CliRunner().invoke(app, ["train", "--resume", str(killed.run_dir), "--quiet"])
+    assert result.exit_code == 0
+    assert "resuming from the checkpoint of epoch 2 (2 later logged epochs dropped)" in result.output
+    assert_same_run(reference.run_dir, killed.run_dir)
+    never = train(config(tmp_path, epochs=2, checkpoint_every=None))
+    (never.run_dir / "summary.json").unlink()
+    said: list[str] = []
+    resume(never.run_dir, announce=said.append)
+    assert said == ["no checkpoint to resume from: starting again from epoch 1 (2 later logged epochs dropped)"]
+
+
+def test_resume_refuses_to_shorten_a_run_and_changes_nothing(tmp_path: Path) -> None:
+    run = train(config(tmp_path, epochs=4))
+    before = {name: (run.run_dir / name).read_bytes() for name in ("config.yaml", "metrics.csv", "summary.json")}
+    for override, message in (("training.epochs=2", "already trained 4 epochs"),
+                              ("training.max_steps=5", "already taken 32 steps")):  # fmt: skip
+        result = CliRunner().invoke(app, ["train", "--resume", str(run.run_dir), "--set", override])
+        assert result.exit_code == 2 and message in result.output and "not shortened" in result.output
+    assert {name: (run.run_dir / name).read_bytes() for name in before} == before
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
@@ -169,6 +205,28 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, epochs
     assert resumed.exit_code == 0, resumed.output
     reference = train(settings)
     assert_same_run(reference.run_dir, run_dir)
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT, signal.SIGINT, signal.SIGINT], [signal.SIGTERM]],
+                         ids=["ctrl-c three times", "sigterm"])  # fmt: skip
+def test_signals_leave_a_truthful_resumable_run(tmp_path: Path, signals: list[int]) -> None:
+    """Ctrl-C pressed repeatedly within milliseconds, or SIGTERM: status interrupted, exit 130, the current weights,
+    a checkpoint inside the epoch; --resume then ends bit-identical to a run never stopped."""
+    settings = config(tmp_path, epochs=12, batch_size=2, checkpoint_every="auto")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    process = start(path)
+    run_dir = wait_for_rows(tmp_path / "runs", 2, process)
+    for sig in signals:
+        os.kill(process.pid, sig)
+        time.sleep(0.002)
+    assert process.wait(timeout=60) == 130
+    summary = yaml.safe_load((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert (run_dir / "model.npz").exists() and (run_dir / "checkpoint.npz").exists()
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run_dir), "--quiet"])
+    assert resumed.exit_code == 0 and "resuming from the checkpoint inside epoch" in resumed.output
+    assert_same_run(train(settings).run_dir, run_dir)
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:

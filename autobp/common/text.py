@@ -33,6 +33,11 @@ def _strict(value: Any) -> Any:
     return value
 
 
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    """`1 epoch`, `3 epochs`, `2 classes`: a count with its noun."""
+    return f"{n:,} {singular if n == 1 else plural_form or singular + 's'}"
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> list[str]:
     """Lines of a table: aligned columns for a terminal, or a GitHub markdown table."""
     if markdown:

@@ -28,6 +28,7 @@ from autobp.spec.catalog import LOSSES, Task, task_of_loss
 from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig
 from autobp.common.text import shorten
 from autobp.common.errors import ConfigError, DataError
+from autobp.common.text import plural
 
 
 @dataclass
@@ -108,7 +109,7 @@ def resolve_config(config: Config, dataset: Dataset) -> Config:
         )
     units = 1 if single_output else dataset.n_outputs
     if last.units not in (None, units):
-        what = _count(units, "class", "classes") if dataset.task == "classification" else _count(units, "target")
+        what = plural(units, "class", "classes") if dataset.task == "classification" else plural(units, "target")
         raise ConfigError(
             f"model.layers.{last_index}.units: {last.units} output units, but the data has {what} (loss {config.loss})"
         )
@@ -117,17 +118,13 @@ def resolve_config(config: Config, dataset: Dataset) -> Config:
     parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(widths))
     if parameters > MAX_PARAMETERS:
         raise ConfigError(
-            f"model: {parameters:,} parameters for {_count(dataset.n_features, 'input feature')}, more than the "
+            f"model: {parameters:,} parameters for {plural(dataset.n_features, 'input feature')}, more than the "
             f"limit of {MAX_PARAMETERS:,} — use fewer or narrower layers"
         )
     return config.model_copy(update={
         "data": config.data.model_copy(update={"task": dataset.task}),
         "model": config.model.model_copy(update={"layers": layers}),
     })
-
-
-def _count(n: int, singular: str, plural: str | None = None) -> str:
-    return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
 # --- CSV --------------------------------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ def to_original_units(values: np.ndarray, dataset: Dataset) -> np.ndarray:
     return values * dataset.y_std + dataset.y_mean
 
 
+_SUMS = ("_loss_sum", "_count", "_correct", "_sse", "_y_sum", "_y_sq")
+
+
 @dataclass
 class Meter:
     """Accumulates one epoch's (or one evaluation's) loss and task metric over batches, weighted by batch size.
@@ -86,6 +89,15 @@ class Meter:
             loss_value = float(LOSSES[self.loss].engine.forward(to_original_units(output, self.dataset),
                                                          to_original_units(targets, self.dataset)))  # fmt: skip
         self._loss_sum += loss_value * n
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The sums so far, so that an epoch interrupted midway continues to the same metrics."""
+        return {name.lstrip("_"): np.asarray(getattr(self, name)) for name in _SUMS}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name in _SUMS:
+            value = state[name.lstrip("_")]
+            setattr(self, name, value.item() if value.ndim == 0 else value)
 
     def result(self) -> dict[str, float | None]:
         """{'loss': …, 'accuracy' or 'r2': …}; None when nothing was counted."""

@@ -9,12 +9,13 @@ A run ends `completed` (last epoch or max_steps), `stopped_early`, `diverged` (a
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from autobp.rundir import layout as rundir
 from autobp.model.network import Layer, Network, Trace, build_network
 from autobp.spec.config import Config, check_name
 from autobp.spec.configfile import dump_config, load_config
-from autobp.common.text import flatten
+from autobp.common.text import plural, flatten
 from autobp.model.data import Dataset
 from autobp.model.prepare import prepare
 from autobp.common.errors import AutobpError, ConfigError, DataError
@@ -38,7 +39,7 @@ from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
 from autobp.training.metrics import Meter, evaluate, loss_targets
 from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.training.progress import Progress
-from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, RandomStreams, now
+from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, RandomStreams, StopRequests, now
 from autobp.common.text import format_number
 from autobp.common.runtime import keep_freed_memory
 
@@ -109,8 +110,11 @@ def run(config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True) 
     return Trainer(config, dataset, run_dir, Progress(quiet)).run()
 
 
-def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True) -> RunResult:
-    """Continue a run from its last checkpoint, or extend a finished one (`training.epochs`, `training.max_steps`)."""
+def resume(
+    run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True, announce: Callable[[str], None] | None = None
+) -> RunResult:
+    """Continue a run from its last checkpoint, or extend a finished one (`training.epochs`, `training.max_steps`);
+    `announce` is told where the run continues before training starts."""
     run_dir = Path(run_dir)
     saved_path = run_dir / rundir.CONFIG_FILE
     if not saved_path.is_file():
@@ -129,15 +133,55 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = 
     previous = read_summary(summary_path) if summary_path.exists() else None
     if previous is not None and previous.status.finished and not differing:
         return RunResult(run_dir, previous.status, previous, nothing_to_do=True)
+    state = checkpoint.load(run_dir)
+    _check_extension(run_dir, config, state)
     keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
-    trainer.restore(checkpoint.load(run_dir), resumed=[*(previous.resumed if previous else []), now()])
+    where = trainer.restore(state, resumed=[*(previous.resumed if previous else []), now()])
+    if announce is not None:
+        announce(where)
     files.write_atomic(saved_path, dump_config(config))
     return trainer.run()
 
 
+def _check_extension(run_dir: Path, config: Config, state: checkpoint.Checkpoint | None) -> None:
+    """A run can be extended, never shortened: a shorter run is a new run (nothing is changed when refused)."""
+    if state is None:
+        return
+    training = config.training
+    if training.epochs < state.epoch:
+        raise ConfigError(f"--resume {run_dir}: training.epochs={training.epochs}, but the run has already trained "
+                          f"{plural(state.epoch, 'epoch')}; a run can be extended, not shortened (start a new run)")
+    if training.max_steps is not None and training.max_steps < state.step:
+        raise ConfigError(f"--resume {run_dir}: training.max_steps={training.max_steps}, but the run has already "
+                          f"taken {plural(state.step, 'step')}; a run can be extended, not shortened (start a new run)")
+
+
 def _rows_if_any(path: Path) -> list[dict[str, str]]:
     return files.read_rows(path) if path.exists() else []
+
+
+@dataclass
+class EpochStart:
+    """Where the epoch under way began: the shuffling stream's state before it drew the epoch's order, the step
+    count, and the epoch's training metrics so far. A checkpoint taken inside an epoch (Ctrl-C, max_steps) carries
+    it, so that resuming replays the same order from the same batch: bit for bit the uninterrupted run."""
+
+    shuffle: dict
+    first_step: int
+    meter: Meter
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"epoch_start.shuffle": np.array(json.dumps(self.shuffle)), "epoch_start.step": np.array(self.first_step)}
+        return state | {f"epoch_meter.{key}": value for key, value in self.meter.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], meter: Meter) -> EpochStart | None:
+        """The epoch start a checkpoint holds, or None for a checkpoint taken between epochs."""
+        if "epoch_start.step" not in state:
+            return None
+        meter.load_state_dict({k.removeprefix("epoch_meter."): v for k, v in state.items() if k.startswith("epoch_meter.")})
+        return cls(json.loads(str(state["epoch_start.shuffle"])), int(state["epoch_start.step"]), meter)
 
 
 class Trainer:
@@ -174,30 +218,44 @@ class Trainer:
         self.stopper = None if stopping is None else EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
         self.clock = Clock()
         self.resumed: list[str] = []
+        self.requests = StopRequests()
+        self._epoch_start: EpochStart | None = None  # set while an epoch is under way (or was cut short)
         self._last_checkpoint = time.monotonic()
 
-    def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> None:
-        """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over)."""
+    def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> str:
+        """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over). Returns
+        where the run continues, in words."""
         self.resumed = resumed
         epoch, step = (0, 0) if state is None else (state.epoch, state.step)
         metrics_path = self.run_dir / rundir.METRICS_FILE
         gradients_path = self.run_dir / rundir.GRADIENTS_FILE
-        metrics = [r for r in _rows_if_any(metrics_path) if int(r["epoch"]) <= epoch]
+        logged = _rows_if_any(metrics_path)
+        metrics = [r for r in logged if int(r["epoch"]) <= epoch]
         gradients = [r for r in _rows_if_any(gradients_path) if int(r["step"]) <= step]
         files.rewrite_rows(metrics_path, self._metric_columns(), metrics)
         files.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
         self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
+        dropped = len(logged) - len(metrics)
         if state is None:
-            return
+            return f"no checkpoint to resume from: starting again from epoch 1{_dropped(dropped)}"
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
         self.network.load_state_dict(state.parameters, str(path))
         self.optimizer.load_state_dict(state.optimizer)
         try:
             for owner in self._state_owners():
                 owner.load_state_dict(state.state)
+            self._epoch_start = EpochStart.from_state(state.state, self._new_meter())
         except KeyError as missing:
             raise DataError(f"{path}: not an autobp checkpoint (missing {missing})") from None
         self.epoch, self.step = state.epoch, state.step
+        where = f"the checkpoint of epoch {epoch}"
+        if self._epoch_start is not None:
+            batches = step - self._epoch_start.first_step
+            where = f"the checkpoint inside epoch {epoch + 1}, after {plural(batches, 'batch', 'batches')} (step {step})"
+        return f"resuming from {where}{_dropped(dropped)}"
+
+    def _new_meter(self) -> Meter:
+        return Meter(self.dataset.task, self.config.loss, self.dataset)
 
     def _state_owners(self) -> list[EarlyStopping | RandomStreams | Clock]:
         return [owner for owner in (self.stopper, self.streams, self.clock) if owner is not None]
@@ -213,9 +271,11 @@ class Trainer:
         return self.epoch % every == 0
 
     def _save_checkpoint(self) -> None:
-        state = {key: value for owner in self._state_owners() for key, value in owner.state_dict().items()}
+        owners = [*self._state_owners(), *([self._epoch_start] if self._epoch_start is not None else [])]
+        state = {key: value for owner in owners for key, value in owner.state_dict().items()}
+        completed = self.epoch - (self._epoch_start is not None)  # an epoch cut short resumes where it stopped
         checkpoint.save(self.run_dir, checkpoint.Checkpoint(
-            epoch=self.epoch, step=self.step, parameters=self.network.state_dict(),
+            epoch=completed, step=self.step, parameters=self.network.state_dict(),
             optimizer=self.optimizer.state_dict(), state=state,
         ))  # fmt: skip
         self._last_checkpoint = time.monotonic()
@@ -228,6 +288,11 @@ class Trainer:
         gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.progress.start(self.total_steps, self.config.name, self.step)
+        with self.requests:
+            return self._run_and_record(metrics_log, gradient_log, outcome)
+
+    def _run_and_record(self, metrics_log: files.CsvLog, gradient_log: files.CsvLog, outcome: dict[str, Any]) -> RunResult:
+        """Train, then write what the run leaves whatever ended it; signals wait for the files to be written."""
         try:
             # Overflow is how divergence starts; it is detected and reported, so numpy need not warn about it.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -247,6 +312,8 @@ class Trainer:
             gradient_log.close()
         summary = self._summary(status, self.clock.seconds(), outcome)
         try:
+            if status == "interrupted" and self.config.training.checkpoint_every is not None:
+                self._save_checkpoint()
             self._save_model()
             conclude(self.run_dir, summary)
         except OSError as exc:
@@ -261,7 +328,9 @@ class Trainer:
         while self.epoch < training.epochs and self.step < self.total_steps:
             self.epoch += 1
             lr = learning_rate(self.config.optimizer, self.epoch - 1, training.epochs)
-            train_metrics = self._train_epoch(lr)
+            train_metrics, finished = self._train_epoch(lr)
+            if finished:
+                self._epoch_start = None
             row = self._epoch_row(train_metrics, lr, self.clock.seconds())
             self.history.append(row)
             metrics_log.write([[row[c] for c in metrics_log.columns]])
@@ -279,19 +348,28 @@ class Trainer:
             self.network.load_state_dict(self.stopper.best_weights)
         return "completed"
 
-    def _train_epoch(self, lr: float) -> dict[str, float | None]:
-        meter = Meter(self.dataset.task, self.config.loss, self.dataset)
+    def _train_epoch(self, lr: float) -> tuple[dict[str, float | None], bool]:
+        """Train on the epoch's batches (from where a checkpoint inside it stopped); the epoch's training metrics,
+        and whether every batch was done (max_steps can end an epoch early)."""
+        start = self._epoch_start
+        if start is None:
+            start = self._epoch_start = EpochStart(self.streams.shuffle.bit_generator.state, self.step, self._new_meter())
+        else:
+            self.streams.shuffle.bit_generator.state = start.shuffle
         order = self.streams.shuffle.permutation(len(self.X))
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        first = (self.step - start.first_step) * self.batch_size
+        for begin in range(first, len(order), self.batch_size):
+            batch = order[begin : begin + self.batch_size]
             step = self.step + 1
-            ends = step == self.total_steps or (may_end and start + self.batch_size >= len(order))
-            self._train_step(step, self.X[batch], self.y[batch], lr, meter, self.grads.wants(step, ends))
+            last_batch = begin + self.batch_size >= len(order)
+            ends = step == self.total_steps or (may_end and last_batch)
+            self._train_step(step, self.X[batch], self.y[batch], lr, start.meter, self.grads.wants(step, ends))
             self.step = step  # counts completed updates only
+            self.requests.check()
             if self.step >= self.total_steps:
-                break
-        return meter.result()
+                return start.meter.result(), last_batch
+        return start.meter.result(), True
 
     def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
         trace = self.network.forward(xb, self.streams.dropout, retain=logging)
@@ -395,6 +473,10 @@ class Trainer:
             row = pick(rows, key=lambda r: r[key])
             best[key] = Best(value=row[key], epoch=row["epoch"])
         return best
+
+
+def _dropped(count: int) -> str:
+    return f" ({plural(count, 'later logged epoch')} dropped)" if count else ""
 
 
 def conclude(run_dir: Path, summary: Summary) -> None:

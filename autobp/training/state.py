@@ -7,9 +7,11 @@ State dicts hold plain arrays keyed by name, so checkpoint.npz stays readable wi
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -112,3 +114,34 @@ class Clock:
     def load_state_dict(self, state: State) -> None:
         self.before = float(state["seconds"])
         self.started = str(state["started"])
+
+
+class StopRequests:
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a request the training loop honours at the next step boundary, so a
+    step is never cut in half and the files written on the way out are complete. Further signals while the run
+    winds down are absorbed (a second Ctrl-C must not lose the weights). Only the main thread can take signals;
+    elsewhere (e.g. a Dask worker thread) KeyboardInterrupt keeps its usual meaning."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a stop was requested."""
+        if self.received is not None:
+            raise KeyboardInterrupt
