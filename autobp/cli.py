@@ -145,6 +145,8 @@ def sweep(
         else:
             result = run_sweep(sources or [], overrides or (), name=name, output=output, **options)
     typer.echo(format_ranking(result))
+    for note in result.sweep.notes:
+        typer.echo(f"note: {note}", err=True)
     raise typer.Exit(result.exit_code)
 
 
@@ -236,6 +238,10 @@ def report(
     from autobp.rundir.reader import read_run
     from autobp.tools.report import build_report, render
 
+    if plot is not None:
+        from autobp.tools.plot import check_plot_target
+
+        check_plot_target(plot)
     log = read_run(run_dir)
     typer.echo(render(build_report(log), fmt))
     if plot is not None:

@@ -272,10 +272,16 @@ def test_plot_without_matplotlib_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     result = CliRunner().invoke(app, ["report", str(deep_sigmoid), "--plot", str(tmp_path / "flow.png")])
-    assert result.exit_code == 1
-    assert "vanishing_gradients" in result.stdout  # the report itself is still printed
+    assert result.exit_code == 2  # a missing extra, found before anything runs: nothing was written
+    assert result.stdout == ""
     assert result.stderr.strip() == "error: the gradient-flow plot needs matplotlib: pip install 'autobp[plot]'"
     assert not (tmp_path / "flow.png").exists()
+
+
+def test_plot_with_an_unknown_extension_is_refused_before_the_report(deep_sigmoid: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(deep_sigmoid), "--plot", str(tmp_path / "flow.jpg")])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "use a file name ending in .png, .svg, .pdf" in result.stderr
 
 
 def test_plot_rejects_an_unknown_format(deep_sigmoid: Path, tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.sweeps.executor import LocalExecutor
 from autobp.common.runtime import limit_blas_threads
+from autobp.rundir.summary import Best, Summary
 from autobp.sweeps.plan import SweepFile, expand, format_ranking, plan_sweep, resume_sweep, run_sweep
+from autobp.sweeps.record import Outcome, Ranking
 
 # Linear data, identity activations, mse and a huge SGD step: the loss overflows within a few steps.
 REGRESSION = {"data": {"source": "linear", "n_samples": 80}, "loss": "mse",
@@ -199,10 +201,63 @@ def test_the_monitored_metric_must_exist_in_every_trial(tmp_path):
     )
 
 
-def test_a_sweep_file_runs_alone(tmp_path):
+def test_a_glob_that_catches_a_sweep_file_compares_the_configs_and_says_so(tmp_path):
+    """`autobp sweep configs/*.yaml`: the sweep file among the configs is skipped with a note."""
     path = write_sweep(tmp_path, {"seed": [1, 2]})
-    with pytest.raises(ConfigError, match="a sweep file runs on its own"):
-        plan_sweep([tmp_path / "base.yaml", path])
+    other = write(tmp_path / "other.yaml", base_config(tmp_path, seed=7))
+    sweep = plan_sweep([tmp_path / "base.yaml", other, path])
+    assert [trial.values["config"] for trial in sweep.trials] == [str(tmp_path / "base.yaml"), str(other)]
+    assert sweep.notes == [f"skipped {path}: a sweep file runs on its own (autobp sweep {path})"]
+    second = write(tmp_path / "second.yaml", {"base": "base.yaml", "parameters": {"seed": [3]}})
+    with pytest.raises(ConfigError, match="a sweep file runs on its own — give one sweep file at a time"):
+        plan_sweep([path, second])
+
+
+def outcome(status="completed", final=None, saved=None, best=None) -> Outcome:
+    best = {key: Best(value=value, epoch=1) for key, value in (best or {}).items()}
+    return Outcome(status, Summary(status=status, final=final or {}, saved=saved or final or {}, best=best))
+
+
+def test_ties_are_broken_by_the_loss_of_the_same_split():
+    outcomes = [outcome(final={"val_accuracy": 1.0, "val_loss": 0.4}), outcome(final={"val_accuracy": 0.9, "val_loss": 0.01}),
+                outcome(final={"val_accuracy": 1.0, "val_loss": 0.001}), outcome("failed")]  # fmt: skip
+    ranking = Ranking("val_accuracy", "max")
+    assert ranking.order(outcomes) == [2, 0, 1, 3]
+    assert ranking.describe().endswith("higher is better; ties broken by val_loss")
+    assert Ranking("val_loss", "min").tie_breaker is None
+
+
+def test_trials_rank_by_the_saved_model_unless_told_final_or_best():
+    """Early stopping restored trial 0's epoch with val_loss 0.1 although its last epoch reached 0.5."""
+    stopped = outcome("stopped_early", final={"val_loss": 0.5}, saved={"val_loss": 0.1}, best={"val_loss": 0.1})
+    steady = outcome(final={"val_loss": 0.3}, best={"val_loss": 0.05})
+    assert Ranking("val_loss", "min").order([stopped, steady]) == [0, 1]
+    assert Ranking("val_loss", "min", "final").order([stopped, steady]) == [1, 0]
+    assert Ranking("val_loss", "min", "best").order([stopped, steady]) == [1, 0]
+
+
+def test_a_sweep_ranks_by_the_saved_model_end_to_end(tmp_path):
+    stopping = {"epochs": 12, "batch_size": 16, "checkpoint_every": None,
+                "early_stopping": {"monitor": "val_loss", "patience": 2}}  # fmt: skip
+    path = write_sweep(tmp_path, {"optimizer.lr": [0.5, 0.05]}, base=base_config(tmp_path, training=stopping),
+                       rank="best")  # fmt: skip
+    result = run_sweep([path], jobs=1)
+    assert result.sweep.stage == "best"
+    assert "ranked by val_loss at its best epoch, lower is better" in format_ranking(result)
+    rows = read_trials(result.directory)
+    best = [float(row["best_val_loss"]) for row in rows]
+    assert [float(row["val_loss"]) for row in rows] == best  # the ranked column holds the ranked value
+    assert rows[result.ranking()[0]]["best_val_loss"] == str(min(best))
+
+
+def test_trials_csv_quotes_text_once(tmp_path):
+    """A failure reason with a comma and quotes reads back exactly (it used to gain literal quotes)."""
+    sweep = plan_sweep([write_sweep(tmp_path, {"seed": [1]})])
+    failed = Outcome("failed", Summary(status="failed", error='x, "y"'))
+    from autobp.sweeps.plan import _write_trials_csv
+
+    _write_trials_csv(tmp_path, sweep, [failed])
+    assert read_trials(tmp_path)[0]["reason"] == 'x, "y"'
 
 
 # --- running ------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ file or the new one, never a mix. CSV logs are appended row by row and flushed a
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -30,6 +31,7 @@ def write_atomic(path: Path, content: bytes | str) -> None:
     data = content.encode() if isinstance(content, str) else content
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private; a file written directly would not be
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -38,6 +40,14 @@ def write_atomic(path: Path, content: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    # The only way to read the umask is to set it; once per process, before any worker thread writes.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, payload: Any) -> None:

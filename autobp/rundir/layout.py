@@ -21,15 +21,20 @@ MODEL_FILE = "model.npz"
 SUMMARY_FILE = "summary.json"
 
 
-def create_run_dir(output: Path, name: str, now: datetime | None = None) -> Path:
-    """Make `<output>/<name>-<YYYYmmdd-HHMMSS>`, appending -2, -3, … rather than ever reusing a folder."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+def ensure_output_dir(output: Path) -> None:
+    """Create the output folder if needed; one that cannot be created or written is a clear ConfigError."""
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"output directory {output}: cannot create it ({exc.strerror}); choose another with --output") from None
     if not os.access(output, os.W_OK):
         raise ConfigError(f"output directory {output}: not writable; choose another with --output")
+
+
+def create_run_dir(output: Path, name: str, now: datetime | None = None) -> Path:
+    """Make `<output>/<name>-<YYYYmmdd-HHMMSS>`, appending -2, -3, … rather than ever reusing a folder."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    ensure_output_dir(output)
     base = output.resolve() / f"{name}-{stamp}"
     if base.parent != output.resolve():
         raise ConfigError(f"name {name!r}: a run name cannot leave the output directory")

@@ -56,6 +56,7 @@ class Divergence(_Record):
     """The step and first layer whose gradient went non-finite (layer None: the loss itself)."""
 
     step: int
+    epoch: int | None = None
     layer: str | None = None
     reason: str = ""
 
@@ -67,6 +68,7 @@ class EarlyStop(_Record):
     best_epoch: int
     best_value: float
     restored: bool = True
+    """Whether model.npz holds the best epoch's weights (not after an interruption, a divergence or a failure)."""
 
 
 class Best(_Record):
@@ -122,6 +124,9 @@ class Summary(_Record):
     samples_per_second: float | None = None
     final: dict[str, float | int | None] = Field(default_factory=dict)
     """The last row of metrics.csv, less its time column."""
+    saved: dict[str, float | int | None] = Field(default_factory=dict)
+    """The metrics of the model model.npz holds: the best epoch's row when early stopping restored its weights,
+    else the same as `final`."""
     best: dict[str, Best] = Field(default_factory=dict)
     early_stopping: EarlyStop | None = None
     started: str | None = None

@@ -45,6 +45,9 @@ FILE_SOURCE_KEYS: dict[str, tuple[str, ...]] = {"csv": ("path", "target", "featu
 SOURCE_KEYS = ("n_samples", "noise", "n_classes", "n_features", "n_outputs", "path", "target", "features")
 
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
+# Keys whose values are file paths: relative to the config file's folder when written in a config, to the current
+# folder when given with --set; shipped to Dask workers with the trial.
+FILE_PATH_KEYS = (("data", "path"), ("model", "init_from"))
 
 MAX_SAMPLES = 10_000_000
 MAX_WIDTH = 100_000  # units of a layer; features, outputs and classes of synthetic data

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from autobp.spec.config import CROSS_FIELD_ERROR, Config
+from autobp.spec.config import CROSS_FIELD_ERROR, FILE_PATH_KEYS, Config
 from autobp.common.errors import ConfigError
 from autobp.common.text import shorten
 
@@ -247,6 +247,11 @@ def _yaml_error_message(err: yaml.MarkedYAMLError, source: str) -> str:
     if "'\\t'" in (err.problem or ""):
         return f"{where}: tabs are not allowed for indentation in YAML — use spaces"
     hint = _YAML_HINTS.get(err.problem or "", f" ({err.context})" if err.context else "")
+    opened = err.context_mark
+    if opened is not None and mark is not None and opened.line != mark.line and err.context:
+        # An unclosed bracket is noticed only where the next construct begins: name where it was opened.
+        construct = re.sub(r"^while (parsing|scanning) (an? )?", "", err.context)
+        hint = f" — the {construct} opened at line {opened.line + 1}, column {opened.column + 1} is never closed"
     return f"{where}: invalid YAML: {err.problem}{hint}"
 
 
@@ -375,6 +380,10 @@ def _apply_override(raw: dict, text: str) -> KeyPath:
             container[step] = {}  # a missing or empty section receives its first key
         container = container[step]
     step = _override_step(container, parts[-1], path)
+    if (*path, step) in FILE_PATH_KEYS and isinstance(value, str):
+        # A path typed on the command line means what it means in the shell: relative to the current folder
+        # (a path written in a config file is relative to that file instead).
+        value = os.path.abspath(Path(value).expanduser())
     container[step] = value
     return (*path, step)
 
@@ -414,9 +423,12 @@ def report_problems(source: str, problems: list[Problem]) -> str:
 
 
 def _with_absolute_paths(config: Config, base_dir: Path) -> Config:
-    data = config.data.model_copy(update={"path": _absolute(config.data.path, base_dir)})
-    model = config.model.model_copy(update={"init_from": _absolute(config.model.init_from, base_dir)})
-    return config.model_copy(update={"data": data, "model": model})
+    """The config with every FILE_PATH_KEYS path resolved against `base_dir` (absolute paths stay as they are)."""
+    sections: dict[str, Any] = {}
+    for section, key in FILE_PATH_KEYS:
+        part = sections.get(section) or getattr(config, section)
+        sections[section] = part.model_copy(update={key: _absolute(getattr(part, key), base_dir)})
+    return config.model_copy(update=sections)
 
 
 def _absolute(path: str | None, base_dir: Path) -> str | None:

@@ -22,15 +22,15 @@ import yaml
 
 from autobp.common import files
 from autobp.rundir import layout as rundir
+from autobp.spec.config import FILE_PATH_KEYS
 from autobp.rundir.summary import Summary, read_summary, write_summary
 from autobp.spec.configfile import config_from_dict, dump_config
 from autobp.common.errors import ConfigError, DataError
-from autobp.sweeps.executor import available_cores
+from autobp.sweeps.executor import available_cores, fresh_dir
 from autobp.common.runtime import BLAS_THREAD_VARIABLES
 
 INSTALL_HINT = "the dask executor needs Dask's distributed: pip install 'autobp[dask]'"
 # Config keys that name files on the client; their content travels with the trial.
-FILE_KEYS = (("data", "path"), ("model", "init_from"))
 
 
 class DaskExecutor:
@@ -85,7 +85,7 @@ class DaskExecutor:
         self._running.discard(remote)
         try:
             outcome, archive = remote.result()
-            summary = unpack(archive, run_dir, config)
+            summary = unpack(archive, fresh_dir(run_dir), config)
             if summary is not None:
                 outcome["summary"] = summary.to_dict()
         except BaseException as exc:  # noqa: BLE001 — the sweep records any failure as the trial's outcome
@@ -134,13 +134,13 @@ def _restore(saved: dict[str, str | None]) -> None:
 
 
 def _file_paths(config: dict) -> dict[tuple[str, str], str]:
-    return {(section, key): config[section][key] for section, key in FILE_KEYS if config[section].get(key)}
+    return {(section, key): config[section][key] for section, key in FILE_PATH_KEYS if config[section].get(key)}
 
 
 def run_shipped(fn: Callable[[dict, str], dict], config: dict, files: dict[tuple[str, str], bytes]) -> tuple[dict, bytes]:
     """On a worker: write the trial's files into a temporary folder, train there, return (result, run archive)."""
     with tempfile.TemporaryDirectory(prefix="autobp-trial-", dir=_scratch_folder()) as folder:
-        local = {**config, **{section: dict(config[section]) for section, _ in FILE_KEYS}}
+        local = {**config, **{section: dict(config[section]) for section, _ in FILE_PATH_KEYS}}
         for (section, key), content in files.items():
             target = Path(folder) / "files" / section / Path(config[section][key]).name
             target.parent.mkdir(parents=True, exist_ok=True)

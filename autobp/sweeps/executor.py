@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -37,21 +38,31 @@ class TrialExecutor(Protocol):
 
 
 def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
-    """Train a trial's resolved config into `run_dir`, an existing empty folder: the function workers run.
+    """Train a trial's resolved config into `run_dir` (an earlier attempt's files there are replaced): the function
+    workers run. Plain data in and out, so that any executor can ship it: returns {"status", "summary"}.
 
-    Plain data in and out, so that any executor can ship it: returns {"status": ..., "summary": summary.json}.
-    """
+    The folder is emptied here, in the worker, so that a retry cannot race a worker of a broken pool that is still
+    writing its files (the pool is rebuilt only once those workers have exited)."""
     from autobp.common.errors import AutobpError
     from autobp.rundir.summary import Status, Summary
     from autobp.model.prepare import prepare
     from autobp.training.runner import run
 
+    fresh_dir(Path(run_dir))
     try:
         resolved, dataset = prepare(config)
     except AutobpError as err:  # the sweep validated the trial, but its data file may have changed since
         return {"status": "failed", "summary": Summary(status=Status.FAILED, error=str(err)).to_dict()}
-    result = run(resolved, dataset, Path(run_dir), quiet=True)
+    result = run(resolved, dataset, Path(run_dir), quiet=True, stop_signals=(signal.SIGINT,))
     return {"status": str(result.status), "summary": result.summary.to_dict()}
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty folder for a trial: an earlier attempt's folder (on resume or retry) is replaced."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
 
 
 def available_cores() -> int:

@@ -19,12 +19,11 @@ import itertools
 import json
 import math
 import os
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -37,7 +36,7 @@ from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Status, Summary, read_summary, summary_from_dict
 from autobp.spec.catalog import lower_is_better, task_metric
-from autobp.spec.config import Config, Monitor, check_name, monitor_problem, raise_problems
+from autobp.spec.config import FILE_PATH_KEYS, Config, Monitor, check_name, monitor_problem, raise_problems
 from autobp.spec.configfile import (
     duplicate_key_problems,
     parse_yaml,
@@ -53,7 +52,7 @@ from autobp.spec.configfile import (
 from autobp.model.prepare import DatasetCache, prepare
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.sweeps.record import (
-    FINISHED, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, SweepRecord, TrialRecord, rank, ranked_value,
+    FINISHED, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, Ranking, Stage, SweepRecord, TrialRecord,
     read_record,
 )
 from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
@@ -137,9 +136,12 @@ class SweepFile(_Strict):
     parameters: Annotated[dict[str, Parameter], Field(min_length=1)]
     """Dotted config keys, as with --set, each with a list of values or (random) a range {min, max, log}."""
     monitor: Monitor = "val_loss"
-    """The metric that ranks the trials (its final value)."""
+    """The metric that ranks the trials."""
     mode: Mode | None = None
     """min or max; default min for losses, max for accuracy and R²."""
+    rank: Stage = "saved"
+    """Which value of the monitor ranks a trial: the saved model's (its best epoch when early stopping restored it),
+    the last epoch's (final) or the best epoch's (best). Ties are broken by the loss of the same split."""
 
     @field_validator("name")
     @classmethod
@@ -255,6 +257,12 @@ class Sweep:
     mode: str
     trials: list[Trial]
     settings: dict[str, Any] | None = None  # the sweep file, resolved; None for a sweep of configs
+    stage: str = "saved"  # which value of the monitor ranks the trials (see Ranking)
+    notes: list[str] = field(default_factory=list)  # files left out, for the user
+
+    @property
+    def ranking(self) -> Ranking:
+        return Ranking(self.monitor, self.mode, self.stage)
 
 
 def plan_sweep(
@@ -272,20 +280,24 @@ def plan_sweep(
     overrides = [*overrides, *([_override("output.dir", os.path.abspath(output))] if output is not None else [])]
     files = [(Path(path), *parse_yaml(read_text(Path(path)), str(path))) for path in paths]
     sweep_files = [path for path, _, raw in files if _is_sweep_file(raw)]
-    if sweep_files and len(files) > 1:
-        raise ConfigError(f"{sweep_files[0]}: a sweep file runs on its own — give it alone, or only config files")
-    if sweep_files:
+    if len(files) == 1 and sweep_files:
         path, root, raw = files[0]
         return _plan_sweep_file(path, _validate_sweep_file(path, root, raw), overrides, name)
-    variants = [({"config": str(path.resolve())}, path, overrides) for path, _, _ in files]
+    if len(sweep_files) == len(files):
+        raise ConfigError(f"{sweep_files[1]}: a sweep file runs on its own — give one sweep file at a time")
+    # A shell glob such as configs/*.yaml also matches sweep files: compare the configs, and say what was left out.
+    notes = [f"skipped {path}: a sweep file runs on its own (autobp sweep {path})" for path in sweep_files]
+    configs = [path for path, _, raw in files if not _is_sweep_file(raw)]
+    variants = [({"config": str(path.resolve())}, path, overrides) for path in configs]
     trials = _trials(variants, "val_loss", same="two of the files describe the same training")
-    return Sweep(name or "sweep", [trial.values["config"] for trial in trials], overrides, "val_loss", "min", trials)
+    sources = [trial.values["config"] for trial in trials]
+    return Sweep(name or "sweep", sources, overrides, "val_loss", "min", trials, notes=notes)
 
 
 def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: str | None) -> Sweep:
     base = (path.parent / spec.base).resolve()
     variants = [
-        (values, base, [*(_override(key, value) for key, value in values.items()), *overrides])
+        (values, base, [*(_override(key, value, path.parent) for key, value in values.items()), *overrides])
         for values in expand(spec)
     ]
     # Equal grid points mean a swept key changes nothing; random draws from short lists may repeat by chance.
@@ -293,10 +305,14 @@ def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: st
     trials = _trials(variants, spec.monitor, same=same if spec.method == "grid" else None)
     mode = spec.mode or ("min" if lower_is_better(spec.monitor) else "max")
     settings = spec.model_dump(mode="json") | {"base": str(base), "mode": mode}
-    return Sweep(name or spec.name or path.stem, [str(path.resolve())], overrides, spec.monitor, mode, trials, settings)
+    return Sweep(name or spec.name or path.stem, [str(path.resolve())], overrides, spec.monitor, mode, trials, settings,
+                 spec.rank)
 
 
-def _override(key: str, value: Any) -> str:
+def _override(key: str, value: Any, base: Path | None = None) -> str:
+    """`key=value` for --set; a file path written in the sweep file is relative to the sweep file's folder."""
+    if base is not None and tuple(key.split(".")) in FILE_PATH_KEYS and isinstance(value, str):
+        value = os.path.abspath(base / Path(value).expanduser())
     return f"{key}={json.dumps(value)}"  # JSON is YAML: the value reads back exactly, a string stays a string
 
 
@@ -340,7 +356,7 @@ def _identity(config: Config) -> str:
 def _write_record(directory: Path, sweep: Sweep) -> None:
     record = SweepRecord(
         name=sweep.name, sources=sweep.sources, overrides=sweep.overrides, monitor=sweep.monitor, mode=sweep.mode,
-        settings=sweep.settings,
+        rank=sweep.stage, settings=sweep.settings,
         trials=[TrialRecord(trial=t.name, values=t.values, identity=t.identity) for t in sweep.trials],
     )  # fmt: skip
     files.write_atomic(directory / SWEEP_FILE, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False))
@@ -361,15 +377,17 @@ def _write_trials_csv(directory: Path, sweep: Sweep, outcomes: list[Outcome]) ->
     writer.writerow(["trial", "status", *sweep.trials[0].values, monitor, f"best_{monitor}", *others, "epochs",
                      "seconds", "run_dir", "reason"])  # fmt: skip
     for trial, outcome in zip(sweep.trials, outcomes):
-        finals = [None if outcome.summary is None else outcome.summary.final.get(metric) for metric in (monitor, *others)]
-        cells = [trial.name, outcome.status, *trial.values.values(), finals[0], outcome.best(monitor), *finals[1:],
-                 outcome.epochs, outcome.seconds, directory / trial.name, outcome.reason]  # fmt: skip
+        saved = [outcome.value(metric, "saved") for metric in others]
+        cells = [trial.name, outcome.status, *trial.values.values(), outcome.value(monitor, sweep.stage),
+                 outcome.best(monitor), *saved, outcome.epochs, outcome.seconds, directory / trial.name,
+                 outcome.reason]  # fmt: skip
         writer.writerow([_csv_cell(cell) for cell in cells])
     files.write_atomic(directory / TRIALS_FILE, buffer.getvalue())
 
 
-def _csv_cell(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else files.format_value(value)
+def _csv_cell(value: Any) -> Any:
+    # The csv writer quotes what needs quoting; quoting here too would put literal quotes in the file.
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def _read_statuses(directory: Path) -> dict[str, str]:
@@ -378,14 +396,6 @@ def _read_statuses(directory: Path) -> dict[str, str]:
         return {}
     with open(path, newline="", encoding="utf-8") as handle:
         return {row["trial"]: row["status"] for row in csv.DictReader(handle)}
-
-
-def _fresh_dir(path: Path) -> Path:
-    """An empty folder for a trial: an earlier attempt's folder (on resume) is replaced."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir()
-    return path
 
 
 # --- running the trials -------------------------------------------------------------------------------------------
@@ -408,8 +418,8 @@ class SweepResult:
         return EXIT_OK if all(o.status in FINISHED for o in self.outcomes) else EXIT_SWEEP_INCOMPLETE
 
     def ranking(self) -> list[int]:
-        """Trial indices, best first: trials that completed by their final monitored value, then the others."""
-        return rank(self.sweep.monitor, self.sweep.mode, self.outcomes)
+        """Trial indices, best first (see Ranking)."""
+        return self.sweep.ranking.order(self.outcomes)
 
 
 def run_sweep(
@@ -425,6 +435,7 @@ def run_sweep(
     sweep = plan_sweep(paths, overrides, name=name, output=output)
     sweeps = Path(sweep.trials[0].config["output"]["dir"]) / "sweeps"
     outcomes = [Outcome() for _ in sweep.trials]
+    rundir.ensure_output_dir(sweeps)
     _check_free_space(sweeps, sweep, outcomes)
     directory = rundir.create_run_dir(sweeps, sweep.name)
     _write_record(directory, sweep)
@@ -533,7 +544,7 @@ class _Scheduler:
         while self._may_launch():
             index = self.queue.popleft()
             trial = self.sweep.trials[index]
-            future = self.executor.submit(run_trial, trial.config, str(_fresh_dir(self.directory / trial.name)))
+            future = self.executor.submit(run_trial, trial.config, str(self.directory / trial.name))
             if self.running:
                 self.shared.update([index, *self.running.values()])
             self.running[future] = index
@@ -591,17 +602,16 @@ def format_ranking(result: SweepResult) -> str:
     sweep, outcomes = result.sweep, result.outcomes
     monitor = sweep.monitor
     statuses = ", ".join(f"{count} {status}" for status, count in Counter(o.status for o in outcomes).items())
-    better = "lower" if sweep.mode == "min" else "higher"
     lines = [f"sweep {sweep.name}: {len(outcomes)} trials ({statuses}) in {result.seconds:.1f} s; "
-             f"ranked by final {monitor}, {better} is better"]  # fmt: skip
+             f"{sweep.ranking.describe()}"]  # fmt: skip
     keys = list(sweep.trials[0].values)
     rows = [["rank", "trial", "status", *keys, monitor, f"best_{monitor}", "epochs", "seconds", "reason"]]
     ranking = result.ranking()
     for place, index in enumerate(ranking, start=1):
         trial, outcome = sweep.trials[index], outcomes[index]
-        ranked = ranked_value(outcome, monitor) is not None
+        ranked = sweep.ranking.value(outcome) is not None
         rows.append([
-            place if ranked else "-", trial.name, outcome.status, *trial.values.values(), outcome.final(monitor),
+            place if ranked else "-", trial.name, outcome.status, *trial.values.values(), sweep.ranking.value(outcome),
             outcome.best(monitor), outcome.epochs, outcome.seconds, outcome.reason,
         ])  # fmt: skip
     lines += format_table(rows[0], [[_cell(cell) for cell in row] for row in rows[1:]])
@@ -617,8 +627,8 @@ def format_ranking(result: SweepResult) -> str:
 
 def _best_text(sweep: Sweep, outcomes: list[Outcome]) -> str | None:
     """`val_loss 0.0123 (trial-004)` for the best trial so far, or None while no trial has completed."""
-    best = rank(sweep.monitor, sweep.mode, outcomes)[0]
-    value = ranked_value(outcomes[best], sweep.monitor)
+    best = sweep.ranking.order(outcomes)[0]
+    value = sweep.ranking.value(outcomes[best])
     return None if value is None else f"{sweep.monitor} {_cell(value)} ({sweep.trials[best].name})"
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from autobp.common.errors import ConfigError
 from autobp.rundir.reader import is_run_dir
 from autobp.rundir.summary import Status, Summary
+from autobp.spec.catalog import metric_of
 from autobp.spec.config import Monitor
 
 SWEEP_FILE = "sweep.yaml"
@@ -23,6 +24,7 @@ FINISHED = tuple(str(status) for status in Status if status.finished)  # trials 
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 
 Mode = Literal["min", "max"]
+Stage = Literal["saved", "final", "best"]
 
 
 class _Record(BaseModel):
@@ -53,8 +55,13 @@ class SweepRecord(_Record):
     overrides: list[str]
     monitor: Monitor
     mode: Mode
+    rank: Stage = "saved"
     settings: dict[str, Any] | None
     trials: list[TrialRecord]
+
+    @property
+    def ranking(self) -> Ranking:
+        return Ranking(self.monitor, self.mode, self.rank)
 
 
 def read_record(directory: Path) -> SweepRecord:
@@ -92,28 +99,61 @@ class Outcome:
     def seconds(self) -> float | None:
         return None if self.summary is None else self.summary.seconds
 
+    def value(self, metric: str, stage: str) -> float | None:
+        """The metric at a stage of the trial: `saved` (the model it kept: its best epoch where early stopping
+        restored it), `final` (the last epoch) or `best` (the best epoch); None if missing or not finite."""
+        if self.summary is None:
+            return None
+        if stage == "best":
+            best = self.summary.best.get(metric)
+            return None if best is None else best.value
+        value = (self.summary.saved or self.summary.final) if stage == "saved" else self.summary.final
+        value = value.get(metric)
+        return value if value is not None and math.isfinite(value) else None
+
     def final(self, metric: str) -> float | None:
         """The metric's value at the last epoch (None if missing or not finite)."""
-        value = None if self.summary is None else self.summary.final.get(metric)
-        return value if value is not None and math.isfinite(value) else None
+        return self.value(metric, "final")
 
     def best(self, metric: str) -> float | None:
         """The metric's best value over the epochs."""
-        best = None if self.summary is None else self.summary.best.get(metric)
-        return None if best is None else best.value
+        return self.value(metric, "best")
 
 
-def rank(monitor: str, mode: str, outcomes: list[Outcome]) -> list[int]:
-    """Trial indices, best first: trials that completed by their final monitored value, then the others in order."""
-    sign = 1.0 if mode == "min" else -1.0
+@dataclass(frozen=True)
+class Ranking:
+    """How a sweep ranks its trials: by `monitor` at a stage (`saved`, `final` or `best`, see Outcome.value),
+    `mode` min or max; equal values are broken by the loss of the same split (e.g. val_accuracy ties by val_loss),
+    then by trial order. Trials that did not finish come last."""
 
-    def key(index: int) -> tuple[bool, float, int]:
-        value = ranked_value(outcomes[index], monitor)
-        return value is None, 0.0 if value is None else sign * value, index
+    monitor: str
+    mode: str
+    stage: str = "saved"
 
-    return sorted(range(len(outcomes)), key=key)
+    @property
+    def tie_breaker(self) -> str | None:
+        """The loss that breaks ties, or None when the monitor is itself a loss."""
+        split = self.monitor.partition("_")[0]
+        return None if metric_of(self.monitor) == "loss" else f"{split}_loss"
 
+    def value(self, outcome: Outcome) -> float | None:
+        """The value a trial is ranked by; None for a trial that did not finish."""
+        return outcome.value(self.monitor, self.stage) if outcome.status in FINISHED else None
 
-def ranked_value(outcome: Outcome, monitor: str) -> float | None:
-    """The value a trial is ranked by; None for a trial that did not finish."""
-    return outcome.final(monitor) if outcome.status in FINISHED else None
+    def order(self, outcomes: list[Outcome]) -> list[int]:
+        """Trial indices, best first."""
+        sign = 1.0 if self.mode == "min" else -1.0
+
+        def key(index: int) -> tuple[bool, float, float, int]:
+            value = self.value(outcomes[index])
+            tie = None if self.tie_breaker is None else outcomes[index].value(self.tie_breaker, self.stage)
+            return value is None, 0.0 if value is None else sign * value, math.inf if tie is None else tie, index
+
+        return sorted(range(len(outcomes)), key=key)
+
+    def describe(self) -> str:
+        """`ranked by val_accuracy of the saved model, higher is better; ties broken by val_loss`."""
+        stage = {"saved": "of the saved model (its best epoch where early stopping restored it)",
+                 "final": "at the last epoch", "best": "at its best epoch"}[self.stage]  # fmt: skip
+        text = f"ranked by {self.monitor} {stage}, {'lower' if self.mode == 'min' else 'higher'} is better"
+        return text + (f"; ties broken by {self.tie_breaker}" if self.tie_breaker else "")

@@ -20,7 +20,7 @@ from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir, read_run, run_date
 from autobp.rundir.summary import read_summary
 from autobp.spec.catalog import METRICS, lower_is_better
-from autobp.sweeps.record import Outcome, is_sweep_dir, rank, ranked_value, read_record, trial_dirs
+from autobp.sweeps.record import Outcome, is_sweep_dir, read_record, trial_dirs
 from autobp.tools.report import Report, build_report, summarize_series
 
 # The run column already shows the name, and where a run was written says nothing about how it trained.
@@ -233,8 +233,8 @@ def _sweep_entry(path: Path, name: str, notes: list[str]) -> ListedRun:
         outcomes.append(Outcome("unfinished" if summary is None else str(summary.status), summary))
     if not outcomes:
         return ListedRun(name, "sweep, 0 trials", "no trials yet", run_date(path), None, "-", str(path))
-    best = rank(record.monitor, record.mode, outcomes)[0]
-    value = ranked_value(outcomes[best], record.monitor)
+    best = record.ranking.order(outcomes)[0]
+    value = record.ranking.value(outcomes[best])
     best_text = "-" if value is None else f"{record.monitor} {format_number(value)} ({record.trials[best].trial})"
     statuses = Counter(outcome.status for outcome in outcomes)
     status = ", ".join(f"{count} {name}" for name, count in statuses.most_common())

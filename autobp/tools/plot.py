@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from autobp.common.errors import AutobpError, ConfigError
+from autobp.common.errors import ConfigError
 from autobp.rundir.reader import LayerLog, RunLog
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -27,10 +27,17 @@ PANELS = (
 )
 
 
-def plot_run(log: RunLog, path: Path) -> None:
-    """Draw the run's gradient-flow figure into `path` (.png, .svg or .pdf)."""
+def check_plot_target(path: Path) -> None:
+    """Refuse, before anything runs, a figure that could not be drawn: a file type matplotlib is not asked to write,
+    or matplotlib missing (ConfigError, exit code 2)."""
     if path.suffix.lower() not in FORMATS:
         raise ConfigError(f"--plot {path}: use a file name ending in {', '.join(FORMATS)}")
+    _matplotlib()
+
+
+def plot_run(log: RunLog, path: Path) -> None:
+    """Draw the run's gradient-flow figure into `path` (.png, .svg or .pdf)."""
+    check_plot_target(path)
     figure_class, colormaps = _matplotlib()
     figure = figure_class(figsize=(15, 4.8), layout="constrained")
     axes = figure.subplots(1, 3)
@@ -64,7 +71,7 @@ def _matplotlib() -> tuple[Any, Any]:
         from matplotlib import colormaps
         from matplotlib.figure import Figure
     except ImportError:
-        raise AutobpError(INSTALL_HINT) from None
+        raise ConfigError(INSTALL_HINT) from None
     return Figure, colormaps
 
 

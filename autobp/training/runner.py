@@ -23,7 +23,7 @@ import autobp
 from autobp.health import describe, judge
 from autobp.rundir import checkpoint
 from autobp.rundir.reader import read_run
-from autobp.rundir.summary import Best, EarlyStop, Status, Summary, read_summary, write_summary
+from autobp.rundir.summary import Best, Divergence, EarlyStop, Status, Summary, read_summary, write_summary
 from autobp.common import files
 from autobp.rundir import layout as rundir
 from autobp.model.network import Layer, Network, Trace, build_network
@@ -39,7 +39,7 @@ from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
 from autobp.training.metrics import Meter, evaluate, loss_targets
 from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.training.progress import Progress
-from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, RandomStreams, StopRequests, now
+from autobp.training.state import INIT_STREAM, STOP_SIGNALS, Clock, EarlyStopping, RandomStreams, StopRequests, now
 from autobp.common.text import format_number
 from autobp.common.runtime import keep_freed_memory
 
@@ -65,7 +65,7 @@ class Diverged(Exception):
     """A non-finite loss or gradient at `step`; `layer` is the first layer whose gradient went non-finite."""
 
     def __init__(self, step: int, layer: str | None) -> None:
-        super().__init__(f"non-finite {'loss' if layer is None else 'gradient in ' + layer} at step {step}")
+        super().__init__("non-finite loss" if layer is None else f"first non-finite gradient in {layer}")
         self.step = step
         self.layer = layer
 
@@ -86,6 +86,7 @@ def train(
             raise ConfigError(f"--name {name!r}: {err}") from None
     extra = [f"name={name}"] * (name is not None) + [f"output.dir={output}"] * (output is not None)
     config, dataset = prepare(config, [*overrides, *extra])
+    rundir.ensure_output_dir(Path(config.output.dir))  # before the free-space check, which needs the folder
     rundir.check_free_space(Path(config.output.dir), estimated_size(config, dataset))
     run_dir = rundir.create_run_dir(Path(config.output.dir), config.name)
     return run(config, dataset, run_dir, quiet=quiet)
@@ -103,11 +104,16 @@ def estimated_size(config: Config, dataset: Dataset) -> int:
     return parameters * 8 * 6 + logged * len(sizes) * 250 + config.training.epochs * 200
 
 
-def run(config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True) -> RunResult:
-    """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder."""
+def run(
+    config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True, stop_signals: Sequence[int] = STOP_SIGNALS
+) -> RunResult:
+    """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder. `stop_signals` end the run
+    cleanly at the next step (a pool worker leaves SIGTERM to its pool, which uses it to end broken workers)."""
     keep_freed_memory()
     files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
-    return Trainer(config, dataset, run_dir, Progress(quiet)).run()
+    trainer = Trainer(config, dataset, run_dir, Progress(quiet))
+    trainer.requests = StopRequests(stop_signals)
+    return trainer.run()
 
 
 def resume(
@@ -220,6 +226,7 @@ class Trainer:
         self.resumed: list[str] = []
         self.requests = StopRequests()
         self._epoch_start: EpochStart | None = None  # set while an epoch is under way (or was cut short)
+        self._restored_epoch: int | None = None  # the epoch whose weights early stopping put back
         self._last_checkpoint = time.monotonic()
 
     def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> str:
@@ -299,7 +306,7 @@ class Trainer:
                 status = self._train(metrics_log)
         except Diverged as exc:
             status = "diverged"
-            outcome["diverged"] = {"step": exc.step, "layer": exc.layer, "reason": str(exc)}
+            outcome["diverged"] = Divergence(step=exc.step, epoch=self.epoch, layer=exc.layer, reason=str(exc))
         except KeyboardInterrupt:
             status = "interrupted"
         except Exception as exc:  # noqa: BLE001 — any failure must still leave a readable run directory
@@ -342,11 +349,15 @@ class Trainer:
             if self._checkpoint_due(stop or self.epoch >= training.epochs or self.step >= self.total_steps):
                 self._save_checkpoint()
             if stop:
-                self.network.load_state_dict(self.stopper.best_weights)
+                self._restore_best()
                 return "stopped_early"
         if self.stopper is not None and self.stopper.best_weights is not None:
-            self.network.load_state_dict(self.stopper.best_weights)
+            self._restore_best()
         return "completed"
+
+    def _restore_best(self) -> None:
+        self.network.load_state_dict(self.stopper.best_weights)
+        self._restored_epoch = self.stopper.best_epoch
 
     def _train_epoch(self, lr: float) -> tuple[dict[str, float | None], bool]:
         """Train on the epoch's batches (from where a checkpoint inside it stopped); the epoch's training metrics,
@@ -451,17 +462,23 @@ class Trainer:
             seconds=round(seconds, 6),
             steps_per_second=self.step / seconds if seconds > 0 else None,
             samples_per_second=samples / seconds if seconds > 0 else None,
-            final={k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "seconds"},
+            final=self._metrics_of(len(self.history)),
+            saved=self._metrics_of(self._restored_epoch or len(self.history)),
             best=self._best_metrics(),
             early_stopping=None if self.stopper is None or self.stopper.best_epoch is None else EarlyStop(
                 monitor=self.stopper.monitor, best_epoch=self.stopper.best_epoch,
-                best_value=self.stopper.best_value, restored=True,
+                best_value=self.stopper.best_value, restored=self._restored_epoch is not None,
             ),  # fmt: skip
             started=self.clock.started,
             resumed=self.resumed,
             ended=now(),
             versions={"autobp": autobp.__version__, "numpy": np.__version__, "python": platform.python_version()},
         )
+
+    def _metrics_of(self, epoch: int) -> dict[str, Any]:
+        """metrics.csv's row of `epoch` (1-based; 0: none), less its time column."""
+        row = self.history[epoch - 1] if 0 < epoch <= len(self.history) else {}
+        return {key: value for key, value in row.items() if key != "seconds"}
 
     def _best_metrics(self) -> dict[str, Best]:
         best = {}
@@ -489,15 +506,22 @@ def format_summary(result: RunResult) -> str:
     """The end-of-run report: status, final and best metrics, speed, each layer's gradient verdict, the diagnoses
     with their suggestions (the same judgement as `autobp report`), and the path."""
     summary = result.summary
-    lines = [f"{summary.name}: {summary.status} after {summary.epochs} epochs, {summary.steps} steps "
-             f"in {summary.seconds:.2f} s ({summary.steps_per_second or 0:.0f} steps/s)"]  # fmt: skip
+    lines = [f"{summary.name}: {summary.status} after {plural(summary.epochs, 'epoch')}, "
+             f"{plural(summary.steps, 'step')} in {summary.seconds:.2f} s ({summary.steps_per_second or 0:.0f} steps/s)"]
     if summary.diverged is not None:
-        lines.append(f"  diverged: {summary.diverged.reason}")
+        diverged = summary.diverged
+        lines.append(f"  diverged at step {diverged.step} (epoch {diverged.epoch}): {diverged.reason}")
     if summary.error is not None:
         lines.append(f"  error: {summary.error}")
+    stop = summary.early_stopping
+    restored = stop is not None and stop.restored
+    if restored:
+        lines.append(f"  model.npz holds epoch {stop.best_epoch}, the best by {stop.monitor} (early stopping restored "
+                     "its weights); the values below are that model's")  # fmt: skip
+    label = f"epoch {stop.best_epoch}" if restored else "final"
     for key, best in summary.best.items():
-        final = format_number(summary.final.get(key))
-        lines.append(f"  {key:<16} final {final:<10}  best {format_number(best.value):<10} (epoch {best.epoch})")
+        value = format_number((summary.saved if restored else summary.final).get(key))
+        lines.append(f"  {key:<16} {label} {value:<10}  best {format_number(best.value):<10} (epoch {best.epoch})")
     health = summary.health
     if health is not None and health.layers:
         lines.append("gradients (median ‖∂L/∂f_i‖ over logged steps):")

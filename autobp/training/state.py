@@ -11,13 +11,14 @@ import signal
 import threading
 import time
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from autobp.spec.catalog import lower_is_better
 
 State = dict[str, np.ndarray]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what ends a run cleanly at the next step
 # Independent random streams derived from the one seed, so e.g. adding dropout does not change the shuffling.
 INIT_STREAM, SHUFFLE_STREAM, DROPOUT_STREAM = 1, 2, 3
 
@@ -122,15 +123,14 @@ class StopRequests:
     winds down are absorbed (a second Ctrl-C must not lose the weights). Only the main thread can take signals;
     elsewhere (e.g. a Dask worker thread) KeyboardInterrupt keeps its usual meaning."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
+    def __init__(self, signals: Sequence[int] = STOP_SIGNALS) -> None:
+        self.signals = tuple(signals)
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.signals}
         return self
 
     def __exit__(self, *exc: object) -> None:
