@@ -28,6 +28,8 @@ from autobp.data import Dataset, load_dataset, resolve_config
 from autobp.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AutobpError, ConfigError, DataError
 from autobp.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total, verdicts
+from autobp.histograms import HistogramLog
+from autobp.histograms import read as read_histograms
 from autobp.metrics import LOSSES, Meter, evaluate, loss_targets, metric_names
 from autobp.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.progress import Progress
@@ -204,6 +206,7 @@ class Trainer:
         self.elapsed_before = 0.0  # training seconds before this process took over (resume)
         self._gradient_rows: list[dict[str, Any]] = []  # logged before a resume, for the end-of-run verdicts
         self._last_checkpoint = time.monotonic()
+        self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
 
     def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> None:
         """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over)."""
@@ -219,6 +222,7 @@ class Trainer:
         self._gradient_rows = [{k: rundir.parse_cell(k, v) for k, v in row.items()} for row in gradients]
         if state is None:
             return
+        self.histograms.keep_until(read_histograms(self.run_dir), step)
         self.network.load_state_dict(state.parameters, f"{self.run_dir / checkpoint.CHECKPOINT_FILE}")
         self.optimizer.load_state_dict(state.optimizer)
         self.shuffle_rng.bit_generator.state = state.rngs["shuffle"]
@@ -250,6 +254,7 @@ class Trainer:
             best_value=self.best["value"], best_epoch=self.best["epoch"], waited=self.best["waited"],
             best_parameters=self.best["state"],
         ))  # fmt: skip
+        self.histograms.save(self.run_dir)
         self._last_checkpoint = time.monotonic()
 
     # --- the loop ----------------------------------------------------------------------------------------------
@@ -276,6 +281,7 @@ class Trainer:
         finally:
             self.progress.close()
             self.grads.flush()
+            self.histograms.save(self.run_dir)
             metrics_log.close()
             gradient_log.close()
         seconds = self.elapsed_before + time.perf_counter() - clock
@@ -334,6 +340,9 @@ class Trainer:
         value = float(loss.data)
         sums = self._check_finite(step, value, trace)
         meter.add(trace.output.data, yb, value)
+        if self.histograms.wants(step):
+            self.histograms.record(step, self.epoch, [(layer.weight.grad, layer.weight.data, z.data)
+                                                      for layer, z in zip(self.network.layers, trace.pre_activations)])
         before = self.grads.before_update(step, trace, sums[0::2]) if logging else None
         if self.config.optimizer.clip_grad_norm is not None:
             clip_grad_norm(self.params, self.config.optimizer.clip_grad_norm)
