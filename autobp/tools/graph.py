@@ -237,7 +237,8 @@ def build_graph(source: Path, example: int = 0) -> ComputationGraph:
         raise ConfigError(f"--example {example}: the {split} split has {len(X)} examples; choose 0 to {len(X) - 1}")
     dtype = np.dtype(config.training.dtype)
     target = loss_targets(y[example : example + 1], config.loss, dtype)
-    nodes, edges = record(network, X[example].astype(dtype), target, config.loss)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverged run's weights: shown as they are
+        nodes, edges = record(network, X[example].astype(dtype), target, config.loss)
     weights = "trained weights" if from_run else "initial weights"
     graph = ComputationGraph(f"{config.name}: computation graph", "", nodes, edges)
     graph.subtitle = f"{split} example {example}, {weights}, {config.training.dtype}; loss {_number(graph.loss)}"

@@ -169,13 +169,14 @@ def _curves(log: Any, diverged: Any) -> str:
     metric = next((name.removeprefix("val_") for row in log.metrics[:1] for name in row
                    if name.startswith("val_") and name != "val_loss"), None)  # fmt: skip
     figure = make_subplots(rows=1, cols=2, subplot_titles=["loss", metric or "metric"], horizontal_spacing=0.08)
-    for column, (kind, dash) in enumerate((("loss", "solid"), (metric, "solid")), start=1):
+    for column, kind in enumerate(("loss", metric), start=1):
         for split, color in (("train", "#1f77b4"), ("val", "#d62728")):
             key = f"{split}_{kind}"
             if kind is None or not any(row.get(key) is not None for row in log.metrics):
                 continue
             figure.add_trace(go.Scatter(x=epochs, y=_clean([row.get(key) for row in log.metrics]), name=key,
-                                        mode="lines+markers", marker=dict(size=4), line=dict(color=color, dash=dash),
+                                        mode="lines+markers", marker=dict(size=4), line=dict(color=color),
+                                        legendgroup=split, showlegend=column == 1,
                                         hovertemplate=f"{key} %{{y:.4g}}<br>epoch %{{x}}<extra></extra>"),
                              row=1, col=column)  # fmt: skip
     if diverged is not None:
@@ -186,7 +187,8 @@ def _curves(log: Any, diverged: Any) -> str:
                               showarrow=False, font=dict(color="crimson"), xanchor="right")  # fmt: skip
     figure.update_xaxes(title_text="epoch")
     figure.update_layout(height=380, margin=dict(t=70, b=40, l=60, r=20), hovermode="closest",
-                         updatemenus=[_log_toggle(["yaxis"], log_first=False)], legend=dict(orientation="h", y=-0.2))  # fmt: skip
+                         updatemenus=[_log_toggle(["yaxis"], log_first=False)],
+                         legend=dict(orientation="h", y=-0.2, title="blue: training, red: validation"))  # fmt: skip
     return _figure(figure, "curves")
 
 
@@ -213,7 +215,7 @@ def _gradient_flow(log: Any, diverged: Any) -> str:
     figure = go.Figure(heatmap)
     if diverged is not None:
         figure.add_vline(x=diverged.step, line=dict(color="crimson", dash="dash"))
-    figure.update_layout(height=120 + 28 * len(names), margin=dict(t=30, b=40, l=70, r=20),
+    figure.update_layout(height=max(280, 120 + 28 * len(names)), margin=dict(t=30, b=40, l=70, r=20),
                          xaxis_title="step", yaxis_title="layer (input at the bottom)")  # fmt: skip
     explain = ('<p class="explain">‖∂L/∂f_i‖, the backpropagated signal reaching each layer\'s output, at every '
                "logged step, on a log colour scale: a signal that vanishes on its way back to the input shows as "
@@ -235,11 +237,12 @@ def _layer_curves(log: Any, steps: list[int], diverged: Any) -> str:
                                         hovertemplate=f"{layer.name} step %{{x}}<br>{column} %{{y:.3g}}<extra></extra>"),
                              row=1, col=col)  # fmt: skip
     for col, (_, _, log_scale) in enumerate(shown, start=1):
-        figure.update_yaxes(type="log" if log_scale else "linear", row=1, col=col)
+        if log_scale:  # one label per decade: minor labels crowd a short axis
+            figure.update_yaxes(type="log", dtick=1, exponentformat="e", row=1, col=col)
         if diverged is not None:
             figure.add_vline(x=diverged.step, line=dict(color="crimson", dash="dash"), row=1, col=col)
     figure.update_xaxes(title_text="step")
-    figure.update_layout(height=360, margin=dict(t=40, b=40, l=60, r=20), legend=dict(title="input → output"))
+    figure.update_layout(height=380, margin=dict(t=40, b=40, l=60, r=20), legend=dict(title="input → output"))
     return _figure(figure, "layer-curves")
 
 
