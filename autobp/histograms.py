@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from autobp import rundir
+from autobp.builder import load_npz
+from autobp.errors import DataError
 
 HISTOGRAMS_FILE = "histograms.npz"
 QUANTITIES = ("weight_grad", "weight", "pre_activation")
@@ -43,12 +45,19 @@ def bin_edges() -> np.ndarray:
 
 
 def bin_index(values: np.ndarray) -> np.ndarray:
-    """Each (non-NaN) value's bin, computed arithmetically (the edges are regular in log10|v|)."""
+    """Each (non-NaN) value's bin, computed arithmetically (the edges are regular in log10|v|); in place on
+    one float array, since the trainer calls this at every snapshot."""
     with np.errstate(divide="ignore"):
-        magnitude = np.floor((np.log10(np.abs(values)) - LOWEST) * BINS_PER_DECADE)
-    magnitude = np.clip(magnitude, -1, MAGNITUDES - 1).astype(np.int64)  # -1: below 1e-12
-    offset = np.where(magnitude < 0, 0, magnitude + 1)
-    return MAGNITUDES + np.where(values < 0, -offset, offset)
+        steps = np.log10(np.abs(values))
+    steps -= LOWEST
+    steps *= BINS_PER_DECADE
+    np.floor(steps, out=steps)
+    np.maximum(steps, -1, out=steps)  # -1: |v| < 1e-12, the middle bin (np.clip is slower on small arrays)
+    np.minimum(steps, MAGNITUDES - 1, out=steps)
+    steps += 1  # bins away from the middle one
+    np.copysign(steps, values, out=steps)
+    steps += MAGNITUDES
+    return steps.astype(np.int64)
 
 
 def sample(values: np.ndarray) -> np.ndarray:
@@ -66,10 +75,6 @@ class Histograms:
     layers: list[str]
     counts: np.ndarray
     nan_counts: np.ndarray
-
-    @property
-    def edges(self) -> np.ndarray:
-        return bin_edges()
 
     def percentiles(self, layer: int, quantity: str, levels: tuple[float, ...]) -> np.ndarray:
         """(snapshots, len(levels)) percentiles (0–100) of one layer's quantity, interpolated inside the bins on
@@ -117,6 +122,7 @@ class HistogramLog:
         self.epochs: list[int] = []
         self.counts: list[np.ndarray] = []
         self.nan_counts: list[np.ndarray] = []
+        self._saved: list[int] = []  # the steps in the file on disk
 
     def wants(self, step: int) -> bool:
         """Snapshot step 1, every `interval`-th step and the last planned one."""
@@ -152,8 +158,8 @@ class HistogramLog:
         self.nan_counts = list(previous.nan_counts[kept])
 
     def save(self, run_dir: Path) -> None:
-        """Write histograms.npz atomically (nothing before the first snapshot)."""
-        if not self.steps:
+        """Write histograms.npz atomically, unless it already holds these snapshots (or there are none yet)."""
+        if not self.steps or self.steps == self._saved:
             return
         arrays = {
             "steps": np.array(self.steps, dtype=np.int64),
@@ -167,13 +173,11 @@ class HistogramLog:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)  # most bins are empty: compression takes the file to a few kB a layer
         rundir.write_atomic(run_dir / HISTOGRAMS_FILE, buffer.getvalue())
+        self._saved = list(self.steps)
 
 
 def read(run_dir: Path) -> Histograms | None:
     """A run's histograms.npz, or None when it has none (DataError when it is damaged)."""
-    from autobp.builder import load_npz
-    from autobp.errors import DataError
-
     path = run_dir / HISTOGRAMS_FILE
     if not path.exists():
         return None

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from autobp.builder import build_network, load_npz
 from autobp.cli import app
-from autobp.engine import Tensor
 from autobp.metrics import LOSSES, loss_targets
 from autobp.runner import INIT_STREAM, prepare, train
 from autobp.tools.graph import build_graph, render_graph

@@ -116,7 +116,7 @@ def record(network: Any, x: np.ndarray, target: np.ndarray, loss_name: str) -> t
     for tensor in tensors:
         if id(tensor) in records:
             edges += _edges(nodes[id(tensor)], records[id(tensor)], nodes)
-            edges += _constant_edges(nodes, nodes[id(tensor)], records[id(tensor)], target)
+            edges += _target_edges(nodes, nodes[id(tensor)], records[id(tensor)], target)
     loss.backward()
     for tensor in tensors:
         nodes[id(tensor)].adjoint = None if tensor.grad is None else np.array(tensor.grad, dtype=float)
@@ -163,18 +163,14 @@ def _edges(node: Node, record: tuple, nodes: dict[int, Node]) -> list[Edge]:
             for i, parent in parents]  # fmt: skip
 
 
-def _constant_edges(nodes: dict[int, Node], node: Node, record: tuple, target: np.ndarray) -> list[Edge]:
+def _target_edges(nodes: dict[int, Node], node: Node, record: tuple, target: np.ndarray) -> list[Edge]:
     """The loss's target is a plain array, not a tensor: it gets a node of its own (no adjoint)."""
-    primitive, parents, raw = record[0], record[1], record[2]
-    taken = {i for i, _ in parents}
-    edges = []
-    for i, arg in enumerate(raw):
-        if i in taken or not isinstance(arg, np.ndarray) or arg is not target:
-            continue
-        constant = Node(f"n{len(nodes)}", "target", "y", None, np.array(arg, dtype=float), None)
-        nodes[id(arg)] = constant
-        edges.append(Edge(constant.id, node.id, i, "constant"))
-    return edges
+    index = next((i for i, arg in enumerate(record[2]) if arg is target), None)
+    if index is None:
+        return []
+    constant = Node(f"n{len(nodes)}", "target", "y", None, np.array(target, dtype=float), None)
+    nodes[id(target)] = constant
+    return [Edge(constant.id, node.id, index, "constant")]
 
 
 def _derivative(name: str, argnum: int) -> str:

@@ -19,6 +19,7 @@ from autobp.errors import AutobpError, ConfigError
 REPORT_FILE = "report.html"
 INSTALL_HINT = "--html needs plotly: pip install 'autobp[report]'"
 BANDS = (0, 16, 50, 84, 100)  # percentiles of the distributions view: min–max, ±1σ of a normal, the median
+BAND_TRACES = 5  # a band's traces: the lower and upper edge of each of the two bands, the median
 LAYER_CURVES = (
     ("grad_norm_w", "‖∂L/∂W‖", True),
     ("update_ratio", "update ratio ‖ΔW‖/‖W‖", True),
@@ -121,7 +122,7 @@ def run_page(run_dir: Path) -> str:
     log = read_run(run_dir)
     report = build_report(log)
     diverged = log.summary.diverged if log.summary else None
-    body = [_run_header(log, report)]
+    body = [_run_header(report)]
     body += ["<h2>Loss and metrics by epoch</h2>", _curves(log, diverged)]
     body += ["<h2>Gradient flow</h2>", _gradient_flow(log, diverged)]
     try:
@@ -134,7 +135,7 @@ def run_page(run_dir: Path) -> str:
     return _page(f"{report.name}: autobp report", body)
 
 
-def _run_header(log: Any, report: Any) -> str:
+def _run_header(report: Any) -> str:
     from autobp.report import format_number
 
     parts = [f'<h1>{html.escape(report.name)} <span class="status {report.status}">{report.status}</span></h1>',
@@ -256,14 +257,12 @@ def _distributions(histograms: Any) -> str:
     figure = make_subplots(rows=1, cols=len(QUANTITIES), subplot_titles=[QUANTITY_TITLES[q] for q in QUANTITIES],
                            horizontal_spacing=0.07)  # fmt: skip
     steps = histograms.steps.tolist()
-    per_layer = 0
     for index, layer in enumerate(histograms.layers):
         for col, quantity in enumerate(QUANTITIES, start=1):
             bands = histograms.percentiles(index, quantity, BANDS).T
-            traces = _band_traces(go, steps, bands, layer, visible=index == 0, legend=col == 1)
-            for trace in traces:
+            for trace in _band_traces(go, steps, bands, layer, visible=index == 0, legend=col == 1):
                 figure.add_trace(trace, row=1, col=col)
-            per_layer = len(traces) * len(QUANTITIES)
+    per_layer = BAND_TRACES * len(QUANTITIES)
     buttons = [dict(label=layer, method="update",
                     args=[{"visible": [i // per_layer == index for i in range(per_layer * len(histograms.layers))]}])
                for index, layer in enumerate(histograms.layers)]  # fmt: skip
