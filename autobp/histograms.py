@@ -10,8 +10,8 @@ The file (written atomically, read with `read`):
     layers           (L,) str           layer0, layer1, …
     quantities       (3,) str           weight_grad (∂L/∂W before clipping), weight (before the update), pre_activation
     edges            (BINS + 1,) float  bin edges, -inf and inf at the ends
-    counts           (S, L, 3, BINS) uint32
-    nan_counts       (S, L, 3) uint32   NaN entries, which no bin holds
+    counts           (S, L, 3, BINS) uint16
+    nan_counts       (S, L, 3) uint16   NaN entries, which no bin holds
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from autobp.errors import DataError
 HISTOGRAMS_FILE = "histograms.npz"
 QUANTITIES = ("weight_grad", "weight", "pre_activation")
 MAX_SNAPSHOTS = 100
-SAMPLE = 1024  # entries counted per array and snapshot
+SAMPLE = 1024  # entries counted per array and snapshot: every count fits in uint16
 BINS_PER_DECADE = 8
 LOWEST, HIGHEST = -12, 4  # decades of |v| with their own bins
 MAGNITUDES = (HIGHEST - LOWEST) * BINS_PER_DECADE
@@ -141,8 +141,8 @@ class HistogramLog:
         shape = (len(arrays), len(QUANTITIES))
         self.steps.append(step)
         self.epochs.append(epoch)
-        self.counts.append(counts.reshape(*shape, BINS).astype(np.uint32))
-        self.nan_counts.append(nan_counts.reshape(shape).astype(np.uint32))
+        self.counts.append(counts.reshape(*shape, BINS).astype(np.uint16))
+        self.nan_counts.append(nan_counts.reshape(shape).astype(np.uint16))
         if len(self.steps) > MAX_SNAPSHOTS + 2:  # a run extended by --resume: keep every other snapshot
             for series in (self.steps, self.epochs, self.counts, self.nan_counts):
                 series[1:-1] = series[1:-1][1::2]
