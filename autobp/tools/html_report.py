@@ -39,6 +39,7 @@ padding:8px 12px;margin:10px 0}.healthy{border-left:4px solid #2e7d32;background
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{color:#555;font-size:14px}
 .legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+MAX_TICKS = 8  # labels on a log axis or colour bar
 
 
 def _plotly() -> Any:
@@ -206,7 +207,7 @@ def _gradient_flow(log: Any, diverged: Any) -> str:
     logs = [[math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row] for row in raw]
     finite = [v for row in logs for v in row if v is not None]
     low, high = (math.floor(min(finite)), math.ceil(max(finite))) if finite else (-1, 0)
-    ticks = list(range(low, high + 1))
+    ticks = list(range(low, high + 1, _decade_step(high - low)))
     names = [layer.name for layer in log.layers]
     heatmap = go.Heatmap(
         z=logs, x=steps, y=names, customdata=[_clean(row) for row in raw], colorscale="Viridis", zmin=low, zmax=high,
@@ -237,14 +238,26 @@ def _layer_curves(log: Any, steps: list[int], diverged: Any) -> str:
                                         legendgroup=layer.name, showlegend=col == 1, line=dict(color=color, width=1.4),
                                         hovertemplate=f"{layer.name} step %{{x}}<br>{column} %{{y:.3g}}<extra></extra>"),
                              row=1, col=col)  # fmt: skip
-    for col, (_, _, log_scale) in enumerate(shown, start=1):
-        if log_scale:  # one label per decade: minor labels crowd a short axis
-            figure.update_yaxes(type="log", dtick=1, exponentformat="e", row=1, col=col)
+    for col, (column, _, log_scale) in enumerate(shown, start=1):
+        if log_scale:  # labels on whole decades only: minor labels crowd a short axis
+            decades = _decades([v for layer in log.layers for v in layer.values(column)])
+            figure.update_yaxes(type="log", dtick=_decade_step(decades), exponentformat="e", row=1, col=col)
         if diverged is not None:
             figure.add_vline(x=diverged.step, line=dict(color="crimson", dash="dash"), row=1, col=col)
     figure.update_xaxes(title_text="step")
     figure.update_layout(height=380, margin=dict(t=40, b=40, l=60, r=20), legend=dict(title="input → output"))
     return _figure(figure, "layer-curves")
+
+
+def _decades(values: Sequence[float | None]) -> int:
+    """How many decades the finite positive values span."""
+    logs = [math.log10(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    return math.ceil(max(logs)) - math.floor(min(logs)) if logs else 1
+
+
+def _decade_step(decades: int) -> int:
+    """Label every n-th decade, so that a log axis carries at most MAX_TICKS labels."""
+    return max(1, math.ceil(decades / MAX_TICKS))
 
 
 def _distributions(histograms: Any) -> str:
