@@ -314,14 +314,13 @@ def graph(
     ∂L/∂· from the reverse pass, and every edge with the local derivative it contributes (σ'(z), Wᵀ, …). SVG is
     laid out by autobp itself (no Graphviz needed); DOT is for Graphviz; HTML wraps the SVG in a page.
     """
-    from autobp import rundir
-    from autobp.tools.graph import build_graph, output_format, render_graph
+    from autobp.tools.graph import build_graph, output_format, render_graph, write_graph
 
     text = render_graph(build_graph(source, example), output_format(fmt, out))
     if out is None:
         typer.echo(text, nl=False)
         return
-    rundir.write_atomic(out, text)
+    write_graph(text, out)
     typer.echo(f"wrote the computation graph to {out}", err=True)
 
 

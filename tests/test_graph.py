@@ -119,5 +119,7 @@ def test_the_command_writes_each_format_and_rejects_a_bad_example(tmp_path: Path
     assert stdout.exit_code == 0 and stdout.stdout == (tmp_path / "g.dot").read_text()
     bad = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "--example", "5000"])
     assert bad.exit_code == 2 and "--example 5000: the validation split has" in bad.output
+    nowhere = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "-o", str(tmp_path / "missing" / "g.svg")])
+    assert nowhere.exit_code == 2 and "cannot write the file (No such file or directory)" in nowhere.output
     fmt = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "--format", "png"])
     assert fmt.exit_code == 2 and "--format png: choose one of svg, dot, html" in fmt.output

@@ -429,6 +429,17 @@ def render_graph(graph: ComputationGraph, fmt: str) -> str:
     return {"svg": to_svg, "dot": to_dot, "html": to_html}[fmt](graph)
 
 
+def write_graph(text: str, out: Path) -> None:
+    """Write a rendered graph atomically (ConfigError naming -o when that fails)."""
+    from autobp import rundir
+    from autobp.errors import ConfigError
+
+    try:
+        rundir.write_atomic(out, text)
+    except OSError as exc:
+        raise ConfigError(f"-o {out}: cannot write the file ({exc.strerror or exc})") from None
+
+
 def output_format(fmt: str | None, out: Path | None) -> str:
     """--format if given, else the output file's suffix (.svg, .dot/.gv, .html), else svg."""
     from autobp.errors import ConfigError

@@ -67,7 +67,7 @@ def _write(target: Path, page: str) -> None:
     try:
         rundir.write_atomic(target, page)
     except OSError as exc:
-        raise ConfigError(f"--html {target}: cannot write the file ({exc.strerror or exc})") from None
+        raise ConfigError(f"{target}: cannot write the HTML report ({exc.strerror or exc})") from None
 
 
 # --- the page ---------------------------------------------------------------------------------------------------
