@@ -224,10 +224,15 @@ FormatOption = Annotated[
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train` "
+                                            "(or, with --html, a sweep directory).")],
     fmt: FormatOption = "text",
     plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Also draw the gradient-flow "
                                                  "figure (.png, .svg or .pdf; needs pip install 'autobp[plot]').")] = None,
+    html: Annotated[bool, typer.Option("--html", help="Write a self-contained interactive HTML report instead, to "
+                                       "RUN_DIR/report.html or -o FILE (needs pip install 'autobp[report]').")] = False,
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="With --html: where to "
+                                                "write the report.")] = None,
 ) -> None:
     """Report on a run: its loss curves, a per-layer gradient table and diagnoses.
 
@@ -235,9 +240,17 @@ def report(
     come with their evidence and a suggestion naming config keys. Reads only the run directory's files, so it
     also works on runs that diverged, were interrupted or are still going.
     """
+    from autobp.common.errors import ConfigError
     from autobp.rundir.reader import read_run
     from autobp.tools.report import build_report, render
 
+    if out is not None and not html:
+        raise ConfigError("-o FILE names the file of --html; add --html")
+    if html:
+        from autobp.tools.html_report import write_report
+
+        typer.echo(f"wrote the HTML report to {write_report(run_dir, out)}")
+        return
     if plot is not None:
         from autobp.tools.plot import check_plot_target
 
@@ -319,6 +332,33 @@ def export(
     runs = "1 run" if len(written.runs) == 1 else f"{len(written.runs)} runs"
     typer.echo(f"wrote {runs}, {written.scalars:,} scalars to {written.directory}; "
                f"view them with: tensorboard --logdir {written.directory}")  # fmt: skip
+
+
+@app.command()
+def graph(
+    source: Annotated[Path, typer.Argument(metavar="CONFIG_OR_RUN", help="A config file (initial weights) or a run "
+                                           "directory (trained weights).")],
+    example: Annotated[int, typer.Option("--example", metavar="I", help="Which example of the validation split "
+                                         "(the training split without one).")] = 0,
+    fmt: Annotated[Optional[str], typer.Option("--format", metavar="svg|dot|html", help="Output format. [default: "
+                                               "from -o's suffix, else svg]", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Write here instead of "
+                                                "standard output.")] = None,
+) -> None:
+    """Draw the network's computation graph for one example, from the engine's recorded graph.
+
+    Every operation the engine ran (dense layers, activations, the loss), with its forward value and its adjoint
+    ∂L/∂· from the reverse pass, and every edge with the local derivative it contributes (σ'(z), Wᵀ, …). SVG is
+    laid out by autobp itself (no Graphviz needed); DOT is for Graphviz; HTML wraps the SVG in a page.
+    """
+    from autobp.tools.graph import build_graph, output_format, render_graph, write_graph
+
+    text = render_graph(build_graph(source, example), output_format(fmt, out))
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    write_graph(text, out)
+    typer.echo(f"wrote the computation graph to {out}", err=True)
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ from autobp.training.runner import Trainer, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
-RUN_FILES = {"config.yaml", "metrics.csv", "gradients.csv", "model.npz", "summary.json", "checkpoint.npz"}
+RUN_FILES = {"config.yaml", "metrics.csv", "gradients.csv", "model.npz", "summary.json", "checkpoint.npz",
+             "histograms.npz"}
 GRADIENT_COLUMNS = [
     "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",
     "out_grad_norm", "grad_mean", "grad_std", "dead_fraction", "saturated_fraction",

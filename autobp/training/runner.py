@@ -22,6 +22,8 @@ import numpy as np
 import autobp
 from autobp.health import describe, judge
 from autobp.rundir import checkpoint
+from autobp.rundir.histograms import HistogramLog
+from autobp.rundir.histograms import read as read_histograms
 from autobp.rundir.reader import read_run
 from autobp.rundir.summary import Best, Divergence, EarlyStop, Status, Summary, read_summary, write_summary
 from autobp.common import files
@@ -228,6 +230,7 @@ class Trainer:
         self._epoch_start: EpochStart | None = None  # set while an epoch is under way (or was cut short)
         self._restored_epoch: int | None = None  # the epoch whose weights early stopping put back
         self._last_checkpoint = time.monotonic()
+        self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
 
     def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> str:
         """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over). Returns
@@ -245,6 +248,7 @@ class Trainer:
         dropped = len(logged) - len(metrics)
         if state is None:
             return f"no checkpoint to resume from: starting again from epoch 1{_dropped(dropped)}"
+        self.histograms.keep_until(read_histograms(self.run_dir), step)
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
         self.network.load_state_dict(state.parameters, str(path))
         self.optimizer.load_state_dict(state.optimizer)
@@ -285,7 +289,9 @@ class Trainer:
             epoch=completed, step=self.step, parameters=self.network.state_dict(),
             optimizer=self.optimizer.state_dict(), state=state,
         ))  # fmt: skip
+        self.histograms.save(self.run_dir)
         self._last_checkpoint = time.monotonic()
+        self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -315,6 +321,7 @@ class Trainer:
         finally:
             self.progress.close()
             self.grads.flush()
+            self.histograms.save(self.run_dir)
             metrics_log.close()
             gradient_log.close()
         summary = self._summary(status, self.clock.seconds(), outcome)
@@ -389,6 +396,9 @@ class Trainer:
         value = float(loss.data)
         sums = self._check_finite(step, value, trace)
         meter.add(trace.output.data, yb, value)
+        if self.histograms.wants(step):
+            self.histograms.record(step, self.epoch, [(layer.weight.grad, layer.weight.data, z.data)
+                                                      for layer, z in zip(self.network.layers, trace.pre_activations)])
         before = self.grads.before_update(step, trace, sums[0::2]) if logging else None
         if self.config.optimizer.clip_grad_norm is not None:
             clip_grad_norm(self.params, self.config.optimizer.clip_grad_norm)

@@ -7,6 +7,9 @@ the training loop (autobp's `seconds` in summary.json — logging, metrics and v
 reference's own loop timer), and the whole process as the user waits for it (start-up, loading, logging, files).
 autobp runs with its defaults (log_every: auto); the reference trains with bench_engine's `numpy_step` and
 computes nothing else. A third ratio isolates gradient logging: autobp with log_every 1 vs. log_every 10**9.
+A fourth isolates histograms.npz: autobp as it is vs. the same run with its histogram snapshots switched off; on a
+busy machine that difference drowns in noise, so the time spent counting and writing the snapshots is also timed
+from inside one training process ("histograms, timed inside").
 autobp keeps freed memory for reuse (autobp.common.runtime); the reference runs twice, with the default allocator
 ("loop ×") and with the same setting through glibc's environment variables ("loop × kept").
 """
@@ -100,8 +103,14 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return time.perf_counter() - start, done.stdout
 
 
-def autobp_run(config: Path, *extra: str) -> tuple[float, float]:
-    wall, _ = timed([sys.executable, "-m", "autobp", "train", str(config), "--quiet", *extra])
+# `autobp` with histogram snapshots switched off, for the side-by-side cost of histograms.npz.
+WITHOUT_HISTOGRAMS = ("import sys; from autobp.rundir.histograms import HistogramLog; HistogramLog.wants = lambda self, step: "
+                      "False; from autobp.cli import main; sys.argv[0] = 'autobp'; main()")  # fmt: skip
+
+
+def autobp_run(config: Path, *extra: str, histograms: bool = True) -> tuple[float, float]:
+    entry = ["-m", "autobp"] if histograms else ["-c", WITHOUT_HISTOGRAMS]
+    wall, _ = timed([sys.executable, *entry, "train", str(config), "--quiet", *extra])
     newest = max((config.parent / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     return wall, json.loads((newest / "summary.json").read_text())["seconds"]
 
@@ -109,17 +118,48 @@ def autobp_run(config: Path, *extra: str) -> tuple[float, float]:
 def measure(case: Case, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config, reference = write_case(case, Path(tmp))
-        best = {k: float("inf") for k in ("ref_wall", "ref_loop", "ref_kept", "wall", "loop", "log_all", "log_none")}
+        best = {k: float("inf") for k in ("ref_wall", "ref_loop", "ref_kept", "wall", "loop", "log_all", "log_none",
+                                          "no_histograms")}  # fmt: skip
         for _ in range(repeats):
             ref_wall, out = timed([sys.executable, str(reference)])
             _, kept = timed([sys.executable, str(reference)], KEPT_MEMORY)
             wall, loop = autobp_run(config)
             _, log_all = autobp_run(config, "--set", "training.log_every=1")
             _, log_none = autobp_run(config, "--set", "training.log_every=1000000000")
+            _, no_histograms = autobp_run(config, histograms=False)
             sample = {"ref_wall": ref_wall, "ref_loop": float(out.strip()), "ref_kept": float(kept.strip()), "wall": wall, "loop": loop,
-                      "log_all": log_all, "log_none": log_none}  # fmt: skip
+                      "log_all": log_all, "log_none": log_none, "no_histograms": no_histograms}  # fmt: skip
             best = {k: min(best[k], v) for k, v in sample.items()}
         return best
+
+
+def histogram_share(case: Case, repeats: int) -> tuple[float, float]:
+    """(seconds spent in histogram snapshots and writes, training-loop seconds) of the fastest in-process run."""
+    import autobp.rundir.histograms as histograms
+    from autobp.training.runner import train
+
+    spent = [0.0]
+
+    def timed_method(method):
+        def wrapper(*args):
+            start = time.perf_counter()
+            method(*args)
+            spent[0] += time.perf_counter() - start
+        return wrapper
+
+    record, save = histograms.HistogramLog.record, histograms.HistogramLog.save
+    histograms.HistogramLog.record, histograms.HistogramLog.save = timed_method(record), timed_method(save)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config, _ = write_case(case, Path(tmp))
+            runs = []
+            for _ in range(repeats):
+                spent[0] = 0.0
+                runs.append((train(config).summary.seconds, spent[0]))
+    finally:
+        histograms.HistogramLog.record, histograms.HistogramLog.save = record, save
+    loop, inside = min(runs)
+    return inside, loop
 
 
 def main() -> None:
@@ -129,15 +169,19 @@ def main() -> None:
     args = parser.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     print(f"{'shape':<6} {'steps':>6} {'ref loop s':>10} {'loop s':>8} {'loop ×':>7} {'loop × kept':>12} "
-          f"{'ref wall s':>10} {'wall s':>7} {'wall ×':>7} {'logging % of step':>18}")  # fmt: skip
+          f"{'ref wall s':>10} {'wall s':>7} {'wall ×':>7} {'logging % of step':>18} {'histograms %':>13}")  # fmt: skip
     for case in CASES:
         if wanted and case.name not in wanted:
             continue
         r = measure(case, args.repeats)
         steps = case.epochs * -(-case.samples // case.batch)
         logging = (r["log_all"] - r["log_none"]) / r["log_none"] * 100
+        histograms = (r["loop"] - r["no_histograms"]) / r["no_histograms"] * 100
         print(f"{case.name:<6} {steps:>6} {r['ref_loop']:>10.3f} {r['loop']:>8.3f} {r['loop'] / r['ref_loop']:>7.2f} "
-              f"{r['loop'] / r['ref_kept']:>12.2f} {r['ref_wall']:>10.3f} {r['wall']:>7.3f} {r['wall'] / r['ref_wall']:>7.2f} {logging:>17.1f}%")  # fmt: skip
+              f"{r['loop'] / r['ref_kept']:>12.2f} {r['ref_wall']:>10.3f} {r['wall']:>7.3f} {r['wall'] / r['ref_wall']:>7.2f} {logging:>17.1f}% {histograms:>12.1f}%", flush=True)  # fmt: skip
+        inside, loop = histogram_share(case, args.repeats)
+        print(f"{'':<6} histograms, timed inside: {inside * 1e3:.1f} ms of a {loop * 1e3:.0f} ms loop "
+              f"({inside / loop * 100:.1f}%)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,415 @@
+"""`autobp report RUN_OR_SWEEP --html`: one self-contained HTML file per run or sweep, with interactive charts.
+
+Charts are drawn by plotly (the optional `report` extra), whose JavaScript is inlined into the page once: the file
+opens offline from disk and makes no network request. A run's page reads the run directory through the report's
+own reader (`autobp.rundir.reader.read_run`, `autobp.tools.report.build_report`), histograms.npz through `autobp.rundir.histograms.read`, and embeds
+the computation graph of one validation example (`autobp.tools.graph`). A sweep's page ranks its trials with
+`autobp.tools.compare.compare_runs` and links each to its own page, written beside it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from autobp.common.errors import AutobpError, ConfigError
+
+REPORT_FILE = "report.html"
+INSTALL_HINT = "--html needs plotly: pip install 'autobp[report]'"
+BANDS = (0, 16, 50, 84, 100)  # percentiles of the distributions view: min–max, ±1σ of a normal, the median
+BAND_TRACES = 5  # a band's traces: the lower and upper edge of each of the two bands, the median
+LAYER_CURVES = (
+    ("grad_norm_w", "‖∂L/∂W‖", True),
+    ("update_ratio", "update ratio ‖ΔW‖/‖W‖", True),
+    ("dead_fraction", "dead fraction (ReLU family)", False),
+    ("saturated_fraction", "saturated fraction (tanh, sigmoid)", False),
+)
+QUANTITY_TITLES = {"weight_grad": "∂L/∂W", "weight": "W", "pre_activation": "pre-activation z"}
+STYLE = """body{font-family:Helvetica,Arial,sans-serif;margin:0 auto;max-width:1280px;padding:20px 28px;color:#222}
+h1{font-size:24px;margin-bottom:4px}h2{font-size:19px;margin-top:34px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 9px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
+.status{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-size:14px;vertical-align:middle}
+.completed,.stopped_early{background:#2e7d32}.diverged,.failed{background:#c62828}
+.interrupted,.unfinished{background:#ef6c00}.diagnosis{border-left:4px solid #c62828;background:#fdf3f3;
+padding:8px 12px;margin:10px 0}.healthy{border-left:4px solid #2e7d32;background:#f1f8f1;padding:8px 12px}
+.evidence{font-size:12px;color:#555}.note{color:#8a5a00}.graph{overflow-x:auto;border:1px solid #ddd}
+pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{color:#555;font-size:14px}
+.legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}"""
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+MAX_TICKS = 8  # labels on a log axis or colour bar
+
+
+def _plotly() -> Any:
+    try:
+        import plotly.graph_objects as go
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    return go
+
+
+def write_report(path: Path, out: Path | None = None) -> Path:
+    """Write the HTML report of a run or sweep directory (default RUN/report.html); return where it went."""
+    from autobp.sweeps.record import is_sweep_dir
+
+    _plotly()
+    target = out or path / REPORT_FILE
+    page = sweep_page(path, target) if is_sweep_dir(path) else run_page(path)
+    _write(target, page)
+    return target
+
+
+def _write(target: Path, page: str) -> None:
+    from autobp.common import files
+
+    try:
+        files.write_atomic(target, page)
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot write the HTML report ({exc.strerror or exc})") from None
+
+
+# --- the page ---------------------------------------------------------------------------------------------------
+
+
+def _page(title: str, body: Sequence[str]) -> str:
+    from plotly.offline import get_plotlyjs
+
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'<style>{STYLE}</style><script type="text/javascript">{get_plotlyjs()}</script></head>'
+            f'<body>{"".join(body)}</body></html>\n')  # fmt: skip
+
+
+def _figure(figure: Any, div_id: str) -> str:
+    import plotly.io as pio
+
+    return pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id, config=PLOT_CONFIG)
+
+
+def _clean(values: Sequence[float | None]) -> list[float | None]:
+    """Non-finite values become gaps (plotly cannot draw inf or NaN)."""
+    return [v if v is not None and math.isfinite(v) else None for v in values]
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _layer_colors(count: int) -> list[str]:
+    from plotly.colors import sample_colorscale
+
+    return sample_colorscale("Viridis", [0.9 * i / max(count - 1, 1) for i in range(count)])
+
+
+def _log_toggle(axes: Sequence[str], log_first: bool) -> dict:
+    """Buttons switching the given y axes between linear and log scale."""
+    order = ("log", "linear") if log_first else ("linear", "log")
+    return dict(type="buttons", direction="right", x=0, y=1.18, xanchor="left", yanchor="top", showactive=True,
+                buttons=[dict(label=f"{scale} scale", method="relayout",
+                              args=[{f"{axis}.type": scale for axis in axes}]) for scale in order])  # fmt: skip
+
+
+# --- a run --------------------------------------------------------------------------------------------------------
+
+
+def run_page(run_dir: Path) -> str:
+    """The HTML report of one run directory."""
+    from autobp.rundir.histograms import read as read_histograms
+    from autobp.rundir.reader import read_run
+    from autobp.tools.report import build_report
+
+    log = read_run(run_dir)
+    report = build_report(log)
+    diverged = log.summary.diverged if log.summary else None
+    body = [_run_header(report)]
+    body += ["<h2>Loss and metrics by epoch</h2>", _curves(log, diverged)]
+    body += ["<h2>Gradient flow</h2>", _gradient_flow(log, diverged)]
+    try:
+        histograms = read_histograms(run_dir)
+    except AutobpError as err:
+        histograms, body = None, [*body, f'<p class="note">{html.escape(str(err))}</p>']
+    body += ["<h2>Distributions over time</h2>", _distributions(histograms)]
+    body += ["<h2>The computation graph</h2>", _graph(run_dir)]
+    body += ["<h2>Config</h2>", _config(run_dir)]
+    return _page(f"{report.name}: autobp report", body)
+
+
+def _run_header(report: Any) -> str:
+    from autobp.common.text import format_number
+
+    parts = [f'<h1>{html.escape(report.name)} <span class="status {report.status}">{report.status}</span></h1>',
+             f"<p>{html.escape(report.ending)}.<br>Run directory: <code>{html.escape(report.run_dir)}</code></p>"]  # fmt: skip
+    parts += [f'<p class="note">Note: {html.escape(note)}</p>' for note in report.notes]
+    rows = [[html.escape(s.name), format_number(s.first), f"{format_number(s.best)} ({s.best_epoch or '-'})",
+             format_number(s.final)] for s in report.series]  # fmt: skip
+    parts.append(_table(["", "first", "best (epoch)", "final"], rows) if rows else "<p>No epoch was completed.</p>")
+    parts.append("<h2>Diagnoses</h2>")
+    if not report.diagnoses:
+        parts.append('<p class="healthy">None: every check passed.</p>')
+    for diagnosis in report.diagnoses:
+        where = f" ({html.escape(diagnosis.layer)})" if diagnosis.layer else ""
+        evidence = ", ".join(f"{html.escape(k)} = {html.escape(_evidence(v))}" for k, v in diagnosis.evidence.items())
+        parts.append(f'<div class="diagnosis"><b>{html.escape(diagnosis.kind)}</b>{where}: '
+                     f"{html.escape(diagnosis.message)}.<br><b>Suggestion:</b> {html.escape(diagnosis.suggestion)}."
+                     f'<div class="evidence">evidence: {evidence}</div></div>')  # fmt: skip
+    return "".join(parts)
+
+
+def _evidence(value: Any) -> str:
+    from autobp.common.text import format_number
+
+    return format_number(value) if isinstance(value, (int, float)) else str(value)
+
+
+def _curves(log: Any, diverged: Any) -> str:
+    from plotly.subplots import make_subplots
+
+    go = _plotly()
+    epochs = [row.get("epoch") for row in log.metrics]
+    metric = next((name.removeprefix("val_") for row in log.metrics[:1] for name in row
+                   if name.startswith("val_") and name != "val_loss"), None)  # fmt: skip
+    figure = make_subplots(rows=1, cols=2, subplot_titles=["loss", metric or "metric"], horizontal_spacing=0.08)
+    for column, kind in enumerate(("loss", metric), start=1):
+        for split, color in (("train", "#1f77b4"), ("val", "#d62728")):
+            key = f"{split}_{kind}"
+            if kind is None or not any(row.get(key) is not None for row in log.metrics):
+                continue
+            figure.add_trace(go.Scatter(x=epochs, y=_clean([row.get(key) for row in log.metrics]), name=key,
+                                        mode="lines+markers", marker=dict(size=4), line=dict(color=color),
+                                        legendgroup=split, showlegend=column == 1,
+                                        hovertemplate=f"{key} %{{y:.4g}}<br>epoch %{{x}}<extra></extra>"),
+                             row=1, col=column)  # fmt: skip
+    if diverged is not None:
+        epoch = (log.summary.epochs_completed if log.summary else len(epochs)) + 1
+        for column in (1, 2):
+            figure.add_vline(x=epoch, line=dict(color="crimson", dash="dash"), row=1, col=column)
+        figure.add_annotation(x=epoch, y=1, yref="paper", text=f"diverged at step {diverged.step}",
+                              showarrow=False, font=dict(color="crimson"), xanchor="right")  # fmt: skip
+    figure.update_xaxes(title_text="epoch")
+    figure.update_layout(height=380, margin=dict(t=70, b=40, l=60, r=20), hovermode="closest",
+                         updatemenus=[_log_toggle(["yaxis"], log_first=False)],
+                         legend=dict(orientation="h", y=-0.2, title="blue: training, red: validation"))  # fmt: skip
+    return _figure(figure, "curves")
+
+
+def _gradient_flow(log: Any, diverged: Any) -> str:
+    go = _plotly()
+    if not log.layers:
+        return "<p>No gradient log.</p>"
+    steps = sorted({step for layer in log.layers for step in layer.steps})
+    column = {step: i for i, step in enumerate(steps)}
+    raw = [[None] * len(steps) for _ in log.layers]
+    for row, layer in zip(raw, log.layers):
+        for step, value in zip(layer.steps, layer.values("out_grad_norm")):
+            row[column[step]] = value
+    logs = [[math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row] for row in raw]
+    finite = [v for row in logs for v in row if v is not None]
+    low, high = (math.floor(min(finite)), math.ceil(max(finite))) if finite else (-1, 0)
+    ticks = list(range(low, high + 1, _decade_step(high - low)))
+    names = [layer.name for layer in log.layers]
+    heatmap = go.Heatmap(
+        z=logs, x=steps, y=names, customdata=[_clean(row) for row in raw], colorscale="Viridis", zmin=low, zmax=high,
+        colorbar=dict(title="‖∂L/∂f‖", tickvals=ticks, ticktext=[f"1e{t}" for t in ticks]),
+        hovertemplate="%{y}, step %{x}<br>‖∂L/∂f‖ %{customdata:.3e}<extra></extra>",
+    )  # fmt: skip
+    figure = go.Figure(heatmap)
+    if diverged is not None:
+        figure.add_vline(x=diverged.step, line=dict(color="crimson", dash="dash"))
+    figure.update_layout(height=max(280, 120 + 28 * len(names)), margin=dict(t=30, b=40, l=70, r=20),
+                         xaxis_title="step", yaxis_title="layer (input at the bottom)")  # fmt: skip
+    explain = ('<p class="explain">‖∂L/∂f_i‖, the backpropagated signal reaching each layer\'s output, at every '
+               "logged step, on a log colour scale: a signal that vanishes on its way back to the input shows as "
+               "a dark bottom, one that explodes as a bright bottom.</p>")  # fmt: skip
+    return explain + _figure(figure, "gradient-flow") + _layer_curves(log, steps, diverged)
+
+
+def _layer_curves(log: Any, steps: list[int], diverged: Any) -> str:
+    from plotly.subplots import make_subplots
+
+    go = _plotly()
+    shown = [(c, t, lg) for c, t, lg in LAYER_CURVES if any(v is not None for l in log.layers for v in l.values(c))]
+    figure = make_subplots(rows=1, cols=len(shown), subplot_titles=[title for _, title, _ in shown],
+                           horizontal_spacing=0.06)  # fmt: skip
+    for index, (layer, color) in enumerate(zip(log.layers, _layer_colors(len(log.layers)))):
+        for col, (column, _, _) in enumerate(shown, start=1):
+            figure.add_trace(go.Scatter(x=layer.steps, y=_clean(layer.values(column)), name=layer.name,
+                                        legendgroup=layer.name, showlegend=col == 1, line=dict(color=color, width=1.4),
+                                        hovertemplate=f"{layer.name} step %{{x}}<br>{column} %{{y:.3g}}<extra></extra>"),
+                             row=1, col=col)  # fmt: skip
+    for col, (column, _, log_scale) in enumerate(shown, start=1):
+        if log_scale:  # labels on whole decades only: minor labels crowd a short axis
+            decades = _decades([v for layer in log.layers for v in layer.values(column)])
+            figure.update_yaxes(type="log", dtick=_decade_step(decades), exponentformat="e", row=1, col=col)
+        if diverged is not None:
+            figure.add_vline(x=diverged.step, line=dict(color="crimson", dash="dash"), row=1, col=col)
+    figure.update_xaxes(title_text="step")
+    figure.update_layout(height=380, margin=dict(t=40, b=40, l=60, r=20), legend=dict(title="input → output"))
+    return _figure(figure, "layer-curves")
+
+
+def _decades(values: Sequence[float | None]) -> int:
+    """How many decades the finite positive values span."""
+    logs = [math.log10(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    return math.ceil(max(logs)) - math.floor(min(logs)) if logs else 1
+
+
+def _decade_step(decades: int) -> int:
+    """Label every n-th decade, so that a log axis carries at most MAX_TICKS labels."""
+    return max(1, math.ceil(decades / MAX_TICKS))
+
+
+def _distributions(histograms: Any) -> str:
+    from autobp.rundir.histograms import QUANTITIES
+    from plotly.subplots import make_subplots
+
+    go = _plotly()
+    if histograms is None:
+        return "<p>This run has no histograms.npz (it was trained by an autobp that did not write one).</p>"
+    figure = make_subplots(rows=1, cols=len(QUANTITIES), subplot_titles=[QUANTITY_TITLES[q] for q in QUANTITIES],
+                           horizontal_spacing=0.07)  # fmt: skip
+    steps = histograms.steps.tolist()
+    for index, layer in enumerate(histograms.layers):
+        for col, quantity in enumerate(QUANTITIES, start=1):
+            bands = histograms.percentiles(index, quantity, BANDS).T
+            for trace in _band_traces(go, steps, bands, layer, visible=index == 0, legend=col == 1):
+                figure.add_trace(trace, row=1, col=col)
+    per_layer = BAND_TRACES * len(QUANTITIES)
+    buttons = [dict(label=layer, method="update",
+                    args=[{"visible": [i // per_layer == index for i in range(per_layer * len(histograms.layers))]}])
+               for index, layer in enumerate(histograms.layers)]  # fmt: skip
+    figure.update_xaxes(title_text="step")
+    figure.update_layout(height=380, margin=dict(t=80, b=40, l=60, r=20), legend=dict(orientation="h", y=-0.2),
+                         updatemenus=[dict(buttons=buttons, x=0, y=1.25, xanchor="left", yanchor="top")])  # fmt: skip
+    explain = ('<p class="explain">Per layer (choose it above the charts), how the entries of ∂L/∂W, of W and of the '
+               "pre-activations z are distributed at up to 100 snapshots: the band spans the minimum to the maximum, "
+               "the darker band the 16th to 84th percentile, the line is the median (from histograms.npz: counts of "
+               "up to 1,024 sampled entries in fixed bins, 8 per decade).</p>")  # fmt: skip
+    return explain + _figure(figure, "distributions")
+
+
+def _band_traces(go: Any, steps: list[int], bands: Any, layer: str, *, visible: bool, legend: bool) -> list[Any]:
+    low, inner_low, middle, inner_high, high = (_clean(band.tolist()) for band in bands)
+    common = dict(x=steps, visible=visible, legendgroup="bands", hoverinfo="skip", mode="lines")
+    return [
+        go.Scatter(y=low, line=dict(width=0, color="#9ecae1"), showlegend=False, **common),
+        go.Scatter(y=high, fill="tonexty", fillcolor="rgba(158,202,225,0.45)", line=dict(width=0), showlegend=legend,
+                   name="min–max", **common),
+        go.Scatter(y=inner_low, line=dict(width=0, color="#4292c6"), showlegend=False, **common),
+        go.Scatter(y=inner_high, fill="tonexty", fillcolor="rgba(66,146,198,0.55)", line=dict(width=0),
+                   showlegend=legend, name="16th–84th percentile", **common),
+        go.Scatter(x=steps, y=middle, visible=visible, name="median", showlegend=legend, mode="lines",
+                   line=dict(color="#08306b", width=1.6), hovertemplate=f"{layer} step %{{x}}<br>median %{{y:.3g}}<extra></extra>"),
+    ]  # fmt: skip
+
+
+def _graph(run_dir: Path) -> str:
+    from autobp.tools.graph import build_graph, legend, to_svg
+
+    try:
+        graph = build_graph(run_dir, 0)
+    except AutobpError as err:
+        return f'<p class="note">The computation graph needs the run\'s data and model.npz: {html.escape(str(err))}</p>'
+    explain = ('<p class="explain">The engine\'s recorded graph for one validation example with the trained weights: '
+               "every operation it ran, with its forward value and its adjoint ∂L/∂· from the reverse pass; each edge "
+               "carries the local derivative it contributes. <code>autobp graph</code> draws it alone.</p>")  # fmt: skip
+    return explain + legend() + f'<div class="graph">{to_svg(graph)}</div>'
+
+
+def _config(run_dir: Path) -> str:
+    from autobp.rundir import layout as rundir
+
+    path = run_dir / rundir.CONFIG_FILE
+    text = path.read_text(encoding="utf-8") if path.is_file() else "(no config.yaml)"
+    return f"<details><summary>the resolved config.yaml</summary><pre>{html.escape(text)}</pre></details>"
+
+
+# --- a sweep ----------------------------------------------------------------------------------------------------
+
+
+def sweep_page(sweep_dir: Path, target: Path) -> str:
+    """The HTML report of a sweep: ranked trials linked to their own reports, curves, parallel coordinates."""
+    from autobp.tools.compare import compare_runs
+    from autobp.common.text import format_number
+    from autobp.rundir.reader import read_run
+    from autobp.sweeps.record import read_record
+
+    record = read_record(sweep_dir)
+    comparison = compare_runs([sweep_dir], record.monitor)
+    keys = list(record.trials[0].values) if record.trials else comparison.differing
+    rows, curves = [], []
+    for rank, run in enumerate(comparison.runs, start=1):
+        trial_dir = Path(run.run_dir)
+        trial_report = write_report(trial_dir)
+        link = html.escape(_relative(trial_report, target.parent))
+        values = [_cell(run.config.get(key)) for key in keys]
+        metrics = [format_number(run.metrics.get(record.monitor)), format_number(run.metrics.get(f"best_{record.monitor}"))]
+        rows.append([str(rank), f'<a class="trial" href="{link}">{html.escape(trial_dir.name)}</a>', run.status,
+                     *values, *metrics, str(run.epochs)])  # fmt: skip
+        curves.append((trial_dir.name, run, read_run(trial_dir, with_gradients=False).metrics))
+    headers = ["rank", "trial", "status", *keys, record.monitor, f"best_{record.monitor}", "epochs"]
+    body = [f"<h1>{html.escape(record.name)} <span class=\"status completed\">sweep</span></h1>",
+            f"<p>{len(comparison.runs)} trials, ranked by the final {html.escape(record.monitor)} "
+            f"({'lower' if record.mode == 'min' else 'higher'} is better). Each trial links to its own report.<br>"
+            f"Sweep directory: <code>{html.escape(str(sweep_dir))}</code></p>", _table(headers, rows),
+            "<h2>Validation curves</h2>", _sweep_curves(curves, keys, record.monitor),
+            "<h2>Swept parameters against the result</h2>", _parallel(comparison.runs, keys, record.monitor)]  # fmt: skip
+    return _page(f"{record.name}: autobp sweep report", body)
+
+
+def _relative(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path.resolve(), start.resolve()).replace(os.sep, "/")
+
+
+def _cell(value: Any) -> str:
+    from autobp.common.text import format_number
+
+    return html.escape(format_number(value) if isinstance(value, float) else str(value))
+
+
+def _sweep_curves(curves: list[tuple[str, Any, list[dict]]], keys: list[str], monitor: str) -> str:
+    go = _plotly()
+    curve = monitor if monitor.startswith("val_") else "val_loss"
+    figure = go.Figure()
+    for (name, run, metrics), color in zip(curves, _layer_colors(len(curves))):
+        params = "<br>".join(f"{key} = {_cell(run.config.get(key))}" for key in keys)
+        figure.add_trace(go.Scatter(x=[row.get("epoch") for row in metrics], y=_clean([row.get(curve) for row in metrics]),
+                                    name=name, mode="lines", line=dict(color=color, width=1.5),
+                                    hovertemplate=f"<b>{name}</b><br>{params}<br>epoch %{{x}}: {curve} %{{y:.4g}}<extra></extra>"))  # fmt: skip
+    log_first = curve.endswith("loss")
+    figure.update_layout(height=420, margin=dict(t=60, b=40, l=60, r=20), xaxis_title="epoch", yaxis_title=curve,
+                         yaxis_type="log" if log_first else "linear",
+                         updatemenus=[_log_toggle(["yaxis"], log_first=log_first)])  # fmt: skip
+    return _figure(figure, "sweep-curves")
+
+
+def _parallel(runs: list[Any], keys: list[str], monitor: str) -> str:
+    go = _plotly()
+    dimensions = [_dimension(key, [run.config.get(key) for run in runs]) for key in keys]
+    scores = [run.metrics.get(monitor) for run in runs]
+    finite = [s for s in scores if s is not None and math.isfinite(s)]
+    if not finite:
+        return "<p>No trial has a finite monitored metric yet.</p>"
+    worst = max(finite) if monitor.endswith("loss") else min(finite)
+    scores = [s if s is not None and math.isfinite(s) else worst for s in scores]
+    dimensions.append(dict(label=monitor, values=scores))
+    figure = go.Figure(go.Parcoords(line=dict(color=scores, colorscale="Viridis", showscale=True,
+                                              reversescale=monitor.endswith("loss")), dimensions=dimensions))  # fmt: skip
+    figure.update_layout(height=420, margin=dict(t=60, b=30, l=80, r=80))
+    return _figure(figure, "parallel")
+
+
+def _dimension(key: str, values: list[Any]) -> dict:
+    """A parallel-coordinates axis: numbers as they are (log10 when they span 100× or more), text as categories."""
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric and min(values) > 0 and max(values) >= 100 * min(values):
+        return dict(label=f"log10 {key}", values=[math.log10(v) for v in values])
+    if numeric:
+        return dict(label=key, values=values)
+    categories = sorted({str(v) for v in values})
+    return dict(label=key, values=[categories.index(str(v)) for v in values], tickvals=list(range(len(categories))),
+                ticktext=categories)  # fmt: skip

@@ -1,0 +1,170 @@
+"""`autobp report --html` and `autobp graph`, opened in a real headless Chromium: no request leaves the page, no
+console error, and the charts show what the run's files hold."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from autobp.cli import app
+from autobp.rundir.reader import read_run
+from autobp.training.runner import train
+from autobp.sweeps.plan import run_sweep
+
+from conftest import open_file
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+pytest.importorskip("plotly")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def deep_report(runs: Path) -> Path:
+    run_dir = train(CONFIGS / "deep_sigmoid.yaml", ["training.epochs=4"], output=runs).run_dir
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--html"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote the HTML report to {run_dir / 'report.html'}\n"
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(runs: Path) -> Path:
+    sweep = runs / "sweep.yaml"
+    sweep.write_text(f"base: {CONFIGS / 'xor.yaml'}\nname: lrs\nparameters:\n  optimizer.lr: [0.1, 0.01, 0.001]\n"
+                     "  model.activation: [tanh, relu]\n")  # fmt: skip
+    result = run_sweep([sweep], ["training.epochs=3"], output=runs, jobs=1)
+    assert CliRunner().invoke(app, ["report", str(result.directory), "--html"]).exit_code == 0
+    return result.directory
+
+
+def test_without_plotly_the_command_names_the_extra(deep_report: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    result = CliRunner().invoke(app, ["report", str(deep_report), "--html", "-o", str(deep_report / "x.html")])
+    assert result.exit_code == 2 and "pip install 'autobp[report]'" in result.output
+    assert not (deep_report / "x.html").exists()
+
+
+def test_o_without_html_is_refused(deep_report: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(deep_report), "-o", "x.html"])
+    assert result.exit_code == 2 and "add --html" in result.output
+
+
+def test_the_page_is_self_contained(deep_report: Path) -> None:
+    page = (deep_report / "report.html").read_text()
+    assert "<script src" not in page and "cdn.plot.ly" not in page.replace("https://cdn.plot.ly", "")
+    assert "vanishing_gradients" in page and "use `model.activation: relu`" in page
+
+
+def plotly_data(page, div: str) -> list[dict]:
+    return page.evaluate(f"JSON.parse(JSON.stringify(document.getElementById('{div}').data))")
+
+
+def test_run_report_in_a_browser(browser, deep_report: Path) -> None:
+    opened = open_file(browser, deep_report / "report.html")
+    page = opened.page
+    log = read_run(deep_report)
+    # The heatmap: one row per layer, the log10 of each logged ‖∂L/∂f‖.
+    (heatmap,) = plotly_data(page, "gradient-flow")
+    assert heatmap["y"] == [layer.name for layer in log.layers] and len(heatmap["z"]) == 9
+    first = log.layers[0]
+    assert heatmap["x"] == first.steps
+    assert np.allclose(heatmap["z"][0], np.log10(first.values("out_grad_norm")), rtol=1e-12)
+    # Hovering the validation-loss curve shows that epoch's value.
+    val = log.metrics[2]["val_loss"]
+    x, y = page.evaluate("""() => {
+        const gd = document.getElementById('curves'), xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const trace = gd.data.findIndex(t => t.name === 'val_loss');
+        const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [box.left + xa.l2p(gd.data[trace].x[2]), box.top + ya.l2p(gd.data[trace].y[2])];
+    }""")
+    page.mouse.move(x, y)
+    page.wait_for_selector(".hoverlayer .hovertext")
+    hover = page.locator("#curves .hoverlayer").text_content()
+    assert f"val_loss {val:.4g}" in hover and "epoch 3" in hover
+    # The log toggle changes the loss axis.
+    assert page.evaluate("document.getElementById('curves')._fullLayout.yaxis.type") == "linear"
+    page.click("#curves .updatemenu-button:has-text('log scale')")
+    page.wait_for_function("document.getElementById('curves')._fullLayout.yaxis.type === 'log'")
+    # Distributions: a layer chooser with every layer; the graph is embedded.
+    buttons = page.evaluate("document.getElementById('distributions').layout.updatemenus[0].buttons.map(b => b.label)")
+    assert buttons == [layer.name for layer in log.layers]
+    assert page.locator("svg.autobp-graph g.node").count() == 9 * 2 + 9 + 8 + 1 + 1 + 1
+    assert opened.requests == [] and opened.errors == []
+    page.close()
+
+
+def test_sweep_report_in_a_browser(browser, sweep_dir: Path) -> None:
+    opened = open_file(browser, sweep_dir / "report.html")
+    page = opened.page
+    trials = sorted(p.name for p in sweep_dir.glob("trial-*"))
+    links = page.locator("a.trial")
+    assert sorted(links.all_inner_texts()) == trials and len(trials) == 6
+    curves = plotly_data(page, "sweep-curves")
+    assert sorted(trace["name"] for trace in curves) == trials
+    assert "optimizer.lr = " in curves[0]["hovertemplate"] and "model.activation = " in curves[0]["hovertemplate"]
+    parallel = plotly_data(page, "parallel")[0]
+    assert [d["label"] for d in parallel["dimensions"]] == ["log10 optimizer.lr", "model.activation", "val_loss"]
+    hrefs = page.evaluate("[...document.querySelectorAll('a.trial')].map(a => a.href)")
+    assert all(Path(href.removeprefix("file://")).is_file() for href in hrefs)
+    for index in (0, len(trials) - 1):  # each page loads 5 MB of plotly.js: two of them show the links work
+        link = page.locator("a.trial").nth(index)
+        name = link.inner_text()
+        link.click()
+        page.wait_for_load_state("load")
+        assert page.title() == f"{name}: autobp report" and page.url.endswith(f"/{name}/report.html")
+        page.go_back()
+        page.wait_for_load_state("load")
+    assert opened.requests == [] and opened.errors == []
+    page.close()
+
+
+def test_graph_page_in_a_browser(browser, tmp_path: Path) -> None:
+    from test_graph import engine_gradients
+
+    out = tmp_path / "graph.html"
+    assert CliRunner().invoke(app, ["graph", str(CONFIGS / "iris.yaml"), "--example", "3", "-o", str(out)]).exit_code == 0
+    opened = open_file(browser, out)
+    nodes = opened.page.evaluate("""[...document.querySelectorAll('g.node')].map(g => ({
+        kind: g.dataset.kind, op: g.dataset.op, layer: g.dataset.layer, value: g.dataset.value,
+        adjoint: g.dataset.adjoint}))""")
+    ops = [n["op"] for n in nodes if n["kind"] == "op"]
+    assert ops == ["dense", "relu", "dense", "cross_entropy"]
+    loss, grads = engine_gradients(CONFIGS / "iris.yaml", 3)
+    names = {"W": "weight", "b": "bias"}
+    for node in nodes:
+        values = json.loads(node["value"])
+        assert all(v is not None and math.isfinite(v) for v in values)
+        if node["kind"] == "parameter":
+            expected = grads[f"{node['layer']}.{names[node['op']]}"].reshape(-1)
+            assert json.loads(node["adjoint"]) == expected.tolist()
+        if node["op"] == "cross_entropy":
+            assert values == [loss] and json.loads(node["adjoint"]) == [1.0]
+    assert opened.requests == [] and opened.errors == []
+    opened.page.close()
+
+
+def test_a_diverged_or_killed_run_renders_what_it_has(runs: Path) -> None:
+    from autobp.tools.html_report import run_page
+
+    diverged = train(CONFIGS / "sine.yaml", ["model.activation=identity", "optimizer.name=sgd", "optimizer.lr=100"],
+                     output=runs).run_dir  # fmt: skip
+    step = json.loads((diverged / "summary.json").read_text())["diverged"]["step"]
+    page = run_page(diverged)
+    assert f"diverged at step {step}" in page and 'class="status diverged"' in page and "exploding_gradients" in page
+    killed = train(CONFIGS / "xor.yaml", ["training.epochs=2"], output=runs).run_dir
+    (killed / "summary.json").unlink()
+    (killed / "histograms.npz").unlink()
+    page = run_page(killed)
+    assert 'class="status unfinished"' in page and "showing the 2 logged epochs" in page
+    assert "This run has no histograms.npz" in page
