@@ -100,14 +100,16 @@ def validate(
 ) -> None:
     """Check a config and its data, and print it resolved.
 
-    Prints the config with every default filled in and the output size inferred from the data, or every
+    Prints the config with every default filled in and the output size inferred from the data, then what it
+    found as YAML comments (rows, features, classes or targets, the split, the parameter count, ok), or every
     problem found (exit code 2).
     """
     from autobp.spec.configfile import dump_config
-    from autobp.model.prepare import prepare
+    from autobp.model.prepare import findings, prepare
 
-    resolved, _ = prepare(config, overrides or ())
+    resolved, dataset = prepare(config, overrides or ())
     typer.echo(dump_config(resolved), nl=False)
+    typer.echo("\n".join(findings(resolved, dataset)))
 
 
 @app.command()
