@@ -236,6 +236,7 @@ def predict(
 def gradcheck(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
     overrides: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on standard error.")] = False,
 ) -> None:
     """Check backpropagation on your network against central differences and forward mode.
 
@@ -248,7 +249,7 @@ def gradcheck(
     from autobp.common.errors import EXIT_FAILED, EXIT_OK
     from autobp.tools.gradcheck import check_config
 
-    report = check_config(config, overrides or ())
+    report = check_config(config, overrides or (), quiet=quiet)
     typer.echo(report.format())
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 

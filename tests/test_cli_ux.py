@@ -100,3 +100,60 @@ def test_validate_of_a_regression_names_its_targets_in_the_data_units(tmp_path: 
     low, high = y.min(axis=0), y.max(axis=0)
     assert found["targets"] == f"2 (y0 {low[0]:.4g} to {high[0]:.4g}, y1 {low[1]:.4g} to {high[1]:.4g})"
     assert found["network"] == f"3 → 8 → 2 (tanh, identity), {(3 + 1) * 8 + (8 + 1) * 2} parameters"
+
+
+def on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run `autobp ARGS` with standard error on a pseudo-terminal (120 columns); its exit code and what it drew."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "autobp", *args], stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    drawn = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        try:
+            chunk = os.read(leader, 65536) if ready else b""
+        except OSError:  # the terminal closed: the process has ended
+            break
+        if not chunk and process.poll() is not None:
+            break
+        drawn += chunk
+    os.close(leader)
+    return process.wait(timeout=120), drawn.decode(errors="replace")
+
+
+def test_train_bar_moves_by_steps_within_an_epoch_with_an_eta(tmp_path: Path) -> None:
+    steps = 4000  # one epoch of 32,000 training rows in batches of 8: about a second
+    code, drawn = on_a_terminal("train", str(CONFIGS / "xor.yaml"), "--output", str(tmp_path), "--set",
+                                "data.n_samples=40000", "--set", "training.epochs=1", "--set", "training.batch_size=8")  # fmt: skip
+    assert code == 0, drawn
+    frames = re.findall(rf"(\d+)/{steps} \[(\d\d:\d\d)<(\d\d:\d\d)", drawn)
+    inside = [int(done) for done, _, _ in frames if 0 < int(done) < steps]
+    assert inside, drawn  # an epoch-end-only bar would jump from 0 straight to 4000
+    assert inside == sorted(inside)
+    assert "step/s" in drawn
+
+
+def test_gradcheck_shows_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autobp.tools.gradcheck import DIRECTIONS
+    from autobp.training import progress
+
+    code, drawn = on_a_terminal("gradcheck", str(CONFIGS / "xor.yaml"), "--set", "model.hidden=[64, 64]")
+    assert code == 0 and "gradcheck xor: central differences, layer" in drawn and "passes/s" in drawn
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)  # in a log: a plain line every LINE_SECONDS at most
+    result = CliRunner().invoke(app, ["gradcheck", str(CONFIGS / "xor.yaml")])
+    assert result.exit_code == 0 and result.stdout.startswith("gradcheck xor: 2 layers, 22 parameters")
+    lines = result.stderr.splitlines()
+    counts = [int(re.match(r"gradcheck xor: (\d+)/(\d+) passes, ", line)[1]) for line in lines]
+    # 22 entries by central differences (2 evaluations each), 3 JVPs for each of 4 arrays, 22 timed passes
+    total = 2 * 22 + DIRECTIONS * 4 + 22
+    assert counts == sorted(counts) and counts[-1] == total and f"/{total} passes" in lines[-1]
+    assert "timing forward mode against reverse mode" in lines[-1]
+    quiet = CliRunner().invoke(app, ["gradcheck", str(CONFIGS / "xor.yaml"), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""

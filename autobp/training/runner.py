@@ -283,12 +283,14 @@ class Trainer:
         meter = Meter(self.dataset.task, self.config.loss, self.dataset)
         order = self.streams.shuffle.permutation(len(self.X))
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
+        tick = self.progress.tick
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             step = self.step + 1
             ends = step == self.total_steps or (may_end and start + self.batch_size >= len(order))
             self._train_step(step, self.X[batch], self.y[batch], lr, meter, self.grads.wants(step, ends))
             self.step = step  # counts completed updates only
+            tick(step)
             if self.step >= self.total_steps:
                 break
         return meter.result()
