@@ -297,8 +297,9 @@ def compare(
                     "accuracy and R² descending. Default: val_loss (train_loss without a validation split).")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", metavar="A,B,...", help="The columns to show after "
                        "the run, comma-separated: status, epochs, signal_ratio, diagnoses, any metric (best_val_loss, "
-                       "train_accuracy, …) or config key (model.hidden, optimizer.name, …). Default: status, epochs, "
-                       "the differing config keys, the validation metrics, signal_ratio, diagnoses.")] = None,
+                       "train_accuracy, …) or config key (model.hidden, optimizer.name, …). Default: status and epochs "
+                       "(unless the same in every run), the differing config keys, the validation metrics, "
+                       "signal_ratio, diagnoses.")] = None,
     fmt: FormatOption = "text",
 ) -> None:
     """Compare runs side by side: the config values that differ, final metrics, gradient summaries.

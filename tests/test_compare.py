@@ -80,9 +80,11 @@ def test_cli_compare_text_and_json(folder: Path) -> None:
     text = runner.invoke(app, ["compare", *map(str, sorted(folder.glob("xor-*"))), "--sort", "best_val_loss"])
     assert text.exit_code == 0, text.output
     header, *rows = text.stdout.splitlines()[:4]
-    assert header.split() == ["run", "status", "epochs", "optimizer.lr", "val_loss", "val_accuracy", "best_val_loss",
-                              "signal_ratio", "diagnoses"]  # fmt: skip
-    assert rows[0].startswith("xor-20260101-120000") and text.stdout.rstrip().endswith("sorted by best_val_loss")
+    # status and epochs are the same in every run: named once, below the table
+    assert header.split() == ["run", "optimizer.lr", "val_loss", "val_accuracy", "best_val_loss", "signal_ratio",
+                              "diagnoses"]  # fmt: skip
+    assert rows[0].startswith("xor-20260101-120000")
+    assert text.stdout.rstrip().endswith("sorted by best_val_loss; every run: status completed, epochs 3")
     one = folder / "xor-20260102-120000"
     as_json = json.loads(runner.invoke(app, ["compare", str(one), "--format", "json"]).stdout)
     (entry,) = as_json["runs"]
@@ -166,7 +168,8 @@ def test_cli_compare_of_two_example_configs_fits_120_columns(tmp_path: Path) -> 
     blocks = "\n".join(lines[:-2]).split("\n\n")  # the columns past 120 continue in blocks below, each led by run
     assert len(blocks) > 1 and all(block.startswith("run ") and block.count("\n") == 2 for block in blocks)
     headers = [header for block in blocks for header in block.splitlines()[0].split()[1:]]
-    assert headers[:2] == ["status", "epochs"] and headers[-4:] == ["val_loss", "val_accuracy", "signal_ratio", "diagnoses"]
+    assert headers[-4:] == ["val_loss", "val_accuracy", "signal_ratio", "diagnoses"]
+    assert "status" not in headers and lines[-1] == "sorted by val_loss; every run: status completed, epochs 2"
     assert "model.hidden" in headers and not any(h.startswith("model.layers") for h in headers)
     quickstart = " ".join(line for line in lines if line.startswith(made[1].name)).split()
     assert {"spirals", "[32,", "32]", f"{final(made[1], 'val_loss'):.4g}"} <= set(quickstart)

@@ -29,6 +29,7 @@ IGNORED_KEYS = ("name", "output.dir")
 HEADLINE_METRICS = tuple(f"{split}_{metric}" for split in ("val", "train") for metric in sorted(METRICS, key="loss".__eq__))
 SIGNAL_RATIO = "signal_ratio"
 RUN_COLUMNS = ("status", "epochs", SIGNAL_RATIO, "diagnoses")  # besides metrics and config keys
+FOLDABLE_COLUMNS = ("status", "epochs")  # by default shown only when they differ; else named once below the table
 TABLE_WIDTH = 120  # the text table's width off a terminal
 LAYER_PREFIX = "model.layers."
 
@@ -59,7 +60,8 @@ class ComparedRun:
 @dataclass
 class Comparison:
     """Runs sorted by `sort`; `differing` are the config keys whose values are not the same in every run;
-    `columns` are the ones the table shows after the run's label."""
+    `columns` are the ones the table shows after the run's label, `shared` the default ones left out because
+    every run has the same value."""
 
     sort: str
     differing: list[str]
@@ -67,12 +69,13 @@ class Comparison:
     runs: list[ComparedRun]
     notes: list[str]
     columns: list[str]
+    shared: dict[str, Any]
 
 
 def compare_runs(paths: Sequence[Path], sort: str | None = None, columns: Sequence[str] | None = None) -> Comparison:
     """Compare run directories (a sweep directory counts as its trials), sorted by a metric or config key
-    (default val_loss, or train_loss when no run has a validation split), showing `columns` (default: the
-    status, epochs, differing keys, validation metrics, signal ratio and diagnoses)."""
+    (default val_loss, or train_loss when no run has a validation split), showing `columns` (default: status and
+    epochs unless every run has the same, the differing keys, validation metrics, signal ratio and diagnoses)."""
     runs, notes = [], []
     for label, path in _expand(paths):
         log = read_run(path)
@@ -85,11 +88,17 @@ def compare_runs(paths: Sequence[Path], sort: str | None = None, columns: Sequen
     if sort not in sortable:
         raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(sortable)}")
     runs.sort(key=lambda run: _sort_key(run.value(sort), descending=not lower_is_better(sort)))
+    shared = {}
     if columns is None:
-        columns = _default_columns(sort, metrics, differing)
+        shared = {c: runs[0].value(c) for c in FOLDABLE_COLUMNS if len(runs) > 1 and _same(runs, c)}
+        columns = [c for c in _default_columns(sort, metrics, differing) if c not in shared]
     else:
         _check_columns(columns, [*RUN_COLUMNS, *metrics], {key for run in runs for key in run.config})
-    return Comparison(sort, differing, metrics, runs, notes, [c for c in columns if c != "run"])
+    return Comparison(sort, differing, metrics, runs, notes, [c for c in columns if c != "run"], shared)
+
+
+def _same(runs: list[ComparedRun], column: str) -> bool:
+    return len({json.dumps(run.value(column)) for run in runs}) == 1
 
 
 def _default_columns(sort: str, metrics: list[str], differing: list[str]) -> list[str]:
@@ -208,7 +217,9 @@ def render_comparison(comparison: Comparison, fmt: str, width: int = TABLE_WIDTH
         lines = format_table(headers, rows, markdown=True)
     else:
         lines = format_wide_table(headers, rows, width)
-    return "\n".join([*lines, "", f"sorted by {comparison.sort}"])
+    shared = "".join(f", {column} {_cell(value)}" for column, value in comparison.shared.items())
+    footer = f"sorted by {comparison.sort}" + (f"; every run:{shared[1:]}" if shared else "")
+    return "\n".join([*lines, "", footer])
 
 
 def _cell(value: Any) -> str:
