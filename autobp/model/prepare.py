@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from autobp.common.errors import ConfigError, DataError
+from autobp.common.text import format_number, shorten
 from autobp.model.data import Dataset, load_dataset, resolve_config
 from autobp.model.network import build_network
 from autobp.spec.config import Config
@@ -57,8 +58,6 @@ def _load(config: Config, datasets: DatasetCache) -> Dataset:
 def findings(config: Config, dataset: Dataset) -> list[str]:
     """What `autobp validate` found, as YAML comment lines: the data's size and shape, its classes with their
     counts (or its targets), the split and the network's parameter count, ending with `ok`."""
-    from autobp.common.text import shorten
-
     train, val = len(dataset.X_train), len(dataset.X_val)
     network = build_network(config, dataset.n_features, np.random.default_rng(0))
     widths = [dataset.n_features, *(layer.shape[1] for layer in network.layers)]
@@ -74,8 +73,6 @@ def findings(config: Config, dataset: Dataset) -> list[str]:
 
 
 def _classes_or_targets(dataset: Dataset) -> str:
-    from autobp.common.text import format_number, shorten
-
     if dataset.class_names is not None:
         labels = np.concatenate([dataset.y_train, dataset.y_val])
         counts = np.bincount(labels, minlength=len(dataset.class_names))
