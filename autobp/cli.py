@@ -10,7 +10,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from autobp.common.errors import AutobpError
 
@@ -26,10 +26,34 @@ class _Group(TyperGroup):
             raise typer.Exit(err.exit_code) from None
 
 
-app = typer.Typer(
+class _Command(TyperCommand):
+    """Usage lines in the usual notation: `CONFIG` for a required argument, `[DIR]` for an optional one."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(_usage_name(param))
+        return pieces
+
+
+def _usage_name(argument: click.Parameter) -> str:
+    name = argument.metavar or argument.name.upper()
+    if argument.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return name if argument.required else f"[{name}]"
+
+
+class _App(typer.Typer):
+    """Every command gets the plain usage line of `_Command`."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] = _Command, **kwargs: Any) -> Callable[..., Any]:
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = _App(
     cls=_Group,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: importing rich would double the start-up time
     help="Train neural networks described by a YAML config, on autobp's own autodiff engine.",
@@ -46,6 +70,22 @@ def _one_of(*allowed: str) -> Callable[[str], str]:
     return check
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from autobp import __version__
+
+        typer.echo(f"autobp {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print autobp's version and exit.")] = False,
+) -> None:
+    """Train neural networks described by a YAML config, on autobp's own autodiff engine."""
+
+
 SetOption = Annotated[
     Optional[list[str]],
     typer.Option("--set", metavar="KEY.PATH=VALUE", help="Override a config value, e.g. --set optimizer.lr=1e-3 "
@@ -60,14 +100,16 @@ def validate(
 ) -> None:
     """Check a config and its data, and print it resolved.
 
-    Prints the config with every default filled in and the output size inferred from the data, or every
+    Prints the config with every default filled in and the output size inferred from the data, then what it
+    found as YAML comments (rows, features, classes or targets, the split, the parameter count, ok), or every
     problem found (exit code 2).
     """
     from autobp.spec.configfile import dump_config
-    from autobp.model.prepare import prepare
+    from autobp.model.prepare import findings, prepare
 
-    resolved, _ = prepare(config, overrides or ())
+    resolved, dataset = prepare(config, overrides or ())
     typer.echo(dump_config(resolved), nl=False)
+    typer.echo("\n".join(findings(resolved, dataset)))
 
 
 @app.command()
@@ -196,6 +238,7 @@ def predict(
 def gradcheck(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
     overrides: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on standard error.")] = False,
 ) -> None:
     """Check backpropagation on your network against central differences and forward mode.
 
@@ -208,7 +251,7 @@ def gradcheck(
     from autobp.common.errors import EXIT_FAILED, EXIT_OK
     from autobp.tools.gradcheck import check_config
 
-    report = check_config(config, overrides or ())
+    report = check_config(config, overrides or (), quiet=quiet)
     typer.echo(report.format())
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
@@ -271,17 +314,28 @@ def compare(
     sort: Annotated[Optional[str], typer.Option("--sort", metavar="COLUMN", help="Sort by a metric (val_loss, "
                     "best_val_accuracy, …), signal_ratio, epochs or a differing config key; losses ascending, "
                     "accuracy and R² descending. Default: val_loss (train_loss without a validation split).")] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", metavar="A,B,...", help="The columns to show after "
+                       "the run, comma-separated: status, epochs, signal_ratio, diagnoses, any metric (best_val_loss, "
+                       "train_accuracy, …) or config key (model.hidden, optimizer.name, …). Default: status and epochs "
+                       "(unless the same in every run), the differing config keys, the validation metrics, "
+                       "signal_ratio, diagnoses.")] = None,
     fmt: FormatOption = "text",
 ) -> None:
-    """Compare runs side by side: the config values that differ, final and best metrics, gradient summaries.
+    """Compare runs side by side: the config values that differ, final metrics, gradient summaries.
 
-    The `layer0/output signal` column is the median ‖∂L/∂f‖ of the first layer over that of the output layer:
-    far below 1, gradients vanish on their way back; far above 1, they explode.
+    Layers are shown as model.hidden (and model.activation, model.init where the layers agree). The signal_ratio
+    column is the median ‖∂L/∂f‖ of the first layer over that of the output layer: far below 1, gradients vanish
+    on their way back; far above 1, they explode. A text table wider than the terminal continues below.
     """
-    from autobp.tools.compare import compare_runs, render_comparison
+    import shutil
+    import sys
 
-    comparison = compare_runs(runs, sort)
-    typer.echo(render_comparison(comparison, fmt))
+    from autobp.tools.compare import TABLE_WIDTH, compare_runs, render_comparison
+
+    chosen = None if columns is None else [c.strip() for c in columns.split(",") if c.strip()]
+    comparison = compare_runs(runs, sort, chosen)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else TABLE_WIDTH
+    typer.echo(render_comparison(comparison, fmt, width))
     for note in comparison.notes:
         typer.echo(f"note: {note}", err=True)
 

@@ -122,7 +122,7 @@ def test_validate_returns_the_config_autobp_validate_prints() -> None:
     config = autobp.validate(CONFIGS / "sine.yaml", ["optimizer.lr=0.003"])
     code, stdout, _ = cli("validate", CONFIGS / "sine.yaml", "--set", "optimizer.lr=0.003")
     assert code == 0
-    assert dump_config(config) == stdout
+    assert stdout.startswith(dump_config(config)) and stdout.endswith("\n# ok\n")  # then what it found, as comments
     assert config.model.layers[-1].units == 1  # resolved against the data
 
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.tools.compare import compare_runs, flatten, list_runs
+from autobp.tools.compare import compare_runs, flatten, fold_layers, list_runs
 from autobp.sweeps.plan import run_sweep
 from autobp.training.runner import train
 
@@ -68,9 +68,10 @@ def test_signal_ratio_is_first_over_output_layer_median_signal(folder: Path) -> 
 
 def test_a_sweep_directory_stands_for_its_trials(folder: Path) -> None:
     sweep = folder / "sweeps" / "xor-sweep-20260105-090000"
-    comparison = compare_runs([sweep], sort="model.layers.0.units")
+    comparison = compare_runs([sweep], sort="model.hidden")
     assert [run.label for run in comparison.runs] == [f"{sweep.name}/trial-000", f"{sweep.name}/trial-001"]
-    assert comparison.differing == ["model.layers.0.units"]
+    assert comparison.differing == ["model.hidden"]
+    assert [run.config["model.hidden"] for run in comparison.runs] == [[1], [8]]
     assert [run.epochs for run in comparison.runs] == [2, 2]
 
 
@@ -79,8 +80,11 @@ def test_cli_compare_text_and_json(folder: Path) -> None:
     text = runner.invoke(app, ["compare", *map(str, sorted(folder.glob("xor-*"))), "--sort", "best_val_loss"])
     assert text.exit_code == 0, text.output
     header, *rows = text.stdout.splitlines()[:4]
-    assert header.split()[:4] == ["run", "status", "epochs", "optimizer.lr"] and "layer0/output" in header
-    assert rows[0].startswith("xor-20260101-120000") and text.stdout.rstrip().endswith("sorted by best_val_loss")
+    # status and epochs are the same in every run: named once, below the table
+    assert header.split() == ["run", "optimizer.lr", "val_loss", "val_accuracy", "best_val_loss", "signal_ratio",
+                              "diagnoses"]  # fmt: skip
+    assert rows[0].startswith("xor-20260101-120000")
+    assert text.stdout.rstrip().endswith("sorted by best_val_loss; every run: status completed, epochs 3")
     one = folder / "xor-20260102-120000"
     as_json = json.loads(runner.invoke(app, ["compare", str(one), "--format", "json"]).stdout)
     (entry,) = as_json["runs"]
@@ -139,3 +143,42 @@ def test_cli_runs_json_and_missing_folder(folder: Path, tmp_path: Path) -> None:
     assert [entry["date"] for entry in listed][:2] == ["2026-01-05T09:00:00", "2026-01-03T12:00:00"]
     missing = runner.invoke(app, ["runs", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no such directory" in missing.output
+
+
+def test_layers_fold_back_to_hidden_activation_and_init() -> None:
+    layer = lambda units, activation, init="xavier", dropout=0.0: {  # noqa: E731
+        "units": units, "activation": activation, "dropout": dropout, "init": init}  # fmt: skip
+    config = lambda *layers: flatten({"model": {"layers": list(layers), "activation": "tanh", "init": "xavier"}})  # noqa: E731
+    agreeing = fold_layers(config(layer(32, "relu", "he"), layer(32, "relu", "he"), layer(2, "identity", "he")))
+    assert agreeing == {"model.hidden": [32, 32], "model.activation": "relu", "model.init": "he"}
+    mixed = fold_layers(config(layer(8, "relu", dropout=0.5), layer(4, "tanh"), layer(1, "sigmoid")))
+    assert mixed == {
+        "model.hidden": [8, 4], "model.activation": "tanh", "model.init": "xavier",  # tanh: the config's default
+        "model.layers.0.activation": "relu", "model.layers.0.dropout": 0.5, "model.layers.2.activation": "sigmoid",
+    }  # fmt: skip
+
+
+def test_cli_compare_of_two_example_configs_fits_120_columns(tmp_path: Path) -> None:
+    made = [train(CONFIGS / name, ["training.epochs=2"], output=tmp_path).run_dir for name in ("xor.yaml", "quickstart.yaml")]
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", *map(str, made)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 120
+    blocks = "\n".join(lines[:-2]).split("\n\n")  # the columns past 120 continue in blocks below, each led by run
+    assert len(blocks) > 1 and all(block.startswith("run ") and block.count("\n") == 2 for block in blocks)
+    headers = [header for block in blocks for header in block.splitlines()[0].split()[1:]]
+    assert headers[-4:] == ["val_loss", "val_accuracy", "signal_ratio", "diagnoses"]
+    assert "status" not in headers and lines[-1] == "sorted by val_loss; every run: status completed, epochs 2"
+    assert "model.hidden" in headers and not any(h.startswith("model.layers") for h in headers)
+    quickstart = " ".join(line for line in lines if line.startswith(made[1].name)).split()
+    assert {"spirals", "[32,", "32]", f"{final(made[1], 'val_loss'):.4g}"} <= set(quickstart)
+    chosen = runner.invoke(app, ["compare", *map(str, made), "--columns", "optimizer.name,best_val_loss,signal_ratio",
+                                 "--sort", "signal_ratio"])  # fmt: skip
+    assert chosen.exit_code == 0, chosen.output
+    header, *rows = chosen.stdout.splitlines()[:3]
+    assert header.split() == ["run", "optimizer.name", "best_val_loss", "signal_ratio"]
+    ratios = [float(row.split()[-1]) for row in rows]
+    assert ratios == sorted(ratios) and chosen.stdout.rstrip().endswith("sorted by signal_ratio")
+    unknown = runner.invoke(app, ["compare", *map(str, made), "--columns", "val_loss,speed"])
+    assert unknown.exit_code == 2 and "error: --columns speed: not a column of these runs" in unknown.stderr

@@ -51,6 +51,23 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markd
     return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (headers, *rows)]
 
 
+def format_wide_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, keep: int = 1) -> list[str]:
+    """An aligned table at most `width` characters wide: columns past the edge continue in further blocks below,
+    each led again by the first `keep` columns (a single column wider than `width` still gets a block of its own)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    blocks: list[list[int]] = [[]]
+    for index in range(keep, len(headers)):
+        block = [*range(keep), *blocks[-1], index]
+        if blocks[-1] and sum(widths[i] for i in block) + 2 * (len(block) - 1) > width:
+            blocks.append([])
+        blocks[-1].append(index)
+    lines: list[str] = []
+    for block in blocks:
+        chosen = [*range(keep), *block]
+        lines += [""] * bool(lines) + format_table([headers[i] for i in chosen], [[row[i] for i in chosen] for row in rows])
+    return lines
+
+
 def shorten(text: str, limit: int = 60) -> str:
     """User-given text fit for a one-line message: control characters escaped, at most `limit` characters."""
     text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: limit + 1])

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from autobp.common.errors import ConfigError, DataError
+from autobp.common.text import format_number, shorten
 from autobp.model.data import Dataset, load_dataset, resolve_config
 from autobp.model.network import build_network
 from autobp.spec.config import Config
@@ -52,3 +53,34 @@ def _load(config: Config, datasets: DatasetCache) -> Dataset:
     if key not in datasets:
         datasets[key] = load_dataset(config)
     return datasets[key]
+
+
+def findings(config: Config, dataset: Dataset) -> list[str]:
+    """What `autobp validate` found, as YAML comment lines: the data's size and shape, its classes with their
+    counts (or its targets), the split and the network's parameter count, ending with `ok`."""
+    train, val = len(dataset.X_train), len(dataset.X_val)
+    network = build_network(config, dataset.n_features, np.random.default_rng(0))
+    widths = [dataset.n_features, *(layer.shape[1] for layer in network.layers)]
+    activations = ", ".join(layer.activation for layer in network.layers)
+    parameters = sum(p.data.size for p in network.parameters())
+    return [
+        f"# rows: {train + val:,} ({train:,} for training, {val:,} for validation)",
+        f"# features: {dataset.n_features:,} ({shorten(', '.join(dataset.feature_names), 80)})",
+        _classes_or_targets(dataset),
+        f"# network: {' → '.join(map(str, widths))} ({activations}), {parameters:,} parameters",
+        "# ok",
+    ]
+
+
+def _classes_or_targets(dataset: Dataset) -> str:
+    if dataset.class_names is not None:
+        labels = np.concatenate([dataset.y_train, dataset.y_val])
+        counts = np.bincount(labels, minlength=len(dataset.class_names))
+        listed = ", ".join(f"{name}: {count:,}" for name, count in zip(dataset.class_names, counts.tolist()))
+        return f"# classes: {len(dataset.class_names)} ({shorten(listed, 100)})"
+    y = np.concatenate([dataset.y_train, dataset.y_val])
+    if dataset.y_mean is not None:
+        y = y * dataset.y_std + dataset.y_mean  # back to the data's units
+    ranges = [f"{name} {format_number(float(low))} to {format_number(float(high))}"
+              for name, low, high in zip(dataset.target_names, y.min(axis=0), y.max(axis=0))]  # fmt: skip
+    return f"# targets: {len(dataset.target_names)} ({shorten(', '.join(ranges), 100)})"

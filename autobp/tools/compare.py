@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from autobp.common.errors import AutobpError, ConfigError, DataError
-from autobp.common.text import flatten, format_number, format_table, to_json
+from autobp.common.text import flatten, format_number, format_table, format_wide_table, to_json
 from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir, read_run, run_date
 from autobp.rundir.summary import read_summary
@@ -28,6 +28,10 @@ IGNORED_KEYS = ("name", "output.dir")
 # The metric that stands for a run in `autobp runs`: the first one it has, by its best value.
 HEADLINE_METRICS = tuple(f"{split}_{metric}" for split in ("val", "train") for metric in sorted(METRICS, key="loss".__eq__))
 SIGNAL_RATIO = "signal_ratio"
+RUN_COLUMNS = ("status", "epochs", SIGNAL_RATIO, "diagnoses")  # besides metrics and config keys
+FOLDABLE_COLUMNS = ("status", "epochs")  # by default shown only when they differ; else named once below the table
+TABLE_WIDTH = 120  # the text table's width off a terminal
+LAYER_PREFIX = "model.layers."
 
 
 @dataclass
@@ -46,25 +50,32 @@ class ComparedRun:
     def value(self, column: str) -> Any:
         if column == SIGNAL_RATIO:
             return self.signal_ratio
-        if column == "epochs":
-            return self.epochs
+        if column in ("status", "epochs"):
+            return getattr(self, column)
+        if column == "diagnoses":
+            return ", ".join(dict.fromkeys(self.diagnoses)) or None
         return self.metrics[column] if column in self.metrics else self.config.get(column)
 
 
 @dataclass
 class Comparison:
-    """Runs sorted by `sort`; `differing` are the config keys whose values are not the same in every run."""
+    """Runs sorted by `sort`; `differing` are the config keys whose values are not the same in every run;
+    `columns` are the ones the table shows after the run's label, `shared` the default ones left out because
+    every run has the same value."""
 
     sort: str
     differing: list[str]
     metrics: list[str]
     runs: list[ComparedRun]
     notes: list[str]
+    columns: list[str]
+    shared: dict[str, Any]
 
 
-def compare_runs(paths: Sequence[Path], sort: str | None = None) -> Comparison:
+def compare_runs(paths: Sequence[Path], sort: str | None = None, columns: Sequence[str] | None = None) -> Comparison:
     """Compare run directories (a sweep directory counts as its trials), sorted by a metric or config key
-    (default val_loss, or train_loss when no run has a validation split)."""
+    (default val_loss, or train_loss when no run has a validation split), showing `columns` (default: status and
+    epochs unless every run has the same, the differing keys, validation metrics, signal ratio and diagnoses)."""
     runs, notes = [], []
     for label, path in _expand(paths):
         log = read_run(path)
@@ -72,12 +83,37 @@ def compare_runs(paths: Sequence[Path], sort: str | None = None) -> Comparison:
         runs.append(_compared(label, build_report(log), log.config))
     differing = differing_keys([run.config for run in runs])
     metrics = list(dict.fromkeys(name for run in runs for name in run.metrics))
-    columns = [*metrics, SIGNAL_RATIO, "epochs", *differing]
+    sortable = [*metrics, SIGNAL_RATIO, "epochs", *differing]
     sort = sort or ("val_loss" if "val_loss" in metrics else "train_loss")
-    if sort not in columns:
-        raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(columns)}")
+    if sort not in sortable:
+        raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(sortable)}")
     runs.sort(key=lambda run: _sort_key(run.value(sort), descending=not lower_is_better(sort)))
-    return Comparison(sort, differing, metrics, runs, notes)
+    shared = {}
+    if columns is None:
+        shared = {c: runs[0].value(c) for c in FOLDABLE_COLUMNS if len(runs) > 1 and _same(runs, c)}
+        columns = [c for c in _default_columns(sort, metrics, differing) if c not in shared]
+    else:
+        _check_columns(columns, [*RUN_COLUMNS, *metrics], {key for run in runs for key in run.config})
+    return Comparison(sort, differing, metrics, runs, notes, [c for c in columns if c != "run"], shared)
+
+
+def _same(runs: list[ComparedRun], column: str) -> bool:
+    return len({json.dumps(run.value(column)) for run in runs}) == 1
+
+
+def _default_columns(sort: str, metrics: list[str], differing: list[str]) -> list[str]:
+    """What fits a terminal: the differing keys, the final losses and metrics of one split, and the sort key."""
+    split = "val_" if "val_loss" in metrics else "train_"
+    headline = [name for name in metrics if name.startswith(split)]
+    shown = ["status", "epochs", *differing, *headline]
+    return [*shown, *[sort] * (sort not in shown and sort != SIGNAL_RATIO), SIGNAL_RATIO, "diagnoses"]
+
+
+def _check_columns(columns: Sequence[str], named: list[str], config_keys: set[str]) -> None:
+    unknown = [column for column in columns if column not in (*named, "run") and column not in config_keys]
+    if unknown:
+        raise ConfigError(f"--columns {','.join(unknown)}: not a column of these runs; choose from "
+                          f"{', '.join(named)} or a config key (model.hidden, optimizer.lr, …)")  # fmt: skip
 
 
 def _expand(paths: Sequence[Path]) -> Iterator[tuple[str, Path]]:
@@ -105,11 +141,46 @@ def _compared(label: str, report: Report, config: Any) -> ComparedRun:
         run_dir=report.run_dir,
         status=report.status,
         epochs=report.epochs,
-        config=flatten(config.model_dump(mode="json")) if config is not None else {},
+        config=fold_layers(flatten(config.model_dump(mode="json"))) if config is not None else {},
         metrics=metrics,
         signal_ratio=first / last if first is not None and last else None,
         diagnoses=[diagnosis.kind for diagnosis in report.diagnoses],
     )
+
+
+def fold_layers(config: dict[str, Any]) -> dict[str, Any]:
+    """A flat resolved config with its layers written as a user would: `model.hidden`, with `model.activation` and
+    `model.init` where the layers agree, and a per-layer key only where a layer differs from those defaults.
+    The output layer's units are left out: the data sets them."""
+    layers = _layers(config)
+    if not layers:
+        return config
+    folded = {key: value for key, value in config.items() if not key.startswith(LAYER_PREFIX)}
+    *hidden, output = layers
+    folded["model.hidden"] = [layer.pop("units") for layer in hidden]
+    output.pop("units", None)
+    folded.update(_agreed("model.activation", [layer["activation"] for layer in hidden]))
+    folded.update(_agreed("model.init", [layer["init"] for layer in layers]))
+    defaults = {"activation": folded["model.activation"], "init": folded["model.init"], "dropout": 0.0}
+    for index, layer in enumerate(layers):
+        own = {**defaults, "activation": "identity"} if layer is output else defaults
+        folded.update({f"{LAYER_PREFIX}{index}.{field}": value for field, value in layer.items()
+                       if field not in own or value != own[field]})  # fmt: skip
+    return folded
+
+
+def _layers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    layers: dict[int, dict[str, Any]] = {}
+    for key, value in config.items():
+        if key.startswith(LAYER_PREFIX):
+            index, field = key[len(LAYER_PREFIX) :].split(".", 1)
+            layers.setdefault(int(index), {})[field] = value
+    return [layers[index] for index in sorted(layers)]
+
+
+def _agreed(key: str, values: list[Any]) -> dict[str, Any]:
+    """{key: the value} when every layer has the same one, else nothing (the config's default stays)."""
+    return {key: values[0]} if values and all(value == values[0] for value in values) else {}
 
 
 def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
@@ -127,8 +198,8 @@ def _sort_key(value: Any, *, descending: bool) -> tuple:
     return (1, 0, str(value))
 
 
-def render_comparison(comparison: Comparison, fmt: str) -> str:
-    """The comparison as `text`, `markdown` or `json`."""
+def render_comparison(comparison: Comparison, fmt: str, width: int = TABLE_WIDTH) -> str:
+    """The comparison as `text` (no wider than `width`: further columns continue below), `markdown` or `json`."""
     if fmt == "json":
         return to_json({
             "sort": comparison.sort,
@@ -140,23 +211,22 @@ def render_comparison(comparison: Comparison, fmt: str) -> str:
                 for run in comparison.runs
             ],
         })  # fmt: skip
-    # The table keeps to the validation metrics (and the training loss); JSON has them all.
-    shown = [name for name in comparison.metrics if name.startswith(("val_", "best_val_")) or name == "train_loss"]
-    metrics = shown if len(shown) > 1 else comparison.metrics
-    headers = ["run", "status", "epochs", *comparison.differing, *metrics, "layer0/output signal", "diagnoses"]
-    rows = [
-        [run.label, run.status, str(run.epochs), *(_cell(run.config.get(key)) for key in comparison.differing),
-         *(format_number(run.metrics.get(name)) for name in metrics), format_number(run.signal_ratio),
-         ", ".join(dict.fromkeys(run.diagnoses)) or "-"]
-        for run in comparison.runs
-    ]  # fmt: skip
-    lines = format_table(headers, rows, markdown=fmt == "markdown")
-    return "\n".join([*lines, "", f"sorted by {comparison.sort}"])
+    headers = ["run", *comparison.columns]
+    rows = [[run.label, *(_cell(run.value(column)) for column in comparison.columns)] for run in comparison.runs]
+    if fmt == "markdown":
+        lines = format_table(headers, rows, markdown=True)
+    else:
+        lines = format_wide_table(headers, rows, width)
+    shared = "".join(f", {column} {_cell(value)}" for column, value in comparison.shared.items())
+    footer = f"sorted by {comparison.sort}" + (f"; every run:{shared[1:]}" if shared else "")
+    return "\n".join([*lines, "", footer])
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return format_number(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_cell, value)) + "]"
     return "-" if value is None else str(value)
 
 

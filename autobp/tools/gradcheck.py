@@ -27,6 +27,7 @@ from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
 from autobp.training.metrics import loss_targets
 from autobp.model.prepare import prepare
+from autobp.training.progress import WorkProgress
 from autobp.training.state import INIT_STREAM
 
 TOLERANCE = 1e-6
@@ -40,6 +41,7 @@ FD_MAX_ENTRIES = 2_000  # per parameter array; larger arrays are checked on a se
 FORWARD_MAX_PASSES = 20_000  # beyond this many parameters, forward mode's whole gradient is timed on a sample
 FORWARD_SAMPLE = 2_000
 REVERSE_REPEATS = 5
+TIMING_CHUNK = 100  # forward-mode passes timed between two progress updates (kept out of the timed span)
 
 LossOfParameters = Callable[..., Tensor]
 
@@ -150,8 +152,9 @@ class GradcheckReport:
         return lines
 
 
-def check_config(source: str | Path, overrides: Sequence[str] = ()) -> GradcheckReport:
-    """Build the config's network in float64, take a batch of its training data and check every gradient."""
+def check_config(source: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True) -> GradcheckReport:
+    """Build the config's network in float64, take a batch of its training data and check every gradient
+    (with progress on standard error unless `quiet`)."""
     config, dataset = prepare(source, [*overrides, "training.dtype=float64"])
     network = build_network(config, dataset.n_features, np.random.default_rng([config.seed, INIT_STREAM]))
     rng = np.random.default_rng(config.seed)
@@ -162,9 +165,20 @@ def check_config(source: str | Path, overrides: Sequence[str] = ()) -> Gradcheck
     params = [p.data.copy() for p in network.parameters()]
     reverse = grad(loss, list(range(len(params))))(*params)
     names = [f"{layer.name}.{kind}" for layer in network.layers for kind in ("weight", "bias")]
-    arrays = [_check_array(loss, params, reverse, k, name, rng) for k, name in enumerate(names)]
-    timing = _time_whole_gradient(loss, params, reverse, rng)
+    progress = WorkProgress(_planned_passes([p.size for p in params]), f"gradcheck {config.name}", "passes", quiet)
+    try:
+        arrays = [_check_array(loss, params, reverse, k, name, rng, progress) for k, name in enumerate(names)]
+        timing = _time_whole_gradient(loss, params, reverse, rng, progress)
+    finally:
+        progress.close()
     return GradcheckReport(config.name, network.layers, len(rows), arrays, timing)
+
+
+def _planned_passes(sizes: list[int]) -> int:
+    """Loss evaluations and JVP passes the check makes when the first step ε of central differences suffices."""
+    checked = sum(2 * min(size, FD_MAX_ENTRIES) + DIRECTIONS for size in sizes)
+    total = sum(sizes)
+    return checked + (total if total <= FORWARD_MAX_PASSES else FORWARD_SAMPLE)
 
 
 def network_loss(network: Network, x: np.ndarray, y: np.ndarray, loss: str) -> LossOfParameters:
@@ -190,42 +204,56 @@ def _check_array(
     k: int,
     name: str,
     rng: np.random.Generator,
+    progress: WorkProgress,
 ) -> ArrayCheck:
     size = params[k].size
     entries = _indices(size, FD_MAX_ENTRIES, FD_MAX_ENTRIES, rng)
-    fd_error, fd_step = _central_difference_error(loss, params, k, entries, reverse[k].reshape(-1)[entries])
-    return ArrayCheck(name, size, len(entries), fd_error, fd_step, _forward_mode_error(loss, params, reverse, k, rng))
+    progress.start_phase(f"central differences, {name}")
+    expected = reverse[k].reshape(-1)[entries]
+    fd_error, fd_step = _central_difference_error(loss, params, k, entries, expected, progress, name)
+    progress.start_phase(f"forward mode, {name}")
+    jvp_error = _forward_mode_error(loss, params, reverse, k, rng, progress)
+    return ArrayCheck(name, size, len(entries), fd_error, fd_step, jvp_error)
 
 
 def _central_difference_error(
-    loss: LossOfParameters, params: list[np.ndarray], k: int, entries: np.ndarray, expected: np.ndarray
-) -> tuple[float, float]:
+    loss: LossOfParameters, params: list[np.ndarray], k: int, entries: np.ndarray, expected: np.ndarray,
+    progress: WorkProgress, name: str,
+) -> tuple[float, float]:  # fmt: skip
     """The smallest error over the steps tried (stopping at the first within tolerance), and its step."""
-    of_entries = _restricted(loss, params, k, entries)
+    of_entries = _restricted(loss, params, k, entries, progress.advance)
     start = params[k].reshape(-1)[entries]
     best = (math.inf, FD_STEPS[0])
     for step in FD_STEPS:
+        if step != FD_STEPS[0]:
+            progress.start_phase(f"central differences with ε={step:.0e}, {name}", more=2 * len(entries))
         best = min(best, (relative_error(expected, numerical_gradient(of_entries, [start], 0, step)), step))
         if best[0] < TOLERANCE:
             break
     return best
 
 
-def _restricted(loss: LossOfParameters, params: list[np.ndarray], k: int, entries: np.ndarray) -> LossOfParameters:
-    """The loss as a function of the chosen entries of params[k] alone, every other value held fixed."""
+def _restricted(
+    loss: LossOfParameters, params: list[np.ndarray], k: int, entries: np.ndarray, evaluated: Callable[[], None]
+) -> LossOfParameters:
+    """The loss as a function of the chosen entries of params[k] alone, every other value held fixed;
+    `evaluated` is called after each evaluation."""
     values = [p.copy() for p in params]
     flat = values[k].reshape(-1)
 
     def of_entries(chosen: Tensor) -> Tensor:
         flat[entries] = chosen.data
-        return loss(*[Tensor(v) for v in values])
+        value = loss(*[Tensor(v) for v in values])
+        evaluated()
+        return value
 
     return of_entries
 
 
 def _forward_mode_error(
-    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], k: int, rng: np.random.Generator
-) -> float:
+    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], k: int, rng: np.random.Generator,
+    progress: WorkProgress,
+) -> float:  # fmt: skip
     """⟨∇L, v⟩ from reverse mode against J·v from one JVP pass, for random directions v in params[k] alone."""
     tangents = [np.zeros_like(p) for p in params]
     by_reverse, by_forward = [], []
@@ -233,12 +261,14 @@ def _forward_mode_error(
         tangents[k] = rng.standard_normal(params[k].shape)
         by_reverse.append(float(np.sum(reverse[k] * tangents[k])))
         by_forward.append(float(jvp(loss, params, tangents)[1]))
+        progress.advance()
     return relative_error(np.array(by_reverse), np.array(by_forward))
 
 
 def _time_whole_gradient(
-    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], rng: np.random.Generator
-) -> Timing:
+    loss: LossOfParameters, params: list[np.ndarray], reverse: list[np.ndarray], rng: np.random.Generator,
+    progress: WorkProgress,
+) -> Timing:  # fmt: skip
     """Forward mode: one JVP pass per parameter with a one-hot tangent. Reverse mode: one grad() call."""
     sizes = [p.size for p in params]
     total = sum(sizes)
@@ -248,12 +278,19 @@ def _time_whole_gradient(
     tangents = [np.zeros_like(p) for p in params]
     flats = [t.reshape(-1) for t in tangents]
     by_forward = np.empty(len(chosen))
-    start = time.perf_counter()
-    for i, (k, j) in enumerate(zip(arrays.tolist(), (chosen - offsets[arrays]).tolist())):
-        flats[k][j] = 1.0
-        by_forward[i] = jvp(loss, params, tangents)[1]
-        flats[k][j] = 0.0
-    forward_seconds = (time.perf_counter() - start) * total / len(chosen)
+    passes = list(zip(arrays.tolist(), (chosen - offsets[arrays]).tolist()))
+    progress.start_phase("timing forward mode against reverse mode")
+    elapsed = 0.0
+    for begin in range(0, len(passes), TIMING_CHUNK):
+        start = time.perf_counter()
+        for i in range(begin, min(begin + TIMING_CHUNK, len(passes))):
+            k, j = passes[i]
+            flats[k][j] = 1.0
+            by_forward[i] = jvp(loss, params, tangents)[1]
+            flats[k][j] = 0.0
+        elapsed += time.perf_counter() - start
+        progress.advance(min(TIMING_CHUNK, len(passes) - begin))
+    forward_seconds = elapsed * total / len(chosen)
     by_reverse = np.concatenate([g.reshape(-1) for g in reverse])[chosen]
     gradient = grad(loss, list(range(len(params))))
     reverse_seconds = min(_seconds(lambda: gradient(*params)) for _ in range(REVERSE_REPEATS))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from autobp.common.text import format_number
 
 PLAIN_LINES = 10  # how many progress lines a non-terminal gets per training run
+LINE_SECONDS = 5.0  # a long check (gradcheck) writes a plain progress line at most this often
 
 
 class _Report:
@@ -23,8 +25,9 @@ class _Report:
             return
         from tqdm import tqdm  # lazy: only a terminal needs it
 
+        # tqdm redraws at most every mininterval seconds however often it is updated, and shows the ETA.
         self._bar = tqdm(total=total, initial=done, desc=name, unit=unit, file=self.stream, dynamic_ncols=True,
-                         leave=False)  # fmt: skip
+                         leave=False, mininterval=0.1)  # fmt: skip
 
     def _advance(self, done: int, shown: dict[str, Any]) -> None:
         self._bar.set_postfix(shown, refresh=False)
@@ -53,7 +56,13 @@ class Progress(_Report):
         self._next_line = done
         self._open_bar(total_steps, name, "step", done)
 
+    def tick(self, step: int) -> None:
+        """A step is done: the bar moves (drawn at most ~10 times a second); plain lines wait for the epoch's end."""
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+
     def update(self, step: int, row: dict[str, Any], metric: str) -> None:
+        """An epoch ended at `step`: its metrics join the bar, or make a plain line (about PLAIN_LINES in a run)."""
         if self.quiet:
             return
         shown = {"epoch": row["epoch"], "loss": format_number(row["train_loss"]), f"val_{metric}": format_number(row[f"val_{metric}"])}
@@ -80,3 +89,34 @@ class SweepProgress(_Report):
         elif finished is not None:
             tally = ", ".join(f"{count} {what}" for what, count in counts.items())
             self._line(f"{finished}  [{counts['done']}/{self.total}: {tally}; best {best}]")
+
+
+class WorkProgress(_Report):
+    """A long computation counted in passes (gradcheck): a bar on a terminal, in a log a plain line at most every
+    LINE_SECONDS (so a quick one prints nothing)."""
+
+    def __init__(self, total: int, name: str, unit: str, quiet: bool, stream: Any = None) -> None:
+        super().__init__(quiet, stream)
+        self.total = total
+        self.done = 0
+        self.name = name
+        self.unit = unit
+        self.phase = ""
+        self._next_line = time.monotonic() + LINE_SECONDS
+        self._open_bar(total, name, unit)
+
+    def start_phase(self, phase: str, more: int = 0) -> None:
+        """Name what is being done now; `more` passes join the total when the work grew (a retry)."""
+        self.phase = phase
+        self.total += more
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.set_description_str(f"{self.name}: {phase}", refresh=False)
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(count)
+        elif not self.quiet and time.monotonic() >= self._next_line:
+            self._next_line = time.monotonic() + LINE_SECONDS
+            self._line(f"{self.name}: {self.done:,}/{self.total:,} {self.unit}, {self.phase}")

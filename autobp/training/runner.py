@@ -376,6 +376,7 @@ class Trainer:
             self.streams.shuffle.bit_generator.state = start.shuffle
         order = self.streams.shuffle.permutation(len(self.X))
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
+        tick = self.progress.tick
         first = (self.step - start.first_step) * self.batch_size
         for begin in range(first, len(order), self.batch_size):
             batch = order[begin : begin + self.batch_size]
@@ -384,6 +385,7 @@ class Trainer:
             ends = step == self.total_steps or (may_end and last_batch)
             self._train_step(step, self.X[batch], self.y[batch], lr, start.meter, self.grads.wants(step, ends))
             self.step = step  # counts completed updates only
+            tick(step)
             self.requests.check()
             if self.step >= self.total_steps:
                 return start.meter.result(), last_batch

@@ -119,13 +119,13 @@ def main() -> None:
     if not args.default_malloc:
         keep_freed_memory()  # as `autobp train` does; applies to both sides alike
     wanted = set(filter(None, args.only.split(",")))
-    print(f"{'shape':<8} {'dtype':<8} {'numpy µs':>10} {'engine µs':>10} {'ratio':>6}")
+    print(f"{'shape':<8} {'dtype':<8} {'numpy µs':>10} {'engine µs':>10} {'ratio':>6}", flush=True)
     for shape in SHAPES:
         if wanted and shape.name not in wanted:
             continue
         for dtype in (np.float32, np.float64):
             ref, eng = measure(shape, dtype, args.repeats)
-            print(f"{shape.name:<8} {np.dtype(dtype).name:<8} {ref * 1e6:>10.1f} {eng * 1e6:>10.1f} {eng / ref:>6.2f}")
+            print(f"{shape.name:<8} {np.dtype(dtype).name:<8} {ref * 1e6:>10.1f} {eng * 1e6:>10.1f} {eng / ref:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main() -> None:
                 best[jobs] = min(best[jobs], seconds)
                 print(f"repeat {repeat + 1}: --jobs {jobs}: {seconds:.2f} s", flush=True)
     print(f"{args.trials} trials of {args.epochs} epochs on {args.cores} cores: --jobs 1 {best[1]:.2f} s, "
-          f"--jobs 2 {best[2]:.2f} s, ratio {best[2] / best[1]:.2f} (target <= 0.6)")  # fmt: skip
+          f"--jobs 2 {best[2]:.2f} s, ratio {best[2] / best[1]:.2f} (target <= 0.6)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`autobp train` vs. a hand-written numpy training script: the same MLP on the same data (an npz file).
 
-    python tests/benchmarks/bench_train.py [--repeats 3] [--only tiny]
+    python tests/benchmarks/bench_train.py [--repeats 3] [--only tiny] [--against OTHER_TREE]
 
 Both sides run as separate processes, alternately, and the best of the repeats is kept. Two ratios per shape:
 the training loop (autobp's `seconds` in summary.json — logging, metrics and validation included — against the
@@ -12,11 +12,14 @@ busy machine that difference drowns in noise, so the time spent counting and wri
 from inside one training process ("histograms, timed inside").
 autobp keeps freed memory for reuse (autobp.common.runtime); the reference runs twice, with the default allocator
 ("loop ×") and with the same setting through glibc's environment variables ("loop × kept").
+`--against OTHER_TREE` (e.g. `git archive <commit> | tar -x -C /tmp/before`) also runs that tree's autobp
+alternately with this one and prints this tree's loop time over the other's: a change's cost, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -99,7 +102,9 @@ KEPT_MEMORY = {"MALLOC_TRIM_THRESHOLD_": "268435456", "MALLOC_MMAP_THRESHOLD_": 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
+    # Run from the /tmp folder: with `-m`, the current folder comes first on sys.path and would shadow PYTHONPATH.
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
+                          cwd=tempfile.gettempdir())  # fmt: skip
     return time.perf_counter() - start, done.stdout
 
 
@@ -108,19 +113,20 @@ WITHOUT_HISTOGRAMS = ("import sys; from autobp.rundir.histograms import Histogra
                       "False; from autobp.cli import main; sys.argv[0] = 'autobp'; main()")  # fmt: skip
 
 
-def autobp_run(config: Path, *extra: str, histograms: bool = True) -> tuple[float, float]:
+def autobp_run(config: Path, *extra: str, histograms: bool = True, tree: str | None = None) -> tuple[float, float]:
+    env = {"PYTHONPATH": tree} if tree else None
     entry = ["-m", "autobp"] if histograms else ["-c", WITHOUT_HISTOGRAMS]
-    wall, _ = timed([sys.executable, *entry, "train", str(config), "--quiet", *extra])
+    wall, _ = timed([sys.executable, *entry, "train", str(config), "--quiet", *extra], env)
     newest = max((config.parent / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     return wall, json.loads((newest / "summary.json").read_text())["seconds"]
 
 
-def measure(case: Case, repeats: int) -> dict[str, float]:
+def measure(case: Case, repeats: int, against: str | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config, reference = write_case(case, Path(tmp))
         best = {k: float("inf") for k in ("ref_wall", "ref_loop", "ref_kept", "wall", "loop", "log_all", "log_none",
-                                          "no_histograms")}  # fmt: skip
-        for _ in range(repeats):
+                                          "no_histograms", "other_wall", "other_loop")}  # fmt: skip
+        for repeat in range(repeats):
             ref_wall, out = timed([sys.executable, str(reference)])
             _, kept = timed([sys.executable, str(reference)], KEPT_MEMORY)
             wall, loop = autobp_run(config)
@@ -129,8 +135,32 @@ def measure(case: Case, repeats: int) -> dict[str, float]:
             _, no_histograms = autobp_run(config, histograms=False)
             sample = {"ref_wall": ref_wall, "ref_loop": float(out.strip()), "ref_kept": float(kept.strip()), "wall": wall, "loop": loop,
                       "log_all": log_all, "log_none": log_none, "no_histograms": no_histograms}  # fmt: skip
-            best = {k: min(best[k], v) for k, v in sample.items()}
+            if against:
+                sample["other_wall"], sample["other_loop"] = autobp_run(config, tree=against)
+            best = {k: min(best[k], v) for k, v in {**best, **sample}.items()}
+            print(f"  {case.name} repeat {repeat + 1}/{repeats}: loop {loop:.3f} s"
+                  + (f", {against}: {sample['other_loop']:.3f} s" if against else ""), flush=True)  # fmt: skip
         return best
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def tick_seconds(with_bar: bool, ticks: int = 200_000) -> float:
+    """What the progress report costs a training step: one `tick`, with a bar drawn on a terminal or without one."""
+    from autobp.training.progress import Progress
+
+    progress = Progress(stream=_Terminal() if with_bar else io.StringIO())
+    progress.start(ticks, "bench")
+    tick = progress.tick
+    start = time.perf_counter()
+    for step in range(1, ticks + 1):
+        tick(step)
+    seconds = (time.perf_counter() - start) / ticks
+    progress.close()
+    return seconds
 
 
 def histogram_share(case: Case, repeats: int) -> tuple[float, float]:
@@ -162,18 +192,20 @@ def histogram_share(case: Case, repeats: int) -> tuple[float, float]:
     return inside, loop
 
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default="")
+    parser.add_argument("--against", default=None, help="another autobp source tree to time side by side")
     args = parser.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     print(f"{'shape':<6} {'steps':>6} {'ref loop s':>10} {'loop s':>8} {'loop ×':>7} {'loop × kept':>12} "
-          f"{'ref wall s':>10} {'wall s':>7} {'wall ×':>7} {'logging % of step':>18} {'histograms %':>13}")  # fmt: skip
+          f"{'ref wall s':>10} {'wall s':>7} {'wall ×':>7} {'logging % of step':>18} {'histograms %':>13}", flush=True)  # fmt: skip
     for case in CASES:
         if wanted and case.name not in wanted:
             continue
-        r = measure(case, args.repeats)
+        r = measure(case, args.repeats, args.against)
         steps = case.epochs * -(-case.samples // case.batch)
         logging = (r["log_all"] - r["log_none"]) / r["log_none"] * 100
         histograms = (r["loop"] - r["no_histograms"]) / r["no_histograms"] * 100
@@ -182,6 +214,12 @@ def main() -> None:
         inside, loop = histogram_share(case, args.repeats)
         print(f"{'':<6} histograms, timed inside: {inside * 1e3:.1f} ms of a {loop * 1e3:.0f} ms loop "
               f"({inside / loop * 100:.1f}%)", flush=True)  # fmt: skip
+        step = r["loop"] / steps
+        print(f"{case.name:<6} progress per step: {tick_seconds(True) * 1e6:.2f} µs with a bar on a terminal, "
+              f"{tick_seconds(False) * 1e6:.2f} µs without, against a {step * 1e6:.0f} µs step", flush=True)  # fmt: skip
+        if args.against:
+            print(f"{case.name:<6} this tree against {args.against}: loop {r['loop'] / r['other_loop']:.3f}×, "
+                  f"whole process {r['wall'] / r['other_wall']:.3f}×", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
