@@ -22,6 +22,7 @@ import numpy as np
 import autobp
 from autobp import checkpoint, rundir
 from autobp.builder import Layer, Network, Trace, build_network
+from autobp.compiled import CompiledSteps
 from autobp.config import Config, check_name
 from autobp.configfile import config_from_dict, dump_config, flatten, load_config
 from autobp.data import Dataset, load_dataset, resolve_config
@@ -183,6 +184,7 @@ class Trainer:
         self.dropout_rng = np.random.default_rng([seed, DROPOUT_STREAM]) if uses_dropout else None
         dtype = np.dtype(config.training.dtype)
         self.loss_fn = LOSSES[config.loss]
+        self.compiled = CompiledSteps(self.network, self.loss_fn, self.dropout_rng) if config.training.compile else None
         with np.errstate(over="ignore"):  # values beyond float32's range become inf; training then reports it
             self.X = dataset.X_train.astype(dtype, copy=False)
             self.y = loss_targets(dataset.y_train, config.loss, dtype)
@@ -328,10 +330,13 @@ class Trainer:
         return meter.result()
 
     def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
-        trace = self.network.forward(xb, self.dropout_rng, retain=logging)
-        loss = self.loss_fn(trace.output, yb)
-        loss.backward()
-        value = float(loss.data)
+        if self.compiled is not None:
+            trace, value = self.compiled.step(xb, yb, logging)
+        else:
+            trace = self.network.forward(xb, self.dropout_rng, retain=logging)
+            loss = self.loss_fn(trace.output, yb)
+            loss.backward()
+            value = float(loss.data)
         sums = self._check_finite(step, value, trace)
         meter.add(trace.output.data, yb, value)
         before = self.grads.before_update(step, trace, sums[0::2]) if logging else None

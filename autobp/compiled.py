@@ -1,0 +1,59 @@
+"""The trainer's forward and backward pass as compiled programs (`training.compile: true`), one per batch shape.
+
+Each program is the engine's own recording of `Network.forward` and the loss, replayed (autobp.engine.compile):
+the batch, its targets and the dropout masks are its inputs. The masks are drawn from the trainer's dropout
+generator in the same order the interpreted forward pass draws them, so both paths give the same numbers, bit
+for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autobp.builder import Network, Trace
+from autobp.engine import Primitive, Tensor
+from autobp.engine.compile import Program, compile_graph
+
+RECORDING_SEED = 0  # masks drawn while recording only mark where masks go; their values are never used
+
+
+class CompiledSteps:
+    """Forward and backward of one network and loss, a program per batch shape, compiled on first use."""
+
+    def __init__(self, network: Network, loss_fn: Primitive, rng: np.random.Generator | None) -> None:
+        self.network = network
+        self.loss_fn = loss_fn
+        self.rng = rng
+        self.params = network.parameters()
+        self._programs: dict[tuple[int, ...], tuple[Program, Trace]] = {}
+
+    def step(self, xb: np.ndarray, yb: np.ndarray, logging: bool) -> tuple[Trace, float]:
+        """Loss and gradients for one batch: each parameter's `.grad` is set, as `loss.backward()` would set it.
+
+        The trace's tensors hold this step's values; its outputs carry their gradients only when `logging`,
+        as the interpreted pass retains them only then.
+        """
+        program, trace = self._programs.get(xb.shape) or self._compile(xb, yb)
+        masks = [m for m in (layer.dropout_mask(self.rng, len(xb)) for layer in self.network.layers) if m is not None]
+        loss = program.run([xb, yb, *masks])
+        for param, grad in zip(self.params, program.grads):
+            param.grad = grad
+        tensors = trace.pre_activations + trace.outputs
+        for k, tensor in enumerate(tensors):
+            tensor.data = program.value(k)
+        for k, tensor in enumerate(trace.outputs, start=len(trace.pre_activations)):
+            tensor.grad = program.gradient(k) if logging else None
+        return trace, float(loss)
+
+    def _compile(self, xb: np.ndarray, yb: np.ndarray) -> tuple[Program, Trace]:
+        rng = None if self.rng is None else np.random.default_rng(RECORDING_SEED)
+        recorded = self.network.forward(xb, rng)
+        loss = self.loss_fn(recorded.output, yb)
+        watched = recorded.pre_activations + recorded.outputs
+        program = compile_graph(loss, self.params, [xb, yb, *recorded.masks], watched)
+        # The trace handed to the trainer: plain tensors the program's values are put into at every step.
+        outputs = [Tensor(f.data) for f in recorded.outputs]
+        trace = Trace(output=outputs[-1], pre_activations=[Tensor(z.data) for z in recorded.pre_activations],
+                      outputs=outputs, masks=[])  # fmt: skip
+        self._programs[xb.shape] = program, trace
+        return program, trace
