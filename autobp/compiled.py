@@ -25,6 +25,8 @@ class CompiledSteps:
         self.loss_fn = loss_fn
         self.rng = rng
         self.params = network.parameters()
+        self.flat_grad: np.ndarray | None = None  # the last step's gradients as one array, if they share a dtype
+        self._dropout = [layer for layer in network.layers if layer.dropout > 0.0] if rng is not None else []
         self._programs: dict[tuple[int, ...], tuple[Program, Trace]] = {}
 
     def step(self, xb: np.ndarray, yb: np.ndarray, logging: bool) -> tuple[Trace, float]:
@@ -34,15 +36,15 @@ class CompiledSteps:
         as the interpreted pass retains them only then.
         """
         program, trace = self._programs.get(xb.shape) or self._compile(xb, yb)
-        masks = [m for m in (layer.dropout_mask(self.rng, len(xb)) for layer in self.network.layers) if m is not None]
+        masks = [layer.dropout_mask(self.rng, len(xb)) for layer in self._dropout]
         loss = program.run([xb, yb, *masks])
         for param, grad in zip(self.params, program.grads):
             param.grad = grad
-        tensors = trace.pre_activations + trace.outputs
-        for k, tensor in enumerate(tensors):
-            tensor.data = program.value(k)
-        for k, tensor in enumerate(trace.outputs, start=len(trace.pre_activations)):
-            tensor.grad = program.gradient(k) if logging else None
+        for tensor, value in zip(trace.pre_activations + trace.outputs, program.values):
+            tensor.data = value
+        for tensor, grad in zip(trace.outputs, program.gradients[len(trace.pre_activations) :]):
+            tensor.grad = grad if logging else None
+        self.flat_grad = program.flat_grad
         return trace, float(loss)
 
     def _compile(self, xb: np.ndarray, yb: np.ndarray) -> tuple[Program, Trace]:

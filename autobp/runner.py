@@ -337,7 +337,7 @@ class Trainer:
             loss = self.loss_fn(trace.output, yb)
             loss.backward()
             value = float(loss.data)
-        sums = self._check_finite(step, value, trace)
+        sums = self._check_finite(step, value, trace, logging)
         meter.add(trace.output.data, yb, value)
         before = self.grads.before_update(step, trace, sums[0::2]) if logging else None
         if self.config.optimizer.clip_grad_norm is not None:
@@ -348,9 +348,12 @@ class Trainer:
         if before is not None:
             self.grads.after_update(step, self.epoch, before, updates)
 
-    def _check_finite(self, step: int, loss: float, trace: Trace) -> list[float]:
+    def _check_finite(self, step: int, loss: float, trace: Trace, logging: bool) -> list[float]:
         """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them)."""
         # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
+        flat = None if self.compiled is None else self.compiled.flat_grad
+        if flat is not None and math.isfinite(loss) and math.isfinite(total(flat)):
+            return [total(p.grad) for p in self.params] if logging else []  # one pass when the log needs no sums
         sums = [total(p.grad) for p in self.params]
         if math.isfinite(loss) and all(map(math.isfinite, sums)):
             return sums

@@ -85,8 +85,8 @@ def test_compiled_network_matches_the_interpreter_bit_for_bit(activation, loss, 
             q.data -= 0.1 * g
             p.grad = None
         for k, out in enumerate(outs):
-            assert program.value(k).tobytes() == out.data.tobytes()
-            assert program.gradient(k).tobytes() == out.grad.tobytes()
+            assert program.values[k].tobytes() == out.data.tobytes()
+            assert program.gradients[k].tobytes() == out.grad.tobytes()
 
 
 def test_compiled_gradients_match_finite_differences() -> None:
@@ -122,6 +122,8 @@ def test_shared_parameters_broadcasting_and_indexing_compile_like_the_interprete
         assert program.run([x]).tobytes() == expected.data.tobytes()
         assert program.grads[0].tobytes() == w.grad.tobytes() and program.grads[1].tobytes() == c.grad.tobytes()
         assert program.grads[1].shape == (1, 4)
+        # Both gradients live in one flat buffer (w's copied in, as it accumulates two paths), in parameter order.
+        assert program.flat_grad.tobytes() == w.grad.tobytes() + c.grad.tobytes()
         w.grad = c.grad = None
 
 

@@ -22,13 +22,16 @@ class Program:
     """A compiled training step: `run(inputs)` computes the loss and every gradient without building a graph.
 
     After `run`, `loss` is the root's value, `grads[k]` the gradient of parameter k (None if the loss does not
-    depend on it), `value(k)` and `gradient(k)` the value of and the gradient reaching the k-th watched tensor.
-    The calls are written out as the straight-line source of one Python function (see `source`), so a step
-    costs the calls themselves and nothing else: no loop, no lookups, each intermediate a local variable.
+    depend on it), `values` and `gradients` the values of and the gradients reaching the watched tensors. When
+    the parameters share one dtype, their gradients are views into one flat buffer, `flat_grad`, so one pass
+    over it covers them all (rules with a `vjp_into` write straight into it). The calls are written out as the
+    straight-line source of one Python function (see `source`), so a step costs the calls themselves and
+    nothing else: no loop, no lookups, each intermediate a local variable.
     """
 
-    def __init__(self, source: str, namespace: dict[str, Any]) -> None:
+    def __init__(self, source: str, namespace: dict[str, Any], flat_grad: np.ndarray | None) -> None:
         self.source = source
+        self.flat_grad = flat_grad
         exec(compile(source, "<autobp compiled step>", "exec"), namespace)  # noqa: S102 — our own generated code
         self._step = namespace["step"]
         self._results: tuple = ()
@@ -41,11 +44,13 @@ class Program:
     def grads(self) -> tuple[np.ndarray | None, ...]:
         return self._results[1]
 
-    def value(self, k: int) -> np.ndarray:
-        return self._results[2][k]
+    @property
+    def values(self) -> tuple[np.ndarray, ...]:
+        return self._results[2]
 
-    def gradient(self, k: int) -> np.ndarray | None:
-        return self._results[3][k]
+    @property
+    def gradients(self) -> tuple[np.ndarray | None, ...]:
+        return self._results[3]
 
     def run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """Forward and backward on new `inputs` (same shapes and dtypes as when recorded); returns the loss."""
@@ -67,7 +72,9 @@ def compile_graph(loss: Tensor, params: Sequence[Tensor], inputs: Sequence[np.nd
     nodes = _recorded_nodes(loss)
     for node in nodes:
         writer.forward(node)
-    _write_backward(writer, loss, set(map(id, watch)))
+    flat = _flat_buffer(params)
+    views = {} if flat is None else {id(p): writer.constant(view, "V") for p, view in zip(params, _views(flat, params))}
+    _write_backward(writer, loss, set(map(id, watch)), views)
     for tensor in watch:
         if id(tensor.data) not in writer.names:
             raise EngineError("compile_graph: a watched tensor is not part of the recorded graph")
@@ -75,7 +82,24 @@ def compile_graph(loss: Tensor, params: Sequence[Tensor], inputs: Sequence[np.nd
     grads = [writer.grads.get(id(t), "None") for t in watch]
     param_grads = [writer.grads.get(id(p), "None") for p in params]
     writer.line(f"return {writer.names[id(loss.data)]}, {_tuple(param_grads)}, {_tuple(values)}, {_tuple(grads)}")
-    return Program(writer.source(len(inputs)), writer.namespace)
+    return Program(writer.source(len(inputs)), writer.namespace, flat)
+
+
+def _flat_buffer(params: Sequence[Tensor]) -> np.ndarray | None:
+    """One array to hold every parameter's gradient, if they share a dtype (else None)."""
+    dtypes = {p.data.dtype for p in params}
+    if len(dtypes) != 1:
+        return None
+    return np.zeros(sum(p.data.size for p in params), dtypes.pop())
+
+
+def _views(flat: np.ndarray, params: Sequence[Tensor]) -> list[np.ndarray]:
+    """Parameter-shaped, contiguous views into `flat`, one after the other."""
+    views, start = [], 0
+    for p in params:
+        views.append(flat[start : start + p.data.size].reshape(p.data.shape))
+        start += p.data.size
+    return views
 
 
 def _tuple(names: list[str]) -> str:
@@ -86,7 +110,9 @@ class _Writer:
     """Writes the body of `step(a0, a1, …)`: names for every array, globals for rules and constants."""
 
     def __init__(self, params: Sequence[Tensor], inputs: Sequence[np.ndarray]) -> None:
-        self.namespace: dict[str, Any] = {"asarray": np.asarray, "ones": np.ones, "unbroadcast": unbroadcast}
+        self.namespace: dict[str, Any] = {
+            "asarray": np.asarray, "copyto": np.copyto, "ones": np.ones, "unbroadcast": unbroadcast,
+        }  # fmt: skip
         self.names: dict[int, str] = {}  # id of an array → the name it has in the program
         self.grads: dict[int, str] = {}  # id of a tensor → the name of its gradient
         self.lines: list[str] = []
@@ -129,9 +155,11 @@ class _Writer:
         self.names[id(node.data)] = result
 
 
-def _write_backward(writer: _Writer, root: Tensor, keep: set[int]) -> None:
+def _write_backward(writer: _Writer, root: Tensor, keep: set[int], views: dict[int, str]) -> None:
     """The VJP calls `backward` makes, in its order (the same heap on creation numbers), walked once on the
-    recorded values so that each call's result shape is known: sums back over broadcast axes only where needed."""
+    recorded values so that each call's result shape is known: sums back over broadcast axes only where needed.
+    A leaf with a buffer in `views` ends up there: written by the rule itself when its one VJP can, else copied."""
+    direct: dict[int, tuple[int, str] | None] = {}  # leaf → (line, the same call written into its buffer) or None
     seed = writer.grads[id(root)] = f"g{root._node[4]}"
     shape = writer.constant(root.data.shape)
     writer.line(f"{seed} = ones({shape}, {writer.constant(root.data.dtype)})")
@@ -153,10 +181,15 @@ def _write_backward(writer: _Writer, root: Tensor, keep: set[int]) -> None:
                 if parent._node is not None:
                     values[id(parent)] = values[id(parent)] + gi
                 writer.line(f"{target} = {target} + {call}")
+                direct[id(parent)] = None
                 continue
             if parent._node is None:
                 target = f"d{leaves}"
                 leaves += 1
+                into = getattr(rule, "vjp_into", None)
+                if id(parent) in views and into is not None and gi.shape == parent.data.shape:
+                    args = [views[id(parent)], str(i), f"g{number}", writer.names[id(node.data)]]
+                    direct[id(parent)] = (len(writer.lines), writer.call(into, args, raw, kwargs))
             else:
                 target = f"g{parent._node[4]}"
                 values[id(parent)] = gi
@@ -165,6 +198,16 @@ def _write_backward(writer: _Writer, root: Tensor, keep: set[int]) -> None:
             writer.line(f"{target} = {call}")
         if id(node) not in keep:
             writer.line(f"del g{number}")  # freed once used, as `backward` frees it
+    for leaf, view in views.items():
+        target = writer.grads.get(leaf)
+        if target is None:
+            continue
+        written = direct.get(leaf)
+        if written is None:
+            writer.line(f"copyto({view}, {target})")
+            writer.line(f"{target} = {view}")
+        else:
+            writer.lines[written[0]] = f"{target} = {written[1]}"
 
 
 def _recorded_nodes(root: Tensor) -> list[Tensor]:
