@@ -27,7 +27,8 @@ class CompiledSteps:
         self.params = network.parameters()
         self.flat_grad: np.ndarray | None = None  # the last step's gradients as one array, if they share a dtype
         self._dropout = [layer for layer in network.layers if layer.dropout > 0.0] if rng is not None else []
-        self._programs: dict[tuple[int, ...], tuple[Program, Trace]] = {}
+        self._programs: dict[tuple[int, ...], tuple[Program, Trace, list[Tensor]]] = {}
+        self._retained = False  # whether the trace's outputs hold gradients from a logged step
 
     def step(self, xb: np.ndarray, yb: np.ndarray, logging: bool) -> tuple[Trace, float]:
         """Loss and gradients for one batch: each parameter's `.grad` is set, as `loss.backward()` would set it.
@@ -35,19 +36,20 @@ class CompiledSteps:
         The trace's tensors hold this step's values; its outputs carry their gradients only when `logging`,
         as the interpreted pass retains them only then.
         """
-        program, trace = self._programs.get(xb.shape) or self._compile(xb, yb)
-        masks = [layer.dropout_mask(self.rng, len(xb)) for layer in self._dropout]
-        loss = program.run([xb, yb, *masks])
+        program, trace, tensors = self._programs.get(xb.shape) or self._compile(xb, yb)
+        loss = program.run([xb, yb, *[layer.dropout_mask(self.rng, len(xb)) for layer in self._dropout]])
         for param, grad in zip(self.params, program.grads):
             param.grad = grad
-        for tensor, value in zip(trace.pre_activations + trace.outputs, program.values):
+        for tensor, value in zip(tensors, program.values):
             tensor.data = value
-        for tensor, grad in zip(trace.outputs, program.gradients[len(trace.pre_activations) :]):
-            tensor.grad = grad if logging else None
+        if logging or self._retained:
+            for tensor, grad in zip(trace.outputs, program.gradients[len(trace.pre_activations) :]):
+                tensor.grad = grad if logging else None
+            self._retained = logging
         self.flat_grad = program.flat_grad
         return trace, float(loss)
 
-    def _compile(self, xb: np.ndarray, yb: np.ndarray) -> tuple[Program, Trace]:
+    def _compile(self, xb: np.ndarray, yb: np.ndarray) -> tuple[Program, Trace, list[Tensor]]:
         rng = None if self.rng is None else np.random.default_rng(RECORDING_SEED)
         recorded = self.network.forward(xb, rng)
         loss = self.loss_fn(recorded.output, yb)
@@ -57,5 +59,5 @@ class CompiledSteps:
         outputs = [Tensor(f.data) for f in recorded.outputs]
         trace = Trace(output=outputs[-1], pre_activations=[Tensor(z.data) for z in recorded.pre_activations],
                       outputs=outputs, masks=[])  # fmt: skip
-        self._programs[xb.shape] = program, trace
-        return program, trace
+        self._programs[xb.shape] = program, trace, trace.pre_activations + outputs
+        return self._programs[xb.shape]

@@ -162,14 +162,23 @@ def _ratio(update: float, weight: float) -> float:
     return update / weight if weight > 0 else math.inf
 
 
+def median(values: list[float]) -> float:
+    """np.median of floats (NaN if any is NaN) without the import of numpy.ma it makes: 10 ms at the end of a run."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if ordered.size == 0 or math.isnan(ordered[-1]):  # NaN sorts last
+        return math.nan
+    middle = ordered.size // 2
+    return float(np.mean(ordered[middle - 1 + ordered.size % 2 : middle + 1]))
+
+
 def verdicts(network: Network, history: list[LayerHistory]) -> list[str]:
     """One line per layer on its gradient health, judged against the output layer's signal."""
     if not history or not history[-1].out_grad_norm:
         return []
-    reference = float(np.median(history[-1].out_grad_norm))
+    reference = median(history[-1].out_grad_norm)
     lines = []
     for layer, memory in zip(network.layers, history):
-        signal = float(np.median(memory.out_grad_norm))
+        signal = median(memory.out_grad_norm)
         lines.append(f"{layer.name} ({layer.activation}): {_verdict(signal, reference, memory)}")
     return lines
 

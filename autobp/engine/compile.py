@@ -34,28 +34,15 @@ class Program:
         self.flat_grad = flat_grad
         exec(compile(source, "<autobp compiled step>", "exec"), namespace)  # noqa: S102 — our own generated code
         self._step = namespace["step"]
-        self._results: tuple = ()
-
-    @property
-    def loss(self) -> np.ndarray:
-        return self._results[0]
-
-    @property
-    def grads(self) -> tuple[np.ndarray | None, ...]:
-        return self._results[1]
-
-    @property
-    def values(self) -> tuple[np.ndarray, ...]:
-        return self._results[2]
-
-    @property
-    def gradients(self) -> tuple[np.ndarray | None, ...]:
-        return self._results[3]
+        self.loss: np.ndarray | None = None
+        self.grads: tuple[np.ndarray | None, ...] = ()
+        self.values: tuple[np.ndarray, ...] = ()
+        self.gradients: tuple[np.ndarray | None, ...] = ()
 
     def run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """Forward and backward on new `inputs` (same shapes and dtypes as when recorded); returns the loss."""
-        self._results = self._step(*inputs)
-        return self._results[0]
+        self.loss, self.grads, self.values, self.gradients = self._step(*inputs)
+        return self.loss
 
 
 def compile_graph(loss: Tensor, params: Sequence[Tensor], inputs: Sequence[np.ndarray],
@@ -140,11 +127,20 @@ class _Writer:
         known = self.names.get(id(value))
         return known if known is not None else self.constant(value)
 
+    def rule(self, method: Any) -> str:
+        """A readable global name for a primitive's bound rule, e.g. `tanh_vjp` (numbered if the name is taken)."""
+        name = f"{getattr(method.__self__, 'name', 'rule')}_{method.__name__}"
+        unique, n = name, 1
+        while unique in self.namespace and self.namespace[unique] != method:
+            unique, n = f"{name}{n}", n + 1
+        self.namespace[unique] = method
+        return unique
+
     def call(self, rule: Any, leading: list[str], raw: list[Any], kwargs: dict) -> str:
         args = ", ".join(leading + [self.name(a) for a in raw])
         if kwargs:
             args += f", **{self.constant(kwargs, 'k')}"
-        return f"{self.constant(rule, 'r')}({args})"
+        return f"{self.rule(rule)}({args})"
 
     def forward(self, node: Tensor) -> None:
         rule, _, raw, kwargs, number = node._node
