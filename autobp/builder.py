@@ -67,7 +67,7 @@ class Layer:
         return self.weight.shape
 
     def dropout_mask(self, rng: np.random.Generator | None, n: int) -> np.ndarray | None:
-        """The inverted-dropout mask for a batch of `n` (kept units scaled by 1/(1−p)); None without `rng` or dropout."""
+        """The inverted-dropout mask for a batch of n (kept units scaled by 1/(1−p)); None without rng or dropout."""
         if rng is None or self.dropout == 0.0:
             return None
         keep = rng.random((n, self.weight.shape[1])) >= self.dropout

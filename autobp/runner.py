@@ -349,7 +349,8 @@ class Trainer:
             self.grads.after_update(step, self.epoch, before, updates)
 
     def _check_finite(self, step: int, loss: float, trace: Trace, logging: bool) -> list[float]:
-        """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them)."""
+        """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them; a
+        compiled step that is not logged checks its one flat gradient buffer instead and returns no sums)."""
         # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
         flat = None if self.compiled is None else self.compiled.flat_grad
         if flat is not None and math.isfinite(loss) and math.isfinite(total(flat)):

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from autobp.builder import ACTIVATIONS
-from autobp.engine import EngineError, Tensor, dense, nn, numerical_gradient, ops
+from autobp.engine import EngineError, Tensor, dense, numerical_gradient, ops
 from autobp.engine.compile import compile_graph
+from autobp.metrics import LOSSES
 from autobp.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
-LOSSES = {"mse": nn.mse, "mae": nn.mae, "huber": nn.huber, "bce": nn.binary_cross_entropy, "cross_entropy": nn.cross_entropy}
 
 
 def network_loss(params, x, y, masks, activations, loss):
@@ -163,7 +163,8 @@ def assert_same_runs(compiled: Path, interpreted: Path) -> None:
 
 
 def both_ways(config, overrides: list[str], tmp_path: Path) -> tuple[Path, Path]:
-    runs = [train(config, [*overrides, f"training.compile={flag}"], output=tmp_path / flag) for flag in ("true", "false")]
+    flags = ("true", "false")
+    runs = [train(config, [*overrides, f"training.compile={flag}"], output=tmp_path / flag) for flag in flags]
     assert runs[0].status == runs[1].status
     return runs[0].run_dir, runs[1].run_dir
 

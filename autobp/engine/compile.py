@@ -18,6 +18,7 @@ import numpy as np
 
 from autobp.engine.tensor import EngineError, Tensor, unbroadcast
 
+
 class Program:
     """A compiled training step: `run(inputs)` computes the loss and every gradient without building a graph.
 
@@ -194,6 +195,11 @@ def _write_backward(writer: _Writer, root: Tensor, keep: set[int], views: dict[i
             writer.line(f"{target} = {call}")
         if id(node) not in keep:
             writer.line(f"del g{number}")  # freed once used, as `backward` frees it
+    _land_in_buffers(writer, views, direct)
+
+
+def _land_in_buffers(writer: _Writer, views: dict[int, str], direct: dict[int, tuple[int, str] | None]) -> None:
+    """Put each parameter gradient into its buffer: its one VJP call rewritten to write there, else a copy."""
     for leaf, view in views.items():
         target = writer.grads.get(leaf)
         if target is None:

@@ -64,8 +64,8 @@ def main() -> None:
         target = 1.5 * data_mb + 150
         print(f"{'compile':<8} {'data MB':>8} {'peak RSS MB':>12} {'× data':>7} {'target MB':>10}", flush=True)
         for flag in ("true", "false"):
-            train = [sys.executable, "-m", "autobp", "train", str(config), "--quiet", "--set", f"training.compile={flag}"]
-            peak = peak_rss_mb(train)
+            peak = peak_rss_mb([sys.executable, "-m", "autobp", "train", str(config), "--quiet",
+                                "--set", f"training.compile={flag}"])  # fmt: skip
             print(f"{flag:<8} {data_mb:>8.1f} {peak:>12.1f} {peak / data_mb:>7.2f} {target:>10.1f}", flush=True)
 
 
