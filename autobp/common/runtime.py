@@ -10,7 +10,6 @@ process (up to 256 MiB) removes that cost; it changes nothing else.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -26,11 +25,9 @@ def keep_freed_memory() -> bool:
     global _tuned
     if _tuned or not sys.platform.startswith("linux"):
         return _tuned
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        # The process's own symbols include the C library's; ctypes.util.find_library would run ldconfig (≈ 10 ms).
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False  # not glibc (e.g. musl has no mallopt)

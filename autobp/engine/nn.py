@@ -28,6 +28,15 @@ class Dense(Primitive):
             return x.T @ g
         return g.sum(axis=0)
 
+    def vjp_into(self, into, i, g, out, x, w, b):
+        """`vjp` written into `into`, an array of the argument's shape (compiled steps' gradient buffers)."""
+        # Positional `out` arguments: keyword parsing would cost as much as these small products themselves.
+        if i == 0:
+            return np.matmul(g, w.T, into)
+        if i == 1:
+            return np.matmul(x.T, g, into)
+        return np.add.reduce(g, 0, None, into)  # what g.sum(axis=0) calls
+
     def jvp(self, i, t, out, x, w, b):
         if i == 0:
             return t @ w

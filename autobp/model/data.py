@@ -31,6 +31,9 @@ from autobp.common.errors import ConfigError, DataError
 from autobp.common.text import plural
 
 
+SPLIT_CHUNK_BYTES = 16 * 2**20  # rows per step when splitting and standardizing: bounds each temporary
+
+
 @dataclass
 class Dataset:
     """Training and validation arrays, ready for the network, with what is needed to map predictions back."""
@@ -86,7 +89,7 @@ def load_dataset(config: Config) -> Dataset:
     train, val = _split(y, data.val_fraction, split_rng, class_names, examples.origin)
     where = data.path or f"data.source '{data.source}'"
     X_train, X_val, x_mean, x_std = _standardized(
-        examples.X[train], examples.X[val], data.standardize, examples.feature_names, where
+        *split_rows(examples.X, train, val), data.standardize, examples.feature_names, where
     )
     y_mean = y_std = None
     y_train, y_val = y[train], y[val]
@@ -291,7 +294,8 @@ def _read_npz(data: DataConfig) -> _Examples:
     if y.dtype.kind not in "biufU" or (y.dtype.kind == "f" and not np.isfinite(y).all()):
         raise DataError(f"{path}: y must hold finite numbers or text labels, got {y.dtype}")
     target_names = ["y"] if y.ndim == 1 or y.shape[1] == 1 else [f"y{index}" for index in range(y.shape[1])]
-    return _Examples(X.astype(np.float64), y, [f"x{index}" for index in range(X.shape[1])], target_names, str(path))
+    feature_names = [f"x{index}" for index in range(X.shape[1])]
+    return _Examples(X.astype(np.float64, copy=False), y, feature_names, target_names, str(path))
 
 
 # --- synthetic sources ------------------------------------------------------------------------------------------
@@ -442,6 +446,31 @@ def _split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def split_rows(X: np.ndarray, train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(X[train], X[val]) for sorted, disjoint row indices, reusing X's memory: the training rows move to the front
+    of X in place (X is overwritten), so only the validation rows are copied."""
+    X_val = X[val]
+    chunk = _rows_per_chunk(X)
+    for start in range(0, len(train), chunk):
+        rows = train[start : start + chunk]
+        X[start : start + len(rows)] = X[rows]  # rows only move forward (train[i] ≥ i): no unread row is overwritten
+    return X[: len(train)], X_val
+
+
+def _rows_per_chunk(X: np.ndarray) -> int:
+    return max(1, SPLIT_CHUNK_BYTES // max(1, X.itemsize * X.shape[1]))
+
+
+def _column_std(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Each column's population std (as X.std(axis=0)), from chunks of rows: no temporary the size of X."""
+    squares = np.zeros_like(mean)
+    step = _rows_per_chunk(X)
+    for start in range(0, len(X), step):
+        deviation = X[start : start + step] - mean
+        squares += np.einsum("ij,ij->j", deviation, deviation)
+    return np.sqrt(squares / len(X))
+
+
 def _standardized(
     train: np.ndarray, val: np.ndarray, enabled: bool, names: Sequence[str], where: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -450,7 +479,7 @@ def _standardized(
         return train, val, None, None
     with np.errstate(over="ignore", invalid="ignore"):
         mean = train.mean(axis=0)
-        std = train.std(axis=0)
+        std = _column_std(train, mean)
     overflowed = [name for name, m, s in zip(names, mean, std) if not (np.isfinite(m) and np.isfinite(s))]
     if overflowed:
         # Squares of values beyond ~1e154 overflow float64: silently they would all standardize to 0.
@@ -459,4 +488,8 @@ def _standardized(
             "rescale the data, or set data.standardize: false"
         )
     std[std == 0] = 1.0
-    return (train - mean) / std, (val - mean) / std, mean, std
+    # In place, the same arithmetic as (train - mean) / std: no second copy of the data.
+    for split in (train, val):
+        split -= mean
+        split /= std
+    return train, val, mean, std

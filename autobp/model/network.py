@@ -48,14 +48,20 @@ class Layer:
     def shape(self) -> tuple[int, int]:
         return self.weight.shape
 
-    def forward(self, x: np.ndarray | Tensor, rng: np.random.Generator | None) -> tuple[Tensor, Tensor]:
-        """(pre-activation z, output f); inverted dropout applies only when an `rng` is given (training)."""
+    def dropout_mask(self, rng: np.random.Generator | None, n: int) -> np.ndarray | None:
+        """The inverted-dropout mask for a batch of n (kept units scaled by 1/(1−p)); None without rng or dropout."""
+        if rng is None or self.dropout == 0.0:
+            return None
+        keep = rng.random((n, self.weight.shape[1])) >= self.dropout
+        return (keep * (1.0 / (1.0 - self.dropout))).astype(self.weight.dtype)
+
+    def forward(self, x: np.ndarray | Tensor, mask: np.ndarray | None) -> tuple[Tensor, Tensor]:
+        """(pre-activation z, output f), f multiplied by the dropout `mask` if one is given (training)."""
         z = dense(x, self.weight, self.bias)
         act = ACTIVATIONS[self.activation].engine
         f = z if act is None else act(z)
-        if rng is not None and self.dropout > 0.0:
-            keep = rng.random(f.shape) >= self.dropout
-            f = f * (keep * (1.0 / (1.0 - self.dropout))).astype(f.dtype)
+        if mask is not None:
+            f = f * mask
         return z, f
 
 
@@ -66,6 +72,7 @@ class Trace:
     output: Tensor
     pre_activations: list[Tensor]
     outputs: list[Tensor]
+    masks: list[np.ndarray]  # the dropout masks drawn, in layer order
 
 
 @dataclass
@@ -77,14 +84,17 @@ class Network:
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None, retain: bool = False) -> Trace:
         """Run every layer; with `retain` each output f_i keeps the gradient ∂L/∂f_i that reaches it."""
         h: np.ndarray | Tensor = x
-        pre, outs = [], []
+        pre, outs, masks = [], [], []
         for layer in self.layers:
-            z, h = layer.forward(h, rng)
+            mask = layer.dropout_mask(rng, len(x))
+            z, h = layer.forward(h, mask)
             if retain:
                 h.retain_grad()
             pre.append(z)
             outs.append(h)
-        return Trace(output=h, pre_activations=pre, outputs=outs)
+            if mask is not None:
+                masks.append(mask)
+        return Trace(output=h, pre_activations=pre, outputs=outs, masks=masks)
 
     def __call__(self, x: np.ndarray) -> Tensor:
         return self.forward(x).output

@@ -334,6 +334,8 @@ class TrainingConfig(_Section):
     log_every: Literal["auto"] | PositiveInt = "auto"
     """Per-layer gradient statistics: auto = every step up to 2,000 steps, else about 2,000 spaced steps."""
     dtype: Literal["float32", "float64"] = "float64"
+    compile: bool = True
+    """Replay each step as a compiled program of the engine's recorded graph (bit-identical to false, faster)."""
     checkpoint_every: Literal["auto"] | PositiveInt | None = "auto"
     """checkpoint.npz for --resume: auto = after an epoch once 10 s have passed since the last checkpoint; N = every
     N epochs; null = never. The last epoch is always checkpointed (so a finished run can be extended)."""

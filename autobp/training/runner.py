@@ -35,6 +35,7 @@ from autobp.common.text import plural, flatten
 from autobp.model.data import Dataset
 from autobp.model.prepare import prepare
 from autobp.common.errors import AutobpError, ConfigError, DataError
+from autobp.training.compiled import CompiledSteps
 from autobp.training.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.training.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
 from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
@@ -207,6 +208,7 @@ class Trainer:
         self.streams = RandomStreams(seed, dropout=any(layer.dropout > 0 for layer in self.network.layers))
         dtype = np.dtype(config.training.dtype)
         self.loss_fn = LOSSES[config.loss].engine
+        self.compiled = CompiledSteps(self.network, self.loss_fn, self.streams.dropout) if config.training.compile else None
         with np.errstate(over="ignore"):  # values beyond float32's range become inf; training then reports it
             self.X = dataset.X_train.astype(dtype, copy=False)
             self.y = loss_targets(dataset.y_train, config.loss, dtype)
@@ -392,11 +394,14 @@ class Trainer:
         return start.meter.result(), True
 
     def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
-        trace = self.network.forward(xb, self.streams.dropout, retain=logging)
-        loss = self.loss_fn(trace.output, yb)
-        loss.backward()
-        value = float(loss.data)
-        sums = self._check_finite(step, value, trace)
+        if self.compiled is not None:
+            trace, value = self.compiled.step(xb, yb, logging)
+        else:
+            trace = self.network.forward(xb, self.streams.dropout, retain=logging)
+            loss = self.loss_fn(trace.output, yb)
+            loss.backward()
+            value = float(loss.data)
+        sums = self._check_finite(step, value, trace, logging)
         meter.add(trace.output.data, yb, value)
         if self.histograms.wants(step):
             self.histograms.record(step, self.epoch, [(layer.weight.grad, layer.weight.data, z.data)
@@ -410,9 +415,13 @@ class Trainer:
         if before is not None:
             self.grads.after_update(step, self.epoch, before, updates)
 
-    def _check_finite(self, step: int, loss: float, trace: Trace) -> list[float]:
-        """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them)."""
+    def _check_finite(self, step: int, loss: float, trace: Trace, logging: bool) -> list[float]:
+        """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them; a
+        compiled step that is not logged checks its one flat gradient buffer instead and returns no sums)."""
         # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
+        flat = None if self.compiled is None else self.compiled.flat_grad
+        if flat is not None and math.isfinite(loss) and math.isfinite(total(flat)):
+            return [total(p.grad) for p in self.params] if logging else []  # one pass when the log needs no sums
         sums = [total(p.grad) for p in self.params]
         if math.isfinite(loss) and all(map(math.isfinite, sums)):
             return sums

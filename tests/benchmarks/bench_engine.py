@@ -2,8 +2,9 @@
 
     python tests/benchmarks/bench_engine.py [--repeats 7] [--only tiny,deep]
 
-Both run side by side in one process, interleaved, and each reports its best time over the repeats, so the ratio
-is meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error. Like
+The engine runs twice: interpreted (recording a graph every step) and compiled (the recorded graph replayed by
+autobp.engine.compile). All three run side by side in one process, interleaved, and each reports its best time
+over the repeats, so the ratios are meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error. Like
 `autobp train`, the process keeps freed memory for reuse (autobp.common.runtime); `--default-malloc` measures without.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autobp.engine import Tensor, dense, mse, ops
+from autobp.engine.compile import Program, compile_graph
 from autobp.common.runtime import keep_freed_memory
 
 
@@ -73,20 +75,33 @@ def numpy_step(weights: list[np.ndarray], biases: list[np.ndarray], x: np.ndarra
     return loss
 
 
-def engine_step(weights: list[Tensor], biases: list[Tensor], x: np.ndarray, y: np.ndarray) -> float:
-    """The same step on the engine: build the graph, backward, update the raw arrays."""
+def engine_loss(weights: list[Tensor], biases: list[Tensor], x: np.ndarray, y: np.ndarray) -> Tensor:
+    """The network's loss, recorded on the engine."""
     last = len(weights) - 1
     h = x
     for i, (w, b) in enumerate(zip(weights, biases)):
         h = dense(h, w, b)
         if i < last:
             h = ops.tanh(h)
-    loss = mse(h, y)
+    return mse(h, y)
+
+
+def engine_step(weights: list[Tensor], biases: list[Tensor], x: np.ndarray, y: np.ndarray) -> float:
+    """The same step on the engine: build the graph, backward, update the raw arrays."""
+    loss = engine_loss(weights, biases, x, y)
     loss.backward()
     for p in weights + biases:
         p.data -= LR * p.grad
         p.grad = None
     return float(loss.data)
+
+
+def compiled_step(program: Program, params: list[Tensor], x: np.ndarray, y: np.ndarray) -> float:
+    """The same step replayed from a compiled program of the recorded graph."""
+    loss = program.run([x, y])
+    for p, g in zip(params, program.grads):
+        p.data -= LR * g
+    return float(loss)
 
 
 def best_time(step, args, n: int) -> float:
@@ -96,18 +111,26 @@ def best_time(step, args, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float]:
+def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float, float]:
     weights, biases, x, y = make_problem(shape, dtype)
     ref_args = ([w.copy() for w in weights], [b.copy() for b in biases], x, y)
     eng_args = ([Tensor(w, requires_grad=True) for w in weights], [Tensor(b, requires_grad=True) for b in biases], x, y)
-    # Same math: the first steps must agree before any timing means anything.
-    assert np.isclose(numpy_step(*ref_args), engine_step(*eng_args), rtol=1e-4)
+    cw = [Tensor(w.copy(), requires_grad=True) for w in weights]
+    cb = [Tensor(b.copy(), requires_grad=True) for b in biases]
+    params = cw + cb
+    comp_args = (compile_graph(engine_loss(cw, cb, x, y), params, [x, y]), params, x, y)
+    # Same math: the first steps must agree before any timing means anything; the compiled step to the bit.
+    first = engine_step(*eng_args)
+    assert np.isclose(numpy_step(*ref_args), first, rtol=1e-4)
+    assert compiled_step(*comp_args) == first
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(eng_args[0] + eng_args[1], params))
     n = max(3, int(0.05 / max(best_time(numpy_step, ref_args, 3), 1e-6)))
-    ref, eng = [], []
+    ref, eng, comp = [], [], []
     for _ in range(repeats):
         ref.append(best_time(numpy_step, ref_args, n))
         eng.append(best_time(engine_step, eng_args, n))
-    return min(ref), min(eng)
+        comp.append(best_time(compiled_step, comp_args, n))
+    return min(ref), min(eng), min(comp)
 
 
 def main() -> None:
@@ -119,13 +142,15 @@ def main() -> None:
     if not args.default_malloc:
         keep_freed_memory()  # as `autobp train` does; applies to both sides alike
     wanted = set(filter(None, args.only.split(",")))
-    print(f"{'shape':<8} {'dtype':<8} {'numpy µs':>10} {'engine µs':>10} {'ratio':>6}", flush=True)
+    print(f"{'shape':<8} {'dtype':<8} {'numpy µs':>10} {'engine µs':>10} {'ratio':>6} {'compiled µs':>12} "
+          f"{'ratio':>6} {'compiled/engine':>16}", flush=True)  # fmt: skip
     for shape in SHAPES:
         if wanted and shape.name not in wanted:
             continue
         for dtype in (np.float32, np.float64):
-            ref, eng = measure(shape, dtype, args.repeats)
-            print(f"{shape.name:<8} {np.dtype(dtype).name:<8} {ref * 1e6:>10.1f} {eng * 1e6:>10.1f} {eng / ref:>6.2f}", flush=True)
+            ref, eng, comp = measure(shape, dtype, args.repeats)
+            print(f"{shape.name:<8} {np.dtype(dtype).name:<8} {ref * 1e6:>10.1f} {eng * 1e6:>10.1f} {eng / ref:>6.2f} "
+                  f"{comp * 1e6:>12.1f} {comp / ref:>6.2f} {comp / eng:>16.2f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""The lean trainer: what a training process imports, and loading data without redundant copies."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from autobp.model import data
+from autobp.spec.configfile import config_from_dict
+from autobp.health import median
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_median_is_numpys_median_of_the_finite_values() -> None:
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 10, 11):
+        values = list(rng.standard_normal(size))
+        assert median(values) == float(np.median(values))
+    assert median([1.0, math.inf, 2.0, None]) == 1.5 and median([1.0, math.nan, 2.0]) == 1.5
+    assert median([]) is None and median([math.nan]) is None
+
+
+def test_a_training_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+    script = (
+        "import sys, json\n"
+        "from autobp.training.runner import train\n"
+        f"train({str(CONFIGS / 'xor.yaml')!r}, ['training.epochs=2'], output={str(tmp_path)!r})\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'autobp'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    modules = set(json.loads(done.stdout))
+    assert "autobp.training.compiled" in modules  # the run went through the compiled path
+    # numpy.ma (via np.median), sweeps, reports' plotting and predictions are not a training run's business.
+    assert not modules & {"numpy.ma", "autobp.sweeps.plan", "autobp.tools.plot", "autobp.tools.predict"}
+
+
+# --- memory: split by index in place, statistics in chunks, standardize in place -----------------------------------
+def test_split_rows_moves_training_rows_forward_in_place(monkeypatch) -> None:
+    monkeypatch.setattr(data, "SPLIT_CHUNK_BYTES", 3 * 4 * 8)  # three rows per chunk: many chunks
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((50, 4))
+    val = np.sort(rng.choice(50, 13, replace=False))
+    train = np.setdiff1d(np.arange(50), val)
+    expected_train, expected_val = X[train], X[val]
+    got_train, got_val = data.split_rows(X, train, val)
+    assert np.shares_memory(got_train, X)  # no copy of the training rows
+    assert got_train.tobytes() == expected_train.tobytes() and got_val.tobytes() == expected_val.tobytes()
+
+
+def test_column_std_in_chunks_is_numpys_std(monkeypatch) -> None:
+    monkeypatch.setattr(data, "SPLIT_CHUNK_BYTES", 7 * 3 * 8)
+    X = np.random.default_rng(3).standard_normal((100, 3)) * [1.0, 1e-3, 1e5] + [0.0, 5.0, -1e6]
+    np.testing.assert_allclose(data._column_std(X, X.mean(axis=0)), X.std(axis=0), rtol=1e-10)
+
+
+def test_loading_an_npz_holds_little_more_than_the_data(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(data, "SPLIT_CHUNK_BYTES", 2**18)
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((40_000, 25)), rng.standard_normal(40_000)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    size = X.nbytes + y.nbytes
+    config = config_from_dict({"data": {"source": "npz", "path": str(tmp_path / "d.npz")}, "model": {"hidden": [4]},
+                               "loss": "mse"})  # fmt: skip
+    del X, y
+    tracemalloc.start()
+    try:
+        dataset = data.load_dataset(config)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The arrays as read, a copy of the validation rows and a few row chunks; loading used to peak at 3-4× the data.
+    assert peak <= 1.5 * size
+    assert dataset.X_train.shape == (32_000, 25) and abs(dataset.X_train.mean()) < 1e-12
