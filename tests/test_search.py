@@ -264,14 +264,19 @@ def test_the_same_pruning_sweep_on_a_dask_local_cluster(tmp_path, pool):
 
 
 @pytest.mark.parametrize(("keys", "where"), [
-    ({"method": "tpe", "n_trials": 2}, "method: tpe"),
-    ({"early_terminate": {"method": "asha"}}, "early_terminate"),
+    ({"method": "tpe", "n_trials": 2}, ":2:9: method: 'tpe' needs"),
+    ({"early_terminate": {"method": "asha"}}, ":3:3: early_terminate: needs"),
 ])  # fmt: skip
 def test_without_optuna_tpe_and_early_terminate_say_what_to_install(tmp_path, monkeypatch, keys, where):
     monkeypatch.setitem(sys.modules, "optuna", None)
     path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.2]}, **keys)
     result = CliRunner().invoke(app, ["sweep", str(path), "--quiet"])
     assert result.exit_code == 2
-    assert f"{where} needs Optuna: pip install 'autobp[search]'" in result.stderr
-    assert result.stderr.startswith(f"error: {path}:")
+    assert result.stderr == f"error: {path}{where} Optuna: pip install 'autobp[search]'\n"
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_example_search_sweep_plans(tmp_path):
+    sweep = plan_sweep([Path(__file__).parents[1] / "configs" / "sweep_spirals_tpe.yaml"], output=tmp_path)
+    assert (sweep.method, sweep.size, sweep.trials, sweep.searching) == ("tpe", 20, [], True)
+    assert len(sweep.probes) == 1 + 1 + 3 + 2  # the first values, lr's max, 3 more widths, 2 more activations

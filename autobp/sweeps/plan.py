@@ -228,8 +228,8 @@ def _validate_sweep_file(path: Path, root: Node, raw: dict) -> SweepFile:
     if problems:
         raise ConfigError(report_problems(str(path), problems))
     if (spec.method == "tpe" or spec.early_terminate is not None) and not search.available():
-        key, what = (("method",), "method: tpe") if spec.method == "tpe" else (("early_terminate",), "early_terminate")
-        raise ConfigError(positions.problem(key, f"{what} {search.INSTALL_HINT}").text)
+        key, what = (("method",), "'tpe' ") if spec.method == "tpe" else (("early_terminate",), "")
+        raise ConfigError(positions.problem(key, f"{what}{search.INSTALL_HINT}").text)
     if not (path.parent / spec.base).is_file():
         message = f"{path.parent / spec.base} not found (the base config is relative to the sweep file's folder)"
         raise ConfigError(positions.problem(("base",), message).text)
