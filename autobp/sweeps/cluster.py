@@ -10,6 +10,7 @@ reports and decisions travel through the scheduler's queues (`DaskReports`), not
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import tarfile
@@ -135,7 +136,7 @@ class QueueReporter(Reporter):
         try:
             Queue(self.requests).put((*message, self.replies))
             return Queue(self.replies).get(timeout=REPLY_SECONDS)
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, asyncio.TimeoutError) as err:
             raise ConnectionError(f"lost the sweep that runs {self.trial} ({err})") from None
 
 
@@ -166,7 +167,7 @@ class DaskReports:
         while not self._closed.is_set():
             try:
                 trial, epoch, value, replies = self._requests.get(timeout=0.5)
-            except TimeoutError:
+            except (TimeoutError, asyncio.TimeoutError):  # distinct exceptions before Python 3.11
                 continue
             except Exception:  # noqa: BLE001 — the client closed under us: the sweep is over
                 return

@@ -4,7 +4,7 @@ A sweep hands `run_trial` and its plain-data arguments to `TrialExecutor.submit`
 another engine (e.g. Dask's distributed) can run trials on other machines by implementing the same two methods.
 
 Early termination talks both ways: at each epoch end a trial's `Reporter` sends its monitored metric to the sweep
-and waits for the answer, continue or stop. The sweep answers in a thread of its own (`Reports`); here over a
+and waits for the answer, continue or stop. The sweep answers in a thread of its own: `LocalReports` over a
 loopback socket, on Dask over the scheduler's queues (`cluster.DaskReports`), the same exchange either way.
 
 This module is imported by every worker process before numpy: it must not import numpy itself, so that a worker

@@ -372,7 +372,7 @@ def _trials(
     trials: list[Trial] = []
     seen: dict[str, Trial] = {}
     for index, (values, path, overrides) in enumerate(variants, start=first):
-        name = f"{prefix}-{index:03d}"
+        name = trial_name(index, prefix)
         try:
             config, dataset = prepare(path, overrides, datasets=datasets)
             _check_monitor(config, monitor)
@@ -384,6 +384,11 @@ def _trials(
         seen[trial.identity] = trial
         trials.append(trial)
     return trials
+
+
+def trial_name(index: int, prefix: str = "trial") -> str:
+    """A trial's folder name: trial-000, trial-001, ..."""
+    return f"{prefix}-{index:03d}"
 
 
 def _check_monitor(config: Config, monitor: str) -> None:
@@ -637,9 +642,8 @@ class _Scheduler:
         """Trial `index`, opened in the study if there is one; a tpe trial not proposed yet is proposed now."""
         if self.study is None:
             return self.sweep.trials[index]
-        name = f"trial-{index:03d}"
         known = index < len(self.sweep.trials)
-        values = self.study.start(name, index, self.sweep.trials[index].values if known else None)
+        values = self.study.start(trial_name(index), index, self.sweep.trials[index].values if known else None)
         if not known:
             self.sweep.trials.append(self.sweep.new_trial(index, values))
             self.outcomes.append(Outcome())

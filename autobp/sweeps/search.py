@@ -108,15 +108,6 @@ class Search:
             else:
                 self.study.tell(trial, state=TrialState.FAIL)
 
-    def trials(self) -> dict[str, dict[str, Any]]:
-        """Every trial the study has asked, by sweep trial name (the latest asking): state, values, reports."""
-        found = {}
-        for trial in self.study.get_trials(deepcopy=False):
-            name = trial.user_attrs.get("trial")
-            values = {key: _decode(self.parameters[key], trial.params[key]) for key in trial.params}
-            found[name] = {"state": trial.state.name.lower(), "values": values, "reports": trial.intermediate_values}
-        return found
-
 
 def _pruner(settings: dict[str, Any], max_epochs: int) -> Any:
     """The pruner `early_terminate` asks for; none (never prune) without it."""
