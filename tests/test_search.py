@@ -192,6 +192,18 @@ def test_a_pruned_run_exits_0_and_can_be_resumed_to_the_end(tmp_path):
     assert resume(tmp_path).summary.epochs == 6  # a pruned trial is not finished: --resume trains it on
 
 
+def test_two_jobs_propose_report_and_prune_at_once(tmp_path):
+    with LocalExecutor(2) as two:
+        result = run_sweep([tpe_sweep(tmp_path, n_trials=8)], executor=two, jobs=2)
+    statuses = [outcome.status for outcome in result.outcomes]
+    assert len(statuses) == 8 and set(statuses) == {"completed", "pruned"} and result.exit_code == 0
+    # asha with min_epochs 2 and reduction_factor 2 stops trials only at its rungs, epochs 2 and 4 of 8.
+    assert {outcome.epochs for outcome in result.outcomes if outcome.status == "pruned"} <= {2, 4}
+    asked = resumed_study(result.directory).trials
+    assert [trial.user_attrs["trial"] for trial in asked] == [trial.name for trial in result.sweep.trials]
+    assert [trial.state.name for trial in asked] == [{"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in statuses]
+
+
 # --- reproducible, resumable --------------------------------------------------------------------------------------
 
 
@@ -280,3 +292,13 @@ def test_the_example_search_sweep_plans(tmp_path):
     sweep = plan_sweep([Path(__file__).parents[1] / "configs" / "sweep_spirals_tpe.yaml"], output=tmp_path)
     assert (sweep.method, sweep.size, sweep.trials, sweep.searching) == ("tpe", 20, [], True)
     assert len(sweep.probes) == 1 + 1 + 3 + 2  # the first values, lr's max, 3 more widths, 2 more activations
+
+
+def test_a_study_reopened_fails_what_a_killed_sweep_left_open(tmp_path):
+    settings = {"method": "tpe", "seed": 0, "parameters": {"model.hidden": [[4], [8]]}}
+    killed = Search(tmp_path, settings, "min", max_epochs=1)
+    killed.start("trial-000", 0, {"model.hidden": [8]})  # running when the sweep died
+    killed.study.enqueue_trial({"model.hidden": "[4]"})  # enqueued, never asked
+    reopened = Search(tmp_path, settings, "min", max_epochs=1)
+    assert [trial.state.name for trial in reopened.study.trials] == ["FAIL", "FAIL"]
+    assert reopened.start("trial-000", 0, {"model.hidden": [8]}) == {"model.hidden": [8]}  # not the stale [4]

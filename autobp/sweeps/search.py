@@ -55,9 +55,12 @@ class Search:
         self._fail_lost_trials()
 
     def _fail_lost_trials(self) -> None:
-        """Trials left running by a sweep that was killed: failed, so the sampler and pruners count only results."""
+        """Trials left running (or enqueued, not yet asked) by a sweep that was killed: failed, so the sampler and
+        pruners count only results and no stale values are handed out."""
         from optuna.trial import TrialState
 
+        for _ in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.study.ask()  # takes the oldest waiting trial: it is running now, and failed below
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(trial.number, state=TrialState.FAIL)
 
