@@ -215,14 +215,15 @@ def test_a_tpe_sweep_with_pruning_repeats_exactly_with_one_job(tmp_path, pool):
     assert without_times(read_trials(first.directory)) == without_times(read_trials(second.directory))
     for trial in first.sweep.trials:
         for name in ("model.npz", "gradients.csv"):
-            assert (first.directory / trial.name / name).read_bytes() == (second.directory / trial.name / name).read_bytes()
+            one, two = first.directory / trial.name / name, second.directory / trial.name / name
+            assert one.read_bytes() == two.read_bytes(), (trial.name, name)
 
 
 def test_a_tpe_sweep_killed_mid_way_resumes_the_study(tmp_path, pool):
     path = tpe_sweep(tmp_path, n_trials=7, pruner="median", epochs=25)
     reference = run_sweep([path], output=tmp_path / "reference", executor=pool, jobs=1)
-    process = subprocess.Popen([sys.executable, "-m", "autobp", "sweep", str(path), "--jobs", "1", "--quiet"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    command = [sys.executable, "-m", "autobp", "sweep", str(path), "--jobs", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     sweeps = tmp_path / "runs" / "sweeps"
 
     def ended() -> list[str]:

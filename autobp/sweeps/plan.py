@@ -148,7 +148,7 @@ class SweepFile(_Strict):
     n_trials: Annotated[int, Field(ge=1)] | None = None
     """random and tpe: number of trials."""
     seed: Annotated[int, Field(ge=0)] = 0
-    """Seed of the random draws (the trials keep the base's seed; sweep `seed` to vary it)."""
+    """Seed of the random draws and of the tpe sampler (the trials keep the base's seed; sweep `seed` to vary it)."""
     parameters: Annotated[dict[str, Parameter], Field(min_length=1)]
     """Dotted config keys, as with --set, each with a list of values or (random) a range {min, max, log}."""
     monitor: Monitor = "val_loss"
