@@ -161,8 +161,9 @@ def sweep(
     """Run many trials in parallel and rank them: the values of a sweep file, or several configs.
 
     Every trial is validated before the first starts; each is an ordinary run in the sweep directory
-    <output>/sweeps/<name>-<time>/, beside sweep.yaml and trials.csv. Exit codes: 0 every trial completed or stopped
-    early, 2 bad sweep file, config or data, 4 some trials did not complete, 130 interrupted (resume with --resume).
+    <output>/sweeps/<name>-<time>/, beside sweep.yaml and trials.csv. Exit codes: 0 every trial completed, stopped
+    early or was pruned (early_terminate), 2 bad sweep file, config or data, 4 some trials did not complete, 130
+    interrupted (resume with --resume).
     """
     from contextlib import nullcontext
 

@@ -157,7 +157,7 @@ def test_sweep_file_errors_name_their_line_and_how_to_fix_them(tmp_path):
 
 @pytest.mark.parametrize(("keys", "expected"), [
     ({"parameters": {"optimizer.lr": {"min": 0.1, "max": 1.0}}},
-     ":3:3: parameters.optimizer.lr: a range needs method: random (a grid takes lists of values)"),
+     ":3:3: parameters.optimizer.lr: a range needs method: random or tpe (a grid takes lists of values)"),
     ({"method": "random", "parameters": {"optimizer.lr": [0.1]}}, ":1:1: n_trials: required with method: random"),
     ({"method": "random", "n_trials": 2, "parameters": {"optimizer.lr": {"min": 0.0, "max": 1.0, "log": True}}},
      ":6:5: parameters.optimizer.lr.min: must be > 0 with log: true"),

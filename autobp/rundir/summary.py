@@ -25,6 +25,7 @@ class Status(str, Enum):
     DIVERGED = "diverged"  # a non-finite loss or gradient
     INTERRUPTED = "interrupted"  # Ctrl-C
     FAILED = "failed"  # anything unexpected; `error` says what
+    PRUNED = "pruned"  # a sweep's early_terminate stopped it at an epoch end: neither failed nor completed
 
     def __str__(self) -> str:
         return self.value
@@ -45,6 +46,7 @@ _EXIT_CODES = {
     Status.DIVERGED: EXIT_DIVERGED,
     Status.INTERRUPTED: EXIT_INTERRUPTED,
     Status.FAILED: EXIT_FAILED,
+    Status.PRUNED: EXIT_OK,
 }
 
 

@@ -4,15 +4,19 @@ local process pool.
 Workers share no filesystem with the client. The client reads each data file a trial needs once and scatters
 it to the cluster; a worker writes it into a temporary folder, points the trial's config at it, trains there, and
 sends the finished run directory back as a tar archive, which the client unpacks into the sweep directory with
-the config's paths restored to the client's. Arguments and results are plain picklable data.
+the config's paths restored to the client's. Arguments and results are plain picklable data. Early termination's
+reports and decisions travel through the scheduler's queues (`DaskReports`), not through files.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import tarfile
 import tempfile
+import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -26,7 +30,7 @@ from autobp.spec.config import FILE_PATH_KEYS
 from autobp.rundir.summary import Summary, read_summary, write_summary
 from autobp.spec.configfile import config_from_dict, dump_config
 from autobp.common.errors import ConfigError, DataError
-from autobp.sweeps.executor import available_cores, fresh_dir
+from autobp.sweeps.executor import Decide, Reporter, available_cores, fresh_dir
 from autobp.common.runtime import BLAS_THREAD_VARIABLES
 
 INSTALL_HINT = "the dask executor needs Dask's distributed: pip install 'autobp[dask]'"
@@ -62,10 +66,11 @@ class DaskExecutor:
         """How many trials the cluster runs at once: its worker threads."""
         return max(1, sum(self.client.nthreads().values()))
 
-    def submit(self, fn: Callable[[dict, str], dict], /, config: dict, run_dir: str) -> Future:
-        """Run the trial `fn(config, run_dir)` on the cluster; the future resolves once `run_dir` is filled here."""
+    def submit(self, fn: Callable[..., dict], /, config: dict, run_dir: str, *extra: Any) -> Future:
+        """Run the trial `fn(config, run_dir, *extra)` on the cluster; the future resolves once `run_dir` is filled
+        here."""
         files = {key: self._scatter(path) for key, path in _file_paths(config).items()}
-        remote = self.client.submit(run_shipped, fn, config, files, pure=False)
+        remote = self.client.submit(run_shipped, fn, config, files, *extra, pure=False)
         self._running.add(remote)
         result: Future = Future()
         result.set_running_or_notify_cancel()
@@ -93,6 +98,10 @@ class DaskExecutor:
             return
         result.set_result(outcome)
 
+    def open_reports(self, decide: Decide) -> DaskReports:
+        """Early termination on this cluster: trials report through the scheduler (see `DaskReports`)."""
+        return DaskReports(self.client, decide)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Close the connection (and the local cluster); `cancel_futures` first cancels the trials still running."""
         if cancel_futures:
@@ -111,6 +120,68 @@ class DaskExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+class QueueReporter(Reporter):
+    """Reports through the scheduler: a request on the sweep's queue, the decision on a queue of its own."""
+
+    def __init__(self, trial: str, monitor: str, requests: str) -> None:
+        super().__init__(trial, monitor)
+        self.requests = requests
+        self.replies = f"{requests}-{uuid.uuid4().hex}"  # a re-run trial never reads an earlier run's decision
+
+    def exchange(self, message: tuple[str, int, float]) -> bool:
+        from distributed import Queue
+
+        try:
+            Queue(self.requests).put((*message, self.replies))
+            return Queue(self.replies).get(timeout=REPLY_SECONDS)
+        except (OSError, TimeoutError, asyncio.TimeoutError) as err:
+            raise ConnectionError(f"lost the sweep that runs {self.trial} ({err})") from None
+
+
+REPLY_SECONDS = 300  # a decision takes milliseconds; this long without one, the sweep's client is gone
+
+
+class DaskReports:
+    """The sweep's side of early termination on Dask: a thread answers the reports on the sweep's queue with
+    `decide`. Use as a context manager."""
+
+    def __init__(self, client: Any, decide: Decide) -> None:
+        from distributed import Queue
+
+        self.client = client
+        self.decide = decide
+        self.name = f"autobp-reports-{uuid.uuid4().hex}"
+        self._requests = Queue(self.name, client=client)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._answer, daemon=True, name="autobp-dask-reports")
+        self._thread.start()
+
+    def reporter(self, trial: str, monitor: str) -> Reporter:
+        return QueueReporter(trial, monitor, self.name)
+
+    def _answer(self) -> None:
+        from distributed import Queue
+
+        while not self._closed.is_set():
+            try:
+                trial, epoch, value, replies = self._requests.get(timeout=0.5)
+            except (TimeoutError, asyncio.TimeoutError):  # distinct exceptions before Python 3.11
+                continue
+            except Exception:  # noqa: BLE001 — the client closed under us: the sweep is over
+                return
+            Queue(replies, client=self.client).put(self.decide(trial, epoch, value))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+
+    def __enter__(self) -> DaskReports:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _local_cluster(workers: int, local_directory: str | None) -> Any:
@@ -137,8 +208,11 @@ def _file_paths(config: dict) -> dict[tuple[str, str], str]:
     return {(section, key): config[section][key] for section, key in FILE_PATH_KEYS if config[section].get(key)}
 
 
-def run_shipped(fn: Callable[[dict, str], dict], config: dict, files: dict[tuple[str, str], bytes]) -> tuple[dict, bytes]:
-    """On a worker: write the trial's files into a temporary folder, train there, return (result, run archive)."""
+def run_shipped(
+    fn: Callable[..., dict], config: dict, files: dict[tuple[str, str], bytes], *extra: Any
+) -> tuple[dict, bytes]:
+    """On a worker: write the trial's files into a temporary folder, train there (`fn(config, run_dir, *extra)`),
+    return (result, run archive)."""
     with tempfile.TemporaryDirectory(prefix="autobp-trial-", dir=_scratch_folder()) as folder:
         local = {**config, **{section: dict(config[section]) for section, _ in FILE_PATH_KEYS}}
         for (section, key), content in files.items():
@@ -148,7 +222,7 @@ def run_shipped(fn: Callable[[dict, str], dict], config: dict, files: dict[tuple
             local[section][key] = str(target)
         run_dir = Path(folder) / "run"
         run_dir.mkdir()
-        outcome = fn(local, str(run_dir))
+        outcome = fn(local, str(run_dir), *extra)
         return outcome, pack(run_dir)
 
 

@@ -3,6 +3,10 @@
 A sweep hands `run_trial` and its plain-data arguments to `TrialExecutor.submit` and waits on the futures, so
 another engine (e.g. Dask's distributed) can run trials on other machines by implementing the same two methods.
 
+Early termination talks both ways: at each epoch end a trial's `Reporter` sends its monitored metric to the sweep
+and waits for the answer, continue or stop. The sweep answers in a thread of its own: `LocalReports` over a
+loopback socket, on Dask over the scheduler's queues (`cluster.DaskReports`), the same exchange either way.
+
 This module is imported by every worker process before numpy: it must not import numpy itself, so that a worker
 can limit its BLAS threads first.
 """
@@ -14,9 +18,11 @@ import multiprocessing
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -37,9 +43,13 @@ class TrialExecutor(Protocol):
         ...
 
 
-def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+Decide = Callable[[str, int, float], bool]  # (trial, epoch, monitored value) -> stop it?
+
+
+def run_trial(config: dict[str, Any], run_dir: str, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train a trial's resolved config into `run_dir` (an earlier attempt's files there are replaced): the function
-    workers run. Plain data in and out, so that any executor can ship it: returns {"status", "summary"}.
+    workers run. Plain data in and out, so that any executor can ship it: returns {"status", "summary"}. A
+    `reporter` tells the sweep each epoch's monitored metric and may stop the trial (`pruned`).
 
     The folder is emptied here, in the worker, so that a retry cannot race a worker of a broken pool that is still
     writing its files (the pool is rebuilt only once those workers have exited)."""
@@ -53,7 +63,7 @@ def run_trial(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         resolved, dataset = prepare(config)
     except AutobpError as err:  # the sweep validated the trial, but its data file may have changed since
         return {"status": "failed", "summary": Summary(status=Status.FAILED, error=str(err)).to_dict()}
-    result = run(resolved, dataset, Path(run_dir), quiet=True, stop_signals=(signal.SIGINT,))
+    result = run(resolved, dataset, Path(run_dir), quiet=True, on_epoch=reporter, stop_signals=(signal.SIGINT,))
     return {"status": str(result.status), "summary": result.summary.to_dict()}
 
 
@@ -63,6 +73,104 @@ def fresh_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+class Reporter:
+    """A trial's side of early termination: `reporter(epoch, row)` sends the row's monitored metric to the sweep and
+    returns its answer, True to stop. Losing the sweep is an error (the trial ends `failed`), not a silent go-on."""
+
+    def __init__(self, trial: str, monitor: str) -> None:
+        self.trial = trial
+        self.monitor = monitor
+
+    def __call__(self, epoch: int, row: dict[str, Any]) -> bool:
+        value = row.get(self.monitor)
+        if value is None:  # nothing to judge this epoch by
+            return False
+        return bool(self.exchange((self.trial, epoch, float(value))))
+
+    def exchange(self, message: tuple[str, int, float]) -> bool:
+        """Send (trial, epoch, value) and wait for the decision."""
+        raise NotImplementedError
+
+
+class SocketReporter(Reporter):
+    """Reports over a loopback connection to the sweep process's `LocalReports`."""
+
+    def __init__(self, trial: str, monitor: str, address: tuple[str, int], authkey: bytes) -> None:
+        super().__init__(trial, monitor)
+        self.address = address
+        self.authkey = authkey
+        self._connection: Connection | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_connection": None}  # a connection belongs to the process that opened it
+
+    def exchange(self, message: tuple[str, int, float]) -> bool:
+        try:
+            if self._connection is None:
+                self._connection = Client(self.address, authkey=self.authkey)
+            self._connection.send(message)
+            return self._connection.recv()
+        except (OSError, EOFError) as err:
+            raise ConnectionError(f"lost the sweep that runs {self.trial} ({err})") from None
+
+
+class LocalReports:
+    """The sweep's side of early termination for trials on this machine: a loopback listener whose threads answer
+    each trial's reports with `decide`. Use as a context manager."""
+
+    def __init__(self, decide: Decide) -> None:
+        self.decide = decide
+        self.authkey = os.urandom(32)
+        self._listener = Listener(("127.0.0.1", 0), authkey=self.authkey)
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="autobp-reports").start()
+
+    def reporter(self, trial: str, monitor: str) -> Reporter:
+        """What a trial needs to report to this sweep (picklable)."""
+        return SocketReporter(trial, monitor, self._listener.address, self.authkey)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection = self._listener.accept()
+            except (OSError, EOFError):  # closed, or a client that failed the handshake
+                if self._closed:
+                    return
+                continue
+            if self._closed:  # the wake-up call from `close`
+                connection.close()
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: Connection) -> None:
+        with connection:
+            while True:
+                try:
+                    trial, epoch, value = connection.recv()
+                except (OSError, EOFError):  # the trial ended
+                    return
+                connection.send(self.decide(trial, epoch, value))
+
+    def close(self) -> None:
+        self._closed = True
+        # Closing a socket does not wake a thread blocked in accept() on Linux; a last connection does.
+        with contextlib.suppress(OSError, EOFError):
+            Client(self._listener.address, authkey=self.authkey).close()
+        self._listener.close()
+
+    def __enter__(self) -> LocalReports:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_reports(executor: TrialExecutor, decide: Decide) -> Any:
+    """The executor's way for trials to report to `decide` (its `open_reports`), else loopback for local trials."""
+    opener = getattr(executor, "open_reports", None)
+    return opener(decide) if opener is not None else LocalReports(decide)
 
 
 def available_cores() -> int:

@@ -51,18 +51,21 @@ from autobp.spec.configfile import (
 )
 from autobp.model.prepare import DatasetCache, prepare
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
+from autobp.sweeps import search
 from autobp.sweeps.record import (
-    FINISHED, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, Ranking, Stage, SweepRecord, TrialRecord,
+    KEPT, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, Ranking, Stage, SweepRecord, TrialRecord,
     read_record,
 )
-from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
+from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, open_reports, run_trial
 from autobp.training.progress import SweepProgress
 from autobp.common.text import format_number
 from autobp.common.text import format_table
 from autobp.training.runner import estimated_size
 
-Method = Literal["grid", "random"]
-_CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode)}
+Method = Literal["grid", "random", "tpe"]
+Pruner = Literal["asha", "median", "hyperband"]
+_CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode),
+            "early_terminate": get_args(Pruner)}  # fmt: skip
 
 
 # --- the sweep file -----------------------------------------------------------------------------------------------
@@ -120,6 +123,17 @@ Parameter = Annotated[
 ]
 
 
+class EarlyTerminate(_Strict):
+    """Stop losing trials at an epoch end: each reports its monitored metric, an Optuna pruner decides."""
+
+    method: Pruner
+    """asha (successive halving), median (below the median of earlier trials at that epoch) or hyperband."""
+    min_epochs: Annotated[int, Field(ge=1)] = 1
+    """No trial is stopped before this epoch."""
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+    """asha and hyperband: about 1 in reduction_factor trials goes on at each rung (min_epochs × factor^k)."""
+
+
 class SweepFile(_Strict):
     """A sweep file: a base config and the values to try in it."""
 
@@ -128,11 +142,12 @@ class SweepFile(_Strict):
     name: str | None = None
     """Sweep name, the prefix of its folder; default the sweep file's name."""
     method: Method = "grid"
-    """grid: every combination of the lists; random: n_trials seeded draws."""
+    """grid: every combination of the lists; random: n_trials seeded draws; tpe: n_trials proposed by a Bayesian
+    sampler (Optuna's TPE) told the results of the trials that ended."""
     n_trials: Annotated[int, Field(ge=1)] | None = None
-    """random: number of trials."""
+    """random and tpe: number of trials."""
     seed: Annotated[int, Field(ge=0)] = 0
-    """Seed of the random draws (the trials keep the base's seed; sweep `seed` to vary it)."""
+    """Seed of the random draws and of the tpe sampler (the trials keep the base's seed; sweep `seed` to vary it)."""
     parameters: Annotated[dict[str, Parameter], Field(min_length=1)]
     """Dotted config keys, as with --set, each with a list of values or (random) a range {min, max, log}."""
     monitor: Monitor = "val_loss"
@@ -142,6 +157,8 @@ class SweepFile(_Strict):
     rank: Stage = "saved"
     """Which value of the monitor ranks a trial: the saved model's (its best epoch when early stopping restored it),
     the last epoch's (final) or the best epoch's (best). Ties are broken by the loss of the same split."""
+    early_terminate: EarlyTerminate | None = None
+    """Stop losing trials early (any method); they end `pruned`."""
 
     @field_validator("name")
     @classmethod
@@ -153,7 +170,7 @@ class SweepFile(_Strict):
     @model_validator(mode="after")
     def _check_method(self) -> SweepFile:
         problems = [
-            (("parameters", key), "a range needs method: random (a grid takes lists of values)")
+            (("parameters", key), "a range needs method: random or tpe (a grid takes lists of values)")
             for key, parameter in self.parameters.items()
             if self.method == "grid" and isinstance(parameter, Range)
         ]
@@ -162,21 +179,32 @@ class SweepFile(_Strict):
             for key in self.parameters
             if not all(key.split("."))
         ]
-        if self.method == "random" and self.n_trials is None:
-            problems.append((("n_trials",), "required with method: random"))
+        if self.method != "grid" and self.n_trials is None:
+            problems.append((("n_trials",), f"required with method: {self.method}"))
         if self.method == "grid" and self.n_trials is not None:
-            problems.append((("n_trials",), "only used with method: random (a grid runs every combination)"))
+            problems.append((("n_trials",), "only used with method: random or tpe (a grid runs every combination)"))
         raise_problems(*problems)
         return self
 
 
 def expand(spec: SweepFile) -> list[dict[str, Any]]:
-    """The swept values of each trial: every combination in file order (grid), or n_trials seeded draws."""
+    """The swept values of each trial: every combination in file order (grid), or n_trials seeded draws (random);
+    none ahead for tpe, whose trials the study proposes as the sweep runs."""
+    if spec.method == "tpe":
+        return []
     if spec.method == "grid":
         keys = list(spec.parameters)
         return [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
     rng = np.random.default_rng(spec.seed)
     return [{key: draw(parameter, rng) for key, parameter in spec.parameters.items()} for _ in range(spec.n_trials)]
+
+
+def probes(spec: SweepFile) -> list[dict[str, Any]]:
+    """Values that try every choice and both ends of every range: each parameter's first value (a range's min),
+    then each of its other values in turn with the others at their first."""
+    ends = {key: [p.min, p.max] if isinstance(p, Range) else p for key, p in spec.parameters.items()}
+    first = {key: values[0] for key, values in ends.items()}
+    return [first, *(first | {key: value} for key, values in ends.items() for value in values[1:])]
 
 
 def draw(parameter: list[Any] | Range, rng: np.random.Generator) -> Any:
@@ -201,6 +229,9 @@ def _validate_sweep_file(path: Path, root: Node, raw: dict) -> SweepFile:
         problems += [problem for error in err.errors() for problem in _sweep_file_problems(error, raw, positions)]
     if problems:
         raise ConfigError(report_problems(str(path), problems))
+    if (spec.method == "tpe" or spec.early_terminate is not None) and not search.available():
+        key, what = (("method",), "'tpe' ") if spec.method == "tpe" else (("early_terminate",), "")
+        raise ConfigError(positions.problem(key, f"{what}{search.INSTALL_HINT}").text)
     if not (path.parent / spec.base).is_file():
         message = f"{path.parent / spec.base} not found (the base config is relative to the sweep file's folder)"
         raise ConfigError(positions.problem(("base",), message).text)
@@ -212,7 +243,7 @@ def _sweep_file_problems(error: dict, raw: dict, positions: Positions) -> Iterat
     kind, loc, given = error["type"], error["loc"], error.get("input")
     path = written_path(raw, loc, missing=kind == "missing")
     if kind == "extra_forbidden":
-        model = Range if loc[0] == "parameters" else SweepFile
+        model = {"parameters": Range, "early_terminate": EarlyTerminate}.get(loc[0], SweepFile)
         yield positions.problem(path, "unknown key" + suggest(path[-1], list(model.model_fields)), at_key=True)
     elif kind == "literal_error":
         allowed = suggest(given, _CHOICES[loc[0]], list_all=True)
@@ -259,10 +290,37 @@ class Sweep:
     settings: dict[str, Any] | None = None  # the sweep file, resolved; None for a sweep of configs
     stage: str = "saved"  # which value of the monitor ranks the trials (see Ranking)
     notes: list[str] = field(default_factory=list)  # files left out, for the user
+    probes: list[Trial] = field(default_factory=list)  # random, tpe: the configs that checked every value
 
     @property
     def ranking(self) -> Ranking:
         return Ranking(self.monitor, self.mode, self.stage)
+
+    @property
+    def method(self) -> str:
+        return "grid" if self.settings is None else self.settings["method"]
+
+    @property
+    def searching(self) -> bool:
+        """Whether an Optuna study runs beside the trials: tpe proposes them, early_terminate prunes them."""
+        return self.method == "tpe" or bool(self.settings and self.settings.get("early_terminate"))
+
+    @property
+    def size(self) -> int:
+        """How many trials the sweep runs in all (a tpe sweep's are proposed as it goes)."""
+        return self.settings["n_trials"] if self.method == "tpe" else len(self.trials)
+
+    @property
+    def keys(self) -> list[str]:
+        """The swept keys, the columns of the trial tables."""
+        return list(self.settings["parameters"]) if self.settings else ["config"]
+
+    def new_trial(self, index: int, values: dict[str, Any]) -> Trial:
+        """Trial number `index` of a tpe sweep, with the values the study proposed (ConfigError/DataError)."""
+        base = Path(self.settings["base"])
+        overrides = _variant_overrides(values, self.overrides, Path(self.sources[0]).parent)
+        return _trials([(values, base, overrides)], self.monitor, same=None,
+                       first=index)[0]  # fmt: skip
 
 
 def plan_sweep(
@@ -296,17 +354,23 @@ def plan_sweep(
 
 def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: str | None) -> Sweep:
     base = (path.parent / spec.base).resolve()
-    variants = [
-        (values, base, [*(_override(key, value, path.parent) for key, value in values.items()), *overrides])
-        for values in expand(spec)
-    ]
+    variants = [(values, base, _variant_overrides(values, overrides, path.parent)) for values in expand(spec)]
     # Equal grid points mean a swept key changes nothing; random draws from short lists may repeat by chance.
     same = "a swept key changes nothing (is it set more specifically, e.g. per layer in model.layers?)"
     trials = _trials(variants, spec.monitor, same=same if spec.method == "grid" else None)
+    checks = [] if spec.method == "grid" else probes(spec)  # a grid's trials already try every value
+    checked = _trials([(values, base, _variant_overrides(values, overrides, path.parent)) for values in checks], spec.monitor,
+                      same=None, prefix="check")  # fmt: skip
     mode = spec.mode or ("min" if lower_is_better(spec.monitor) else "max")
     settings = spec.model_dump(mode="json") | {"base": str(base), "mode": mode}
-    return Sweep(name or spec.name or path.stem, [str(path.resolve())], overrides, spec.monitor, mode, trials, settings,
-                 spec.rank)
+    sweep_name = name or spec.name or path.stem
+    return Sweep(sweep_name, [str(path.resolve())], overrides, spec.monitor, mode, trials, settings, stage=spec.rank,
+                 probes=checked)
+
+
+def _variant_overrides(values: dict[str, Any], overrides: list[str], base: Path) -> list[str]:
+    """--set overrides for one trial's values; a file path written in the sweep file is relative to its folder."""
+    return [*(_override(key, value, base) for key, value in values.items()), *overrides]
 
 
 def _override(key: str, value: Any, base: Path | None = None) -> str:
@@ -316,14 +380,17 @@ def _override(key: str, value: Any, base: Path | None = None) -> str:
     return f"{key}={json.dumps(value)}"  # JSON is YAML: the value reads back exactly, a string stays a string
 
 
-def _trials(variants: list[tuple[dict[str, Any], Path, list[str]]], monitor: str, *, same: str | None) -> list[Trial]:
-    """Load and resolve each (values, config file, overrides) variant; the first error stops, naming its trial.
-    Two trials that train the same config are an error explained by `same`, unless it is None."""
+def _trials(
+    variants: list[tuple[dict[str, Any], Path, list[str]]], monitor: str, *, same: str | None, first: int = 0,
+    prefix: str = "trial",
+) -> list[Trial]:  # fmt: skip
+    """Load and resolve each (values, config file, overrides) variant, named <prefix>-<first + i>; the first error
+    stops, naming its trial. Two trials that train the same config are an error explained by `same`, unless None."""
     datasets: DatasetCache = {}
     trials: list[Trial] = []
     seen: dict[str, Trial] = {}
-    for index, (values, path, overrides) in enumerate(variants):
-        name = f"trial-{index:03d}"
+    for index, (values, path, overrides) in enumerate(variants, start=first):
+        name = trial_name(index, prefix)
         try:
             config, dataset = prepare(path, overrides, datasets=datasets)
             _check_monitor(config, monitor)
@@ -335,6 +402,11 @@ def _trials(variants: list[tuple[dict[str, Any], Path, list[str]]], monitor: str
         seen[trial.identity] = trial
         trials.append(trial)
     return trials
+
+
+def trial_name(index: int, prefix: str = "trial") -> str:
+    """A trial's folder name: trial-000, trial-001, ..."""
+    return f"{prefix}-{index:03d}"
 
 
 def _check_monitor(config: Config, monitor: str) -> None:
@@ -365,7 +437,7 @@ def _write_record(directory: Path, sweep: Sweep) -> None:
 def _other_metrics(sweep: Sweep) -> list[str]:
     """The final metrics trials.csv shows beside the monitored one: losses, then accuracy and/or R² as the tasks
     in the sweep report them."""
-    reported = sorted({task_metric(trial.config["data"]["task"]) for trial in sweep.trials})
+    reported = sorted({task_metric(trial.config["data"]["task"]) for trial in [*sweep.trials, *sweep.probes]})
     metrics = [f"{split}_{measure}" for measure in ("loss", *reported) for split in ("train", "val")]
     return [metric for metric in metrics if metric != sweep.monitor]
 
@@ -374,7 +446,7 @@ def _write_trials_csv(directory: Path, sweep: Sweep, outcomes: list[Outcome]) ->
     monitor, others = sweep.monitor, _other_metrics(sweep)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["trial", "status", *sweep.trials[0].values, monitor, f"best_{monitor}", *others, "epochs",
+    writer.writerow(["trial", "status", *sweep.keys, monitor, f"best_{monitor}", *others, "epochs",
                      "seconds", "run_dir", "reason"])  # fmt: skip
     for trial, outcome in zip(sweep.trials, outcomes):
         saved = [outcome.value(metric, "saved") for metric in others]
@@ -415,7 +487,7 @@ class SweepResult:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if all(o.status in FINISHED for o in self.outcomes) else EXIT_SWEEP_INCOMPLETE
+        return EXIT_OK if all(o.status in KEPT for o in self.outcomes) else EXIT_SWEEP_INCOMPLETE
 
     def ranking(self) -> list[int]:
         """Trial indices, best first (see Ranking)."""
@@ -429,11 +501,13 @@ def run_sweep(
 ) -> SweepResult:  # fmt: skip
     """Validate every trial, make the sweep directory and run the trials, `jobs` at a time (default: one per core).
 
-    `max_failures` stops launching trials once that many have failed or diverged. Trials run in local worker
-    processes unless an `executor` is given (it is shut down only if the sweep is interrupted).
+    A tpe sweep asks its study for each next trial as a worker frees up; with early_terminate, trials report each
+    epoch's monitored metric and a losing one ends `pruned`. `max_failures` stops launching trials once that many
+    have failed or diverged. Trials run in local worker processes unless an `executor` is given (it is shut down
+    only if the sweep is interrupted).
     """
     sweep = plan_sweep(paths, overrides, name=name, output=output)
-    sweeps = Path(sweep.trials[0].config["output"]["dir"]) / "sweeps"
+    sweeps = Path([*sweep.trials, *sweep.probes][0].config["output"]["dir"]) / "sweeps"
     outcomes = [Outcome() for _ in sweep.trials]
     rundir.ensure_output_dir(sweeps)
     _check_free_space(sweeps, sweep, outcomes)
@@ -450,6 +524,8 @@ def resume_sweep(
     directory = Path(directory).resolve()
     record = read_record(directory)
     sweep = plan_sweep(record.sources, record.overrides, name=record.name)
+    if sweep.method == "tpe":  # its trials are the ones the study proposed so far, as sweep.yaml lists them
+        sweep.trials = [sweep.new_trial(index, old.values) for index, old in enumerate(record.trials)]
     if len(sweep.trials) != len(record.trials):
         raise ConfigError(f"{directory}: the sweep now has {len(sweep.trials)} trials, not {len(record.trials)} "
                           "— start a new sweep instead")  # fmt: skip
@@ -463,14 +539,16 @@ def resume_sweep(
 def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, statuses: dict[str, str]) -> Outcome:
     """The outcome kept from the earlier run if that completed the same config; else a pending trial."""
     summary = directory / trial.name / rundir.SUMMARY_FILE
-    if statuses.get(trial.name) not in FINISHED or old.identity != trial.identity or not summary.is_file():
+    if statuses.get(trial.name) not in KEPT or old.identity != trial.identity or not summary.is_file():
         return Outcome()
     content = read_summary(summary)
     return Outcome(str(content.status), content)
 
 
 def _check_free_space(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
-    needed = sum(trial.size for trial, outcome in zip(sweep.trials, outcomes) if outcome.status not in FINISHED)
+    needed = sum(trial.size for trial, outcome in zip(sweep.trials, outcomes) if outcome.status not in KEPT)
+    unasked = sweep.size - len(sweep.trials)  # tpe trials still to propose: the largest configs checked, each
+    needed += unasked * max((probe.size for probe in sweep.probes), default=0)
     rundir.check_free_space(directory, needed)
 
 
@@ -478,20 +556,35 @@ def _run(
     sweep: Sweep, directory: Path, outcomes: list[Outcome], jobs: int | None, max_failures: int | None,
     quiet: bool, executor: TrialExecutor | None,
 ) -> SweepResult:  # fmt: skip
-    to_run = sum(outcome.status not in FINISHED for outcome in outcomes)
+    to_run = sum(outcome.status not in KEPT for outcome in outcomes) + sweep.size - len(sweep.trials)
     jobs = max(1, min(jobs or available_cores(), to_run))
     started = time.perf_counter()
     local = LocalExecutor(jobs) if executor is None else contextlib.nullcontext(executor)
-    with local as pool:
+    with local as pool, contextlib.ExitStack() as stack:
+        study = _open_search(sweep, directory)
+        reports = None
+        if study is not None and sweep.settings.get("early_terminate"):
+            reports = stack.enter_context(open_reports(pool, study.should_stop))
         progress = SweepProgress(to_run, sweep.name, quiet)
         limit = math.inf if max_failures is None else max_failures
-        scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress)
+        scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress, study, reports)
         interrupted = scheduler.run()
     return SweepResult(directory, sweep, outcomes, time.perf_counter() - started, interrupted)
 
 
+def _open_search(sweep: Sweep, directory: Path) -> search.Search | None:
+    """The sweep's study (study.journal), if it searches or prunes."""
+    if not sweep.searching:
+        return None
+    epochs = max(trial.config["training"]["epochs"] for trial in [*sweep.trials, *sweep.probes])
+    return search.Search(directory, sweep.settings, sweep.mode, epochs)
+
+
 class _Scheduler:
     """Launches trials as workers free up, records how each ends and rewrites trials.csv as they do.
+
+    With a study, each trial is opened in it as it launches (a tpe trial is proposed then) and told how it ended;
+    with reports, each trial gets a reporter through which the study may prune it.
 
     When a worker process dies, every trial then running fails with it, not only the one that killed it; so a
     trial that fails that way while others ran beside it is run once more, alone, and fails only if it dies again.
@@ -499,16 +592,19 @@ class _Scheduler:
 
     def __init__(
         self, sweep: Sweep, directory: Path, outcomes: list[Outcome], executor: TrialExecutor, jobs: int,
-        max_failures: float, progress: SweepProgress,
+        max_failures: float, progress: SweepProgress, study: search.Search | None = None, reports: Any = None,
     ) -> None:  # fmt: skip
         self.sweep = sweep
+        self.study = study
+        self.reports = reports
         self.directory = directory
         self.outcomes = outcomes
         self.executor = executor
         self.jobs = jobs
         self.max_failures = max_failures
         self.progress = progress
-        self.queue = deque(index for index, outcome in enumerate(outcomes) if outcome.status not in FINISHED)
+        self.queue = deque(index for index, outcome in enumerate(outcomes) if outcome.status not in KEPT)
+        self.queue.extend(range(len(outcomes), sweep.size))  # tpe trials not proposed yet
         self.running: dict[Future, int] = {}
         self.shared: set[int] = set()  # running trials that have had others beside them
         self.alone: set[int] = set()  # trials to run again with nothing beside them
@@ -543,8 +639,9 @@ class _Scheduler:
     def _launch(self) -> None:
         while self._may_launch():
             index = self.queue.popleft()
-            trial = self.sweep.trials[index]
-            future = self.executor.submit(run_trial, trial.config, str(self.directory / trial.name))
+            trial = self._open(index)
+            reporter = () if self.reports is None else (self.reports.reporter(trial.name, self.sweep.monitor),)
+            future = self.executor.submit(run_trial, trial.config, str(self.directory / trial.name), *reporter)
             if self.running:
                 self.shared.update([index, *self.running.values()])
             self.running[future] = index
@@ -552,9 +649,23 @@ class _Scheduler:
         _write_trials_csv(self.directory, self.sweep, self.outcomes)
         self.show()
 
+    def _open(self, index: int) -> Trial:
+        """Trial `index`, opened in the study if there is one; a tpe trial not proposed yet is proposed now."""
+        if self.study is None:
+            return self.sweep.trials[index]
+        known = index < len(self.sweep.trials)
+        values = self.study.start(trial_name(index), index, self.sweep.trials[index].values if known else None)
+        if not known:
+            self.sweep.trials.append(self.sweep.new_trial(index, values))
+            self.outcomes.append(Outcome())
+            _write_record(self.directory, self.sweep)
+        return self.sweep.trials[index]
+
     def _finish(self, future: Future) -> None:
         index = self.running.pop(future)
         error = future.exception()  # the worker died, or the executor could not run the trial
+        if error is not None and self.study is not None:  # run again (below) or failed: a new Optuna trial if again
+            self.study.finish(self.sweep.trials[index].name, "failed", None)
         if error is not None and index in self.shared:
             self.shared.discard(index)
             self.alone.add(index)
@@ -568,8 +679,10 @@ class _Scheduler:
         self.shared.discard(index)
         self.alone.discard(index)
         self.outcomes[index] = outcome
+        if self.study is not None:
+            self.study.finish(self.sweep.trials[index].name, outcome.status, outcome.final(self.sweep.monitor))
         self.done += 1
-        self.failed += outcome.status not in FINISHED
+        self.failed += outcome.status not in KEPT
         self.show(self.sweep.trials[index], outcome)
 
     def _interrupt(self) -> None:
@@ -604,7 +717,7 @@ def format_ranking(result: SweepResult) -> str:
     statuses = ", ".join(f"{count} {status}" for status, count in Counter(o.status for o in outcomes).items())
     lines = [f"sweep {sweep.name}: {len(outcomes)} trials ({statuses}) in {result.seconds:.1f} s; "
              f"{sweep.ranking.describe()}"]  # fmt: skip
-    keys = list(sweep.trials[0].values)
+    keys = sweep.keys
     rows = [["rank", "trial", "status", *keys, monitor, f"best_{monitor}", "epochs", "seconds", "reason"]]
     ranking = result.ranking()
     for place, index in enumerate(ranking, start=1):

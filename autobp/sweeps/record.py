@@ -21,6 +21,7 @@ from autobp.spec.config import Monitor
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
 FINISHED = tuple(str(status) for status in Status if status.finished)  # trials that need no second run
+KEPT = (*FINISHED, str(Status.PRUNED))  # what a resumed sweep does not run again: pruned trials stay pruned
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 
 Mode = Literal["min", "max"]
@@ -87,6 +88,8 @@ class Outcome:
         """Why the trial did not complete, or ''."""
         if self.summary is None:
             return ""
+        if self.status == Status.PRUNED:
+            return f"stopped at epoch {self.summary.epochs} by early_terminate"
         if self.summary.diverged is not None:
             return self.summary.diverged.reason
         return self.summary.error or ""

@@ -4,7 +4,8 @@
     result.run_dir, result.status, result.summary
 
 A run ends `completed` (last epoch or max_steps), `stopped_early`, `diverged` (a non-finite loss or gradient),
-`interrupted` (Ctrl-C) or `failed` (anything unexpected); each keeps its logs and writes model.npz and summary.json.
+`interrupted` (Ctrl-C), `failed` (anything unexpected) or, in a sweep with early_terminate, `pruned`; each keeps its
+logs and writes model.npz and summary.json.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ from autobp.common.runtime import keep_freed_memory
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
+# Called at each epoch end that training would continue past, with the epoch and its metrics row; True stops the
+# run there as `pruned` (a sweep's early termination).
+EpochHook = Callable[[int, dict[str, Any]], bool]
 
 
 @dataclass
@@ -108,13 +112,15 @@ def estimated_size(config: Config, dataset: Dataset) -> int:
 
 
 def run(
-    config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True, stop_signals: Sequence[int] = STOP_SIGNALS
+    config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True, on_epoch: EpochHook | None = None,
+    stop_signals: Sequence[int] = STOP_SIGNALS,
 ) -> RunResult:
-    """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder. `stop_signals` end the run
-    cleanly at the next step (a pool worker leaves SIGTERM to its pool, which uses it to end broken workers)."""
+    """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder; `on_epoch` may prune it.
+    `stop_signals` end the run cleanly at the next step (a pool worker leaves SIGTERM to its pool, which uses it to
+    end broken workers)."""
     keep_freed_memory()
     files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
-    trainer = Trainer(config, dataset, run_dir, Progress(quiet))
+    trainer = Trainer(config, dataset, run_dir, Progress(quiet), on_epoch)
     trainer.requests = StopRequests(stop_signals)
     return trainer.run()
 
@@ -196,8 +202,11 @@ class EpochStart:
 class Trainer:
     """One training run: the network, its optimizer and data, the loop, and everything it writes."""
 
-    def __init__(self, config: Config, dataset: Dataset, run_dir: Path, progress: Progress) -> None:
+    def __init__(
+        self, config: Config, dataset: Dataset, run_dir: Path, progress: Progress, on_epoch: EpochHook | None = None
+    ) -> None:
         self.config = config
+        self.on_epoch = on_epoch
         self.dataset = dataset
         self.run_dir = run_dir
         self.progress = progress
@@ -341,6 +350,7 @@ class Trainer:
 
     def _train(self, metrics_log: files.CsvLog) -> str:
         training = self.config.training
+        pruned = False
         while self.epoch < training.epochs and self.step < self.total_steps:
             self.epoch += 1
             lr = learning_rate(self.config.optimizer, self.epoch - 1, training.epochs)
@@ -355,14 +365,18 @@ class Trainer:
             self.progress.update(self.step, row, self.metric)
             stop = self.stopper is not None and self.stopper.update(row[self.stopper.monitor], self.epoch,
                                                                     self.network.state_dict)  # fmt: skip
-            if self._checkpoint_due(stop or self.epoch >= training.epochs or self.step >= self.total_steps):
+            ending = stop or self.epoch >= training.epochs or self.step >= self.total_steps
+            pruned = not ending and self.on_epoch is not None and self.on_epoch(self.epoch, row)
+            if self._checkpoint_due(ending or pruned):
                 self._save_checkpoint()
             if stop:
                 self._restore_best()
                 return "stopped_early"
+            if pruned:
+                break
         if self.stopper is not None and self.stopper.best_weights is not None:
             self._restore_best()
-        return "completed"
+        return "pruned" if pruned else "completed"
 
     def _restore_best(self) -> None:
         self.network.load_state_dict(self.stopper.best_weights)

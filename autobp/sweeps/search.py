@@ -1,0 +1,146 @@
+"""Sweeps that search: an Optuna study in the sweep directory that proposes `method: tpe` trials from the results
+of the finished ones, and whose pruner stops losing trials at an epoch end (`early_terminate`).
+
+The study is a journal of plain JSON lines, study.journal, beside sweep.yaml: `sweep --resume` reopens it, so the
+sampler knows every trial that ended. Each sweep trial is one Optuna trial (user attribute `trial`: its folder);
+a trial run again on resume is a new Optuna trial with the same values, and the one it replaces is marked failed.
+
+Needs the `search` extra (Optuna); nothing here imports it until a study is opened.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+INSTALL_HINT = "needs Optuna: pip install 'autobp[search]'"
+JOURNAL_FILE = "study.journal"
+STUDY_NAME = "sweep"  # fixed, so that a renamed sweep (Hyperband's brackets hash it) searches the same way
+
+
+def available() -> bool:
+    """Whether Optuna is installed (without importing it)."""
+    return importlib.util.find_spec("optuna") is not None
+
+
+class Search:
+    """The study of one sweep directory: proposes values, records reports and outcomes, decides what to prune.
+
+    `settings` is the resolved sweep file (sweep.yaml's `settings`); `max_epochs` is the longest trial's
+    training.epochs (Hyperband's full budget). Safe to call from the thread that answers trials' reports.
+    """
+
+    def __init__(self, directory: Path, settings: dict[str, Any], mode: str, max_epochs: int) -> None:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
+        self.settings = settings
+        self.mode = mode
+        self.parameters: dict[str, Any] = settings["parameters"]
+        path = str(directory / JOURNAL_FILE)
+        # One sweep process writes the journal; a lock left by a killed one is stale after a few seconds.
+        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path, grace_period=5)))
+        self.study = optuna.create_study(
+            storage=storage, study_name=STUDY_NAME, load_if_exists=True, pruner=_pruner(settings, max_epochs),
+            direction="minimize" if mode == "min" else "maximize",
+        )  # fmt: skip
+        self._running: dict[str, Any] = {}  # sweep trial name -> its Optuna trial
+        self._lock = threading.Lock()
+        self._fail_lost_trials()
+
+    def _fail_lost_trials(self) -> None:
+        """Trials left running (or enqueued, not yet asked) by a sweep that was killed: failed, so the sampler and
+        pruners count only results and no stale values are handed out."""
+        from optuna.trial import TrialState
+
+        for _ in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.study.ask()  # takes the oldest waiting trial: it is running now, and failed below
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self.study.tell(trial.number, state=TrialState.FAIL)
+
+    def start(self, name: str, index: int, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Open the Optuna trial of sweep trial `name` (number `index`) and return its values: `values` as given
+        (grid, random, a trial run again), else the sampler's proposal (tpe)."""
+        with self._lock:
+            if values is not None:
+                self.study.enqueue_trial(_encode(self.parameters, values))
+            self.study.sampler = self._sampler(index)
+            trial = self.study.ask()
+            trial.set_user_attr("trial", name)
+            proposed = {key: _suggest(trial, key, parameter) for key, parameter in self.parameters.items()}
+            self._running[name] = trial
+            return proposed
+
+    def _sampler(self, index: int) -> Any:
+        """A sampler seeded by the sweep's seed and the trial's number, so that a proposal depends only on the
+        results told before it: the same with --jobs 1 on every run, resumed or not."""
+        from optuna.samplers import RandomSampler, TPESampler
+
+        seed = int(self.settings["seed"]) * 1_000_003 + index
+        return TPESampler(seed=seed) if self.settings["method"] == "tpe" else RandomSampler(seed=seed)
+
+    def should_stop(self, name: str, epoch: int, value: float) -> bool:
+        """Record a trial's monitored value at an epoch end; True if the pruner says it is losing."""
+        with self._lock:
+            trial = self._running.get(name)
+            if trial is None:
+                return False
+            if not math.isfinite(value):  # nan or overflow: the worst value there is
+                value = math.inf if self.mode == "min" else -math.inf
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+    def finish(self, name: str, status: str, value: float | None) -> None:
+        """Tell the study how a trial ended: its final monitored value, pruned (at its last report), or failed."""
+        from optuna.trial import TrialState
+
+        with self._lock:
+            trial = self._running.pop(name, None)
+            if trial is None:
+                return
+            if status == "pruned":
+                self.study.tell(trial, state=TrialState.PRUNED)
+            elif value is not None and status in ("completed", "stopped_early"):
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=TrialState.FAIL)
+
+
+def _pruner(settings: dict[str, Any], max_epochs: int) -> Any:
+    """The pruner `early_terminate` asks for; none (never prune) without it."""
+    from optuna import pruners
+
+    early = settings.get("early_terminate")
+    if early is None:
+        return pruners.NopPruner()
+    first, factor = early["min_epochs"], early["reduction_factor"]
+    if early["method"] == "median":
+        return pruners.MedianPruner(n_warmup_steps=first)
+    if early["method"] == "hyperband":
+        return pruners.HyperbandPruner(min_resource=first, max_resource=max(max_epochs, first), reduction_factor=factor)
+    return pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=factor)
+
+
+def _suggest(trial: Any, key: str, parameter: Any) -> Any:
+    """The trial's value for one parameter: a list is a choice among its values, a range {min, max, log} a number."""
+    if isinstance(parameter, list):
+        return _decode(parameter, trial.suggest_categorical(key, [json.dumps(value) for value in parameter]))
+    low, high, log = parameter["min"], parameter["max"], parameter.get("log", False)
+    if isinstance(low, int) and isinstance(high, int):
+        return trial.suggest_int(key, low, high, log=log)
+    return trial.suggest_float(key, low, high, log=log)
+
+
+def _encode(parameters: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    # Optuna's choices are scalars, so a list's values (which may be lists, e.g. model.hidden) travel as JSON.
+    return {key: json.dumps(value) if isinstance(parameters[key], list) else value for key, value in values.items()}
+
+
+def _decode(parameter: Any, value: Any) -> Any:
+    return json.loads(value) if isinstance(parameter, list) else value
