@@ -20,6 +20,7 @@ import numpy as np
 
 from autobp.common import files
 from autobp.common.errors import DataError
+from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Run:
         """model.npz: `layer{i}.weight`, `layer{i}.bias` and the arrays prediction needs."""
         from autobp.common.files import load_npz
 
-        return load_npz(self.path / rundir.MODEL_FILE)
+        return load_npz(self.path / MODEL_FILE)
 
     @cached_property
     def _trained(self) -> TrainedModel:

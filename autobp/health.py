@@ -17,6 +17,7 @@ from autobp.common.text import format_number
 from autobp.rundir.reader import RunLog
 from autobp.rundir.summary import Diagnosis, Health, LayerVerdict
 from autobp.spec.catalog import ACTIVATIONS
+from autobp.spec.config import SYNTHETIC_DEFAULTS
 
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
 INACTIVE_FRACTION = 0.5  # dead (ReLU family) or saturated (tanh, sigmoid) share of a layer's units
@@ -110,8 +111,8 @@ SUGGEST_DEAD = ("use `model.activation: leaky_relu` or `elu`, `model.init: he`, 
 SUGGEST_SATURATED = ("use `model.init: xavier` (or a smaller `model.init_scale` with `normal`/`uniform`), keep "
                      "`data.standardize: true`, or `model.activation: relu` with `model.init: he`")  # fmt: skip
 SUGGEST_OVERFITTING = ("add `training.early_stopping: {monitor: val_loss, patience: 10}`, "
-                       "`optimizer.weight_decay: 1e-4`, dropout (`model.layers.<i>.dropout: 0.2`), "
-                       "a smaller network, or more data (`data.n_samples`)")  # fmt: skip
+                       "`optimizer.weight_decay: 1e-4`, dropout (`model.dropout: 0.2`) or a smaller network")  # fmt: skip
+SUGGEST_MORE_DATA = ", or more data (`data.n_samples`)"  # only synthetic sources can make more
 
 
 def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
@@ -166,7 +167,7 @@ def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdic
     rate = _learning_rate(log, layers)
     high = [d for d in rate if d.kind == "learning_rate_high"]
     low = [d for d in rate if d.kind == "learning_rate_low"]
-    return [*_blow_up(log), *high, *signal, *_inactive_units(layers), *low, *_overfitting(log.metrics)]
+    return [*_blow_up(log), *high, *signal, *_inactive_units(layers), *low, *_overfitting(log)]
 
 
 def _signal_diagnosis(layers: list[LayerSummary], verdicts: list[LayerVerdict], verdict: str) -> list[Diagnosis]:
@@ -241,20 +242,23 @@ def _blow_up(log: RunLog) -> list[Diagnosis]:
 
 
 def _inactive_units(layers: list[LayerSummary]) -> list[Diagnosis]:
+    """Dead or saturated units, one diagnosis per kind naming every layer it concerns (their suggestion is one)."""
     found = []
-    for layer in layers:
-        for kind, share, word, suggestion in (
-            ("dead_units", layer.dead_fraction, "dead (pre-activation ≤ 0 for the whole batch)", SUGGEST_DEAD),
-            ("saturated_units", layer.saturated_fraction, f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)",
-             SUGGEST_SATURATED),
-        ):  # fmt: skip
-            if share is not None and share > INACTIVE_FRACTION:
-                found.append(Diagnosis(
-                    kind=kind, layer=layer.name, layers=[layer.name],
-                    evidence={"fraction": share, "threshold": INACTIVE_FRACTION},
-                    message=f"{share:.0%} of {layer.name}'s units are {word} at the last logged step",
-                    suggestion=suggestion,
-                ))  # fmt: skip
+    for kind, field, word, suggestion in (
+        ("dead_units", "dead_fraction", "dead (pre-activation ≤ 0 for the whole batch)", SUGGEST_DEAD),
+        ("saturated_units", "saturated_fraction", f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)",
+         SUGGEST_SATURATED),
+    ):  # fmt: skip
+        hit = [(layer.name, getattr(layer, field)) for layer in layers
+               if getattr(layer, field) is not None and getattr(layer, field) > INACTIVE_FRACTION]  # fmt: skip
+        if not hit:
+            continue
+        shares = ", ".join(f"{share:.0%} of {name}'s" for name, share in hit)
+        found.append(Diagnosis(
+            kind=kind, layer=hit[0][0], layers=[name for name, _ in hit],
+            evidence={"fractions": dict(hit), "threshold": INACTIVE_FRACTION},
+            message=f"{shares} units are {word} at the last logged step", suggestion=suggestion,
+        ))  # fmt: skip
     return found
 
 
@@ -292,9 +296,9 @@ def _learning_rate(log: RunLog, layers: list[LayerSummary]) -> list[Diagnosis]:
     )]  # fmt: skip
 
 
-def _overfitting(metrics: list[dict[str, float | None]]) -> list[Diagnosis]:
+def _overfitting(log: RunLog) -> list[Diagnosis]:
     """Validation loss rising while training loss falls, by straight-line fits over the last third of the run."""
-    rows = [row for row in metrics if all(_is_finite(row.get(key)) for key in ("epoch", "train_loss", "val_loss"))]
+    rows = [row for row in log.metrics if all(_is_finite(row.get(key)) for key in ("epoch", "train_loss", "val_loss"))]
     if len(rows) < OVERFIT_MIN_EPOCHS:
         return []
     window = rows[-max(3, len(rows) // 3):]
@@ -314,8 +318,13 @@ def _overfitting(metrics: list[dict[str, float | None]]) -> list[Diagnosis]:
         message=f"over epochs {first}–{last} the validation loss rises ({format_number(val_slope)} per epoch, "
         f"+{rise:.0%}) while the training loss falls ({format_number(train_slope)} per epoch); the best "
         f"validation loss was {format_number(best['val_loss'])} at epoch {int(best['epoch'])}",
-        suggestion=SUGGEST_OVERFITTING,
+        suggestion=SUGGEST_OVERFITTING + (SUGGEST_MORE_DATA if _synthetic(log) else ""),
     )]  # fmt: skip
+
+
+def _synthetic(log: RunLog) -> bool:
+    """Whether the run's data comes from a built-in generator, which can make more of it."""
+    return log.config is not None and log.config.data.source in SYNTHETIC_DEFAULTS
 
 
 def _is_finite(value: float | None) -> bool:

@@ -107,7 +107,7 @@ def test_relu_layer_driven_dead_by_negative_biases(runs: Path, tmp_path: Path) -
     np.savez(tmp_path / "dead.npz", **weights)
     report = report_run(trained(runs, "xor.yaml", [*relu, f"model.init_from={tmp_path / 'dead.npz'}"]))
     dead = [d for d in report.diagnoses if d.kind == "dead_units"]
-    assert [(d.layer, d.evidence["fraction"]) for d in dead] == [("layer1", 1.0)]
+    assert [(d.layer, d.evidence["fractions"]) for d in dead] == [("layer1", {"layer1": 1.0})]
     # No signal gets past a dead layer, so layer0 receives none at all.
     assert ("vanishing_gradients", "layer0") in kinds(report)
     assert report.layers[0].out_grad_norm_median == 0.0
@@ -117,8 +117,9 @@ def test_huge_init_saturates_tanh_units(runs: Path) -> None:
     overrides = ["training.epochs=1", "model.hidden=[32, 32]", "model.init=normal", "model.init_scale=20",
                  "optimizer.name=sgd", "optimizer.lr=0.01"]  # fmt: skip
     report = report_run(trained(runs, "xor.yaml", overrides))
-    saturated = {d.layer: d.evidence["fraction"] for d in report.diagnoses if d.kind == "saturated_units"}
-    assert saturated and all(share > 0.5 for share in saturated.values())
+    (diagnosis,) = [d for d in report.diagnoses if d.kind == "saturated_units"]  # one line for every such layer
+    saturated = diagnosis.evidence["fractions"]
+    assert diagnosis.layers == list(saturated) and all(share > 0.5 for share in saturated.values())
     assert saturated == {layer.name: layer.saturated_fraction for layer in report.layers if layer.name in saturated}
 
 

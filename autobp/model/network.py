@@ -34,6 +34,14 @@ def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.ran
     raise ValueError(f"unknown init {kind!r}")
 
 
+MODEL_FILE = "model.npz"  # a trained network's weights (and what prediction needs), in every run directory
+
+
+def weights_file(path: Path) -> Path:
+    """The weights a path names: a model.npz, or a run directory (its model.npz)."""
+    return path / MODEL_FILE if path.is_dir() else path
+
+
 @dataclass
 class Layer:
     """One layer: its parameters, activation and dropout rate."""
@@ -156,5 +164,6 @@ def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Ne
         fan_in = spec.units
     network = Network(layers)
     if config.model.init_from:
-        network.load_state_dict(load_npz(Path(config.model.init_from)), f"model.init_from ({config.model.init_from})")
+        network.load_state_dict(load_npz(weights_file(Path(config.model.init_from))),
+                                f"model.init_from ({config.model.init_from})")
     return network

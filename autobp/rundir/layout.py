@@ -17,8 +17,8 @@ from autobp.common.errors import ConfigError
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 GRADIENTS_FILE = "gradients.csv"
-MODEL_FILE = "model.npz"
 SUMMARY_FILE = "summary.json"
+# model.npz's name is autobp.model.network.MODEL_FILE: the model layer reads and writes weights files.
 
 
 def ensure_output_dir(output: Path) -> None:

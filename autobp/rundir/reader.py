@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from autobp.common import files
 from autobp.common.errors import AutobpError, DataError
 from autobp.common.files import load_npz
+from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Summary, read_summary
 from autobp.spec.config import Config
@@ -85,7 +86,7 @@ def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None
     if with_gradients:
         rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
         layers = _layer_logs(rows)
-        shapes = _optional(path / rundir.MODEL_FILE, _read_shapes, notes) or {}
+        shapes = _optional(path / MODEL_FILE, _read_shapes, notes) or {}
     return RunLog(path, summary, config, metrics, layers, shapes, notes)
 
 

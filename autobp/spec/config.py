@@ -216,7 +216,9 @@ class ModelConfig(_Section):
     activation: Activation = "tanh"
     """Default activation of hidden layers."""
     init_from: PathText | None = None
-    """A model.npz to start from, relative to the config file's folder."""
+    """A model.npz, or a run directory (its model.npz), to start from; relative to the config file's folder."""
+    dropout: Fraction = 0.0
+    """Default inverted dropout of the hidden layers (a layer's own `dropout` takes precedence)."""
 
     @model_validator(mode="after")
     def _expand_layers(self) -> ModelConfig:
@@ -232,6 +234,7 @@ class ModelConfig(_Section):
             layer.model_copy(update={
                 "activation": layer.activation or ("identity" if index == last else self.activation),
                 "init": layer.init or self.init,
+                "dropout": layer.dropout if "dropout" in layer.model_fields_set or index == last else self.dropout,
             })
             for index, layer in enumerate(layers)
         ]

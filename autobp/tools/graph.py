@@ -215,7 +215,7 @@ def _lay_out(nodes: list[Node], edges: list[Edge]) -> None:
 def build_graph(source: Path, example: int = 0) -> ComputationGraph:
     """The graph of a run directory (trained weights, a validation example) or a config (initial weights)."""
     from autobp.common.files import load_npz
-    from autobp.model.network import build_network
+    from autobp.model.network import MODEL_FILE, build_network
     from autobp.common.errors import ConfigError
     from autobp.training.metrics import loss_targets
     from autobp.rundir.reader import is_run_dir
@@ -228,7 +228,7 @@ def build_graph(source: Path, example: int = 0) -> ComputationGraph:
     config, dataset = prepare(config_path)
     network = build_network(config, dataset.n_features, np.random.default_rng([config.seed, INIT_STREAM]))
     if from_run:
-        network.load_state_dict(load_npz(source / rundir.MODEL_FILE), str(source / rundir.MODEL_FILE))
+        network.load_state_dict(load_npz(source / MODEL_FILE), str(source / MODEL_FILE))
     split, X, y = ("validation", dataset.X_val, dataset.y_val) if len(dataset.X_val) else \
         ("training", dataset.X_train, dataset.y_train)  # fmt: skip
     if not 0 <= example < len(X):

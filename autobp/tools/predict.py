@@ -20,7 +20,7 @@ import numpy as np
 
 from autobp.common import files
 from autobp.rundir import layout as rundir
-from autobp.model.network import Network, build_network
+from autobp.model.network import MODEL_FILE, Network, build_network
 from autobp.common.files import load_npz
 from autobp.spec.catalog import task_of_loss
 from autobp.spec.config import Config
@@ -70,7 +70,7 @@ def load_model(run_dir: Path) -> TrainedModel:
     # The trained parameters replace any starting point, so a moved or deleted init_from file must not matter.
     config = load_config(config_path)
     config = config.model_copy(update={"model": config.model.model_copy(update={"init_from": None})})
-    model_path = run_dir / rundir.MODEL_FILE
+    model_path = run_dir / MODEL_FILE
     arrays = load_npz(model_path)
     missing = [key for key in REQUIRED_ARRAYS if key not in arrays]
     if missing:

@@ -29,7 +29,7 @@ from autobp.rundir.reader import read_run
 from autobp.rundir.summary import Best, Divergence, EarlyStop, Status, Summary, read_summary, write_summary
 from autobp.common import files
 from autobp.rundir import layout as rundir
-from autobp.model.network import Layer, Network, Trace, build_network
+from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
 from autobp.spec.config import Config, check_name
 from autobp.spec.configfile import dump_config, load_config
 from autobp.common.text import plural, flatten
@@ -479,7 +479,7 @@ class Trainer:
             "class_names": None if data.class_names is None else np.array(data.class_names, dtype=str),
         }  # fmt: skip
         arrays.update({key: value for key, value in extras.items() if value is not None})
-        files.write_npz(self.run_dir / rundir.MODEL_FILE, arrays)
+        files.write_npz(self.run_dir / MODEL_FILE, arrays)
 
     def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> Summary:
         # Only an epoch's last batch can be short, so whole epochs plus full batches count the examples exactly.
