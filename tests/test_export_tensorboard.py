@@ -16,6 +16,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from typer.testing import CliRunner
 
 from autobp.cli import app
+from autobp.rundir.histograms import QUANTITIES, bin_edges
+from autobp.rundir.histograms import read as read_histograms
 from autobp.common.text import flatten
 from autobp.spec.configfile import load_config
 from autobp.training.runner import train
@@ -38,7 +40,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def accumulator(directory: Path) -> event_accumulator.EventAccumulator:
-    events = event_accumulator.EventAccumulator(str(directory), size_guidance={event_accumulator.SCALARS: 0})
+    events = event_accumulator.EventAccumulator(
+        str(directory), size_guidance={event_accumulator.SCALARS: 0, event_accumulator.HISTOGRAMS: 0})
     events.Reload()
     return events
 
@@ -97,6 +100,26 @@ def test_a_run_reads_back_with_the_numbers_of_its_csv_files(tmp_path: Path) -> N
               if value is not None}  # fmt: skip
     assert values == {key: float(value) if type(value) is int else value for key, value in config.items()}
     assert metrics == ["metrics/train_loss", "metrics/val_loss", "metrics/train_accuracy", "metrics/val_accuracy"]
+
+
+def test_the_distributions_of_histograms_npz_read_back_bin_for_bin(tmp_path: Path) -> None:
+    run_dir = train(BASE, output=tmp_path / "runs").run_dir
+    export(run_dir)
+    events = accumulator(run_dir / "tensorboard")
+    saved = read_histograms(run_dir)
+    tags = events.Tags()["histograms"]
+    assert {f"{layer}/distribution/{q}" for layer in saved.layers for q in QUANTITIES} == set(tags)
+    edges = bin_edges()
+    for l, layer in enumerate(saved.layers):
+        for q, quantity in enumerate(QUANTITIES):
+            read_back = events.Histograms(f"{layer}/distribution/{quantity}")
+            assert [event.step for event in read_back] == saved.steps.tolist()
+            for event, counts in zip(read_back, saved.counts[:, l, q]):
+                used = np.flatnonzero(counts)
+                value = event.histogram_value
+                assert value.num == counts.sum()
+                assert value.bucket == counts[used[0] : used[-1] + 1].tolist()
+                assert value.bucket_limit[:-1] == edges[used[0] + 1 : used[-1] + 1].tolist()
 
 
 def test_a_sweep_exports_each_trial_with_its_swept_values(tmp_path: Path) -> None:

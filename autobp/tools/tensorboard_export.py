@@ -2,7 +2,8 @@
 
 Per run: each column of metrics.csv as `metrics/<column>` at the step that ended the epoch, each column of
 gradients.csv as `<layer>/<column>` at its logged step (TensorBoard groups the charts by layer), and the config as
-hyperparameters with the final metrics for the HParams view. A sweep's trials become one TensorBoard run each,
+hyperparameters with the final metrics for the HParams view; where the run has histograms.npz, its distributions as
+histograms `<layer>/distribution/<quantity>`. A sweep's trials become one TensorBoard run each,
 with the config keys that differ between trials as their hyperparameters, so the trials compare there.
 """
 
@@ -15,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from autobp.common.errors import ConfigError, DataError
+from autobp.common.text import flatten
+from autobp.rundir.histograms import QUANTITIES, bin_edges
+from autobp.rundir.histograms import read as read_histograms
+from autobp.rundir.reader import RunLog, is_run_dir, read_run
 from autobp.sweeps.record import is_sweep_dir, trial_dirs
 from autobp.tools.compare import differing_keys
-from autobp.common.text import flatten
-from autobp.common.errors import ConfigError, DataError
-from autobp.rundir.reader import RunLog, is_run_dir, read_run
 
 EXPORT_DIR = "tensorboard"
 EVENTS_PREFIX = "events.out.tfevents."
@@ -87,6 +92,7 @@ def _write_run(writer_class: Any, directory: Path, log: RunLog, hparams: dict[st
     writer = writer_class(logdir=str(directory), max_queue=1000, flush_secs=3600)
     try:
         count = _add_metrics(writer, log) + _add_gradients(writer, log)
+        _add_distributions(writer, log)
         _add_hparams(writer, log, hparams)
     finally:
         writer.close()
@@ -113,6 +119,36 @@ def _add_gradients(writer: Any, log: RunLog) -> int:
                     writer.add_scalar(f"{layer.name}/{column}", value, step)
                     count += 1
     return count
+
+
+def _add_distributions(writer: Any, log: RunLog) -> int:
+    """histograms.npz, where the run has one, as TensorBoard histograms `<layer>/distribution/<quantity>`: the same
+    fixed bins (the open outer bins end at one decade past the last edge), the empty ends left out."""
+    histograms = read_histograms(log.path)
+    if histograms is None:
+        return 0
+    edges = bin_edges()
+    limits = edges[1:].copy()
+    limits[-1] = edges[-2] * 10.0
+    centers = np.concatenate([[edges[1] * 10.0], (edges[1:-2] + edges[2:-1]) / 2.0, [limits[-1]]])
+    written = 0
+    for s, step in enumerate(histograms.steps.tolist()):
+        for l, layer in enumerate(histograms.layers):
+            for q, quantity in enumerate(QUANTITIES):
+                counts = histograms.counts[s, l, q].astype(np.float64)
+                used = np.flatnonzero(counts)
+                if not used.size:
+                    continue
+                first, last = used[0], used[-1] + 1
+                lows = np.where(np.isfinite(edges[:-1]), edges[:-1], limits[0] * 10.0)
+                writer.add_histogram_raw(
+                    f"{layer}/distribution/{quantity}", min=float(lows[first]), max=float(limits[last - 1]),
+                    num=int(counts.sum()), sum=float(counts @ centers), sum_squares=float(counts @ centers**2),
+                    bucket_limits=limits[first:last].tolist(), bucket_counts=counts[first:last].tolist(),
+                    global_step=step,
+                )  # fmt: skip
+                written += 1
+    return written
 
 
 def _add_hparams(writer: Any, log: RunLog, hparams: dict[str, Any]) -> None:
