@@ -12,9 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from autobp.common.errors import ConfigError
+from autobp.common.errors import AutobpError, ConfigError
 from autobp.rundir.reader import is_run_dir
-from autobp.rundir.summary import Status, Summary
+from autobp.rundir.layout import SUMMARY_FILE
+from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.catalog import metric_of
 from autobp.spec.config import Monitor
 
@@ -160,3 +161,18 @@ class Ranking:
                  "final": "at the last epoch", "best": "at its best epoch"}[self.stage]  # fmt: skip
         text = f"ranked by {self.monitor} {stage}, {'lower' if self.mode == 'min' else 'higher'} is better"
         return text + (f"; ties broken by {self.tie_breaker}" if self.tie_breaker else "")
+
+
+def read_outcomes(directory: Path, record: SweepRecord, notes: list[str]) -> list[Outcome]:
+    """How each trial of a sweep directory ended, from its summary.json, in trial order; a trial whose summary is
+    missing is `unfinished`, one whose summary is damaged too, with a note."""
+    outcomes = []
+    for trial in record.trials:
+        path = directory / trial.trial / SUMMARY_FILE
+        summary = None
+        try:
+            summary = read_summary(path) if path.is_file() else None
+        except AutobpError as exc:
+            notes.append(f"skipped {directory / trial.trial}: {exc}")
+        outcomes.append(Outcome("unfinished" if summary is None else str(summary.status), summary))
+    return outcomes

@@ -16,11 +16,9 @@ from typing import Any
 
 from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.common.text import flatten, format_number, format_table, format_wide_table, to_json
-from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir, read_run, run_date
-from autobp.rundir.summary import read_summary
 from autobp.spec.catalog import METRICS, lower_is_better
-from autobp.sweeps.record import Outcome, is_sweep_dir, read_record, trial_dirs
+from autobp.sweeps.record import is_sweep_dir, read_outcomes, read_record, trial_dirs
 from autobp.tools.report import Report, build_report, summarize_series
 
 # The run column already shows the name, and where a run was written says nothing about how it trained.
@@ -292,15 +290,7 @@ def _run_entry(path: Path, name: str) -> ListedRun:
 def _sweep_entry(path: Path, name: str, notes: list[str]) -> ListedRun:
     """A sweep's line: its trials' statuses and its best trial, ranked as the sweep itself ranks them."""
     record = read_record(path)
-    outcomes = []
-    for trial in record.trials:
-        summary_path = path / trial.trial / rundir.SUMMARY_FILE
-        summary = None
-        try:
-            summary = read_summary(summary_path) if summary_path.is_file() else None
-        except AutobpError as exc:
-            notes.append(f"skipped {path / trial.trial}: {exc}")
-        outcomes.append(Outcome("unfinished" if summary is None else str(summary.status), summary))
+    outcomes = read_outcomes(path, record, notes)
     if not outcomes:
         return ListedRun(name, "sweep, 0 trials", "no trials yet", run_date(path), None, "-", str(path))
     best = record.ranking.order(outcomes)[0]

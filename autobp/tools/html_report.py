@@ -334,28 +334,33 @@ def sweep_page(sweep_dir: Path, target: Path) -> str:
     from autobp.tools.compare import compare_runs
     from autobp.common.text import format_number
     from autobp.rundir.reader import read_run
-    from autobp.sweeps.record import read_record
+    from autobp.sweeps.record import read_outcomes, read_record
 
     record = read_record(sweep_dir)
-    comparison = compare_runs([sweep_dir], record.monitor)
-    keys = list(record.trials[0].values) if record.trials else comparison.differing
-    rows, curves = [], []
-    for rank, run in enumerate(comparison.runs, start=1):
+    ranking = record.ranking
+    outcomes = read_outcomes(sweep_dir, record, [])
+    by_trial = {Path(run.run_dir).name: run for run in compare_runs([sweep_dir], record.monitor).runs}
+    keys = list(record.trials[0].values) if record.trials else []
+    ranked = [(record.trials[i].trial, outcomes[i]) for i in ranking.order(outcomes) if record.trials[i].trial in by_trial]
+    rows, curves, runs = [], [], []
+    for place, (name, outcome) in enumerate(ranked, start=1):
+        run = by_trial[name]
         trial_dir = Path(run.run_dir)
         trial_report = write_report(trial_dir)
         link = html.escape(_relative(trial_report, target.parent))
         values = [_cell(run.config.get(key)) for key in keys]
-        metrics = [format_number(run.metrics.get(record.monitor)), format_number(run.metrics.get(f"best_{record.monitor}"))]
-        rows.append([str(rank), f'<a class="trial" href="{link}">{html.escape(trial_dir.name)}</a>', run.status,
-                     *values, *metrics, str(run.epochs)])  # fmt: skip
-        curves.append((trial_dir.name, run, read_run(trial_dir, with_gradients=False).metrics))
+        value = ranking.value(outcome)
+        metrics = [format_number(value), format_number(outcome.best(record.monitor))]
+        rows.append([str(place) if value is not None else "-", f'<a class="trial" href="{link}">{html.escape(name)}</a>',
+                     outcome.status, *values, *metrics, str(run.epochs)])  # fmt: skip
+        curves.append((name, run, read_run(trial_dir, with_gradients=False).metrics))
+        runs.append(run)
     headers = ["rank", "trial", "status", *keys, record.monitor, f"best_{record.monitor}", "epochs"]
     body = [f"<h1>{html.escape(record.name)} <span class=\"status completed\">sweep</span></h1>",
-            f"<p>{len(comparison.runs)} trials, ranked by the final {html.escape(record.monitor)} "
-            f"({'lower' if record.mode == 'min' else 'higher'} is better). Each trial links to its own report.<br>"
+            f"<p>{len(ranked)} trials, {html.escape(ranking.describe())}. Each trial links to its own report.<br>"
             f"Sweep directory: <code>{html.escape(str(sweep_dir))}</code></p>", _table(headers, rows),
             "<h2>Validation curves</h2>", _sweep_curves(curves, keys, record.monitor),
-            "<h2>Swept parameters against the result</h2>", _parallel(comparison.runs, keys, record.monitor)]  # fmt: skip
+            "<h2>Swept parameters against the result</h2>", _parallel(runs, keys, record.monitor)]  # fmt: skip
     return _page(f"{record.name}: autobp sweep report", body)
 
 
