@@ -101,8 +101,8 @@ def summarize_layers(log: RunLog) -> list[LayerSummary]:
 
 SUGGEST_VANISHING_SQUASHING = ("use `model.activation: relu` with `model.init: he` (the slope of a sigmoid is at "
                                "most 1/4, of a saturated tanh near 0, so each such layer shrinks the signal), or "
-                               "fewer layers in `model.hidden`")  # fmt: skip
-SUGGEST_VANISHING = ("use `model.init: he` for the ReLU family, or fewer layers in `model.hidden`; a signal of 0 "
+                               "fewer hidden layers")  # fmt: skip
+SUGGEST_VANISHING = ("use `model.init: he` for the ReLU family, or fewer hidden layers; a signal of 0 "
                      "means dead units, which `model.activation: leaky_relu` avoids")  # fmt: skip
 SUGGEST_EXPLODING = ("set `optimizer.clip_grad_norm: 1.0`, lower `optimizer.lr`, and use `model.init: xavier` "
                      "(tanh, sigmoid) or `he` (relu) rather than a large `model.init_scale`")  # fmt: skip
