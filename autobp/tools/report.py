@@ -116,8 +116,11 @@ def ending(log: RunLog) -> str:
                 f"({format_number(stop.best_value)}); that epoch's weights were restored")  # fmt: skip
     if summary.status == "diverged" and summary.diverged:
         return f"diverged after {done}: {summary.diverged.reason}"
+    if summary.status == "running":
+        return (f"running, or its process was killed: {rundir.SUMMARY_FILE} says `running`; showing the "
+                f"{len(log.metrics)} logged epochs (`autobp train --resume {log.path}` continues a killed run)")
     if summary.status == "interrupted":
-        return f"interrupted (Ctrl-C) after {done}"
+        return f"interrupted (Ctrl-C or SIGTERM) after {done}"
     if summary.status == "failed":
         return f"failed after {done}: {summary.error}"
     return f"{summary.status} after {done}"
