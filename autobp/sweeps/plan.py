@@ -53,9 +53,9 @@ from autobp.model.prepare import DatasetCache, prepare
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.sweeps.record import (
     FINISHED, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, Ranking, Stage, SweepRecord, TrialRecord,
-    read_record,
+    read_record, running_sweep,
 )
-from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, run_trial
+from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, interrupted_once, run_trial
 from autobp.training.progress import SweepProgress
 from autobp.common.text import format_number
 from autobp.common.text import format_table
@@ -120,6 +120,9 @@ Parameter = Annotated[
 ]
 
 
+MAX_TRIALS = 10_000  # trials one sweep may expand to (each is a run directory of its own)
+
+
 class SweepFile(_Strict):
     """A sweep file: a base config and the values to try in it."""
 
@@ -167,6 +170,11 @@ class SweepFile(_Strict):
         if self.method == "grid" and self.n_trials is not None:
             problems.append((("n_trials",), "only used with method: random (a grid runs every combination)"))
         raise_problems(*problems)
+        count = self.n_trials if self.method == "random" else math.prod(map(len, self.parameters.values()))
+        if count > MAX_TRIALS:  # counted, not expanded: a grid of 10⁸ points must not be built to be refused
+            where = ("n_trials",) if self.method == "random" else ("parameters",)
+            raise_problems((where, f"{count:,} trials is more than the limit of {MAX_TRIALS:,}; sweep fewer values "
+                                   "or split the sweep"))  # fmt: skip
         return self
 
 
@@ -390,14 +398,6 @@ def _csv_cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def _read_statuses(directory: Path) -> dict[str, str]:
-    path = directory / TRIALS_FILE
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["trial"]: row["status"] for row in csv.DictReader(handle)}
-
-
 # --- running the trials -------------------------------------------------------------------------------------------
 
 
@@ -449,24 +449,44 @@ def resume_sweep(
     """Run again, in place, the trials of a sweep directory that did not complete or whose config has changed."""
     directory = Path(directory).resolve()
     record = read_record(directory)
+    with running_sweep(directory):  # refused at once, before anything is written, if another sweep runs it
+        pass
     sweep = plan_sweep(record.sources, record.overrides, name=record.name)
     if len(sweep.trials) != len(record.trials):
         raise ConfigError(f"{directory}: the sweep now has {len(sweep.trials)} trials, not {len(record.trials)} "
                           "— start a new sweep instead")  # fmt: skip
-    statuses = _read_statuses(directory)
-    outcomes = [_earlier_outcome(directory, trial, old, statuses) for trial, old in zip(sweep.trials, record.trials)]
+    _check_trials_csv(directory, sweep.notes)
+    outcomes = [_earlier_outcome(directory, trial, old, sweep.notes) for trial, old in zip(sweep.trials, record.trials)]
     _check_free_space(directory, sweep, outcomes)
     _write_record(directory, sweep)
     return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
 
 
-def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, statuses: dict[str, str]) -> Outcome:
-    """The outcome kept from the earlier run if that completed the same config; else a pending trial."""
+def _check_trials_csv(directory: Path, notes: list[str]) -> None:
+    """trials.csv is only a table of the trials' own summary.json files: a damaged one is a note, and rewritten."""
+    path = directory / TRIALS_FILE
+    if not path.exists():
+        return
+    try:
+        rows = files.read_rows(path)
+        if rows and "trial" not in rows[0]:
+            raise DataError(f"{path}: no trial column")
+    except DataError as err:
+        notes.append(f"{err}: rewritten from the trials' summary.json files")
+
+
+def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, notes: list[str]) -> Outcome:
+    """The outcome kept from the earlier run if its summary.json says it finished the same config; else a pending
+    trial (one whose summary.json cannot be read runs again, with a note)."""
     summary = directory / trial.name / rundir.SUMMARY_FILE
-    if statuses.get(trial.name) not in FINISHED or old.identity != trial.identity or not summary.is_file():
+    if old.identity != trial.identity or not summary.exists():
         return Outcome()
-    content = read_summary(summary)
-    return Outcome(str(content.status), content)
+    try:
+        content = read_summary(summary)
+    except DataError as err:
+        notes.append(f"{err}: {trial.name} runs again")
+        return Outcome()
+    return Outcome(str(content.status), content) if content.status.finished else Outcome()
 
 
 def _check_free_space(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
@@ -481,12 +501,13 @@ def _run(
     to_run = sum(outcome.status not in FINISHED for outcome in outcomes)
     jobs = max(1, min(jobs or available_cores(), to_run))
     started = time.perf_counter()
-    local = LocalExecutor(jobs) if executor is None else contextlib.nullcontext(executor)
-    with local as pool:
-        progress = SweepProgress(to_run, sweep.name, quiet)
-        limit = math.inf if max_failures is None else max_failures
-        scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress)
-        interrupted = scheduler.run()
+    with running_sweep(directory), interrupted_once():
+        local = LocalExecutor(jobs) if executor is None else contextlib.nullcontext(executor)
+        with local as pool:
+            progress = SweepProgress(to_run, sweep.name, quiet)
+            limit = math.inf if max_failures is None else max_failures
+            scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress)
+            interrupted = scheduler.run()
     return SweepResult(directory, sweep, outcomes, time.perf_counter() - started, interrupted)
 
 

@@ -4,7 +4,13 @@ the ranking every tool uses, so `sweep`, `runs` and `compare` name the same best
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import fcntl
+import io
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -12,14 +18,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from autobp.common.errors import ConfigError
+from autobp.common import files
+from autobp.common.errors import AutobpError, ConfigError
+from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir
-from autobp.rundir.summary import Status, Summary
+from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.catalog import metric_of
 from autobp.spec.config import Monitor
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
+LOCK_FILE = "sweep.lock"  # held (flock) by the process running the sweep's trials; the kernel frees it at its death
 FINISHED = tuple(str(status) for status in Status if status.finished)  # trials that need no second run
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 
@@ -39,6 +48,65 @@ def is_sweep_dir(path: Path) -> bool:
 def trial_dirs(sweep: Path) -> list[Path]:
     """A sweep's trial run directories, in trial order."""
     return sorted(p for p in sweep.iterdir() if p.name.startswith("trial-") and is_run_dir(p))
+
+
+@contextlib.contextmanager
+def locked(directory: Path, *, wait: bool = False) -> Iterator[bool]:
+    """Hold the sweep directory's lock while the block runs: True if taken. Without `wait`, a lock held by another
+    process gives False at once (the caller decides whether that is an error)."""
+    with open(directory / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")  # for whoever wonders which process holds it
+        handle.flush()
+        yield True
+
+
+@contextlib.contextmanager
+def running_sweep(directory: Path) -> Iterator[None]:
+    """The lock of a sweep about to run its trials; another process running this sweep is a ConfigError."""
+    with locked(directory) as taken:
+        if not taken:
+            raise ConfigError(f"{directory}: another autobp sweep is running this sweep's trials (see "
+                              f"{LOCK_FILE}); wait for it to end, then resume")  # fmt: skip
+        yield
+
+
+def settle(directory: Path) -> None:
+    """Rewrite trials.csv so no trial reads `running` that no process runs: after the sweep's own process was killed
+    outright, each orphaned worker calls this once its trial has ended. Skipped if a sweep holds the lock again (it
+    rewrites the file itself); a trial whose summary.json is unreadable reads `interrupted`."""
+    path = directory / TRIALS_FILE
+    with locked(directory) as taken:
+        if not taken or not path.is_file():
+            return
+        try:
+            rows = files.read_rows(path)
+        except AutobpError:
+            return  # a damaged trials.csv: `sweep --resume` says so and rewrites it
+        if not rows or "status" not in rows[0]:
+            return
+        for row in rows:
+            if row.get("status") == RUNNING:
+                row["status"] = _ended_status(directory / str(row.get("trial")))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        files.write_atomic(path, buffer.getvalue())
+
+
+def _ended_status(trial_dir: Path) -> str:
+    """How a trial ended, by its summary.json; `running` only if it says so (its worker may still be ending)."""
+    try:
+        return str(read_summary(trial_dir / rundir.SUMMARY_FILE).status)
+    except AutobpError:
+        return str(Status.INTERRUPTED)
 
 
 class TrialRecord(_Record):
