@@ -112,7 +112,10 @@ def run(
     """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder. `stop_signals` end the run
     cleanly at the next step (a pool worker leaves SIGTERM to its pool, which uses it to end broken workers)."""
     keep_freed_memory()
-    files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
+    try:
+        files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
+    except OSError as exc:
+        raise _nothing_trained(exc) from None
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
     trainer.requests = StopRequests(stop_signals)
     return trainer.run()
@@ -151,10 +154,15 @@ def resume(
         where = trainer.restore(state, notes)
         files.write_atomic(saved_path, dump_config(config))
     except OSError as exc:
-        raise AutobpError(f"{files.describe_write_error(exc)}; nothing was trained") from None
+        raise _nothing_trained(exc) from None
     if announce is not None:
         announce(where)
     return trainer.run()
+
+
+def _nothing_trained(exc: OSError) -> AutobpError:
+    """A write that failed before training began (exit 1)."""
+    return AutobpError(f"{files.describe_write_error(exc)}; nothing was trained")
 
 
 def _previous_summary(path: Path, notes: list[str]) -> Summary | None:
@@ -357,7 +365,7 @@ class Trainer:
             metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
             gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
         except OSError as exc:
-            raise AutobpError(f"{files.describe_write_error(exc)}; nothing was trained") from None
+            raise _nothing_trained(exc) from None
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.progress.start(self.total_steps, self.config.name, self.step)
         with self.requests:
