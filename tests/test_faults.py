@@ -300,6 +300,14 @@ def test_every_reader_names_a_damaged_file(interrupted_run: tuple[Path, dict], n
         assert code == 2 and "move it away to train this run again from epoch 1" in output
 
 
+def test_a_damaged_histograms_file_drops_its_snapshots_and_resumes(interrupted_run: tuple[Path, dict]) -> None:
+    run_dir, settings = interrupted_run
+    (run_dir / "histograms.npz").write_bytes(b"PK\x03\x04 cut short")
+    code, output = cli("train", "--resume", str(run_dir), "--quiet")
+    assert code == 0 and "histograms.npz: not a readable .npz file" in output and "snapshots are dropped" in output
+    assert_same_run(train(settings).run_dir, run_dir)  # the logs and the model do not depend on it
+
+
 def _small_sweep(tmp_path: Path) -> Path:
     code, output = cli("sweep", str(_sweep_file(tmp_path, epochs=2, n_samples=40)), "--jobs", "1", "--quiet")
     assert code == 0, output
@@ -415,3 +423,14 @@ def test_gradcheck_passes_a_gradient_that_is_exactly_zero() -> None:
     assert error < gradcheck.TOLERANCE
     wrong = np.full(3, 1e-9)  # a real error is still one: above the floor's 1e-11
     assert gradcheck._central_difference_error(loss, [c], 0, np.arange(3), wrong)[0] > gradcheck.TOLERANCE
+
+
+def test_a_damaged_sweep_record_is_named_and_its_trials_stay_readable(tmp_path: Path) -> None:
+    directory = _small_sweep(tmp_path)
+    (directory / "sweep.yaml").write_bytes(b"\xff\xfe: [damaged")
+    code, output = cli("sweep", "--resume", str(directory), "--quiet")
+    assert code == 2 and "sweep.yaml: not a sweep record" in output and "autobp compare" in output
+    code, output = cli("runs", str(directory.parent.parent))
+    assert code == 0 and "sweep.yaml: not a sweep record" in output
+    code, output = cli("compare", str(directory))
+    assert code == 0 and "trial-000" in output and "trial-001" in output

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autobp.common import files
 from autobp.common.errors import AutobpError, ConfigError
+from autobp.common.text import shorten
 from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir
 from autobp.rundir.summary import Status, Summary, read_summary
@@ -139,8 +140,9 @@ def read_record(directory: Path) -> SweepRecord:
         raise ConfigError(f"{directory}: not a sweep directory (it has no {SWEEP_FILE})")
     try:
         return SweepRecord.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({err})") from None
+    except (yaml.YAMLError, ValidationError, UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({shorten(str(err), 200)}); its trials are "
+                          "ordinary run directories, which `autobp compare` and `autobp report` still read") from None
 
 
 @dataclass

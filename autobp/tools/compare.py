@@ -75,7 +75,8 @@ def compare_runs(paths: Sequence[Path], sort: str | None = None) -> Comparison:
     columns = [*metrics, SIGNAL_RATIO, "epochs", *differing]
     sort = sort or ("val_loss" if "val_loss" in metrics else "train_loss")
     if sort not in columns:
-        raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(columns)}")
+        unread = "".join(f"; {note}" for note in notes)  # a damaged metrics.csv is the likely reason
+        raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(columns)}{unread}")
     runs.sort(key=lambda run: _sort_key(run.value(sort), descending=not lower_is_better(sort)))
     return Comparison(sort, differing, metrics, runs, notes)
 

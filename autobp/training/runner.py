@@ -22,7 +22,7 @@ import numpy as np
 import autobp
 from autobp.health import describe, judge
 from autobp.rundir import checkpoint
-from autobp.rundir.histograms import HistogramLog
+from autobp.rundir.histograms import HistogramLog, Histograms
 from autobp.rundir.histograms import read as read_histograms
 from autobp.rundir.reader import read_run
 from autobp.rundir.summary import Best, Divergence, EarlyStop, Status, Summary, read_summary, write_summary
@@ -307,7 +307,7 @@ class Trainer:
         dropped = len(logged) - len(metrics)
         if state is None:
             return f"no checkpoint to resume from: starting again from epoch 1{_dropped(dropped)}"
-        self.histograms.keep_until(read_histograms(self.run_dir), step)
+        self.histograms.keep_until(self._earlier_histograms(notes), step)
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
         self.network.load_state_dict(state.parameters, str(path))
         self.optimizer.load_state_dict(state.optimizer)
@@ -323,6 +323,13 @@ class Trainer:
             batches = step - self._epoch_start.first_step
             where = f"the checkpoint inside epoch {epoch + 1}, after {plural(batches, 'batch', 'batches')} (step {step})"
         return f"resuming from {where}{_dropped(dropped)}"
+
+    def _earlier_histograms(self, notes: list[str]) -> Histograms | None:
+        try:
+            return read_histograms(self.run_dir)
+        except DataError as err:
+            notes.append(f"{err}: its earlier snapshots are dropped")
+            return None
 
     def _new_meter(self) -> Meter:
         return Meter(self.dataset.task, self.config.loss, self.dataset)
