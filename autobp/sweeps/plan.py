@@ -548,6 +548,9 @@ class _Scheduler:
         except KeyboardInterrupt:
             self._interrupt()
             return True
+        except OSError:  # trials.csv could not be written: end the trials now rather than run them unrecorded
+            self._interrupt()
+            raise
         finally:
             for index in self.running.values():  # only if interrupted again while stopping
                 self.outcomes[index] = Outcome("interrupted")

@@ -26,6 +26,7 @@ from autobp.rundir.reader import is_run_dir
 from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.catalog import metric_of
 from autobp.spec.config import Monitor
+from autobp.spec.configfile import read_text
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
@@ -139,8 +140,8 @@ def read_record(directory: Path) -> SweepRecord:
     if not path.is_file():
         raise ConfigError(f"{directory}: not a sweep directory (it has no {SWEEP_FILE})")
     try:
-        return SweepRecord.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (yaml.YAMLError, ValidationError, UnicodeDecodeError, OSError) as err:
+        return SweepRecord.model_validate(yaml.safe_load(read_text(path)))
+    except (yaml.YAMLError, ValidationError, ConfigError) as err:
         raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({shorten(str(err), 200)}); its trials are "
                           "ordinary run directories, which `autobp compare` and `autobp report` still read") from None
 
