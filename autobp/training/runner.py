@@ -207,14 +207,25 @@ def _intact_rows(path: Path, columns: list[str], notes: list[str]) -> list[dict[
     except DataError as err:
         notes.append(f"{err}: rewritten from the checkpoint on")
         return []
+    if rows and not _ends_a_line(path):
+        rows[-1] = {}  # cut mid-write: even a last number that parses may be missing digits
     intact = [row for row in rows if _whole(row, columns)]
     if len(intact) < len(rows):
         notes.append(f"{path.name}: {plural(len(rows) - len(intact), 'damaged row')} dropped")
     return intact
 
 
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
+
+
 def _whole(row: dict[str, str], columns: list[str]) -> bool:
+    """Every column there, each a number where one belongs, the epoch and step given."""
     if list(row) != columns or any(value is None for value in row.values()):
+        return False
+    if not row.get("epoch") or ("step" in columns and not row.get("step")):
         return False
     try:
         for column, value in row.items():
