@@ -236,12 +236,14 @@ def test_a_file_size_limit_mid_run_fails_cleanly_and_resume_completes_it(tmp_pat
     assert_same_run(train(settings).run_dir, run_dir)
 
 
-def test_no_room_for_summary_json_says_so_and_leaves_it_running(tmp_path: Path) -> None:
-    """A limit so small that even the first write fails: a message naming the file, exit 1, nothing claimed."""
+def test_a_limit_too_small_for_the_first_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A limit so small that even config.yaml cannot be written: a message naming it, exit 1, nothing claimed."""
     settings = config(tmp_path, epochs=2)
     code, output = finished(autobp("train", str(write_config(tmp_path, settings)), "--quiet", limit_file_size=300))
-    assert code == 1 and "error:" in output and "cannot write it (File too large)" in output, output
-    assert "nothing was trained" in output
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert code == 1, output
+    assert f"error: {run_dir / 'config.yaml'}: cannot write it (File too large); nothing was trained" in output
+    assert list(run_dir.iterdir()) == []  # no half-written file, no summary claiming anything
 
 
 # --- damaged files ------------------------------------------------------------------------------------------------
@@ -327,6 +329,17 @@ def test_sweep_resume_rewrites_a_damaged_trials_csv_and_reruns_a_trial_it_cannot
     assert "trials.csv" in output and "rewritten" in output and "trial-000 runs again" in output
     assert [row["status"] for row in files.read_rows(directory / "trials.csv")] == ["completed", "completed"]
     assert (directory / "trial-001" / "model.npz").stat().st_mtime_ns == kept  # not run twice
+
+
+def test_a_damaged_sweep_record_is_named_and_its_trials_stay_readable(tmp_path: Path) -> None:
+    directory = _small_sweep(tmp_path)
+    (directory / "sweep.yaml").write_bytes(b"\xff\xfe: [damaged")
+    code, output = cli("sweep", "--resume", str(directory), "--quiet")
+    assert code == 2 and "sweep.yaml: not a sweep record" in output and "autobp compare" in output
+    code, output = cli("runs", str(directory.parent.parent))
+    assert code == 0 and "sweep.yaml: not a sweep record" in output
+    code, output = cli("compare", str(directory))
+    assert code == 0 and "trial-000" in output and "trial-001" in output
 
 
 # --- sizes and things that are not files --------------------------------------------------------------------------
@@ -426,13 +439,3 @@ def test_gradcheck_passes_a_gradient_that_is_exactly_zero() -> None:
     wrong = np.full(3, 1e-9)  # a real error is still one: above the floor's 1e-11
     assert gradcheck._central_difference_error(loss, [c], 0, np.arange(3), wrong)[0] > gradcheck.TOLERANCE
 
-
-def test_a_damaged_sweep_record_is_named_and_its_trials_stay_readable(tmp_path: Path) -> None:
-    directory = _small_sweep(tmp_path)
-    (directory / "sweep.yaml").write_bytes(b"\xff\xfe: [damaged")
-    code, output = cli("sweep", "--resume", str(directory), "--quiet")
-    assert code == 2 and "sweep.yaml: not a sweep record" in output and "autobp compare" in output
-    code, output = cli("runs", str(directory.parent.parent))
-    assert code == 0 and "sweep.yaml: not a sweep record" in output
-    code, output = cli("compare", str(directory))
-    assert code == 0 and "trial-000" in output and "trial-001" in output

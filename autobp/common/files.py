@@ -30,16 +30,16 @@ MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed f
 MAX_CSV_BYTES = 2_000_000_000  # a CSV file autobp reads whole (data, logs, trials.csv)
 
 
-def check_regular_file(path: Path, error: type[Exception] = DataError) -> None:
+def check_regular_file(path: Path) -> None:
     """Refuse, before opening it, a path that is a FIFO, a device or a folder: reading one could block for ever."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise error(f"{path}: file not found") from None
+        raise DataError(f"{path}: file not found") from None
     except OSError as exc:
-        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
-        raise error(f"{path}: not a regular file (a {_kind(mode)}); give the path of a file")
+        raise DataError(f"{path}: not a regular file (a {_kind(mode)}); give the path of a file")
 
 
 def _kind(mode: int) -> str:

@@ -53,7 +53,7 @@ from autobp.model.prepare import DatasetCache, prepare
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.sweeps.record import (
     FINISHED, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, Ranking, Stage, SweepRecord, TrialRecord,
-    read_record, running_sweep,
+    read_record, refuse_if_running, running_sweep,
 )
 from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, interrupted_once, run_trial
 from autobp.training.progress import SweepProgress
@@ -449,8 +449,7 @@ def resume_sweep(
     """Run again, in place, the trials of a sweep directory that did not complete or whose config has changed."""
     directory = Path(directory).resolve()
     record = read_record(directory)
-    with running_sweep(directory):  # refused at once, before anything is written, if another sweep runs it
-        pass
+    refuse_if_running(directory)  # before anything is written
     sweep = plan_sweep(record.sources, record.overrides, name=record.name)
     if len(sweep.trials) != len(record.trials):
         raise ConfigError(f"{directory}: the sweep now has {len(sweep.trials)} trials, not {len(record.trials)} "

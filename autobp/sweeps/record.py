@@ -10,10 +10,11 @@ import fcntl
 import io
 import math
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -30,6 +31,7 @@ from autobp.spec.configfile import read_text
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
+SETTLE_PATIENCE_SECONDS = 10.0  # how long an orphaned worker waits for the lock to settle trials.csv
 LOCK_FILE = "sweep.lock"  # held (flock) by the process running the sweep's trials; the kernel frees it at its death
 FINISHED = tuple(str(status) for status in Status if status.finished)  # trials that need no second run
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
@@ -53,20 +55,29 @@ def trial_dirs(sweep: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, *, wait: bool = False) -> Iterator[bool]:
-    """Hold the sweep directory's lock while the block runs: True if taken. Without `wait`, a lock held by another
-    process gives False at once (the caller decides whether that is an error)."""
+def locked(directory: Path, *, patience: float = 0.0) -> Iterator[bool]:
+    """Hold the sweep directory's lock while the block runs: True if taken; False if another process holds it still
+    after `patience` seconds (the caller decides whether that is an error)."""
+    deadline = time.monotonic() + patience
     with open(directory / LOCK_FILE, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
+        while not _take(handle):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(0.05)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")  # for whoever wonders which process holds it
         handle.flush()
         yield True
+
+
+def _take(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -79,12 +90,18 @@ def running_sweep(directory: Path) -> Iterator[None]:
         yield
 
 
+def refuse_if_running(directory: Path) -> None:
+    """ConfigError at once if another process is running this sweep's trials (checked again as they start)."""
+    with running_sweep(directory):
+        return
+
+
 def settle(directory: Path) -> None:
     """Rewrite trials.csv so no trial reads `running` that no process runs: after the sweep's own process was killed
     outright, each orphaned worker calls this once its trial has ended. Skipped if a sweep holds the lock again (it
     rewrites the file itself); a trial whose summary.json is unreadable reads `interrupted`."""
     path = directory / TRIALS_FILE
-    with locked(directory) as taken:
+    with locked(directory, patience=SETTLE_PATIENCE_SECONDS) as taken:  # other orphans settle at the same time
         if not taken or not path.is_file():
             return
         try:
