@@ -196,12 +196,24 @@ class CsvLog:
         except OSError as exc:
             raise naming_the_file(exc, self.path) from None
 
+    def sync(self) -> None:
+        """Flush and fsync: the rows a checkpoint counts on must reach the disk before it does (power loss)."""
+        self.flush()
+        try:
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise naming_the_file(exc, self.path) from None
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
     def close(self) -> None:
-        """Flush and close; a buffer that cannot be written is dropped (and reported), never written twice."""
+        """Flush, fsync and close; a buffer that cannot be written is dropped (and reported), never written twice."""
         if self._handle.closed:
             return
         try:
-            self.flush()
+            self.sync()
         finally:
             with contextlib.suppress(OSError):  # close() would try the same failed write again
                 self._handle.close()

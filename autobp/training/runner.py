@@ -293,6 +293,7 @@ class Trainer:
         self.clock = Clock()
         self.resumed: list[str] = []
         self.requests = StopRequests()
+        self._logs: tuple[files.CsvLog, ...] = ()  # synced to disk before each checkpoint
         self._epoch_start: EpochStart | None = None  # set while an epoch is under way (or was cut short)
         self._restored_epoch: int | None = None  # the epoch whose weights early stopping put back
         self._last_checkpoint = time.monotonic()
@@ -359,6 +360,9 @@ class Trainer:
         return self.epoch % every == 0
 
     def _save_checkpoint(self) -> None:
+        for log in self._logs:
+            if not log.closed:
+                log.sync()
         owners = [*self._state_owners(), *([self._epoch_start] if self._epoch_start is not None else [])]
         state = {key: value for owner in owners for key, value in owner.state_dict().items()}
         completed = self.epoch - (self._epoch_start is not None)  # an epoch cut short resumes where it stopped
@@ -384,6 +388,7 @@ class Trainer:
             gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
         except OSError as exc:
             raise _nothing_trained(exc) from None
+        self._logs = (metrics_log, gradient_log)
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.progress.start(self.total_steps, self.config.name, self.step)
         with self.requests:
