@@ -25,7 +25,6 @@ from autobp.cli import app
 from autobp.common import files
 from autobp.common.errors import DataError
 from autobp.engine import Tensor, numerical_gradient, ops, relative_error
-from autobp.sweeps.record import locked
 from autobp.tools import gradcheck
 from autobp.training.runner import resume, train
 from test_resume import assert_same_run, config, wait_for_rows
@@ -103,6 +102,16 @@ def test_sigterm_to_train_then_resume_matches_an_uninterrupted_run(tmp_path: Pat
     code, output = cli("train", "--resume", str(run_dir), "--quiet")
     assert code == 0, output
     assert_same_run(train(settings).run_dir, run_dir)
+
+
+def test_resume_of_a_run_another_process_trains_is_refused(tmp_path: Path) -> None:
+    settings = config(tmp_path, epochs=40, batch_size=2)
+    process = autobp("train", str(write_config(tmp_path, settings)), "--quiet", wait=False)
+    run_dir = wait_for_rows(tmp_path / "runs", 1, process)
+    code, output = cli("train", "--resume", str(run_dir), "--quiet")
+    assert code == 2 and "another autobp process is training this run" in output
+    process.send_signal(signal.SIGINT)
+    assert finished(process)[0] == 130 and status_of(run_dir) == "interrupted"
 
 
 def test_a_max_steps_extension_continues_inside_the_epoch(tmp_path: Path) -> None:
@@ -196,7 +205,7 @@ def test_a_sweep_killed_outright_takes_its_workers_with_it(tmp_path: Path) -> No
     assert _gone(workers), f"workers left behind: {_alive(workers)}"
     statuses = [row["status"] for row in files.read_rows(directory / "trials.csv")]
     assert "running" not in statuses and statuses == ["interrupted", "interrupted"]
-    with locked(directory) as taken:  # the dead sweep's lock went with it: --resume may run
+    with files.exclusive(directory) as taken:  # the dead sweep's lock went with it: --resume may run
         assert taken
 
 
@@ -206,10 +215,10 @@ def test_a_second_sweep_resume_of_a_running_sweep_is_refused(tmp_path: Path) -> 
     assert code == 0, output
     directory = next((tmp_path / "runs" / "sweeps").iterdir())
     before = (directory / "trials.csv").read_bytes()
-    with locked(directory) as taken:  # as a running sweep holds it
+    with files.exclusive(directory) as taken:  # as a running sweep holds it
         assert taken
         code, output = cli("sweep", "--resume", str(directory), "--quiet")
-    assert code == 2 and "another autobp sweep is running" in output
+    assert code == 2 and "another autobp process is running this sweep's trials" in output
     assert (directory / "trials.csv").read_bytes() == before
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import functools
 import io
 import json
@@ -15,10 +16,11 @@ import math
 import os
 import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -65,6 +67,32 @@ def describe_write_error(exc: OSError) -> str:
     """`<file>: cannot write it (<cause>)`, for a failed write."""
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}cannot write it ({exc.strerror or exc})"
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, *, patience: float = 0.0) -> Iterator[bool]:
+    """Hold an advisory lock on a folder while the block runs: True if taken, False if another process still holds
+    it after `patience` seconds. The lock is on the folder itself (no lock file), and the system releases it when
+    its process ends, however it ends."""
+    deadline = time.monotonic() + patience
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        while not _take_lock(fd):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _take_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def write_atomic(path: Path, content: bytes | str) -> None:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import math
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -31,8 +28,7 @@ from autobp.spec.configfile import read_text
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
-SETTLE_PATIENCE_SECONDS = 10.0  # how long an orphaned worker waits for the lock to settle trials.csv
-LOCK_FILE = "sweep.lock"  # held (flock) by the process running the sweep's trials; the kernel frees it at its death
+SETTLE_PATIENCE_SECONDS = 10.0  # how long an orphaned worker waits for the sweep directory's lock to settle trials.csv
 FINISHED = tuple(str(status) for status in Status if status.finished)  # trials that need no second run
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 
@@ -55,38 +51,12 @@ def trial_dirs(sweep: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, *, patience: float = 0.0) -> Iterator[bool]:
-    """Hold the sweep directory's lock while the block runs: True if taken; False if another process holds it still
-    after `patience` seconds (the caller decides whether that is an error)."""
-    deadline = time.monotonic() + patience
-    with open(directory / LOCK_FILE, "a+") as handle:
-        while not _take(handle):
-            if time.monotonic() >= deadline:
-                yield False
-                return
-            time.sleep(0.05)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")  # for whoever wonders which process holds it
-        handle.flush()
-        yield True
-
-
-def _take(handle: IO[str]) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
 def running_sweep(directory: Path) -> Iterator[None]:
     """The lock of a sweep about to run its trials; another process running this sweep is a ConfigError."""
-    with locked(directory) as taken:
+    with files.exclusive(directory) as taken:
         if not taken:
-            raise ConfigError(f"{directory}: another autobp sweep is running this sweep's trials (see "
-                              f"{LOCK_FILE}); wait for it to end, then resume")  # fmt: skip
+            raise ConfigError(f"{directory}: another autobp process is running this sweep's trials; wait for it "
+                              "to end, then resume")  # fmt: skip
         yield
 
 
@@ -101,7 +71,7 @@ def settle(directory: Path) -> None:
     outright, each orphaned worker calls this once its trial has ended. Skipped if a sweep holds the lock again (it
     rewrites the file itself); a trial whose summary.json is unreadable reads `interrupted`."""
     path = directory / TRIALS_FILE
-    with locked(directory, patience=SETTLE_PATIENCE_SECONDS) as taken:  # other orphans settle at the same time
+    with files.exclusive(directory, patience=SETTLE_PATIENCE_SECONDS) as taken:  # other orphans settle at the same time
         if not taken or not path.is_file():
             return
         try:

@@ -118,7 +118,8 @@ def run(
         raise _nothing_trained(exc) from None
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
     trainer.requests = StopRequests(stop_signals)
-    return trainer.run()
+    with files.exclusive(run_dir):  # a new folder: nobody else holds it, but --resume of it must wait its turn
+        return trainer.run()
 
 
 def resume(
@@ -140,9 +141,21 @@ def resume(
             f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
             "can be changed when resuming (start a new run for anything else)"
         )
+    with files.exclusive(run_dir) as taken:
+        if not taken:
+            raise ConfigError(f"--resume {run_dir}: another autobp process is training this run; wait for it to end")
+        return _continue(run_dir, config, dataset, bool(differing), quiet, announce)
+
+
+def _continue(
+    run_dir: Path, config: Config, dataset: Dataset, extended: bool, quiet: bool,
+    announce: Callable[[str], None] | None,
+) -> RunResult:  # fmt: skip
+    """`resume` once the run is known to be this process's alone."""
+    saved_path = run_dir / rundir.CONFIG_FILE
     notes: list[str] = []
     previous = _previous_summary(run_dir / rundir.SUMMARY_FILE, notes)
-    if previous is not None and previous.status.finished and not differing:
+    if previous is not None and previous.status.finished and not extended:
         return RunResult(run_dir, previous.status, previous, nothing_to_do=True)
     state = _load_checkpoint(run_dir)
     _check_extension(run_dir, config, state)
