@@ -29,7 +29,7 @@ from autobp.common.text import shorten
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive: its first entry, or an empty one
 MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed file cannot claim all memory
-MAX_CSV_BYTES = 2_000_000_000  # a CSV file autobp reads whole (data, logs, trials.csv)
+MAX_CSV_BYTES = 1_000_000_000  # a CSV file autobp reads whole (data, logs, trials.csv): ~10 bytes a value
 
 
 def check_regular_file(path: Path) -> None:
