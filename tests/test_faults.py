@@ -82,9 +82,9 @@ def test_an_extension_killed_midway_reads_running_and_resumes_to_the_same_bytes(
     process.wait(timeout=DEADLINE)
     assert status_of(done) == "running"
     code, listing = cli("runs", str(done.parent))
-    assert code == 0 and "running" in listing and "completed" not in listing
+    assert code == 0 and "killed" in listing and "completed" not in listing
     code, report = cli("report", str(done))
-    assert code == 0 and "running, or its process was killed" in report and "max_steps" not in report
+    assert code == 0 and "killed while training: summary.json says `running`" in report and "max_steps" not in report
     code, output = cli("train", "--resume", str(done), "--quiet")  # the extension is in config.yaml now
     assert code == 0 and "resuming from the checkpoint of epoch" in output, output
     assert_same_run(train(config(tmp_path, epochs=12, batch_size=2)).run_dir, done)
@@ -110,6 +110,8 @@ def test_resume_of_a_run_another_process_trains_is_refused(tmp_path: Path) -> No
     run_dir = wait_for_rows(tmp_path / "runs", 1, process)
     code, output = cli("train", "--resume", str(run_dir), "--quiet")
     assert code == 2 and "another autobp process is training this run" in output
+    code, report = cli("report", str(run_dir))
+    assert code == 0 and "running: a process is training it" in report
     process.send_signal(signal.SIGINT)
     assert finished(process)[0] == 130 and status_of(run_dir) == "interrupted"
 

@@ -17,8 +17,8 @@ from typing import Any
 from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.common.text import flatten, format_number, format_table, to_json
 from autobp.rundir import layout as rundir
-from autobp.rundir.reader import is_run_dir, read_run, run_date
-from autobp.rundir.summary import read_summary
+from autobp.rundir.reader import KILLED, is_run_dir, is_training, read_run, run_date
+from autobp.rundir.summary import Status, read_summary
 from autobp.spec.catalog import METRICS, lower_is_better
 from autobp.sweeps.record import Outcome, is_sweep_dir, read_record, trial_dirs
 from autobp.tools.report import Report, build_report, summarize_series
@@ -231,7 +231,10 @@ def _sweep_entry(path: Path, name: str, notes: list[str]) -> ListedRun:
             summary = read_summary(summary_path) if summary_path.is_file() else None
         except AutobpError as exc:
             notes.append(f"skipped {path / trial.trial}: {exc}")
-        outcomes.append(Outcome("unfinished" if summary is None else str(summary.status), summary))
+        status = "unfinished" if summary is None else str(summary.status)
+        if status == Status.RUNNING and not is_training(path / trial.trial):
+            status = KILLED
+        outcomes.append(Outcome(status, summary))
     if not outcomes:
         return ListedRun(name, "sweep, 0 trials", "no trials yet", run_date(path), None, "-", str(path))
     best = record.ranking.order(outcomes)[0]
