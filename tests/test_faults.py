@@ -203,7 +203,7 @@ def test_a_sweep_killed_outright_takes_its_workers_with_it(tmp_path: Path) -> No
     and trials.csv no longer says `running`."""
     process, directory, workers = _start_sweep(tmp_path)
     process.kill()
-    process.communicate(timeout=DEADLINE)  # the workers hold no copy of our pipes: this returns at once
+    process.communicate(timeout=DEADLINE)  # the workers share its pipes: this returns once they have exited too
     assert _gone(workers), f"workers left behind: {_alive(workers)}"
     statuses = [row["status"] for row in files.read_rows(directory / "trials.csv")]
     assert "running" not in statuses and statuses == ["interrupted", "interrupted"]

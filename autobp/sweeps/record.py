@@ -129,8 +129,9 @@ def read_record(directory: Path) -> SweepRecord:
     try:
         return SweepRecord.model_validate(yaml.safe_load(read_text(path)))
     except (yaml.YAMLError, ValidationError, ConfigError) as err:
-        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({shorten(str(err), 200)}); its trials are "
-                          "ordinary run directories, which `autobp compare` and `autobp report` still read") from None
+        problem = shorten(str(err), 200)
+        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({problem}); its trials are ordinary "
+                          "run directories, which `autobp compare` and `autobp report` still read") from None
 
 
 @dataclass
