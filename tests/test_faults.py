@@ -104,6 +104,32 @@ def test_sigterm_to_train_then_resume_matches_an_uninterrupted_run(tmp_path: Pat
     assert_same_run(train(settings).run_dir, run_dir)
 
 
+ENDINGS = {0: {"completed"}, 130: {"interrupted"}, -signal.SIGTERM: {None, "running", "completed"}}
+
+
+def test_sigterm_at_any_moment_leaves_a_truthful_run_that_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    """SIGTERM at several moments, from start-up (the default handler: killed, -15) through training (130) to the
+    end (0): whatever the moment, summary.json agrees with the exit code and --resume ends bit-identical."""
+    settings = config(tmp_path, epochs=30, batch_size=2, checkpoint_every="auto")
+    reference = train(settings).run_dir
+    for delay in (0.05, 0.3, 0.45, 0.6, 1.5):
+        runs = tmp_path / f"runs-{delay}"
+        path = write_config(tmp_path, {**settings, "output": {"dir": str(runs)}})
+        process = autobp("train", str(path), "--quiet", wait=False)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        code, _ = finished(process)
+        run_dirs = list(runs.glob("r-*"))
+        if not run_dirs:
+            assert code == -signal.SIGTERM  # ended before it made its run directory
+            continue
+        summary = run_dirs[0] / "summary.json"
+        status = json.loads(summary.read_text())["status"] if summary.exists() else None
+        assert status in ENDINGS[code], (delay, code, status)
+        resume(run_dirs[0])
+        assert_same_run(reference, run_dirs[0])
+
+
 def test_resume_of_a_run_another_process_trains_is_refused(tmp_path: Path) -> None:
     settings = config(tmp_path, epochs=40, batch_size=2)
     process = autobp("train", str(write_config(tmp_path, settings)), "--quiet", wait=False)
