@@ -37,7 +37,7 @@ class Run:
 
     path: Path
     config: Config | None  # None when config.yaml cannot be read (see notes)
-    summary: Summary | None  # summary.json; None while the run is going or after it was killed
+    summary: Summary | None  # summary.json (status `running` while the run goes, or if it was killed); None if unread
     metrics: np.recarray  # metrics.csv: one record per epoch, columns as in the file
     notes: list[str] = field(default_factory=list)  # files that could not be read
 

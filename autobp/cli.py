@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from autobp.common.errors import AutobpError
+from autobp.common.errors import EXIT_FAILED, AutobpError
 
 
 class _Group(TyperGroup):
@@ -24,6 +24,10 @@ class _Group(TyperGroup):
         except AutobpError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:  # the machine, not the input: a full disk, a file-size limit, a vanished folder
+            where = f"{err.filename}: " if err.filename else ""
+            typer.echo(f"error: {where}{err.strerror or err}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
 
 
 class _Command(TyperCommand):

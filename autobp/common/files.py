@@ -6,16 +6,21 @@ file or the new one, never a mix. CSV logs are appended row by row and flushed a
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import functools
 import io
 import json
+import math
 import os
+import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,6 +29,70 @@ from autobp.common.text import shorten
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive: its first entry, or an empty one
 MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed file cannot claim all memory
+MAX_CSV_BYTES = 1_000_000_000  # a CSV file autobp reads whole (data, logs, trials.csv): ~10 bytes a value
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse, before opening it, a path that is a FIFO, a device or a folder: reading one could block for ever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a {_kind(mode)}); give the path of a file")
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "folder", stat.S_ISFIFO: "named pipe", stat.S_ISSOCK: "socket", stat.S_ISCHR: "device",
+             stat.S_ISBLK: "device"}  # fmt: skip
+    return next((name for test, name in kinds.items() if test(mode)), "special file")
+
+
+def check_csv_size(path: Path) -> None:
+    """Refuse a CSV file larger than MAX_CSV_BYTES before reading it (a regular file, see check_regular_file)."""
+    check_regular_file(path)
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:
+        raise DataError(f"{path}: {size:,} bytes is larger than the limit of {MAX_CSV_BYTES:,} for a CSV file")
+
+
+def naming_the_file(exc: OSError, path: Path) -> OSError:
+    """The same error, with `path` as its file name (a failed write on an open handle names no file)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def describe_write_error(exc: OSError) -> str:
+    """`<file>: cannot write it (<cause>)`, for a failed write."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}cannot write it ({exc.strerror or exc})"
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, *, patience: float = 0.0) -> Iterator[bool]:
+    """Hold an advisory lock on a folder while the block runs: True if taken, False if another process still holds
+    it after `patience` seconds. The lock is on the folder itself (no lock file), and the system releases it when
+    its process ends, however it ends."""
+    deadline = time.monotonic() + patience
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        while not _take_lock(fd):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _take_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def write_atomic(path: Path, content: bytes | str) -> None:
@@ -37,6 +106,9 @@ def write_atomic(path: Path, content: bytes | str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, file-size limit, …: the old file is untouched; name the one we wanted
+        Path(tmp).unlink(missing_ok=True)
+        raise naming_the_file(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -72,12 +144,14 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def read_json(path: Path) -> dict:
+    check_regular_file(path)
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV log as {column: text}; a file that cannot be read is a DataError naming it."""
+    check_csv_size(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
@@ -139,15 +213,38 @@ class CsvLog:
 
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
         # Formatting by hand is several times faster than the csv module, and logging sits in the training loop.
-        self._handle.write("".join(map(format_row, rows)))
+        try:
+            self._handle.write("".join(map(format_row, rows)))
+        except OSError as exc:
+            raise naming_the_file(exc, self.path) from None
 
     def flush(self) -> None:
-        self._handle.flush()
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            raise naming_the_file(exc, self.path) from None
+
+    def sync(self) -> None:
+        """Flush and fsync: the rows a checkpoint counts on must reach the disk before it does (power loss)."""
+        self.flush()
+        try:
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise naming_the_file(exc, self.path) from None
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
 
     def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.flush()
-            self._handle.close()
+        """Flush, fsync and close; a buffer that cannot be written is dropped (and reported), never written twice."""
+        if self._handle.closed:
+            return
+        try:
+            self.sync()
+        finally:
+            with contextlib.suppress(OSError):  # close() would try the same failed write again
+                self._handle.close()
 
     def __enter__(self) -> CsvLog:
         return self
@@ -158,6 +255,7 @@ class CsvLog:
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an .npz file, read without pickle; a missing or damaged file is a clear DataError."""
+    check_regular_file(path)
     try:
         with open(path, "rb") as handle:
             signature = handle.read(len(ZIP_SIGNATURES[0]))
@@ -168,11 +266,34 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             size = sum(info.file_size for info in archive.zip.infolist())
             if size > MAX_NPZ_BYTES:
                 raise DataError(f"{path}: its arrays take {size:,} bytes, more than the limit of {MAX_NPZ_BYTES:,}")
+            for info in archive.zip.infolist():
+                _check_header(archive.zip, info, path)
             return {key: _read_array(archive, key, path) for key in archive.files}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc}); it may be truncated or corrupted") from None
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """Compare what an array's .npy header promises with the bytes the archive holds for it, before numpy allocates
+    the array: a header claiming a huge shape would otherwise claim the memory first."""
+    with archive.open(info) as member:
+        try:
+            read_header = _HEADER_READERS.get(np.lib.format.read_magic(member))
+            if read_header is None:  # version 3 only adds UTF-8 field names, which autobp never writes
+                raise ValueError("unsupported .npy format version")
+            shape, _, dtype = read_header(member)
+        except (ValueError, EOFError) as exc:
+            raise DataError(f"{path}: array {shorten(repr(info.filename))} has a damaged header ({exc})") from None
+        header = member.tell()
+    promised = math.prod(shape) * dtype.itemsize
+    if not dtype.hasobject and promised > info.file_size - header:  # object arrays: numpy refuses them unread
+        raise DataError(f"{path}: array {shorten(repr(info.filename))} claims {promised:,} bytes of data "
+                        f"({dtype} {shape}) but holds {max(info.file_size - header, 0):,}; the file is damaged")
 
 
 def _read_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:

@@ -83,9 +83,10 @@ class GradcheckResult:
         return max(self.errors, default=0.0)
 
 
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max|a − b| scaled by the larger of the two arrays' magnitudes (0 when both are exactly zero)."""
-    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 0.0) -> float:
+    """max|a − b| scaled by the larger of the two arrays' magnitudes, or by `floor` if that is larger (0 when both
+    are exactly zero). A floor makes differences far below it count as absolute ones, so an exact zero can pass."""
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)), floor)
     if scale == 0.0:
         return 0.0
     return float(np.max(np.abs(a - b), initial=0.0)) / scale

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from autobp.common.files import load_npz
+from autobp.common.files import check_csv_size, load_npz
 from autobp.spec.catalog import LOSSES, Task, task_of_loss
 from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig
 from autobp.common.text import shorten
@@ -234,6 +234,7 @@ def read_table(path: Path) -> Table:
 
 def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     """Non-blank rows with the file line each ends on."""
+    check_csv_size(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.reader(file)

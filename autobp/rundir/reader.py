@@ -18,11 +18,12 @@ from autobp.common.errors import AutobpError, DataError
 from autobp.common.files import load_npz
 from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
-from autobp.rundir.summary import Summary, read_summary
+from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
 
 RUN_FILES = (rundir.SUMMARY_FILE, rundir.METRICS_FILE, rundir.GRADIENTS_FILE, rundir.CONFIG_FILE)
+KILLED = "killed"  # what readers call a run whose summary.json says `running` when nothing trains it
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
 T = TypeVar("T")
@@ -58,11 +59,22 @@ class RunLog:
 
     @property
     def status(self) -> str:
-        return self.summary.status if self.summary else "unfinished"
+        """How the run ended; `killed` when summary.json still says `running` but no process is training it."""
+        if self.summary is None:
+            return "unfinished"
+        if self.summary.status == Status.RUNNING and not is_training(self.path):
+            return KILLED
+        return str(self.summary.status)
 
     def activations(self) -> list[str]:
         """Each layer's activation, input to output (empty without a readable config)."""
         return [spec.activation for spec in self.config.model.layers] if self.config else []
+
+
+def is_training(path: Path) -> bool:
+    """Whether a process is training the run now: `train` holds a lock on its run directory while it does."""
+    with files.exclusive(path) as taken:
+        return not taken
 
 
 def is_run_dir(path: Path) -> bool:

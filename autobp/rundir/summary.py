@@ -18,12 +18,13 @@ from autobp.common.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, E
 
 
 class Status(str, Enum):
-    """How a run ended."""
+    """How a run ended, or `running` while it trains (a run killed outright keeps that: it never finished)."""
 
+    RUNNING = "running"  # written when training starts or resumes; replaced by how it ended
     COMPLETED = "completed"  # the last epoch or training.max_steps
     STOPPED_EARLY = "stopped_early"  # early stopping; the best epoch's weights were restored
     DIVERGED = "diverged"  # a non-finite loss or gradient
-    INTERRUPTED = "interrupted"  # Ctrl-C
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     FAILED = "failed"  # anything unexpected; `error` says what
     PRUNED = "pruned"  # a sweep's early_terminate stopped it at an epoch end: neither failed nor completed
 
@@ -41,6 +42,7 @@ class Status(str, Enum):
 
 
 _EXIT_CODES = {
+    Status.RUNNING: EXIT_FAILED,  # never how a process ends; a reader finding it sees a run that did not finish
     Status.COMPLETED: EXIT_OK,
     Status.STOPPED_EARLY: EXIT_OK,
     Status.DIVERGED: EXIT_DIVERGED,

@@ -19,16 +19,22 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from autobp.common.errors import EXIT_INTERRUPTED
 from autobp.common.runtime import limit_blas_threads
 
 T = TypeVar("T")
+PARENT_POLL_SECONDS = 0.2  # how often a worker checks that the sweep that started it is alive
+ORPHAN_GRACE_SECONDS = 60.0  # an orphaned worker's trial gets this long to write its files before the worker exits
+_in_trial = threading.Event()  # set while this worker runs a trial
+_orphaned = threading.Event()  # set once this worker's sweep process has died
 
 
 class TrialExecutor(Protocol):
@@ -64,6 +70,10 @@ def run_trial(config: dict[str, Any], run_dir: str, reporter: Reporter | None = 
     except AutobpError as err:  # the sweep validated the trial, but its data file may have changed since
         return {"status": "failed", "summary": Summary(status=Status.FAILED, error=str(err)).to_dict()}
     result = run(resolved, dataset, Path(run_dir), quiet=True, on_epoch=reporter, stop_signals=(signal.SIGINT,))
+    if _orphaned.is_set():  # no sweep process will record how this trial ended: trials.csv must not say running
+        from autobp.sweeps.record import settle
+
+        settle(Path(run_dir).parent)
     return {"status": str(result.status), "summary": result.summary.to_dict()}
 
 
@@ -196,7 +206,7 @@ class LocalExecutor:
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-            initargs=(self.threads,),
+            initargs=(self.threads, os.getpid()),
         )  # fmt: skip
 
     def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
@@ -228,20 +238,60 @@ class LocalExecutor:
         self.shutdown()
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, parent: int) -> None:
     limit_blas_threads(threads)
     # An idle worker ignores Ctrl-C; a trial running in it is interrupted (see `_interruptible`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), name="autobp-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker when the sweep that started it dies (SIGKILL gives it no chance to end its workers): an idle
+    worker exits at once; a trial is interrupted as by Ctrl-C, writes its files, and the worker then exits."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    _orphaned.set()
+    if not _in_trial.is_set():
+        os._exit(EXIT_INTERRUPTED)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _interruptible(fn: Callable[..., T], *args: Any) -> T:
     """Run `fn` so that Ctrl-C interrupts it once: the terminal and the sweep may both send SIGINT, and a second
-    KeyboardInterrupt would break the run while it writes its final files."""
+    KeyboardInterrupt would break the run while it writes its final files. An orphaned worker exits after it."""
     previous = signal.signal(signal.SIGINT, _raise_keyboard_interrupt_once)
+    _in_trial.set()
     try:
         return fn(*args)
     finally:
+        _in_trial.clear()
         signal.signal(signal.SIGINT, previous)
+        if _orphaned.is_set():
+            os._exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def interrupted_once(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """In the sweep's process: the first of `signals` (Ctrl-C, or SIGTERM from `kill`, `timeout` or a batch
+    scheduler) raises KeyboardInterrupt, and later ones are ignored, so ending the workers and writing trials.csv
+    is not cut short. Only the main thread can take signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _raise_keyboard_interrupt_once(signum: int, frame: object) -> None:

@@ -54,9 +54,11 @@ from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLET
 from autobp.sweeps import search
 from autobp.sweeps.record import (
     KEPT, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, Ranking, Stage, SweepRecord, TrialRecord,
-    read_record,
+    read_record, refuse_if_running, running_sweep,
 )
-from autobp.sweeps.executor import LocalExecutor, TrialExecutor, available_cores, open_reports, run_trial
+from autobp.sweeps.executor import (
+    LocalExecutor, TrialExecutor, available_cores, interrupted_once, open_reports, run_trial,
+)
 from autobp.training.progress import SweepProgress
 from autobp.common.text import format_number
 from autobp.common.text import format_table
@@ -134,6 +136,9 @@ class EarlyTerminate(_Strict):
     """asha and hyperband: about 1 in reduction_factor trials goes on at each rung (min_epochs × factor^k)."""
 
 
+MAX_TRIALS = 10_000  # trials one sweep may expand to (each is a run directory of its own)
+
+
 class SweepFile(_Strict):
     """A sweep file: a base config and the values to try in it."""
 
@@ -184,6 +189,12 @@ class SweepFile(_Strict):
         if self.method == "grid" and self.n_trials is not None:
             problems.append((("n_trials",), "only used with method: random or tpe (a grid runs every combination)"))
         raise_problems(*problems)
+        grid = self.method == "grid"
+        count = math.prod(map(len, self.parameters.values())) if grid else self.n_trials
+        if count > MAX_TRIALS:  # counted, not expanded: a grid of 10⁸ points must not be built to be refused
+            where = ("parameters",) if grid else ("n_trials",)
+            raise_problems((where, f"{count:,} trials is more than the limit of {MAX_TRIALS:,}; sweep fewer values "
+                                   "or split the sweep"))  # fmt: skip
         return self
 
 
@@ -462,14 +473,6 @@ def _csv_cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def _read_statuses(directory: Path) -> dict[str, str]:
-    path = directory / TRIALS_FILE
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["trial"]: row["status"] for row in csv.DictReader(handle)}
-
-
 # --- running the trials -------------------------------------------------------------------------------------------
 
 
@@ -523,26 +526,46 @@ def resume_sweep(
     """Run again, in place, the trials of a sweep directory that did not complete or whose config has changed."""
     directory = Path(directory).resolve()
     record = read_record(directory)
+    refuse_if_running(directory)  # before anything is written
     sweep = plan_sweep(record.sources, record.overrides, name=record.name)
     if sweep.method == "tpe":  # its trials are the ones the study proposed so far, as sweep.yaml lists them
         sweep.trials = [sweep.new_trial(index, old.values) for index, old in enumerate(record.trials)]
     if len(sweep.trials) != len(record.trials):
         raise ConfigError(f"{directory}: the sweep now has {len(sweep.trials)} trials, not {len(record.trials)} "
                           "— start a new sweep instead")  # fmt: skip
-    statuses = _read_statuses(directory)
-    outcomes = [_earlier_outcome(directory, trial, old, statuses) for trial, old in zip(sweep.trials, record.trials)]
+    _check_trials_csv(directory, sweep.notes)
+    outcomes = [_earlier_outcome(directory, trial, old, sweep.notes) for trial, old in zip(sweep.trials, record.trials)]
     _check_free_space(directory, sweep, outcomes)
     _write_record(directory, sweep)
     return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
 
 
-def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, statuses: dict[str, str]) -> Outcome:
-    """The outcome kept from the earlier run if that completed the same config; else a pending trial."""
+def _check_trials_csv(directory: Path, notes: list[str]) -> None:
+    """trials.csv is only a table of the trials' own summary.json files: a damaged one is a note, and rewritten."""
+    path = directory / TRIALS_FILE
+    if not path.exists():
+        return
+    try:
+        rows = files.read_rows(path)
+        if rows and "trial" not in rows[0]:
+            raise DataError(f"{path}: no trial column")
+    except DataError as err:
+        notes.append(f"{err}: rewritten from the trials' summary.json files")
+
+
+def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, notes: list[str]) -> Outcome:
+    """The outcome kept from the earlier run if its summary.json says it finished the same config; else a pending
+    trial (one whose summary.json cannot be read runs again, with a note)."""
     summary = directory / trial.name / rundir.SUMMARY_FILE
-    if statuses.get(trial.name) not in KEPT or old.identity != trial.identity or not summary.is_file():
+    if old.identity != trial.identity or not summary.exists():
         return Outcome()
-    content = read_summary(summary)
-    return Outcome(str(content.status), content)
+    try:
+        content = read_summary(summary)
+    except DataError as err:
+        notes.append(f"{err}: {trial.name} runs again")
+        return Outcome()
+    kept = content.status.finished or content.status == Status.PRUNED  # pruned trials stay pruned
+    return Outcome(str(content.status), content) if kept else Outcome()
 
 
 def _check_free_space(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
@@ -559,16 +582,17 @@ def _run(
     to_run = sum(outcome.status not in KEPT for outcome in outcomes) + sweep.size - len(sweep.trials)
     jobs = max(1, min(jobs or available_cores(), to_run))
     started = time.perf_counter()
-    local = LocalExecutor(jobs) if executor is None else contextlib.nullcontext(executor)
-    with local as pool, contextlib.ExitStack() as stack:
-        study = _open_search(sweep, directory)
-        reports = None
-        if study is not None and sweep.settings.get("early_terminate"):
-            reports = stack.enter_context(open_reports(pool, study.should_stop))
-        progress = SweepProgress(to_run, sweep.name, quiet)
-        limit = math.inf if max_failures is None else max_failures
-        scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress, study, reports)
-        interrupted = scheduler.run()
+    with running_sweep(directory), interrupted_once():
+        local = LocalExecutor(jobs) if executor is None else contextlib.nullcontext(executor)
+        with local as pool, contextlib.ExitStack() as stack:
+            study = _open_search(sweep, directory)
+            reports = None
+            if study is not None and sweep.settings.get("early_terminate"):
+                reports = stack.enter_context(open_reports(pool, study.should_stop))
+            progress = SweepProgress(to_run, sweep.name, quiet)
+            limit = math.inf if max_failures is None else max_failures
+            scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress, study, reports)
+            interrupted = scheduler.run()
     return SweepResult(directory, sweep, outcomes, time.perf_counter() - started, interrupted)
 
 
@@ -623,6 +647,9 @@ class _Scheduler:
         except KeyboardInterrupt:
             self._interrupt()
             return True
+        except OSError:  # trials.csv could not be written: end the trials now rather than run them unrecorded
+            self._interrupt()
+            raise
         finally:
             for index in self.running.values():  # only if interrupted again while stopping
                 self.outcomes[index] = Outcome("interrupted")

@@ -4,7 +4,11 @@ the ranking every tool uses, so `sweep`, `runs` and `compare` name the same best
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -12,15 +16,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from autobp.common import files
 from autobp.common.errors import AutobpError, ConfigError
-from autobp.rundir.reader import is_run_dir
-from autobp.rundir.layout import SUMMARY_FILE
+from autobp.common.text import shorten
+from autobp.rundir import layout as rundir
+from autobp.rundir.reader import KILLED, is_run_dir, is_training
 from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.catalog import metric_of
 from autobp.spec.config import Monitor
+from autobp.spec.configfile import read_text
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
+SETTLE_PATIENCE_SECONDS = 10.0  # how long an orphaned worker waits for the sweep directory's lock to settle trials.csv
 FINISHED = tuple(str(status) for status in Status if status.finished)  # trials that need no second run
 KEPT = (*FINISHED, str(Status.PRUNED))  # what a resumed sweep does not run again: pruned trials stay pruned
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
@@ -41,6 +49,54 @@ def is_sweep_dir(path: Path) -> bool:
 def trial_dirs(sweep: Path) -> list[Path]:
     """A sweep's trial run directories, in trial order."""
     return sorted(p for p in sweep.iterdir() if p.name.startswith("trial-") and is_run_dir(p))
+
+
+@contextlib.contextmanager
+def running_sweep(directory: Path) -> Iterator[None]:
+    """The lock of a sweep about to run its trials; another process running this sweep is a ConfigError."""
+    with files.exclusive(directory) as taken:
+        if not taken:
+            raise ConfigError(f"{directory}: another autobp process is running this sweep's trials; wait for it "
+                              "to end, then resume")  # fmt: skip
+        yield
+
+
+def refuse_if_running(directory: Path) -> None:
+    """ConfigError at once if another process is running this sweep's trials (checked again as they start)."""
+    with running_sweep(directory):
+        return
+
+
+def settle(directory: Path) -> None:
+    """Rewrite trials.csv so no trial reads `running` that no process runs: after the sweep's own process was killed
+    outright, each orphaned worker calls this once its trial has ended. Skipped if a sweep holds the lock again (it
+    rewrites the file itself); a trial whose summary.json is unreadable reads `interrupted`."""
+    path = directory / TRIALS_FILE
+    with files.exclusive(directory, patience=SETTLE_PATIENCE_SECONDS) as taken:  # other orphans settle at the same time
+        if not taken or not path.is_file():
+            return
+        try:
+            rows = files.read_rows(path)
+        except AutobpError:
+            return  # a damaged trials.csv: `sweep --resume` says so and rewrites it
+        if not rows or "status" not in rows[0]:
+            return
+        for row in rows:
+            if row.get("status") == RUNNING:
+                row["status"] = _ended_status(directory / str(row.get("trial")))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        files.write_atomic(path, buffer.getvalue())
+
+
+def _ended_status(trial_dir: Path) -> str:
+    """How a trial ended, by its summary.json; `running` only if it says so (its worker may still be ending)."""
+    try:
+        return str(read_summary(trial_dir / rundir.SUMMARY_FILE).status)
+    except AutobpError:
+        return str(Status.INTERRUPTED)
 
 
 class TrialRecord(_Record):
@@ -72,9 +128,11 @@ def read_record(directory: Path) -> SweepRecord:
     if not path.is_file():
         raise ConfigError(f"{directory}: not a sweep directory (it has no {SWEEP_FILE})")
     try:
-        return SweepRecord.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({err})") from None
+        return SweepRecord.model_validate(yaml.safe_load(read_text(path)))
+    except (yaml.YAMLError, ValidationError, ConfigError) as err:
+        problem = shorten(str(err), 200)
+        raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({problem}); its trials are ordinary "
+                          "run directories, which `autobp compare` and `autobp report` still read") from None
 
 
 @dataclass
@@ -165,14 +223,18 @@ class Ranking:
 
 def read_outcomes(directory: Path, record: SweepRecord, notes: list[str]) -> list[Outcome]:
     """How each trial of a sweep directory ended, from its summary.json, in trial order; a trial whose summary is
-    missing is `unfinished`, one whose summary is damaged too, with a note."""
+    missing is `unfinished`, one whose summary is damaged too, with a note; one that says `running` while nothing
+    trains it is `killed`."""
     outcomes = []
     for trial in record.trials:
-        path = directory / trial.trial / SUMMARY_FILE
+        path = directory / trial.trial / rundir.SUMMARY_FILE
         summary = None
         try:
             summary = read_summary(path) if path.is_file() else None
         except AutobpError as exc:
             notes.append(f"skipped {directory / trial.trial}: {exc}")
-        outcomes.append(Outcome("unfinished" if summary is None else str(summary.status), summary))
+        status = "unfinished" if summary is None else str(summary.status)
+        if status == Status.RUNNING and not is_training(directory / trial.trial):
+            status = KILLED
+        outcomes.append(Outcome(status, summary))
     return outcomes

@@ -31,6 +31,10 @@ from autobp.training.progress import WorkProgress
 from autobp.training.state import INIT_STREAM
 
 TOLERANCE = 1e-6
+# Errors are relative to the gradient's size, but never to less than this: a gradient that is exactly zero is
+# compared with central differences holding rounding noise (≈ 1e-16·|L|/ε), which would otherwise be a 100% error.
+# So differences below TOLERANCE × SCALE_FLOOR = 1e-11 always pass.
+SCALE_FLOOR = 1e-5
 BATCH_ROWS = 16
 DIRECTIONS = 3
 # Central differences err by O(ε²) from curvature and by O(ulp(L)/ε) from rounding. ε = 1e-6 suits most arrays;
@@ -227,7 +231,8 @@ def _central_difference_error(
     for step in FD_STEPS:
         if step != FD_STEPS[0]:
             progress.start_phase(f"central differences with ε={step:.0e}, {name}", more=2 * len(entries))
-        best = min(best, (relative_error(expected, numerical_gradient(of_entries, [start], 0, step)), step))
+        numerical = numerical_gradient(of_entries, [start], 0, step)
+        best = min(best, (relative_error(expected, numerical, SCALE_FLOOR), step))
         if best[0] < TOLERANCE:
             break
     return best
@@ -262,7 +267,7 @@ def _forward_mode_error(
         by_reverse.append(float(np.sum(reverse[k] * tangents[k])))
         by_forward.append(float(jvp(loss, params, tangents)[1]))
         progress.advance()
-    return relative_error(np.array(by_reverse), np.array(by_forward))
+    return relative_error(np.array(by_reverse), np.array(by_forward), SCALE_FLOOR)
 
 
 def _time_whole_gradient(

@@ -7,6 +7,7 @@ the user's backend.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from autobp.common import files
 from autobp.common.errors import ConfigError
 from autobp.rundir.reader import LayerLog, RunLog
 
@@ -60,8 +62,11 @@ def plot_run(log: RunLog, path: Path) -> None:
                   title="input → output", title_fontsize=9)  # fmt: skip
     _plot_losses(axes[2], log)
     figure.suptitle(f"{log.name} ({log.status})", fontsize=12)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=DPI, format=path.suffix.lower().removeprefix("."))
     try:
-        figure.savefig(path, dpi=DPI)
+        # Written atomically, like every file autobp writes: a named pipe in its place is replaced, not waited on.
+        files.write_atomic(path, buffer.getvalue())
     except OSError as exc:
         raise ConfigError(f"--plot {path}: cannot write the file ({exc.strerror or exc})") from None
 

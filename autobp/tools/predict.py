@@ -103,8 +103,7 @@ def predict_file(model: TrainedModel, path: Path) -> Prediction:
 
 def read_examples(model: TrainedModel, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The file's features, in the model's input form, and its targets in the loss's form (None if absent)."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    files.check_regular_file(path)
     X, y = _read_npz(model, path) if path.suffix.lower() == ".npz" else _read_csv(model, path)
     data = model.data
     if y is not None and data.y_mean is not None:

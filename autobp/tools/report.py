@@ -17,7 +17,7 @@ import numpy as np
 from autobp.common.text import format_number, format_table, to_json
 from autobp.health import LayerSummary, finite, first_value, judge, last_value, summarize_layers
 from autobp.rundir import layout as rundir
-from autobp.rundir.reader import RunLog, read_run
+from autobp.rundir.reader import KILLED, RunLog, read_run
 from autobp.rundir.summary import Diagnosis, LayerVerdict
 from autobp.spec.catalog import lower_is_better
 
@@ -116,8 +116,13 @@ def ending(log: RunLog) -> str:
                 f"({format_number(stop.best_value)}); that epoch's weights were restored")  # fmt: skip
     if summary.status == "diverged" and summary.diverged:
         return f"diverged after {done}: {summary.diverged.reason}"
+    if log.status == KILLED:
+        return (f"killed while training: {rundir.SUMMARY_FILE} says `running`, but no process is training it; showing "
+                f"the {len(log.metrics)} logged epochs (`autobp train --resume {log.path}` continues it)")
+    if summary.status == "running":
+        return f"running: a process is training it; showing the {len(log.metrics)} epochs logged so far"
     if summary.status == "interrupted":
-        return f"interrupted (Ctrl-C) after {done}"
+        return f"interrupted (Ctrl-C or SIGTERM) after {done}"
     if summary.status == "failed":
         return f"failed after {done}: {summary.error}"
     return f"{summary.status} after {done}"

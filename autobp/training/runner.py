@@ -23,7 +23,7 @@ import numpy as np
 import autobp
 from autobp.health import describe, judge
 from autobp.rundir import checkpoint
-from autobp.rundir.histograms import HistogramLog
+from autobp.rundir.histograms import HistogramLog, Histograms
 from autobp.rundir.histograms import read as read_histograms
 from autobp.rundir.reader import read_run
 from autobp.rundir.summary import Best, Divergence, EarlyStop, Status, Summary, read_summary, write_summary
@@ -119,10 +119,14 @@ def run(
     `stop_signals` end the run cleanly at the next step (a pool worker leaves SIGTERM to its pool, which uses it to
     end broken workers)."""
     keep_freed_memory()
-    files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
+    try:
+        files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
+    except OSError as exc:
+        raise _nothing_trained(exc) from None
     trainer = Trainer(config, dataset, run_dir, Progress(quiet), on_epoch)
     trainer.requests = StopRequests(stop_signals)
-    return trainer.run()
+    with files.exclusive(run_dir):  # a new folder: nobody else holds it, but --resume of it must wait its turn
+        return trainer.run()
 
 
 def resume(
@@ -144,19 +148,60 @@ def resume(
             f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
             "can be changed when resuming (start a new run for anything else)"
         )
-    summary_path = run_dir / rundir.SUMMARY_FILE
-    previous = read_summary(summary_path) if summary_path.exists() else None
-    if previous is not None and previous.status.finished and not differing:
+    with files.exclusive(run_dir) as taken:
+        if not taken:
+            raise ConfigError(f"--resume {run_dir}: another autobp process is training this run; wait for it to end")
+        return _continue(run_dir, config, dataset, bool(differing), quiet, announce)
+
+
+def _continue(
+    run_dir: Path, config: Config, dataset: Dataset, extended: bool, quiet: bool,
+    announce: Callable[[str], None] | None,
+) -> RunResult:  # fmt: skip
+    """`resume` once the run is known to be this process's alone."""
+    saved_path = run_dir / rundir.CONFIG_FILE
+    notes: list[str] = []
+    previous = _previous_summary(run_dir / rundir.SUMMARY_FILE, notes)
+    if previous is not None and previous.status.finished and not extended:
         return RunResult(run_dir, previous.status, previous, nothing_to_do=True)
-    state = checkpoint.load(run_dir)
+    state = _load_checkpoint(run_dir)
     _check_extension(run_dir, config, state)
     keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
-    where = trainer.restore(state, resumed=[*(previous.resumed if previous else []), now()])
+    trainer.resumed = [*(previous.resumed if previous else []), now()]
+    try:
+        trainer.mark_running()  # first: from here on, nothing on disk may say the run has finished
+        where = trainer.restore(state, notes)
+        files.write_atomic(saved_path, dump_config(config))
+    except OSError as exc:
+        raise _nothing_trained(exc) from None
     if announce is not None:
         announce(where)
-    files.write_atomic(saved_path, dump_config(config))
     return trainer.run()
+
+
+def _nothing_trained(exc: OSError) -> AutobpError:
+    """A write that failed before training began (exit 1)."""
+    return AutobpError(f"{files.describe_write_error(exc)}; nothing was trained")
+
+
+def _previous_summary(path: Path, notes: list[str]) -> Summary | None:
+    """summary.json of the run being resumed; a damaged one is a note (the checkpoint says where the run is)."""
+    if not path.exists():
+        return None
+    try:
+        return read_summary(path)
+    except DataError as err:
+        notes.append(f"{err}: ignored, the checkpoint says where the run is")
+        return None
+
+
+def _load_checkpoint(run_dir: Path) -> checkpoint.Checkpoint | None:
+    try:
+        return checkpoint.load(run_dir)
+    except DataError as err:
+        raise DataError(f"{err}; --resume cannot continue from it (move it away to train this run again from "
+                        "epoch 1)") from None
 
 
 def _check_extension(run_dir: Path, config: Config, state: checkpoint.Checkpoint | None) -> None:
@@ -172,8 +217,42 @@ def _check_extension(run_dir: Path, config: Config, state: checkpoint.Checkpoint
                           f"taken {plural(state.step, 'step')}; a run can be extended, not shortened (start a new run)")
 
 
-def _rows_if_any(path: Path) -> list[dict[str, str]]:
-    return files.read_rows(path) if path.exists() else []
+def _intact_rows(path: Path, columns: list[str], notes: list[str]) -> list[dict[str, str]]:
+    """A log's rows (text as read) that are whole: a row cut short by a kill or a failed write, or otherwise
+    damaged, is dropped with a note; an unreadable log is a note and no rows (both are rewritten from here)."""
+    if not path.exists():
+        return []
+    try:
+        rows = files.read_rows(path)
+    except DataError as err:
+        notes.append(f"{err}: rewritten from the checkpoint on")
+        return []
+    if rows and not _ends_a_line(path):
+        rows[-1] = {}  # cut mid-write: even a last number that parses may be missing digits
+    intact = [row for row in rows if _whole(row, columns)]
+    if len(intact) < len(rows):
+        notes.append(f"{path.name}: {plural(len(rows) - len(intact), 'damaged row')} dropped")
+    return intact
+
+
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
+
+
+def _whole(row: dict[str, str], columns: list[str]) -> bool:
+    """Every column there, each a number where one belongs, the epoch and step given."""
+    if list(row) != columns or any(value is None for value in row.values()):
+        return False
+    if not row.get("epoch") or ("step" in columns and not row.get("step")):
+        return False
+    try:
+        for column, value in row.items():
+            files.parse_cell(column, value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -238,28 +317,33 @@ class Trainer:
         self.clock = Clock()
         self.resumed: list[str] = []
         self.requests = StopRequests()
+        self._logs: tuple[files.CsvLog, ...] = ()  # synced to disk before each checkpoint
         self._epoch_start: EpochStart | None = None  # set while an epoch is under way (or was cut short)
         self._restored_epoch: int | None = None  # the epoch whose weights early stopping put back
         self._last_checkpoint = time.monotonic()
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
 
-    def restore(self, state: checkpoint.Checkpoint | None, resumed: list[str]) -> str:
+    def restore(self, state: checkpoint.Checkpoint | None, notes: Sequence[str] = ()) -> str:
         """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over). Returns
-        where the run continues, in words."""
-        self.resumed = resumed
+        where the run continues, in words, with `notes` and what was found damaged on the way."""
+        notes = list(notes)
+        where = self._restore(state, notes)
+        return "; ".join([where, *notes])
+
+    def _restore(self, state: checkpoint.Checkpoint | None, notes: list[str]) -> str:
         epoch, step = (0, 0) if state is None else (state.epoch, state.step)
         metrics_path = self.run_dir / rundir.METRICS_FILE
         gradients_path = self.run_dir / rundir.GRADIENTS_FILE
-        logged = _rows_if_any(metrics_path)
+        logged = _intact_rows(metrics_path, self._metric_columns(), notes)
         metrics = [r for r in logged if int(r["epoch"]) <= epoch]
-        gradients = [r for r in _rows_if_any(gradients_path) if int(r["step"]) <= step]
+        gradients = [r for r in _intact_rows(gradients_path, GRADIENT_COLUMNS, notes) if int(r["step"]) <= step]
         files.rewrite_rows(metrics_path, self._metric_columns(), metrics)
         files.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
         self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
         dropped = len(logged) - len(metrics)
         if state is None:
             return f"no checkpoint to resume from: starting again from epoch 1{_dropped(dropped)}"
-        self.histograms.keep_until(read_histograms(self.run_dir), step)
+        self.histograms.keep_until(self._earlier_histograms(notes), step)
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
         self.network.load_state_dict(state.parameters, str(path))
         self.optimizer.load_state_dict(state.optimizer)
@@ -275,6 +359,13 @@ class Trainer:
             batches = step - self._epoch_start.first_step
             where = f"the checkpoint inside epoch {epoch + 1}, after {plural(batches, 'batch', 'batches')} (step {step})"
         return f"resuming from {where}{_dropped(dropped)}"
+
+    def _earlier_histograms(self, notes: list[str]) -> Histograms | None:
+        try:
+            return read_histograms(self.run_dir)
+        except DataError as err:
+            notes.append(f"{err}: its earlier snapshots are dropped")
+            return None
 
     def _new_meter(self) -> Meter:
         return Meter(self.dataset.task, self.config.loss, self.dataset)
@@ -293,6 +384,9 @@ class Trainer:
         return self.epoch % every == 0
 
     def _save_checkpoint(self) -> None:
+        for log in self._logs:
+            if not log.closed:
+                log.sync()
         owners = [*self._state_owners(), *([self._epoch_start] if self._epoch_start is not None else [])]
         state = {key: value for owner in owners for key, value in owner.state_dict().items()}
         completed = self.epoch - (self._epoch_start is not None)  # an epoch cut short resumes where it stopped
@@ -305,11 +399,20 @@ class Trainer:
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
 
     # --- the loop ----------------------------------------------------------------------------------------------
+    def mark_running(self) -> None:
+        """summary.json says `running` while the run trains, so that a run killed outright never reads as finished."""
+        write_summary(self.run_dir / rundir.SUMMARY_FILE, self._summary(Status.RUNNING, self.clock.seconds(), {}))
+
     def run(self) -> RunResult:
         self.clock.start()
         outcome: dict[str, Any] = {}
-        metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
-        gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
+        try:
+            self.mark_running()
+            metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
+            gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
+        except OSError as exc:
+            raise _nothing_trained(exc) from None
+        self._logs = (metrics_log, gradient_log)
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.progress.start(self.total_steps, self.config.name, self.step)
         with self.requests:
@@ -326,26 +429,44 @@ class Trainer:
             outcome["diverged"] = Divergence(step=exc.step, epoch=self.epoch, layer=exc.layer, reason=str(exc))
         except KeyboardInterrupt:
             status = "interrupted"
+        except OSError as exc:  # a failed write (disk full, file-size limit): the files before it are intact
+            status = "failed"
+            outcome["error"] = files.describe_write_error(exc)
         except Exception as exc:  # noqa: BLE001 — any failure must still leave a readable run directory
             status = "failed"
             outcome["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            self.progress.close()
-            self.grads.flush()
-            self.histograms.save(self.run_dir)
-            metrics_log.close()
-            gradient_log.close()
-        summary = self._summary(status, self.clock.seconds(), outcome)
+        self.progress.close()
+        unwritten = self._write_logs(metrics_log, gradient_log)
+        if unwritten is not None and status != "failed":
+            status, outcome = "failed", {"error": unwritten}
+        return self._leave(self._summary(status, self.clock.seconds(), outcome))
+
+    def _write_logs(self, *logs: files.CsvLog) -> str | None:
+        """Write out what the logs and histograms still hold; the first write that failed, described, or None."""
+        failed = []
+        for write in (self.grads.flush, lambda: self.histograms.save(self.run_dir), *(log.close for log in logs)):
+            try:
+                write()
+            except OSError as exc:
+                failed.append(files.describe_write_error(exc))
+        return failed[0] if failed else None
+
+    def _leave(self, summary: Summary) -> RunResult:
+        """Write the checkpoint (when interrupted), model.npz and summary.json. A write that fails makes the run
+        `failed`, which summary.json still records if it can be written; if not, it keeps saying `running`."""
         try:
-            if status == "interrupted" and self.config.training.checkpoint_every is not None:
+            if summary.status == Status.INTERRUPTED and self.config.training.checkpoint_every is not None:
                 self._save_checkpoint()
             self._save_model()
+        except OSError as exc:
+            summary.status, summary.error = Status.FAILED, files.describe_write_error(exc)
+        try:
             conclude(self.run_dir, summary)
         except OSError as exc:
-            raise AutobpError(
-                f"{self.run_dir}: the run ended ({status}) but its results could not be written "
-                f"({exc.strerror or exc}); the logs written until then are kept"
-            ) from None
+            ended = f"{summary.status}: {summary.error}" if summary.error else str(summary.status)
+            raise AutobpError(f"{files.describe_write_error(exc)}; the run ended {ended}, and {rundir.SUMMARY_FILE} "
+                              f"still says running; `autobp train --resume {self.run_dir}` continues it once there "
+                              "is room") from None  # fmt: skip
         return RunResult(self.run_dir, summary.status, summary)
 
     def _train(self, metrics_log: files.CsvLog) -> str:
@@ -568,6 +689,8 @@ def format_summary(result: RunResult) -> str:
             lines.append(f"  {diagnosis.kind}{where}: {diagnosis.message}; suggestion: {diagnosis.suggestion}")
         lines.append(f"  details: autobp report {result.run_dir}")
     lines.append(f"run directory: {result.run_dir}")
+    if summary.status in (Status.INTERRUPTED, Status.FAILED):
+        lines.append(f"continue it with: autobp train --resume {result.run_dir}")
     return "\n".join(lines)
 
 
