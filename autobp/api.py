@@ -39,15 +39,12 @@ class Run:
     config: Config | None  # None when config.yaml cannot be read (see notes)
     summary: Summary | None  # summary.json (status `running` while the run goes, or if it was killed); None if unread
     metrics: np.recarray  # metrics.csv: one record per epoch, columns as in the file
+    status: str  # as `autobp runs` shows it: the summary's status, `killed`, or `unfinished` without a summary
     notes: list[str] = field(default_factory=list)  # files that could not be read
 
     @property
     def name(self) -> str:
         return self.path.name
-
-    @property
-    def status(self) -> str:
-        return str(self.summary.status) if self.summary else "unfinished"
 
     @cached_property
     def gradients(self) -> np.recarray:
@@ -109,7 +106,7 @@ def load_run(path: str | Path) -> Run:
 
 
 def _run(log: RunLog) -> Run:
-    return Run(log.path, log.config, log.summary, records(log.metrics), log.notes)
+    return Run(log.path, log.config, log.summary, records(log.metrics), log.status, log.notes)
 
 
 @dataclass
