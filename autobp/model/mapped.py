@@ -19,7 +19,7 @@ import numpy as np
 
 from autobp.common.errors import DataError
 
-RESIDENT_BUDGET = 128 * 2**20  # bytes of a map that may be resident at once
+RESIDENT_BUDGET = 256 * 2**20  # bytes of a map that may be resident at once
 # What touching one row may map beyond the row itself: the page cache holds large folios (up to 2 MiB on x86-64),
 # and a fault maps the whole folio, on each side of a row that straddles two.
 FOLIO = 2 * 2**20

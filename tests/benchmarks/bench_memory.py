@@ -1,6 +1,6 @@
 """Peak memory of `autobp train` on an in-memory npz and on a memory-mapped npy, against the size of the data.
 
-    python tests/benchmarks/bench_memory.py [--mb 154] [--epochs 1] [--npy-gb 4] [--speed-mb 200] [--dir /work]
+    python tests/benchmarks/bench_memory.py [--mb 154] [--epochs 1] [--npy-gb 4] [--speed-mb 200 400] [--dir /work]
 
 Writes a float64 npz of about `--mb` megabytes (96 features, one regression target), trains a 96-64-1 network on
 it for `--epochs` epochs in a child process, compiled and interpreted, and reports each child's peak resident
@@ -9,8 +9,9 @@ set size (getrusage's ru_maxrss) next to the data's size and the issue's target,
 Then `source: npy`: a float32 features file of `--npy-gb` gigabytes (256 features) written into a temporary folder
 under `--dir` (skipped with a message when that disk has less than 10 GB free; deleted afterwards), one epoch of a
 256-64-1 network on it, and the child's peak RSS against the target of 500 MB. Last, the speed of the mapped path
-on data that fits the page cache: the same `--speed-mb` of float32 data as npz and as npy, trained alternately
-(best of 3 each), and the ratio of their steps/s (target ≥ 0.7).
+on data that fits the page cache: for each `--speed-mb` size, the same float32 data as npz and as npy, trained
+alternately (best of 3 each), and the ratio of their steps/s (target ≥ 0.7). The default sizes lie on either
+side of the mapped path's resident budget (256 MiB): below it the pages stay mapped, above it they are dropped.
 """
 
 from __future__ import annotations
@@ -129,13 +130,14 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=154.0)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--npy-gb", type=float, default=4.0)
-    parser.add_argument("--speed-mb", type=float, default=200.0)
+    parser.add_argument("--speed-mb", type=float, nargs="+", default=[200.0, 400.0])
     parser.add_argument("--dir", type=Path, default=Path("/work") if Path("/work").is_dir() else Path(tempfile.gettempdir()))
     parser.add_argument("--only", choices=("npz", "npy", "speed"), default=None)
     args = parser.parse_args()
     assert resource.RUSAGE_CHILDREN  # Linux/macOS only
     if args.only in (None, "speed"):
-        mapped_speed(args.dir, args.speed_mb)
+        for megabytes in args.speed_mb:
+            mapped_speed(args.dir, megabytes)
     if args.only in (None, "npy"):
         print(f"{'source':<8} {'data MB':>8} {'peak RSS MB':>12} {'× data':>7} {'target MB':>10}", flush=True)
         mapped_memory(args.dir, args.npy_gb)
