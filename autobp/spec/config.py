@@ -107,7 +107,9 @@ def raise_problems(*problems: tuple[tuple[str | int, ...], str]) -> None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, use_attribute_docstrings=True)
+    # The docstring under each field describes it in `autobp schema`, which reads them itself (see
+    # configfile.config_json_schema): pydantic's use_attribute_docstrings would parse them on every start-up.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
