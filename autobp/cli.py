@@ -216,7 +216,8 @@ def schema() -> None:
 def predict(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
     data: Annotated[Path, typer.Argument(metavar="DATA", help="A CSV file with the training feature columns "
-                                         "(by name), or an .npz with X (and optionally y).")],
+                                         "(by name), an .npz with X (and optionally y), or an .npy of "
+                                         "features (memory-mapped).")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the predictions to this CSV file "
                                                 "instead of standard output.")] = None,
 ) -> None:

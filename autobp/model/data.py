@@ -1,4 +1,5 @@
-"""Examples for training: synthetic sources, CSV and npz files, a seeded (stratified) split and standardization.
+"""Examples for training: synthetic sources, CSV, npz and memory-mapped npy files, a seeded (stratified) split and
+standardization.
 
 Synthetic sources are deterministic functions of the seed. `noise` is the std of Gaussian noise added to each
 input coordinate (blobs: the cluster std; sine and linear: noise on the target). Defaults are in
@@ -24,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from autobp.common.files import check_csv_size, load_npz
+from autobp.model.mapped import MappedArray, MappedRows, read_header
 from autobp.spec.catalog import LOSSES, Task, task_of_loss
 from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig
 from autobp.common.text import shorten
@@ -38,9 +40,9 @@ SPLIT_CHUNK_BYTES = 16 * 2**20  # rows per step when splitting and standardizing
 class Dataset:
     """Training and validation arrays, ready for the network, with what is needed to map predictions back."""
 
-    X_train: np.ndarray  # float64 (n, d), standardized if data.standardize
+    X_train: np.ndarray | MappedRows  # float64 (n, d), standardized if data.standardize; npy: read on demand
     y_train: np.ndarray  # classification: int64 (n,) class ids; regression: float64 (n, k), standardized likewise
-    X_val: np.ndarray  # possibly 0 rows (val_fraction 0)
+    X_val: np.ndarray | MappedRows  # possibly 0 rows (val_fraction 0)
     y_val: np.ndarray
     task: Literal["classification", "regression"]
     feature_names: list[str]
@@ -69,7 +71,7 @@ class Dataset:
 class _Examples:
     """All examples of a source before encoding and splitting."""
 
-    X: np.ndarray  # float64 (n, d)
+    X: np.ndarray | MappedRows  # float64 (n, d)
     y: np.ndarray  # (n,) labels (numbers or text) or (n, k) numbers
     feature_names: list[str]
     target_names: list[str]
@@ -247,14 +249,14 @@ def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path}: cannot read the file ({err.strerror})") from None
 
 
-def _existing(path: Path) -> Path:
+def _existing(path: Path, key: str = "data.path") -> Path:
     try:
         if path.is_file():
             return path
         problem = "not a file" if path.exists() else "file not found"
     except OSError as err:  # such as a file name too long for the file system
         problem = f"cannot read it ({err.strerror})"
-    raise DataError(f"data.path: {problem}: {path}")
+    raise DataError(f"{key}: {problem}: {path}")
 
 
 def _read_csv(data: DataConfig, task: Task, loss: str) -> _Examples:
@@ -297,6 +299,43 @@ def _read_npz(data: DataConfig) -> _Examples:
     target_names = ["y"] if y.ndim == 1 or y.shape[1] == 1 else [f"y{index}" for index in range(y.shape[1])]
     feature_names = [f"x{index}" for index in range(X.shape[1])]
     return _Examples(X.astype(np.float64, copy=False), y, feature_names, target_names, str(path))
+
+
+# --- npy, memory-mapped ----------------------------------------------------------------------------------------
+
+
+def _read_npy(data: DataConfig) -> _Examples:
+    """Features memory-mapped (never read whole, see autobp.model.mapped) and the targets read into memory."""
+    path = _existing(Path(data.path))
+    target_path = _existing(Path(data.target_path), "data.target_path")
+    features = MappedArray(path, "data.path")
+    n, d = features.shape
+    shape, dtype, _, _ = read_header(target_path, "data.target_path")
+    if len(shape) not in (1, 2) or shape[0] != n or 0 in shape or dtype.kind not in "biufU":
+        raise DataError(
+            f"data.target_path: {target_path}: targets must be numbers or text labels of shape ({n},) or ({n}, k), "
+            f"one row per row of {path.name}; got {dtype} {shape}"
+        )
+    y = np.array(np.load(target_path, mmap_mode="r", allow_pickle=False))
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError(f"data.target_path: {target_path}: row {_first_non_finite(y)} is not a finite number")
+    X = MappedRows(features, np.arange(n))
+    check_finite_rows(X, f"data.path: {path}")
+    target_names = ["y"] if y.ndim == 1 or y.shape[1] == 1 else [f"y{index}" for index in range(y.shape[1])]
+    return _Examples(X, y, [f"x{index}" for index in range(d)], target_names, str(target_path))
+
+
+def check_finite_rows(X: MappedRows, where: str) -> None:
+    """A DataError naming the first row with a NaN or infinity, found chunk by chunk (`where` starts the message)."""
+    step = _rows_per_chunk(X)
+    for start in range(0, len(X), step):
+        chunk = X[start : start + step]
+        if not np.isfinite(chunk).all():
+            raise DataError(f"{where}: row {start + _first_non_finite(chunk)} has a value that is not a finite number")
+
+
+def _first_non_finite(values: np.ndarray) -> int:
+    return int(np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0])
 
 
 # --- synthetic sources ------------------------------------------------------------------------------------------
@@ -371,6 +410,8 @@ def _read_examples(data: DataConfig, task: Task, loss: str, rng: np.random.Gener
         return _read_csv(data, task, loss)
     if data.source == "npz":
         return _read_npz(data)
+    if data.source == "npy":
+        return _read_npy(data)
     X, y = _SYNTHETIC[data.source](data, rng)
     target_names = [f"y{index}" for index in range(y.shape[1])] if y.ndim == 2 and y.shape[1] > 1 else ["y"]
     features = [f"x{index}" for index in range(X.shape[1])]
@@ -449,7 +490,9 @@ def _split(
 
 def split_rows(X: np.ndarray, train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(X[train], X[val]) for sorted, disjoint row indices, reusing X's memory: the training rows move to the front
-    of X in place (X is overwritten), so only the validation rows are copied."""
+    of X in place (X is overwritten), so only the validation rows are copied. Mapped rows are only selected."""
+    if isinstance(X, MappedRows):
+        return X.take(train), X.take(val)
     X_val = X[val]
     chunk = _rows_per_chunk(X)
     for start in range(0, len(train), chunk):
@@ -462,7 +505,16 @@ def _rows_per_chunk(X: np.ndarray) -> int:
     return max(1, SPLIT_CHUNK_BYTES // max(1, X.itemsize * X.shape[1]))
 
 
-def _column_std(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+def _column_mean(X: np.ndarray | MappedRows) -> np.ndarray:
+    """Each column's mean, summed over chunks of rows: the same sums for an array and for mapped rows."""
+    total = np.zeros(X.shape[1])
+    step = _rows_per_chunk(X)
+    for start in range(0, len(X), step):
+        total += X[start : start + step].sum(axis=0)
+    return total / len(X)
+
+
+def _column_std(X: np.ndarray | MappedRows, mean: np.ndarray) -> np.ndarray:
     """Each column's population std (as X.std(axis=0)), from chunks of rows: no temporary the size of X."""
     squares = np.zeros_like(mean)
     step = _rows_per_chunk(X)
@@ -479,7 +531,7 @@ def _standardized(
     if not enabled:
         return train, val, None, None
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = train.mean(axis=0)
+        mean = _column_mean(train)
         std = _column_std(train, mean)
     overflowed = [name for name, m, s in zip(names, mean, std) if not (np.isfinite(m) and np.isfinite(s))]
     if overflowed:
@@ -489,6 +541,8 @@ def _standardized(
             "rescale the data, or set data.standardize: false"
         )
     std[std == 0] = 1.0
+    if isinstance(train, MappedRows):
+        return train.scaled(mean, std), val.scaled(mean, std), mean, std  # each batch is scaled as it is read
     # In place, the same arithmetic as (train - mean) / std: no second copy of the data.
     for split in (train, val):
         split -= mean

@@ -53,7 +53,8 @@ _EXIT_CODES = {
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Built on first use: a training run needs these models only when it ends, not before its first step.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Divergence(_Record):

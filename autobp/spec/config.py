@@ -29,7 +29,7 @@ Init = Literal[catalog.INITS]
 LossName = Literal[tuple(catalog.LOSSES)]
 OptimizerName = Literal[tuple(catalog.OPTIMIZERS)]
 Monitor = Literal[catalog.MONITORS]
-Source = Literal["xor", "moons", "circles", "spirals", "blobs", "sine", "linear", "csv", "npz"]
+Source = Literal["xor", "moons", "circles", "spirals", "blobs", "sine", "linear", "csv", "npz", "npy"]
 
 # Which optional `data` keys each source takes, with the defaults used when a synthetic source omits them.
 SYNTHETIC_DEFAULTS: dict[str, dict[str, int | float]] = {
@@ -41,13 +41,17 @@ SYNTHETIC_DEFAULTS: dict[str, dict[str, int | float]] = {
     "sine": {"n_samples": 200, "noise": 0.1},
     "linear": {"n_samples": 200, "noise": 0.1, "n_features": 3, "n_outputs": 1},
 }
-FILE_SOURCE_KEYS: dict[str, tuple[str, ...]] = {"csv": ("path", "target", "features"), "npz": ("path",)}
-SOURCE_KEYS = ("n_samples", "noise", "n_classes", "n_features", "n_outputs", "path", "target", "features")
+FILE_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "csv": ("path", "target", "features"), "npz": ("path",), "npy": ("path", "target_path"),
+}
+SOURCE_KEYS = (
+    "n_samples", "noise", "n_classes", "n_features", "n_outputs", "path", "target", "features", "target_path",
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
 # Keys whose values are file paths: relative to the config file's folder when written in a config, to the current
 # folder when given with --set; shipped to Dask workers with the trial.
-FILE_PATH_KEYS = (("data", "path"), ("model", "init_from"))
+FILE_PATH_KEYS = (("data", "path"), ("data", "target_path"), ("model", "init_from"))
 
 MAX_SAMPLES = 10_000_000
 MAX_WIDTH = 100_000  # units of a layer; features, outputs and classes of synthetic data
@@ -103,14 +107,16 @@ def raise_problems(*problems: tuple[tuple[str | int, ...], str]) -> None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, use_attribute_docstrings=True)
+    # The docstring under each field describes it in `autobp schema`, which reads them itself (see
+    # configfile.config_json_schema): pydantic's use_attribute_docstrings would parse them on every start-up.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
     """Where the examples come from. Synthetic sources fill their omitted parameters with documented defaults."""
 
     source: Source
-    """Built in: xor, moons, circles, spirals, blobs, sine, linear; from a file: csv, npz."""
+    """Built in: xor, moons, circles, spirals, blobs, sine, linear; from a file: csv, npz, npy (memory-mapped)."""
     n_samples: Annotated[int, Field(ge=4, le=MAX_SAMPLES)] | None = None
     """Synthetic sources: number of examples."""
     noise: NonNegativeFloat | None = None
@@ -122,7 +128,9 @@ class DataConfig(_Section):
     n_outputs: Width | None = None
     """linear: number of regression targets."""
     path: PathText | None = None
-    """csv and npz: the data file, relative to the config file's folder."""
+    """csv and npz: the data file; npy: the features (n, d), memory-mapped; relative to the config file's folder."""
+    target_path: PathText | None = None
+    """npy: the targets (n,) or (n, k), one row per row of the features; relative to the config file's folder."""
     target: ColumnName | Annotated[list[ColumnName], Field(min_length=1)] | None = None
     """csv: target column name (a list of names = multi-output regression); default the last column."""
     features: Annotated[list[ColumnName], Field(min_length=1)] | None = None
@@ -155,6 +163,8 @@ class DataConfig(_Section):
         ]
         if self.source in FILE_SOURCE_KEYS and self.path is None:
             problems.append((("path",), f"required with data.source '{self.source}'"))
+        if self.source == "npy" and self.target_path is None:
+            problems.append((("target_path",), "required with data.source 'npy' (the targets file)"))
         targets = [self.target] if isinstance(self.target, str) else self.target or []
         problems += [
             (("features",), f"'{name}' is also in data.target")

@@ -216,7 +216,7 @@ def run_shipped(
     with tempfile.TemporaryDirectory(prefix="autobp-trial-", dir=_scratch_folder()) as folder:
         local = {**config, **{section: dict(config[section]) for section, _ in FILE_PATH_KEYS}}
         for (section, key), content in files.items():
-            target = Path(folder) / "files" / section / Path(config[section][key]).name
+            target = Path(folder) / "files" / section / key / Path(config[section][key]).name  # two may share a name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
             local[section][key] = str(target)

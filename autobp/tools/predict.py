@@ -25,7 +25,8 @@ from autobp.common.files import load_npz
 from autobp.spec.catalog import task_of_loss
 from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
-from autobp.model.data import Dataset, read_table
+from autobp.model.data import Dataset, check_finite_rows, read_table
+from autobp.model.mapped import MappedArray, MappedRows
 from autobp.common.errors import ConfigError, DataError
 from autobp.training.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
 from autobp.training.metrics import evaluate as evaluate_network
@@ -95,7 +96,7 @@ def _training_data(config: Config, arrays: dict[str, np.ndarray]) -> Dataset:
 
 
 def predict_file(model: TrainedModel, path: Path) -> Prediction:
-    """Predict every example of a CSV or .npz file, scoring the predictions if the file has the targets."""
+    """Predict every example of a CSV, .npz or .npy file, scoring the predictions if the file has the targets."""
     X, y = read_examples(model, path)
     outputs, metrics = evaluate(model, X, y)
     return Prediction(prediction_csv(model, outputs), len(X), metrics)
@@ -104,6 +105,8 @@ def predict_file(model: TrainedModel, path: Path) -> Prediction:
 def read_examples(model: TrainedModel, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The file's features, in the model's input form, and its targets in the loss's form (None if absent)."""
     files.check_regular_file(path)
+    if path.suffix.lower() == ".npy":
+        return _mapped_inputs(model, path), None
     X, y = _read_npz(model, path) if path.suffix.lower() == ".npz" else _read_csv(model, path)
     data = model.data
     if y is not None and data.y_mean is not None:
@@ -118,6 +121,21 @@ def network_inputs(model: TrainedModel, X: np.ndarray) -> np.ndarray:
     if data.x_mean is not None:
         X = (X - data.x_mean) / data.x_std
     return X.astype(np.dtype(model.config.training.dtype))
+
+
+def _mapped_inputs(model: TrainedModel, path: Path) -> MappedRows:
+    """An .npy of features, memory-mapped: each chunk is read, standardized and cast as it is evaluated, with the
+    arithmetic of `network_inputs`."""
+    array = MappedArray(path, "DATA")
+    d = model.data.n_features
+    if array.shape[1] != d:
+        raise DataError(f"{path}: the model takes {d} features per row, the array has {array.shape[1]}")
+    rows = MappedRows(array, np.arange(array.shape[0]))
+    check_finite_rows(rows, str(path))
+    data = model.data
+    if data.x_mean is not None:
+        rows = rows.scaled(data.x_mean, data.x_std)
+    return rows.astype(model.config.training.dtype)
 
 
 def _read_csv(model: TrainedModel, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
