@@ -24,10 +24,10 @@ from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 
 if TYPE_CHECKING:
-    from autobp.spec.config import Config
-    from autobp.tools.predict import TrainedModel
     from autobp.rundir.reader import RunLog
     from autobp.rundir.summary import Summary
+    from autobp.spec.config import Config
+    from autobp.tools.predict import TrainedModel
     from autobp.tools.report import Report
 
 

@@ -108,8 +108,8 @@ def validate(
     found as YAML comments (rows, features, classes or targets, the split, the parameter count, ok), or every
     problem found (exit code 2).
     """
-    from autobp.spec.configfile import dump_config
     from autobp.model.prepare import findings, prepare
+    from autobp.spec.configfile import dump_config
 
     resolved, dataset = prepare(config, overrides or ())
     typer.echo(dump_config(resolved), nl=False)
@@ -130,7 +130,9 @@ def train(
     Exit codes: 0 completed or stopped early, 1 failed, 2 bad config or data, 3 diverged, 130 interrupted.
     """
     from autobp.common.errors import ConfigError
-    from autobp.training.runner import format_summary, resume as resume_run, train as run
+    from autobp.training.runner import format_summary
+    from autobp.training.runner import resume as resume_run
+    from autobp.training.runner import train as run
 
     if resume is not None:
         if config is not None or name is not None or output is not None:

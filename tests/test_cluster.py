@@ -16,8 +16,8 @@ import yaml
 
 pytest.importorskip("distributed")
 
-from autobp.sweeps.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
 from autobp.common.errors import ConfigError  # noqa: E402
+from autobp.sweeps.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
 from autobp.sweeps.executor import run_trial  # noqa: E402
 from autobp.sweeps.plan import run_sweep  # noqa: E402
 

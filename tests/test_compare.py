@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.tools.compare import compare_runs, flatten, fold_layers, list_runs
 from autobp.sweeps.plan import run_sweep
+from autobp.tools.compare import compare_runs, flatten, fold_layers, list_runs
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

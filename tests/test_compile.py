@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autobp.spec.catalog import ACTIVATIONS
 from autobp.engine import EngineError, Tensor, dense, numerical_gradient, ops
 from autobp.engine.compile import compile_graph
-from autobp.spec.catalog import LOSSES
+from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

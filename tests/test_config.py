@@ -2,10 +2,10 @@
 
 import pytest
 
+from autobp.common.errors import ConfigError
 from autobp.spec.catalog import task_of_loss
 from autobp.spec.config import Config, ConstantSchedule, CosineSchedule, StepSchedule
 from autobp.spec.configfile import config_from_dict
-from autobp.common.errors import ConfigError
 
 
 def make(**sections) -> dict:

@@ -16,11 +16,11 @@ import onnxruntime
 import pytest
 from typer.testing import CliRunner
 
-from autobp.spec.catalog import ACTIVATIONS
 from autobp.cli import app
 from autobp.model.prepare import prepare
-from autobp.training.runner import train
+from autobp.spec.catalog import ACTIVATIONS
 from autobp.tools.onnx_export import ACTIVATION_OPS, OPSET
+from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DATA = {

@@ -16,12 +16,12 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from typer.testing import CliRunner
 
 from autobp.cli import app
+from autobp.common.text import flatten
 from autobp.rundir.histograms import QUANTITIES, bin_edges
 from autobp.rundir.histograms import read as read_histograms
-from autobp.common.text import flatten
 from autobp.spec.configfile import load_config
-from autobp.training.runner import train
 from autobp.sweeps.plan import run_sweep
+from autobp.training.runner import train
 
 BASE = {
     "name": "tb",

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_resume import assert_same_run, config, wait_for_rows
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -28,7 +29,6 @@ from autobp.engine import Tensor, numerical_gradient, ops, relative_error
 from autobp.tools import gradcheck
 from autobp.training.progress import WorkProgress
 from autobp.training.runner import resume, train
-from test_resume import assert_same_run, config, wait_for_rows
 
 DEADLINE = 30  # seconds: a command still running after this long has hung
 

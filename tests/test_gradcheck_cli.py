@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autobp.tools import gradcheck
 from autobp.cli import app
 from autobp.engine import ops
+from autobp.tools import gradcheck
 from autobp.tools.gradcheck import TOLERANCE, check_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+from autobp.cli import app
 from autobp.common.files import load_npz
 from autobp.model.network import build_network
-from autobp.cli import app
-from autobp.spec.catalog import LOSSES
-from autobp.training.metrics import loss_targets
 from autobp.model.prepare import prepare
+from autobp.spec.catalog import LOSSES
+from autobp.tools.graph import build_graph, render_graph
+from autobp.training.metrics import loss_targets
 from autobp.training.runner import train
 from autobp.training.state import INIT_STREAM
-from autobp.tools.graph import build_graph, render_graph
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -7,11 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autobp.model.network import build_network
 from autobp.common.errors import DataError
-from autobp.rundir.histograms import (BINS, MAX_SNAPSHOTS, QUANTITIES, SAMPLE, HistogramLog, bin_edges, bin_index, read,
-                               sample)  # fmt: skip
+from autobp.model.network import build_network
 from autobp.model.prepare import prepare
+from autobp.rundir.histograms import (
+    BINS,
+    MAX_SNAPSHOTS,
+    QUANTITIES,
+    SAMPLE,
+    HistogramLog,
+    bin_edges,
+    bin_index,
+    read,
+    sample,  # fmt: skip
+)
 from autobp.training.runner import resume, train
 from autobp.training.state import INIT_STREAM
 

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import open_file
 from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.rundir.reader import read_run
-from autobp.training.runner import train
 from autobp.sweeps.plan import run_sweep
-
-from conftest import open_file
+from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 pytest.importorskip("plotly")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from autobp.health import median
 from autobp.model import data
 from autobp.spec.configfile import config_from_dict
-from autobp.health import median
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

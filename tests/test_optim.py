@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from autobp.engine import Tensor
 from autobp.common.errors import ConfigError, DataError
+from autobp.engine import Tensor
 from autobp.training.optim import (
     Adam,
     AdamW,

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.model.data import Dataset
 from autobp.common.errors import DataError
-from autobp.tools.predict import load_model, predict_file
+from autobp.model.data import Dataset
 from autobp.model.prepare import prepare
+from autobp.tools.predict import load_model, predict_file
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError
-from autobp.tools.plot import plot_run
-from autobp.rundir.reader import read_run
-from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.common.text import format_number
+from autobp.rundir.reader import read_run
+from autobp.tools.plot import plot_run
+from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

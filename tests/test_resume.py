@@ -15,9 +15,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from autobp.common import files
-
 from autobp.cli import app
+from autobp.common import files
 from autobp.common.errors import ConfigError, DataError
 from autobp.training.runner import Trainer, resume, train
 

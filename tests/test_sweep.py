@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError
-from autobp.sweeps.executor import LocalExecutor
 from autobp.common.runtime import limit_blas_threads
 from autobp.rundir.summary import Best, Summary
+from autobp.sweeps.executor import LocalExecutor
 from autobp.sweeps.plan import SweepFile, expand, format_ranking, plan_sweep, resume_sweep, run_sweep
 from autobp.sweeps.record import Outcome, Ranking
 

@@ -14,8 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.engine import Tensor, dense, mse, ops
 from autobp.common.errors import ConfigError
+from autobp.engine import Tensor, dense, mse, ops
 from autobp.training.runner import Trainer, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -24,14 +24,12 @@ from typing import Literal
 
 import numpy as np
 
+from autobp.common.errors import ConfigError, DataError
 from autobp.common.files import check_csv_size, load_npz
+from autobp.common.text import plural, shorten
 from autobp.model.mapped import MappedArray, MappedRows, read_header
 from autobp.spec.catalog import LOSSES, Task, task_of_loss
 from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig
-from autobp.common.text import shorten
-from autobp.common.errors import ConfigError, DataError
-from autobp.common.text import plural
-
 
 SPLIT_CHUNK_BYTES = 16 * 2**20  # rows per step when splitting and standardizing: bounds each temporary
 

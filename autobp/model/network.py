@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from autobp.spec.catalog import ACTIVATIONS
-from autobp.spec.config import Config
+from autobp.common.errors import ConfigError, DataError
 from autobp.common.files import load_npz
 from autobp.engine import Tensor, dense
-from autobp.common.errors import ConfigError, DataError
+from autobp.spec.catalog import ACTIVATIONS
+from autobp.spec.config import Config
+
 
 def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.random.Generator) -> np.ndarray:
     """A (fan_in, fan_out) weight matrix: xavier (Glorot uniform), he and lecun (normal), or plain normal/uniform."""

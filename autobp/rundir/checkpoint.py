@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from autobp.common import files
-from autobp.common.files import load_npz
 from autobp.common.errors import DataError
+from autobp.common.files import load_npz
 
 CHECKPOINT_FILE = "checkpoint.npz"
 PREFIXES = ("param.", "optimizer.")  # the network's and the optimizer's arrays

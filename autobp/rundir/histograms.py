@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from autobp.common import files
-from autobp.common.files import load_npz
 from autobp.common.errors import DataError
+from autobp.common.files import load_npz
 
 HISTOGRAMS_FILE = "histograms.npz"
 QUANTITIES = ("weight_grad", "weight", "pre_activation")

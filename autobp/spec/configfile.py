@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import copy
-
 import difflib
 import inspect
 import json
@@ -25,9 +24,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from autobp.spec.config import CROSS_FIELD_ERROR, FILE_PATH_KEYS, Config
 from autobp.common.errors import ConfigError
 from autobp.common.text import shorten
+from autobp.spec.config import CROSS_FIELD_ERROR, FILE_PATH_KEYS, Config
 
 MAX_FILE_BYTES = 1_000_000
 # A real config has a few hundred values; far more means an alias bomb ("billion laughs").

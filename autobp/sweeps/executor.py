@@ -60,8 +60,8 @@ def run_trial(config: dict[str, Any], run_dir: str, reporter: Reporter | None = 
     The folder is emptied here, in the worker, so that a retry cannot race a worker of a broken pool that is still
     writing its files (the pool is rebuilt only once those workers have exited)."""
     from autobp.common.errors import AutobpError
-    from autobp.rundir.summary import Status, Summary
     from autobp.model.prepare import prepare
+    from autobp.rundir.summary import Status, Summary
     from autobp.training.runner import run
 
     fresh_dir(Path(run_dir))

@@ -33,15 +33,18 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from yaml.nodes import Node
 
 from autobp.common import files
+from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
+from autobp.common.text import format_number, format_table
+from autobp.model.prepare import DatasetCache, prepare
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Status, Summary, read_summary, summary_from_dict
 from autobp.spec.catalog import lower_is_better, task_metric
 from autobp.spec.config import FILE_PATH_KEYS, Config, Monitor, check_name, monitor_problem, raise_problems
 from autobp.spec.configfile import (
-    duplicate_key_problems,
-    parse_yaml,
     Positions,
     Problem,
+    duplicate_key_problems,
+    parse_yaml,
     problems_from,
     read_text,
     report_problems,
@@ -49,19 +52,31 @@ from autobp.spec.configfile import (
     suggest,
     written_path,
 )
-from autobp.model.prepare import DatasetCache, prepare
-from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.sweeps import search
-from autobp.sweeps.record import (
-    KEPT, RUNNING, SWEEP_FILE, TRIALS_FILE, Mode, Outcome, Ranking, Stage, SweepRecord, TrialRecord,
-    read_record, refuse_if_running, running_sweep,
-)
 from autobp.sweeps.executor import (
-    LocalExecutor, TrialExecutor, available_cores, interrupted_once, open_reports, run_trial,
+    LocalExecutor,
+    TrialExecutor,
+    available_cores,
+    interrupted_once,
+    open_reports,
+    run_trial,
+)
+from autobp.sweeps.record import (
+    KEPT,
+    RUNNING,
+    SWEEP_FILE,
+    TRIALS_FILE,
+    Mode,
+    Outcome,
+    Ranking,
+    Stage,
+    SweepRecord,
+    TrialRecord,
+    read_record,
+    refuse_if_running,
+    running_sweep,
 )
 from autobp.training.progress import SweepProgress
-from autobp.common.text import format_number
-from autobp.common.text import format_table
 from autobp.training.runner import estimated_size
 
 Method = Literal["grid", "random", "tpe"]

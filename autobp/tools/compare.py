@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 from autobp.common.errors import AutobpError, ConfigError, DataError

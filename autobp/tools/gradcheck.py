@@ -22,11 +22,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from autobp.model.network import Layer, Network, build_network
-from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
-from autobp.training.metrics import loss_targets
+from autobp.model.network import Layer, Network, build_network
 from autobp.model.prepare import prepare
+from autobp.spec.catalog import ACTIVATIONS, LOSSES
+from autobp.training.metrics import loss_targets
 from autobp.training.progress import WorkProgress
 from autobp.training.state import INIT_STREAM
 

@@ -214,14 +214,14 @@ def _lay_out(nodes: list[Node], edges: list[Edge]) -> None:
 
 def build_graph(source: Path, example: int = 0) -> ComputationGraph:
     """The graph of a run directory (trained weights, a validation example) or a config (initial weights)."""
+    from autobp.common.errors import ConfigError
     from autobp.common.files import load_npz
     from autobp.model.network import MODEL_FILE, build_network
-    from autobp.common.errors import ConfigError
-    from autobp.training.metrics import loss_targets
-    from autobp.rundir.reader import is_run_dir
     from autobp.model.prepare import prepare
-    from autobp.training.state import INIT_STREAM
     from autobp.rundir import layout as rundir
+    from autobp.rundir.reader import is_run_dir
+    from autobp.training.metrics import loss_targets
+    from autobp.training.state import INIT_STREAM
 
     from_run = is_run_dir(source)
     config_path = source / rundir.CONFIG_FILE if from_run else source

@@ -262,8 +262,9 @@ def _decade_step(decades: int) -> int:
 
 
 def _distributions(histograms: Any) -> str:
-    from autobp.rundir.histograms import QUANTITIES
     from plotly.subplots import make_subplots
+
+    from autobp.rundir.histograms import QUANTITIES
 
     go = _plotly()
     if histograms is None:
@@ -331,10 +332,10 @@ def _config(run_dir: Path) -> str:
 
 def sweep_page(sweep_dir: Path, target: Path) -> str:
     """The HTML report of a sweep: ranked trials linked to their own reports, curves, parallel coordinates."""
-    from autobp.tools.compare import compare_runs
     from autobp.common.text import format_number
     from autobp.rundir.reader import read_run
     from autobp.sweeps.record import read_outcomes, read_record
+    from autobp.tools.compare import compare_runs
 
     record = read_record(sweep_dir)
     ranking = record.ranking

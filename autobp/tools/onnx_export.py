@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 import autobp
-from autobp.sweeps.record import is_sweep_dir
 from autobp.common.errors import ConfigError
+from autobp.sweeps.record import is_sweep_dir
 from autobp.tools.predict import TrainedModel, load_model, write_predictions
 
 OPSET = 17

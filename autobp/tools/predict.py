@@ -19,15 +19,15 @@ from typing import Callable
 import numpy as np
 
 from autobp.common import files
-from autobp.rundir import layout as rundir
-from autobp.model.network import MODEL_FILE, Network, build_network
+from autobp.common.errors import ConfigError, DataError
 from autobp.common.files import load_npz
+from autobp.model.data import Dataset, check_finite_rows, read_table
+from autobp.model.mapped import MappedArray, MappedRows
+from autobp.model.network import MODEL_FILE, Network, build_network
+from autobp.rundir import layout as rundir
 from autobp.spec.catalog import task_of_loss
 from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
-from autobp.model.data import Dataset, check_finite_rows, read_table
-from autobp.model.mapped import MappedArray, MappedRows
-from autobp.common.errors import ConfigError, DataError
 from autobp.training.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
 from autobp.training.metrics import evaluate as evaluate_network
 

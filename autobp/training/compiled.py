@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from autobp.model.network import Network, Trace
 from autobp.engine import Primitive, Tensor
 from autobp.engine.compile import Program, compile_graph
+from autobp.model.network import Network, Trace
 
 RECORDING_SEED = 0  # masks drawn while recording only mark where masks go; their values are never used
 

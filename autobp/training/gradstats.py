@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 
+from autobp.common.files import CsvLog
 from autobp.health import SATURATION
 from autobp.model.network import Network, Trace
 from autobp.spec.catalog import ACTIVATIONS
-from autobp.common.files import CsvLog
 
 COLUMNS = [
     "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",

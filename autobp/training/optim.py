@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from autobp.engine import Tensor
 from autobp.common.errors import ConfigError, DataError
+from autobp.engine import Tensor
 from autobp.spec.catalog import OPTIMIZERS, SCHEDULES
 
 

@@ -21,31 +21,30 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import autobp
+from autobp.common import files
+from autobp.common.errors import AutobpError, ConfigError, DataError
+from autobp.common.runtime import keep_freed_memory
+from autobp.common.text import flatten, format_number, plural
 from autobp.health import describe, judge
+from autobp.model.data import Dataset
+from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
+from autobp.model.prepare import prepare
 from autobp.rundir import checkpoint
+from autobp.rundir import layout as rundir
 from autobp.rundir.histograms import HistogramLog, Histograms
 from autobp.rundir.histograms import read as read_histograms
 from autobp.rundir.reader import read_run
 from autobp.rundir.summary import Best, Divergence, EarlyStop, Status, Summary, read_summary, write_summary
-from autobp.common import files
-from autobp.rundir import layout as rundir
-from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
+from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
 from autobp.spec.config import Config, check_name
 from autobp.spec.configfile import dump_config, load_config
-from autobp.common.text import plural, flatten
-from autobp.model.data import Dataset
-from autobp.model.prepare import prepare
-from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.training.compiled import CompiledSteps
 from autobp.training.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.training.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
-from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
 from autobp.training.metrics import Meter, evaluate, loss_targets
 from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.training.progress import Progress
 from autobp.training.state import INIT_STREAM, STOP_SIGNALS, Clock, EarlyStopping, RandomStreams, StopRequests, now
-from autobp.common.text import format_number
-from autobp.common.runtime import keep_freed_memory
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autobp.common.runtime import keep_freed_memory
 from autobp.engine import Tensor, dense, mse, ops
 from autobp.engine.compile import Program, compile_graph
-from autobp.common.runtime import keep_freed_memory
 
 
 @dataclass
