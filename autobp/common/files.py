@@ -178,16 +178,6 @@ def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, st
     write_atomic(path, "\n".join(lines) + "\n")
 
 
-def format_value(value: Any) -> str:
-    """A CSV cell: numbers in full precision (str of a float is its shortest round-trip repr), None as empty,
-    text quoted where it holds a comma, quote or line break."""
-    if value is None:
-        return ""
-    if type(value) is str:
-        return _quoted(value)
-    return str(value)
-
-
 def _quoted(text: str) -> str:
     if any(c in text for c in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'
@@ -195,7 +185,8 @@ def _quoted(text: str) -> str:
 
 
 def format_row(row: Sequence[Any]) -> str:
-    """One CSV line; `format_value` written out inline, since the training loop writes many of these."""
+    """One CSV line: numbers in full precision (str of a float is its shortest round-trip repr), None as empty,
+    text quoted where it holds a comma, quote or line break; written inline, since the training loop writes many."""
     return ",".join(["" if v is None else _quoted(v) if type(v) is str else str(v) for v in row]) + "\n"
 
 

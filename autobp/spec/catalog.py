@@ -118,11 +118,6 @@ def lower_is_better(column: str) -> bool:
     return True if metric is None else metric.lower_is_better
 
 
-def better(column: str, a: float, b: float) -> bool:
-    """Whether value `a` of `column` is strictly better than `b`."""
-    return a < b if lower_is_better(column) else a > b
-
-
 def monitor_task(monitor: str) -> Task | None:
     """The task a monitored column needs (None: any task)."""
     return METRICS[metric_of(monitor)].task
