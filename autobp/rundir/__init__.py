@@ -1,1 +1,1 @@
-"""rundir"""
+"""The run directory: its layout, summary, checkpoint, histograms, and the reader every tool uses."""

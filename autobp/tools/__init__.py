@@ -1,1 +1,1 @@
-"""tools"""
+"""Commands that read run directories: reports, comparisons, predictions, plots, exports, the graph."""

@@ -1,1 +1,1 @@
-"""train"""
+"""The training loop and what it owns: optimizers, metrics, gradient statistics, progress, resumable state."""
