@@ -541,9 +541,11 @@ class Trainer:
             self.histograms.record(step, self.epoch, [(layer.weight.grad, layer.weight.data, z.data)
                                                       for layer, z in zip(self.network.layers, trace.pre_activations)])
         before = self.grads.before_update(step, trace, sums[0::2]) if logging else None
-        if self.config.optimizer.clip_grad_norm is not None:
-            clip_grad_norm(self.params, self.config.optimizer.clip_grad_norm)
-        updates = self.optimizer.step(lr)
+        clip = self.config.optimizer.clip_grad_norm
+        if clip is not None:
+            clip_grad_norm(self.params, clip)  # new gradient arrays: the flat buffer no longer holds them
+        flat = self.compiled.flat_grad if self.compiled is not None and clip is None else None
+        updates = self.optimizer.step(lr, flat)
         for p in self.params:
             p.grad = None
         if before is not None:
