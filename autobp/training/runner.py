@@ -535,35 +535,36 @@ class Trainer:
             loss = self.loss_fn(trace.output, yb)
             loss.backward()
             value = float(loss.data)
-        sums = self._check_finite(step, value, trace, logging)
+        weight_sums = self._check_finite(step, value, trace, logging)
         meter.add(trace.output.data, yb, value)
         if self.histograms.wants(step):
             self.histograms.record(step, self.epoch, [(layer.weight.grad, layer.weight.data, z.data)
                                                       for layer, z in zip(self.network.layers, trace.pre_activations)])
-        before = self.grads.before_update(step, trace, sums[0::2]) if logging else None
+        before = self.grads.before_update(step, trace, weight_sums) if logging else None
         clip = self.config.optimizer.clip_grad_norm
         if clip is not None:
             clip_grad_norm(self.params, clip)  # new gradient arrays: the flat buffer no longer holds them
         flat = self.compiled.flat_grad if self.compiled is not None and clip is None else None
         updates = self.optimizer.step(lr, flat)
-        for p in self.params:
-            p.grad = None
+        if self.compiled is None:  # backward adds to a gradient; a compiled step sets every one afresh
+            for p in self.params:
+                p.grad = None
         if before is not None:
             self.grads.after_update(step, self.epoch, before, updates)
 
     def _check_finite(self, step: int, loss: float, trace: Trace, logging: bool) -> list[float]:
-        """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them; a
-        compiled step that is not logged checks its one flat gradient buffer instead and returns no sums)."""
+        """Raise Diverged on a non-finite loss or gradient; return each weight gradient's sum, which the log
+        reuses (a compiled step checks its one flat gradient buffer instead, and returns no sums unless logged)."""
         # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
         flat = None if self.compiled is None else self.compiled.flat_grad
         if flat is not None and math.isfinite(loss) and math.isfinite(total(flat)):
-            return [total(p.grad) for p in self.params] if logging else []  # one pass when the log needs no sums
+            return [total(layer.weight.grad) for layer in self.network.layers] if logging else []
         sums = [total(p.grad) for p in self.params]
         if math.isfinite(loss) and all(map(math.isfinite, sums)):
-            return sums
+            return sums[0::2]
         layer = next((layer.name for layer in self.network.layers if not layer_gradients_finite(layer)), None)
         if layer is None and math.isfinite(loss):
-            return sums  # only a sum overflowed: every entry is finite
+            return sums[0::2]  # only a sum overflowed: every entry is finite
         self.grads.after_update(step, self.epoch, self.grads.before_update(step, trace, sums[0::2]), None)
         raise Diverged(step, layer)
 
