@@ -311,3 +311,52 @@ def test_clip_grad_norm_leaves_small_gradients_alone():
     assert clip_grad_norm([p], max_norm=10.0) == pytest.approx(5.0)
     np.testing.assert_array_equal(p.grad, np.array([3.0, 4.0], dtype=np.float32))
     assert p.grad.dtype == np.float32
+
+
+def _flat_layout(dtype) -> tuple[list[Tensor], np.ndarray]:
+    """Parameters of several shapes, and a flat gradient array their `.grad` are views into (a compiled step's)."""
+    from autobp.engine.compile import flat_views
+
+    rng = np.random.default_rng(7)
+    params = [param(rng.standard_normal(shape), dtype) for shape in [(3, 4), (4,), (4, 2), (2,)]]
+    flat, views = flat_views(params)
+    for p, view in zip(params, views):
+        p.grad = view
+    return params, flat
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_one_flat_update_equals_the_per_parameter_updates_bit_for_bit(name, dtype):
+    """Given the flat gradient, every parameter is updated by one call per formula: the same bits, state included."""
+    fused_params, flat = _flat_layout(dtype)
+    plain_params, _ = _flat_layout(dtype)
+    for p in plain_params:
+        p.grad = p.grad.copy()
+    fused = OPTIMIZERS[name](fused_params, decay=[True, False] * 2)
+    plain = OPTIMIZERS[name](plain_params, decay=[True, False] * 2)
+    rng = np.random.default_rng(8)
+    for _ in range(4):
+        flat[:] = rng.standard_normal(flat.size)
+        for p, f in zip(plain_params, fused_params):
+            p.grad = f.grad.copy()
+        returned = fused.step(LR, flat)
+        assert returned[0].base is returned[-1].base is not None  # views into one flat update: the fused path ran
+        fused_deltas = [d.copy() for d in returned]
+        plain_deltas = plain.step(LR)
+        for a, b in zip(fused_deltas + [p.data for p in fused_params], plain_deltas + [p.data for p in plain_params]):
+            assert a.dtype == b.dtype == dtype
+            assert a.tobytes() == b.tobytes()
+    for key, value in plain.state_dict().items():
+        assert fused.state_dict()[key].tobytes() == value.tobytes(), key
+
+
+def test_weight_decay_updates_parameter_by_parameter_even_with_a_flat_gradient():
+    """The L2 term applies to weights only, so with weight decay the flat gradient is not used: biases stay undecayed."""
+    params, flat = _flat_layout(np.float64)
+    flat[:] = 0.0
+    before = [p.data.copy() for p in params]
+    deltas = Sgd(params, decay=[True, False] * 2, weight_decay=0.5).step(LR, flat)
+    for p, old, delta, decayed in zip(params, before, deltas, [True, False] * 2):
+        np.testing.assert_allclose(delta, -LR * 0.5 * old if decayed else np.zeros_like(old), rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(p.data, old + delta)

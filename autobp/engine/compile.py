@@ -81,6 +81,12 @@ def _flat_buffer(params: Sequence[Tensor]) -> np.ndarray | None:
     return np.zeros(sum(p.data.size for p in params), dtypes.pop())
 
 
+def flat_views(params: Sequence[Tensor]) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """A zeroed array with room for every parameter and parameter-shaped views into it (None: mixed dtypes)."""
+    flat = _flat_buffer(params)
+    return None if flat is None else (flat, _views(flat, params))
+
+
 def _views(flat: np.ndarray, params: Sequence[Tensor]) -> list[np.ndarray]:
     """Parameter-shaped, contiguous views into `flat`, one after the other."""
     views, start = [], 0

@@ -6,7 +6,7 @@ keeps its sums in training units and scales them back (or, for mae and huber, ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,6 +59,8 @@ class Meter:
 
     Regression sums are kept in the units the network trains in and scaled to original units at the end:
     with targets standardized as y = (t − μ)/σ, a residual r in training units is rσ in original units.
+    Correct predictions are counted a few thousand rows at a time (an exact count either way, with one numpy
+    call per chunk rather than per batch), so `add` keeps the arrays it is given until then: do not modify them.
     """
 
     task: str
@@ -70,14 +72,18 @@ class Meter:
     _sse: np.ndarray | float = 0.0
     _y_sum: np.ndarray | float = 0.0
     _y_sq: np.ndarray | float = 0.0
+    _uncounted: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (outputs, targets) of batches
+    _uncounted_rows: int = 0
 
     def add(self, output: np.ndarray, targets: np.ndarray, loss_value: float) -> None:
         """Count one batch: network outputs, the loss's targets, and the loss the network trained on."""
         n = len(output)
         self._count += n
         if self.task == "classification":
-            labels = targets.reshape(-1)
-            self._correct += int(np.count_nonzero(predicted_classes(output, self.loss) == labels))
+            self._uncounted.append((output, targets))
+            self._uncounted_rows += n
+            if self._uncounted_rows >= EVAL_CHUNK:
+                self._count_correct()
             self._loss_sum += loss_value * n
             return
         residual = output - targets
@@ -90,11 +96,22 @@ class Meter:
                                                          to_original_units(targets, self.dataset)))  # fmt: skip
         self._loss_sum += loss_value * n
 
+    def _count_correct(self) -> None:
+        """Count the correct predictions of the batches added since the last count."""
+        if not self._uncounted:
+            return
+        outputs = np.concatenate([output for output, _ in self._uncounted])
+        labels = np.concatenate([targets.reshape(-1) for _, targets in self._uncounted])
+        self._correct += int(np.count_nonzero(predicted_classes(outputs, self.loss) == labels))
+        self._uncounted, self._uncounted_rows = [], 0
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """The sums so far, so that an epoch interrupted midway continues to the same metrics."""
+        self._count_correct()
         return {name.lstrip("_"): np.asarray(getattr(self, name)) for name in _SUMS}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self._uncounted, self._uncounted_rows = [], 0
         for name in _SUMS:
             value = state[name.lstrip("_")]
             setattr(self, name, value.item() if value.ndim == 0 else value)
@@ -104,6 +121,7 @@ class Meter:
         key = task_metric(self.task)
         if self._count == 0:
             return {"loss": None, key: None}
+        self._count_correct()
         if self.task == "classification":
             return {"loss": self._loss_sum / self._count, key: self._correct / self._count}
         scale = 1.0 if self.dataset.y_std is None else self.dataset.y_std**2

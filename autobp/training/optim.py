@@ -3,6 +3,10 @@
 Every optimizer updates `Tensor.data` in place (the network holds the same tensor objects) and returns the
 update ΔW it applied to each parameter, which the trainer logs. All arithmetic stays in the parameter's dtype:
 hyperparameters are Python floats, which NumPy never lets promote a float32 array.
+
+When the parameters share a dtype, each state array is a view into one flat array per slot, laid out as a compiled
+step lays out its gradients (`flat_views`): given that flat gradient, one call per formula updates every parameter.
+Every formula works entry by entry, so the numbers are the same as parameter by parameter, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from autobp.common.errors import ConfigError, DataError
 from autobp.engine import Tensor
+from autobp.engine.compile import flat_views
 from autobp.spec.catalog import OPTIMIZERS, SCHEDULES
 
 
@@ -30,21 +35,45 @@ class Optimizer:
         self.decay = [bool(d) for d in decay]
         self.weight_decay = float(weight_decay)
         self.steps = 0
-        self.state = {name: [np.zeros_like(p.data) for p in self.params] for name in self.slots}
+        layouts = {name: flat_views(self.params) for name in (*self.slots, "update")}
+        self._flat: dict[str, np.ndarray] | None = None  # each slot's (and the update's) flat array, if shared
+        if None in layouts.values():
+            self.state = {name: [np.zeros_like(p.data) for p in self.params] for name in self.slots}
+            return
+        self._flat = {name: layout[0] for name, layout in layouts.items()}
+        self.state = {name: layouts[name][1] for name in self.slots}
+        self._update_views = layouts["update"][1]
 
-    def step(self, lr: float) -> list[np.ndarray]:
-        """Apply one update with learning rate `lr`; return the update ΔW = new − old of each parameter."""
+    def step(self, lr: float, flat_grad: np.ndarray | None = None) -> list[np.ndarray]:
+        """Apply one update with learning rate `lr`; return the update ΔW = new − old of each parameter.
+
+        `flat_grad` holds every parameter's gradient in `flat_views` layout (as a compiled step leaves them);
+        without weight decay the update is then one call per formula, and ΔW are views the next step overwrites.
+        """
         lr = float(lr)
         self.steps += 1
+        if flat_grad is not None and self._flat is not None and not self.weight_decay:
+            return self._step_flat(flat_grad, lr)
         return [self._step_param(i, p, lr) for i, p in enumerate(self.params)]
+
+    def _step_flat(self, flat_grad: np.ndarray, lr: float) -> list[np.ndarray]:
+        self._update(None, flat_grad, lr, self._flat["update"])
+        for p, delta in zip(self.params, self._update_views):
+            p.data += delta
+        return list(self._update_views)
 
     def _step_param(self, i: int, p: Tensor, lr: float) -> np.ndarray:
         # A parameter the loss does not depend on has no gradient; like PyTorch, leave it alone.
         if p.grad is None:
             return np.zeros_like(p.data)
-        delta = self._update(i, p.data, self._gradient(i, p), lr)
+        delta = np.empty_like(p.data)
+        self._update(i, self._gradient(i, p), lr, delta)
         p.data += delta
         return delta
+
+    def _slot(self, name: str, i: int | None) -> np.ndarray:
+        """State `name` of parameter `i`, or of every parameter at once (i None) as one flat array."""
+        return self._flat[name] if i is None else self.state[name][i]
 
     def _gradient(self, i: int, p: Tensor) -> np.ndarray:
         """The gradient the formula sees: p.grad plus the L2 term wd·θ where decay applies (p.grad is not touched)."""
@@ -54,8 +83,9 @@ class Optimizer:
         g += p.grad
         return g
 
-    def _update(self, i: int, theta: np.ndarray, g: np.ndarray, lr: float) -> np.ndarray:
-        """The update ΔW for parameter `i` (values `theta`, gradient `g`); may advance its state, never `g`."""
+    def _update(self, i: int | None, g: np.ndarray, lr: float, out: np.ndarray) -> None:
+        """Write into `out` the update ΔW for parameter `i` (all at once if None) with gradient `g`; may advance
+        its state, never `g`."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -90,8 +120,8 @@ class Optimizer:
 class Sgd(Optimizer):
     """Plain gradient descent: θ ← θ − lr·g."""
 
-    def _update(self, i: int, theta: np.ndarray, g: np.ndarray, lr: float) -> np.ndarray:
-        return g * -lr
+    def _update(self, i: int | None, g: np.ndarray, lr: float, out: np.ndarray) -> None:
+        np.multiply(g, -lr, out=out)
 
 
 class Momentum(Optimizer):
@@ -105,24 +135,23 @@ class Momentum(Optimizer):
         super().__init__(params, decay=decay, weight_decay=weight_decay)
         self.momentum = float(momentum)
 
-    def _advance_velocity(self, i: int, g: np.ndarray) -> np.ndarray:
-        v = self.state["velocity"][i]
+    def _advance_velocity(self, i: int | None, g: np.ndarray) -> np.ndarray:
+        v = self._slot("velocity", i)
         v *= self.momentum
         v += g
         return v
 
-    def _update(self, i: int, theta: np.ndarray, g: np.ndarray, lr: float) -> np.ndarray:
-        return self._advance_velocity(i, g) * -lr
+    def _update(self, i: int | None, g: np.ndarray, lr: float, out: np.ndarray) -> None:
+        np.multiply(self._advance_velocity(i, g), -lr, out=out)
 
 
 class Nesterov(Momentum):
     """Nesterov momentum in PyTorch's form: v ← μv + g; θ ← θ − lr·(g + μv)."""
 
-    def _update(self, i: int, theta: np.ndarray, g: np.ndarray, lr: float) -> np.ndarray:
-        delta = self._advance_velocity(i, g) * self.momentum
-        delta += g
-        delta *= -lr
-        return delta
+    def _update(self, i: int | None, g: np.ndarray, lr: float, out: np.ndarray) -> None:
+        np.multiply(self._advance_velocity(i, g), self.momentum, out=out)
+        out += g
+        out *= -lr
 
 
 class RmsProp(Optimizer):
@@ -143,18 +172,17 @@ class RmsProp(Optimizer):
         self.rho = float(rho)
         self.eps = float(eps)
 
-    def _update(self, i: int, theta: np.ndarray, g: np.ndarray, lr: float) -> np.ndarray:
-        s = self.state["square_avg"][i]
-        # One scratch array serves as (1−ρ)g², then √s + eps, then the update itself.
-        scratch = np.square(g)
-        scratch *= 1.0 - self.rho
+    def _update(self, i: int | None, g: np.ndarray, lr: float, out: np.ndarray) -> None:
+        s = self._slot("square_avg", i)
+        # `out` serves as (1−ρ)g², then √s + eps, then the update itself.
+        np.square(g, out=out)
+        out *= 1.0 - self.rho
         s *= self.rho
-        s += scratch
-        np.sqrt(s, out=scratch)
-        scratch += self.eps
-        np.divide(g, scratch, out=scratch)
-        scratch *= -lr
-        return scratch
+        s += out
+        np.sqrt(s, out=out)
+        out += self.eps
+        np.divide(g, out, out=out)
+        out *= -lr
 
 
 class Adam(Optimizer):
@@ -177,24 +205,23 @@ class Adam(Optimizer):
         self.beta2 = float(beta2)
         self.eps = float(eps)
 
-    def _update(self, i: int, theta: np.ndarray, g: np.ndarray, lr: float) -> np.ndarray:
-        m = self.state["exp_avg"][i]
-        v = self.state["exp_avg_sq"][i]
-        # One scratch array serves as (1−β1)g, (1−β2)g², then √v̂ + eps, then the update itself.
-        scratch = np.multiply(g, 1.0 - self.beta1)
+    def _update(self, i: int | None, g: np.ndarray, lr: float, out: np.ndarray) -> None:
+        m = self._slot("exp_avg", i)
+        v = self._slot("exp_avg_sq", i)
+        # `out` serves as (1−β1)g, (1−β2)g², then √v̂ + eps, then the update itself.
+        np.multiply(g, 1.0 - self.beta1, out=out)
         m *= self.beta1
-        m += scratch
-        np.square(g, out=scratch)
-        scratch *= 1.0 - self.beta2
+        m += out
+        np.square(g, out=out)
+        out *= 1.0 - self.beta2
         v *= self.beta2
-        v += scratch
+        v += out
         # θ ← θ − lr·m̂/(√v̂ + eps) with m̂ = m/(1−β1^t), v̂ = v/(1−β2^t); the corrections are folded into scalars.
-        np.sqrt(v, out=scratch)
-        scratch *= 1.0 / math.sqrt(1.0 - self.beta2**self.steps)
-        scratch += self.eps
-        np.divide(m, scratch, out=scratch)
-        scratch *= -lr / (1.0 - self.beta1**self.steps)
-        return scratch
+        np.sqrt(v, out=out)
+        out *= 1.0 / math.sqrt(1.0 - self.beta2**self.steps)
+        out += self.eps
+        np.divide(m, out, out=out)
+        out *= -lr / (1.0 - self.beta1**self.steps)
 
 
 class AdamW(Adam):
@@ -203,11 +230,10 @@ class AdamW(Adam):
     def _gradient(self, i: int, p: Tensor) -> np.ndarray:
         return p.grad
 
-    def _update(self, i: int, theta: np.ndarray, g: np.ndarray, lr: float) -> np.ndarray:
-        delta = super()._update(i, theta, g, lr)
-        if self.weight_decay and self.decay[i]:
-            delta -= theta * (lr * self.weight_decay)
-        return delta
+    def _update(self, i: int | None, g: np.ndarray, lr: float, out: np.ndarray) -> None:
+        super()._update(i, g, lr, out)
+        if self.weight_decay and self.decay[i]:  # with weight decay, updates go parameter by parameter (i is set)
+            out -= self.params[i].data * (lr * self.weight_decay)
 
 
 # The update rule of each catalog optimizer; the catalog says which config keys it reads.

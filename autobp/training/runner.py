@@ -15,6 +15,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +28,7 @@ from autobp.common.runtime import keep_freed_memory
 from autobp.common.text import flatten, format_number, plural
 from autobp.health import describe, judge
 from autobp.model.data import Dataset
+from autobp.model.mapped import MappedRows
 from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
 from autobp.model.prepare import prepare
 from autobp.rundir import checkpoint
@@ -513,13 +515,14 @@ class Trainer:
         order = self.streams.shuffle.permutation(len(self.X))
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
         tick = self.progress.tick
+        rows_of = _row_gatherer(self.X)
         first = (self.step - start.first_step) * self.batch_size
         for begin in range(first, len(order), self.batch_size):
             batch = order[begin : begin + self.batch_size]
             step = self.step + 1
             last_batch = begin + self.batch_size >= len(order)
             ends = step == self.total_steps or (may_end and last_batch)
-            self._train_step(step, self.X[batch], self.y[batch], lr, start.meter, self.grads.wants(step, ends))
+            self._train_step(step, rows_of(batch), self.y.take(batch, 0), lr, start.meter, self.grads.wants(step, ends))
             self.step = step  # counts completed updates only
             tick(step)
             self.requests.check()
@@ -535,33 +538,36 @@ class Trainer:
             loss = self.loss_fn(trace.output, yb)
             loss.backward()
             value = float(loss.data)
-        sums = self._check_finite(step, value, trace, logging)
+        weight_sums = self._check_finite(step, value, trace, logging)
         meter.add(trace.output.data, yb, value)
         if self.histograms.wants(step):
             self.histograms.record(step, self.epoch, [(layer.weight.grad, layer.weight.data, z.data)
                                                       for layer, z in zip(self.network.layers, trace.pre_activations)])
-        before = self.grads.before_update(step, trace, sums[0::2]) if logging else None
-        if self.config.optimizer.clip_grad_norm is not None:
-            clip_grad_norm(self.params, self.config.optimizer.clip_grad_norm)
-        updates = self.optimizer.step(lr)
-        for p in self.params:
-            p.grad = None
+        before = self.grads.before_update(step, trace, weight_sums) if logging else None
+        clip = self.config.optimizer.clip_grad_norm
+        if clip is not None:
+            clip_grad_norm(self.params, clip)  # new gradient arrays: the flat buffer no longer holds them
+        flat = self.compiled.flat_grad if self.compiled is not None and clip is None else None
+        updates = self.optimizer.step(lr, flat)
+        if self.compiled is None:  # backward adds to a gradient; a compiled step sets every one afresh
+            for p in self.params:
+                p.grad = None
         if before is not None:
             self.grads.after_update(step, self.epoch, before, updates)
 
     def _check_finite(self, step: int, loss: float, trace: Trace, logging: bool) -> list[float]:
-        """Raise Diverged on a non-finite loss or gradient; return each gradient's sum (the log reuses them; a
-        compiled step that is not logged checks its one flat gradient buffer instead and returns no sums)."""
+        """Raise Diverged on a non-finite loss or gradient; return each weight gradient's sum, which the log
+        reuses (a compiled step checks its one flat gradient buffer instead, and returns no sums unless logged)."""
         # Summing each gradient is a cheap test: the sum is finite unless some entry is (or the sum overflows).
         flat = None if self.compiled is None else self.compiled.flat_grad
         if flat is not None and math.isfinite(loss) and math.isfinite(total(flat)):
-            return [total(p.grad) for p in self.params] if logging else []  # one pass when the log needs no sums
+            return [total(layer.weight.grad) for layer in self.network.layers] if logging else []
         sums = [total(p.grad) for p in self.params]
         if math.isfinite(loss) and all(map(math.isfinite, sums)):
-            return sums
+            return sums[0::2]
         layer = next((layer.name for layer in self.network.layers if not layer_gradients_finite(layer)), None)
         if layer is None and math.isfinite(loss):
-            return sums  # only a sum overflowed: every entry is finite
+            return sums[0::2]  # only a sum overflowed: every entry is finite
         self.grads.after_update(step, self.epoch, self.grads.before_update(step, trace, sums[0::2]), None)
         raise Diverged(step, layer)
 
@@ -645,6 +651,12 @@ class Trainer:
             row = pick(rows, key=lambda r: r[key])
             best[key] = Best(value=row[key], epoch=row["epoch"])
         return best
+
+
+def _row_gatherer(X: np.ndarray | MappedRows) -> Callable[[np.ndarray], np.ndarray]:
+    """X[rows] as a function: for an array, `take`, the same copy several times faster than fancy indexing at
+    batch size (a memory-mapped source reads its rows itself)."""
+    return partial(X.take, axis=0) if isinstance(X, np.ndarray) else X.__getitem__
 
 
 def _dropped(count: int) -> str:
