@@ -34,6 +34,7 @@ OVERFIT_MIN_RISE = 0.02  # the validation loss's fitted rise over that window, r
 # infinite by definition for a weight matrix of zeros.
 BLOW_UP_COLUMNS = ("grad_norm_w", "grad_norm_b", "weight_norm", "out_grad_norm", "grad_mean", "grad_std")
 
+
 @dataclass
 class LayerSummary:
     """One layer's row of the report; medians are over the finite logged values."""
@@ -192,7 +193,7 @@ def _signal_diagnosis(layers: list[LayerSummary], verdicts: list[LayerVerdict], 
     factor = 1 / judged.relative if verdict == "vanishing" and judged.relative > 0 else judged.relative
     how = (f"{_times(factor)} {'smaller' if verdict == 'vanishing' else 'larger'}" if judged.relative > 0
            else f"none of it reaches {worst.name}")  # fmt: skip
-    which = f"below 1/{SIGNAL_RATIO:g} of" if verdict == "vanishing" else f"above {SIGNAL_RATIO:g}×"
+    which = f"at most 1/{SIGNAL_RATIO:g} of" if verdict == "vanishing" else f"at least {SIGNAL_RATIO:g}×"
     return [Diagnosis(
         kind=f"{verdict}_gradients", layer=worst.name, layers=names,
         evidence={"signal": judged.signal, "signal_output_layer": output.signal, "ratio": factor,
