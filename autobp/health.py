@@ -15,7 +15,7 @@ import numpy as np
 
 from autobp.common.text import format_number
 from autobp.rundir.reader import RunLog
-from autobp.rundir.summary import Diagnosis, Health, LayerVerdict
+from autobp.rundir.summary import Diagnosis, Health, InstrumentVerdict, LayerVerdict
 from autobp.spec.catalog import ACTIVATIONS
 from autobp.spec.config import SYNTHETIC_DEFAULTS
 
@@ -120,7 +120,8 @@ def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
     """The run's gradient health: one verdict per layer and every diagnosis, most likely cause first."""
     layers = summarize_layers(log) if layers is None else layers
     verdicts = layer_verdicts(layers)
-    return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts))
+    instruments = instrument_verdicts(log)
+    return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts, instruments), instruments=instruments)
 
 
 def layer_verdicts(layers: list[LayerSummary]) -> list[LayerVerdict]:
@@ -159,16 +160,19 @@ def describe(verdict: LayerVerdict) -> str:
     return f"{verdict.layer} ({verdict.activation or '?'}): {verdict.verdict} ({evidence})"
 
 
-def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict]) -> list[Diagnosis]:
+def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict],
+             instruments: list[InstrumentVerdict] | None = None) -> list[Diagnosis]:  # fmt: skip
     """Every diagnosis the logs trigger, most likely cause first; empty for a healthy run.
 
     A blow-up and a too-high learning rate lead: vanishing, exploding, saturated or dead layers in such a run are
     its symptoms, not its cause."""
+    instruments = instrument_verdicts(log) if instruments is None else instruments
     signal = [*_signal_diagnosis(layers, verdicts, "vanishing"), *_signal_diagnosis(layers, verdicts, "exploding")]
-    rate = _learning_rate(log, layers)
+    rate = _learning_rate(log, layers, instruments)
     high = [d for d in rate if d.kind == "learning_rate_high"]
     low = [d for d in rate if d.kind == "learning_rate_low"]
-    return [*_blow_up(log), *high, *signal, *_inactive_units(layers), *low, *_overfitting(log)]
+    noise = _gradient_noise(log, instruments)
+    return [*_blow_up(log), *high, *signal, *_inactive_units(layers), *noise, *low, *_overfitting(log)]
 
 
 def _signal_diagnosis(layers: list[LayerSummary], verdicts: list[LayerVerdict], verdict: str) -> list[Diagnosis]:
@@ -263,20 +267,28 @@ def _inactive_units(layers: list[LayerSummary]) -> list[Diagnosis]:
     return found
 
 
-def _learning_rate(log: RunLog, layers: list[LayerSummary]) -> list[Diagnosis]:
+def _learning_rate(log: RunLog, layers: list[LayerSummary], instruments: list[InstrumentVerdict]) -> list[Diagnosis]:
     """Judged on the layer that moves most: lower layers may move little because their signal vanishes, which
-    a larger learning rate would not cure."""
+    a larger learning rate would not cure. The instruments' step quality and curvature add their evidence; a rate
+    they call too high is never called too low."""
     # A layer that did not move has no gradient (dead units, a vanished signal): it says nothing about the rate.
     moving = [layer for layer in layers if layer.update_ratio_median]
-    if not moving:
+    rate_evidence = instrument_rate_evidence(instruments)
+    if not moving and rate_evidence is None:
         return []
-    fastest = max(moving, key=lambda layer: layer.update_ratio_median)
-    ratio = fastest.update_ratio_median
-    if UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
+    fastest = max(moving, key=lambda layer: layer.update_ratio_median) if moving else None
+    ratio = fastest.update_ratio_median if fastest else HEALTHY_UPDATE_RATIO
+    by_ratio = None if UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH else ratio > UPDATE_RATIO_HIGH
+    by_instruments = None if rate_evidence is None else rate_evidence[0]
+    if by_ratio is None and by_instruments is None:
         return []
-    high = ratio > UPDATE_RATIO_HIGH
+    high = bool(by_ratio) or bool(by_instruments)
+    if by_ratio is None or by_ratio != high:
+        return [_instrument_rate_diagnosis(log, high, rate_evidence, fastest)]
     threshold = UPDATE_RATIO_HIGH if high else UPDATE_RATIO_LOW
     evidence: dict[str, Any] = {"update_ratio_median": ratio, "threshold": threshold}
+    if rate_evidence is not None and rate_evidence[0] == high:
+        evidence |= rate_evidence[1]
     advice = f"{'lower' if high else 'raise'} `optimizer.lr`"
     if log.config is not None:
         lr = log.config.optimizer.lr
@@ -288,11 +300,12 @@ def _learning_rate(log: RunLog, layers: list[LayerSummary]) -> list[Diagnosis]:
         advice += f" from {lr:g} to about {proposal:g}"
     if high:
         advice += ", or set `optimizer.clip_grad_norm: 1.0`"
+    also = f"; {rate_evidence[2]}" if rate_evidence is not None and rate_evidence[0] == high else ""
     return [Diagnosis(
         kind="learning_rate_high" if high else "learning_rate_low", layer=fastest.name, evidence=evidence,
         message=f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
         f"{format_number(ratio)}, {'above' if high else 'below'} {threshold:g} (about {HEALTHY_UPDATE_RATIO:g} "
-        "is healthy)",
+        f"is healthy){also}",
         suggestion=advice,
     )]  # fmt: skip
 
@@ -332,3 +345,135 @@ def _is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
+
+
+# --- instruments (instruments.csv) ----------------------------------------------------------------------------
+# Each instrument is judged on the `total` rows over a window of the instrumented steps: the noise scale over the
+# first half (it grows without bound as the gradient shrinks near a minimum, which is no batch problem), the others
+# over the last third. A verdict needs at least MIN_INSTRUMENTED values there.
+
+NOISE_SCALE_FACTOR = 10.0  # gradient_noise: the smoothed noise scale at least this many times the batch size
+NORM_TEST_LIMIT = 1.0  # norm and inner-product tests: above 1, the batch gradient's noise outweighs the gradient
+ORTHO_TEST_LIMIT = 5.84  # orthogonality test ν: Bollapragada et al. (2018)'s suggested value
+ALPHA_LOW = -0.5  # step quality α persistently below: the steps barely move along the fitted quadratic
+ALPHA_HIGH = 1.0  # α persistently above: the steps overshoot the minimum along their direction
+STABILITY_LIMIT = 2.0  # lr·λ_max beyond it, gradient descent on the local quadratic diverges (Cohen et al. 2021)
+TREND_CHANGE = 0.1  # a window's fitted change, relative to its median, that counts as rising or falling
+MIN_INSTRUMENTED = 3
+
+
+def instrument_verdicts(log: RunLog) -> list[InstrumentVerdict]:
+    """Each logged instrument's recent value, trend and verdict, in instruments.csv's column order."""
+    total = log.instruments.total if log.instruments is not None else None
+    if total is None:
+        return []
+    batch = log.config.training.batch_size if log.config is not None else None
+    found = []
+    for column, early in (("noise_scale_smoothed", True), ("norm_test", False), ("inner_test", False),
+                          ("ortho_test", False), ("alpha", False), ("lr_lambda_max", False)):  # fmt: skip
+        steps, values = total.series(column)
+        kept = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
+        if len(kept) < MIN_INSTRUMENTED:
+            continue
+        window = kept[: max(MIN_INSTRUMENTED, len(kept) // 2)] if early else kept[-max(MIN_INSTRUMENTED, len(kept) // 3):]
+        value = median(v for _, v in window)
+        where = f"steps {window[0][0]}–{window[-1][0]}"
+        verdict, threshold, message = _instrument_verdict(column, value, batch, log)
+        found.append(InstrumentVerdict(instrument=column, value=value, trend=_trend(window, value), verdict=verdict,
+                                       threshold=threshold, window=where, message=message))  # fmt: skip
+    return found
+
+
+def _instrument_verdict(column: str, value: float, batch: int | None, log: RunLog) -> tuple[str, float, str]:
+    """(verdict, the threshold that decided it, a sentence saying so) for one instrument's judged value."""
+    shown = format_number(value)
+    if column == "noise_scale_smoothed":
+        if batch is None:
+            return "ok", math.inf, f"smoothed noise scale {shown}; a full batch has no smaller batch to compare"
+        limit = NOISE_SCALE_FACTOR * batch
+        if value >= limit:
+            return ("batch far below the noise scale", limit,
+                    f"smoothed noise scale {shown} is at least {NOISE_SCALE_FACTOR:g}× the batch size {batch}: most "
+                    "of each step is noise")  # fmt: skip
+        return "ok", limit, f"smoothed noise scale {shown} is below {NOISE_SCALE_FACTOR:g}× the batch size {batch}"
+    if column in ("norm_test", "inner_test", "ortho_test"):
+        limit = ORTHO_TEST_LIMIT if column == "ortho_test" else NORM_TEST_LIMIT
+        if value > limit:
+            return "noisy batch gradient", limit, f"{column} {shown} is above {limit:g}: the batch is too small for it"
+        return "ok", limit, f"{column} {shown} is at most {limit:g}"
+    if column == "alpha":
+        if value < ALPHA_LOW:
+            return "steps too short", ALPHA_LOW, f"median α {shown} is below {ALPHA_LOW:g}: the steps barely move"
+        if value > ALPHA_HIGH:
+            return "overshooting", ALPHA_HIGH, f"median α {shown} is above {ALPHA_HIGH:g}: the steps overshoot"
+        return "ok", ALPHA_HIGH, f"median α {shown} is within [{ALPHA_LOW:g}, {ALPHA_HIGH:g}]"
+    climbing = _loss_climbs(log)
+    if value > STABILITY_LIMIT:
+        verdict = "beyond the stability limit" + (" with a climbing loss" if climbing else "")
+        loss = "the training loss climbs" if climbing else "the training loss does not climb"
+        return verdict, STABILITY_LIMIT, f"lr·λ_max {shown} is above {STABILITY_LIMIT:g} and {loss}"
+    return "ok", STABILITY_LIMIT, f"lr·λ_max {shown} is at most {STABILITY_LIMIT:g}"
+
+
+def _trend(window: list[tuple[int, float]], value: float | None) -> str:
+    if len(window) < 2 or not value:
+        return "flat"
+    steps = np.array([s for s, _ in window], dtype=float)
+    slope = float(np.polyfit(steps, [v for _, v in window], 1)[0])
+    change = slope * (steps[-1] - steps[0]) / abs(value)
+    return "rising" if change > TREND_CHANGE else "falling" if change < -TREND_CHANGE else "flat"
+
+
+def _loss_climbs(log: RunLog) -> bool:
+    """Whether the training loss rises over the last third of the epochs (a straight-line fit)."""
+    rows = [row for row in log.metrics if _is_finite(row.get("train_loss")) and _is_finite(row.get("epoch"))]
+    if len(rows) < 2:
+        return False
+    window = rows[-max(2, len(rows) // 3):]
+    return float(np.polyfit([r["epoch"] for r in window], [r["train_loss"] for r in window], 1)[0]) > 0
+
+
+def instrument_rate_evidence(instruments: list[InstrumentVerdict]) -> tuple[bool, dict[str, Any], str] | None:
+    """What the instruments say of the learning rate: (too high?, evidence, a sentence), or None if nothing."""
+    by_name = {v.instrument: v for v in instruments}
+    alpha, sharp = by_name.get("alpha"), by_name.get("lr_lambda_max")
+    if sharp is not None and sharp.verdict.endswith("with a climbing loss"):
+        return True, {"lr_lambda_max": sharp.value, "stability_limit": STABILITY_LIMIT}, sharp.message
+    if alpha is not None and alpha.verdict != "ok":
+        high = alpha.verdict == "overshooting"
+        return high, {"alpha_median": alpha.value, "alpha_threshold": alpha.threshold}, alpha.message
+    return None
+
+
+def _instrument_rate_diagnosis(log: RunLog, high: bool, rate_evidence: tuple[bool, dict[str, Any], str] | None,
+                               fastest: LayerSummary | None) -> Diagnosis:  # fmt: skip
+    """A learning-rate diagnosis the instruments decided (the update ratio alone did not, or said otherwise)."""
+    evidence = dict(rate_evidence[1]) if rate_evidence is not None else {}
+    if fastest is not None:
+        evidence["update_ratio_median"] = fastest.update_ratio_median
+    advice = f"{'lower' if high else 'raise'} `optimizer.lr`"
+    if log.config is not None:
+        lr = log.config.optimizer.lr
+        evidence["lr"] = lr
+        advice += f" from {lr:g} to about {float(f'{lr / 10 if high else lr * 10:.1g}'):g}"
+    if high:
+        advice += ", or set `optimizer.clip_grad_norm: 1.0`"
+    return Diagnosis(kind="learning_rate_high" if high else "learning_rate_low", layer=None, evidence=evidence,
+                     message=rate_evidence[2] if rate_evidence is not None else "", suggestion=advice)  # fmt: skip
+
+
+def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict]) -> list[Diagnosis]:
+    """The batch is far smaller than the smoothed gradient noise scale: its steps are mostly noise."""
+    verdict = next((v for v in instruments if v.instrument == "noise_scale_smoothed" and v.verdict != "ok"), None)
+    if verdict is None or log.config is None or log.config.training.batch_size is None:
+        return []
+    batch = log.config.training.batch_size
+    proposal = int(float(f"{verdict.value:.1g}"))
+    return [Diagnosis(
+        kind="gradient_noise", layer=None,
+        evidence={"noise_scale_smoothed": verdict.value, "batch_size": batch, "threshold": NOISE_SCALE_FACTOR,
+                  "window": verdict.window, "suggested_batch_size": proposal},
+        message=f"over {verdict.window} the {verdict.message}",
+        suggestion=f"raise `training.batch_size` from {batch} to about {proposal} (the noise scale), or lower "
+                   "`optimizer.lr` in proportion to average the noise over more steps",
+    )]  # fmt: skip

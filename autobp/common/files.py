@@ -160,16 +160,24 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def parse_cell(column: str, text: str | None) -> int | float | str | None:
-    """A logged value: `epoch` and `step` as ints, `layer` as text, the rest as floats; empty (or missing) is None.
+    """A logged value: `epoch` and `step` as ints, `layer` and `block` as text, the rest as floats; empty (or missing)
+    is None.
 
     Raises ValueError for text that is not a number where one belongs."""
     if text is None or text == "":
         return None
     if column in ("epoch", "step"):
         return int(text)
-    if column == "layer":
+    if column in ("layer", "block"):
         return text
     return float(text)
+
+
+def ends_a_line(path: Path) -> bool:
+    """Whether a (non-empty) file's last byte ends a line: a log cut mid-write does not."""
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
 
 
 def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
