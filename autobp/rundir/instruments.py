@@ -65,16 +65,13 @@ def read(run_dir: Path) -> InstrumentLog | None:
     rows = files.read_rows(path)
     if rows and list(rows[0]) != COLUMNS:
         raise DataError(f"{path}: not an instruments log (its columns are not {', '.join(COLUMNS)})")
+    if rows and not files.ends_a_line(path):
+        rows.pop()  # half-written by a kill: even a last number that parses may be missing digits
     blocks: dict[str, BlockLog] = {}
     for index, row in enumerate(rows):
-        try:
-            parsed = {column: files.parse_cell(column, row[column]) for column in COLUMNS}
-            if parsed["step"] is None or not parsed["block"]:
-                raise ValueError("no step or block")
-        except (ValueError, TypeError):
-            if index == len(rows) - 1:
-                break  # half-written by a kill
-            raise DataError(f"{path}:{index + 2}: a damaged row") from None
+        if not _whole(row):
+            raise DataError(f"{path}:{index + 2}: a damaged row (every column needs a value or an empty cell)")
+        parsed = {column: files.parse_cell(column, row[column]) for column in COLUMNS}
         block = blocks.setdefault(str(parsed["block"]), BlockLog(str(parsed["block"])))
         block.steps.append(int(parsed["step"]))
         block.epochs.append(int(parsed["epoch"] or 0))
