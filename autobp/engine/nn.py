@@ -6,9 +6,13 @@ numerically stable form of its gradient. Every loss is the mean over all element
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from autobp.engine.tensor import Primitive
+from autobp.engine import ops
+from autobp.engine.ops import data_of
+from autobp.engine.tensor import Primitive, Tensor
 
 
 class Dense(Primitive):
@@ -58,6 +62,8 @@ class Loss(Primitive):
     """A loss L(prediction, target) = mean of a pointwise term; its rules come from the pointwise slope.
 
     `slope(pred, target, scale)` returns scale · ∂term/∂pred: folding the scalar in saves a pass over the batch.
+    On tensors the slope is `slope_graph(pred, target)`, ∂term/∂pred in engine operations (`slope` itself where
+    its arithmetic works on tensors).
     """
 
     def slope(self, pred: np.ndarray, target: np.ndarray, scale: float, **kwargs: float) -> np.ndarray:
@@ -74,6 +80,17 @@ class Loss(Primitive):
         """ℓ_n, each example's loss: its terms' mean, so that the loss is the mean of ℓ_n over the batch."""
         terms = self.terms(pred, target, **kwargs)
         return terms.reshape(len(terms), -1).mean(axis=1)
+
+    def slope_graph(self, pred: Tensor, target: Any, **kwargs: float) -> Tensor:
+        return self.slope(pred, target, 1.0, **kwargs)
+
+    def vjp_graph(self, i, g, out, pred, target, **kwargs):
+        s = self.slope_graph(pred, target, **kwargs) * (g * (1.0 / pred.size))
+        return s if i == 0 else -s
+
+    def jvp_graph(self, i, t, out, pred, target, **kwargs):
+        s = ops.sum(self.slope_graph(pred, target, **kwargs) * t) * (1.0 / pred.size)
+        return s if i == 0 else -s
 
     def vjp(self, i, g, out, pred, target, **kwargs):
         s = self.slope(pred, target, float(g) / pred.size, **kwargs)
@@ -104,6 +121,9 @@ class MeanAbsoluteError(Loss):
     def slope(self, pred, target, scale):
         return np.sign(pred - target) * scale
 
+    def slope_graph(self, pred, target):
+        return np.sign(data_of(pred) - data_of(target))  # piecewise constant: no second derivative
+
 
 class Huber(Loss):
     """½r² for |r| ≤ δ, δ(|r| − ½δ) beyond: quadratic near the target, linear (robust) far from it."""
@@ -117,6 +137,9 @@ class Huber(Loss):
     def slope(self, pred, target, scale, delta=1.0):
         return np.clip(pred - target, -delta, delta) * scale
 
+    def slope_graph(self, pred, target, delta=1.0):
+        return ops.clip(pred - target, low=-delta, high=delta)
+
 
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy from logits z and targets y in [0, 1]: max(z, 0) − zy + log(1 + e^−|z|)."""
@@ -129,6 +152,9 @@ class BinaryCrossEntropy(Loss):
     def slope(self, logits, target, scale):
         return (_sigmoid(logits) - target) * scale
 
+    def slope_graph(self, logits, target):
+        return ops.sigmoid(logits) - target
+
     def vjp(self, i, g, out, logits, target):
         if i == 0:
             return super().vjp(i, g, out, logits, target)
@@ -138,6 +164,16 @@ class BinaryCrossEntropy(Loss):
         if i == 0:
             return super().jvp(i, t, out, logits, target)
         return -np.sum(logits * t) / logits.size
+
+    def vjp_graph(self, i, g, out, logits, target):
+        if i == 0:
+            return super().vjp_graph(i, g, out, logits, target)
+        return logits * (g * (-1.0 / logits.size))
+
+    def jvp_graph(self, i, t, out, logits, target):
+        if i == 0:
+            return super().jvp_graph(i, t, out, logits, target)
+        return ops.sum(logits * t) * (-1.0 / logits.size)
 
 
 class CrossEntropy(Primitive):
@@ -166,6 +202,17 @@ class CrossEntropy(Primitive):
 
     def jvp(self, i, t, out, logits, labels):
         return np.sum(self._slope(logits, labels, 1.0) * t)
+
+    def _slope_graph(self, logits, labels):
+        onehot = np.zeros_like(logits.data)
+        onehot[np.arange(len(labels)), labels] = 1.0
+        return (ops.exp(ops.log_softmax(logits, axis=1)) - onehot) * (1.0 / len(labels))
+
+    def vjp_graph(self, i, g, out, logits, labels):
+        return self._slope_graph(logits, labels) * g
+
+    def jvp_graph(self, i, t, out, logits, labels):
+        return ops.sum(self._slope_graph(logits, labels) * t)
 
 
 dense = Dense()
