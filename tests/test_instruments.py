@@ -94,10 +94,10 @@ def test_every_column_matches_per_example_gradients(tmp_path: Path, activation: 
     trace = network.forward(X, retain=True)
     batch_loss = LOSSES[loss].engine(trace.output, y)
     batch_loss.backward()
-    instruments = Instruments(network, config.training.instruments, "auto", 10)
+    instruments = Instruments(network, config.training.instruments, "auto", 10, loss)
     per_example = LOSSES[loss].engine.per_example(trace.output.data, y)
     np.testing.assert_allclose(per_example, losses, rtol=1e-12)
-    instruments.before_update(1, 1, X, trace, per_example, float(batch_loss.data), 0.05, None)
+    instruments.before_update(1, 1, X, y, trace, per_example, float(batch_loss.data), 0.05)
     rows = {row[2]: dict(zip(instrument_file.COLUMNS, row)) for row in instruments.pending}
     assert list(rows) == ["layer0", "layer1", "layer2", "total"]
     for name, G_block in blocks(network, G).items():
@@ -220,3 +220,60 @@ def test_instruments_are_off_by_default_and_auto_follows_the_gradient_log(tmp_pa
     assert not (train(plain).run_dir / "instruments.csv").exists()
     auto = train(settings(tmp_path, log_every=3, instruments={"every": "auto"}))
     assert instrument_file.read(auto.run_dir).total.steps == [1, 3, 6, 9, 12]
+
+
+def finite_difference_hessian(network, loss: str, X: np.ndarray, y: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """The full Hessian of the batch loss from central differences of the engine's gradients, symmetrized."""
+    params = network.parameters()
+    theta = flat([p.data for p in params])
+
+    def gradient(at: np.ndarray) -> np.ndarray:
+        start = 0
+        for p in params:
+            p.data[...] = at[start : start + p.data.size].reshape(p.data.shape)
+            start += p.data.size
+        value = LOSSES[loss].engine(network.forward(X).output, y)
+        value.backward()
+        found = flat([p.grad for p in params])
+        for p in params:
+            p.grad = None
+        return found
+
+    columns = []
+    for j in range(theta.size):
+        step = np.zeros_like(theta)
+        step[j] = eps
+        columns.append((gradient(theta + step) - gradient(theta - step)) / (2 * eps))
+    gradient(theta)  # put the parameters back
+    H = np.array(columns).T
+    return (H + H.T) / 2
+
+
+@pytest.mark.parametrize("loss, activation", [("cross_entropy", "tanh"), ("mse", "sigmoid"), ("huber", "softplus")])
+def test_lambda_max_is_the_dominant_eigenvalue_of_the_finite_difference_hessian(tmp_path: Path, loss: str,
+                                                                               activation: str) -> None:  # fmt: skip
+    curvature = {"every": 1, "curvature_every": 1, "power_iterations": 1000}
+    config_dict = settings(tmp_path, loss, activation, max_steps=1, instruments=curvature)
+    total = instrument_file.read(train(config_dict).run_dir).total
+    config, data = prepare(config_dict)
+    network = build_network(config, data.n_features, np.random.default_rng([3, INIT_STREAM]))
+    batch = np.random.default_rng([3, SHUFFLE_STREAM]).permutation(len(data.X_train))[:8]
+    y = loss_targets(data.y_train, loss, np.dtype("float64"))
+    eigenvalues = np.linalg.eigvalsh(finite_difference_hessian(network, loss, data.X_train[batch], y[batch]))
+    dominant = eigenvalues[np.argmax(np.abs(eigenvalues))]
+    assert total.values("lambda_max")[0] == pytest.approx(dominant, rel=1e-6)
+    assert total.values("lr_lambda_max")[0] == pytest.approx(0.05 * dominant, rel=1e-6)
+
+
+def test_curvature_steps_warm_start_and_resume_exactly(tmp_path: Path, monkeypatch) -> None:
+    curvature = {"every": 2, "curvature_every": 3, "power_iterations": 4}
+    config_dict = settings(tmp_path, epochs=3, checkpoint_every=1, instruments=curvature)
+    reference = train(config_dict).run_dir
+    total = instrument_file.read(reference).total
+    assert [s for s, v in zip(total.steps, total.values("lambda_max")) if v is not None] == [3, 6, 9, 12, 15, 18]
+    assert total.steps == [1, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15, 16, 18]
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 11)
+        broken = train(config_dict)
+    resume(broken.run_dir)
+    assert (broken.run_dir / "instruments.csv").read_bytes() == (reference / "instruments.csv").read_bytes()

@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from autobp.common.files import CsvLog
-from autobp.model.network import Network, Trace
+from autobp.engine.functional import hvp as hessian_vector_product
+from autobp.model.network import Network, Trace, network_loss
 from autobp.rundir.instruments import TOTAL
 from autobp.spec.config import InstrumentsConfig
 from autobp.training.gradstats import log_interval
@@ -41,6 +42,14 @@ def example_sq_norms(x: np.ndarray, dz: np.ndarray) -> np.ndarray:
 def example_projections(x: np.ndarray, dz: np.ndarray, v_weight: np.ndarray, v_bias: np.ndarray) -> np.ndarray:
     """⟨g_n, v⟩ over one dense layer's weights and bias for each example (v a direction in its parameters)."""
     return np.einsum("ij,ij->i", x @ v_weight + v_bias, dz) * float(len(x))
+
+
+def batch_hvp(network: Network, xb: np.ndarray, yb: np.ndarray, loss: str) -> Hvp:
+    """v ↦ H v for the Hessian of the batch loss at the network's current parameters (forward over reverse; the
+    network without dropout)."""
+    loss_of = network_loss(network, xb, yb, loss)
+    params = [p.data for p in network.parameters()]
+    return lambda v: hessian_vector_product(loss_of, params, v)
 
 
 def dominant_eigenvalue(hvp: Hvp, start: list[np.ndarray], iterations: int) -> tuple[float, list[np.ndarray]]:
@@ -106,9 +115,11 @@ class _Start:
 class Instruments:
     """Computes the instruments at their steps and appends them to instruments.csv."""
 
-    def __init__(self, network: Network, config: InstrumentsConfig, log_every: int | str, total_steps: int) -> None:
+    def __init__(self, network: Network, config: InstrumentsConfig, log_every: int | str, total_steps: int,
+                 loss: str) -> None:  # fmt: skip
         self.network = network
         self.config = config
+        self.loss = loss
         self.log: CsvLog | None = None  # instruments.csv, opened when training starts
         self.interval = log_interval(log_every if config.every == "auto" else config.every, total_steps)
         self.blocks = [layer.name for layer in network.layers] + [TOTAL]
@@ -131,8 +142,8 @@ class Instruments:
         """Whether `step` needs the backward pass's ∂L/∂z: instrumented, or the end of a step whose α waits."""
         return self.wants(step) or (self.start is not None and self.start.step == step - 1)
 
-    def before_update(self, step: int, epoch: int, xb: np.ndarray, trace: Trace, losses: np.ndarray, loss: float,
-                      lr: float, hvp: Callable[[], Hvp] | None) -> None:  # fmt: skip
+    def before_update(self, step: int, epoch: int, xb: np.ndarray, yb: np.ndarray, trace: Trace, losses: np.ndarray,
+                      loss: float, lr: float) -> None:  # fmt: skip
         """Take the step's gradients (raw: before clipping and weight decay): finish the waiting α with this batch,
         and measure this step if it is instrumented (`losses` are the per-example losses ℓ_n, `loss` their mean)."""
         inputs = [xb, *(f.data for f in trace.outputs[:-1])]
@@ -143,8 +154,8 @@ class Instruments:
             return
         rows = self._first_order(step, epoch, seen)
         lambda_max = None
-        if self.curvature_step(step) and hvp is not None:
-            lambda_max = self._curvature(hvp())
+        if self.curvature_step(step):
+            lambda_max = self._curvature(batch_hvp(self.network, xb, yb, self.loss))
         total = rows[-1]
         total[-2:] = [lambda_max, None if lambda_max is None else lr * lambda_max]
         self.pending = rows

@@ -320,7 +320,7 @@ class Trainer:
         self._last_checkpoint = time.monotonic()
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
         self.instruments = None if training.instruments is None else Instruments(
-            self.network, training.instruments, training.log_every, self.total_steps)  # fmt: skip
+            self.network, training.instruments, training.log_every, self.total_steps, config.loss)  # fmt: skip
 
     def restore(self, state: checkpoint.Checkpoint | None, notes: Sequence[str] = ()) -> str:
         """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over). Returns
@@ -555,8 +555,8 @@ class Trainer:
                                                       for layer, z in zip(self.network.layers, trace.pre_activations)])
         before = self.grads.before_update(step, trace, weight_sums) if logging else None
         if observed:
-            self.instruments.before_update(step, self.epoch, xb, trace, self.loss_fn.per_example(trace.output.data, yb),
-                                           value, lr, None)  # fmt: skip
+            self.instruments.before_update(step, self.epoch, xb, yb, trace,
+                                           self.loss_fn.per_example(trace.output.data, yb), value, lr)  # fmt: skip
         clip = self.config.optimizer.clip_grad_norm
         if clip is not None:
             clip_grad_norm(self.params, clip)  # new gradient arrays: the flat buffer no longer holds them
