@@ -52,8 +52,22 @@ def batch_hvp(network: Network, xb: np.ndarray, yb: np.ndarray, loss: str) -> Hv
     return lambda v: hessian_vector_product(loss_of, params, v)
 
 
+def largest_eigenvalue(hvp: Hvp, start: list[np.ndarray], iterations: int) -> tuple[float, list[np.ndarray]]:
+    """The Hessian's largest eigenvalue and its unit eigenvector: power iteration from `start` finds the eigenvalue
+    of largest magnitude; when that is negative, a second power iteration on H − λI finds the largest one."""
+    value, vector = dominant_eigenvalue(hvp, start, iterations)
+    if not value < 0:
+        return value, vector
+
+    def shifted(v: list[np.ndarray]) -> list[np.ndarray]:
+        return [hv - value * x for hv, x in zip(hvp(v), v)]
+
+    excess, vector = dominant_eigenvalue(shifted, start, iterations)
+    return value + excess, vector
+
+
 def dominant_eigenvalue(hvp: Hvp, start: list[np.ndarray], iterations: int) -> tuple[float, list[np.ndarray]]:
-    """The Hessian's eigenvalue of largest magnitude and its unit eigenvector, by power iteration from `start`."""
+    """The eigenvalue of largest magnitude and its unit eigenvector, by power iteration from `start`."""
     v = _normalized(start)
     value = math.nan
     for _ in range(iterations):
@@ -233,7 +247,7 @@ class Instruments:
         if start is None:
             rng = np.random.default_rng(0)  # a fixed start: the same run gives the same numbers
             start = [rng.standard_normal(p.data.shape) for p in self.network.parameters()]
-        value, self.eigenvector = dominant_eigenvalue(hvp, start, self.config.power_iterations)
+        value, self.eigenvector = largest_eigenvalue(hvp, start, self.config.power_iterations)
         return value
 
     def flush(self) -> None:
