@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from autobp.common.text import format_number
+from autobp.rundir.instruments import BlockLog
 from autobp.rundir.reader import RunLog
 from autobp.rundir.summary import Diagnosis, Health, InstrumentVerdict, LayerVerdict
 from autobp.spec.catalog import ACTIVATIONS
@@ -352,8 +353,12 @@ def _is_finite(value: float | None) -> bool:
 # first half (it grows without bound as the gradient shrinks near a minimum, which is no batch problem), the others
 # over the last third. A verdict needs at least MIN_INSTRUMENTED values there.
 
-NOISE_SCALE_FACTOR = 10.0  # gradient_noise: the smoothed noise scale at least this many times the batch size
-NORM_TEST_LIMIT = 1.0  # norm and inner-product tests: above 1, the batch gradient's noise outweighs the gradient
+# gradient_noise: the smoothed noise scale B_noise at least this many times the batch size B. Training at B needs
+# (1 + B_noise/B) times the fewest possible steps (McCandlish et al. 2018): at this factor, five times.
+NOISE_SCALE_FACTOR = 4.0
+# Norm and inner-product tests: the norm test squared is the (unsmoothed) noise scale over the batch size, so the
+# same factor decides, recently rather than early.
+NORM_TEST_LIMIT = math.sqrt(NOISE_SCALE_FACTOR)
 ORTHO_TEST_LIMIT = 5.84  # orthogonality test ν: Bollapragada et al. (2018)'s suggested value
 ALPHA_LOW = -0.5  # step quality α persistently below: the steps barely move along the fitted quadratic
 ALPHA_HIGH = 1.0  # α persistently above: the steps overshoot the minimum along their direction
@@ -367,39 +372,69 @@ def instrument_verdicts(log: RunLog) -> list[InstrumentVerdict]:
     total = log.instruments.total if log.instruments is not None else None
     if total is None:
         return []
-    batch = log.config.training.batch_size if log.config is not None else None
-    found = []
-    for column, early in (("noise_scale_smoothed", True), ("norm_test", False), ("inner_test", False),
-                          ("ortho_test", False), ("alpha", False), ("lr_lambda_max", False)):  # fmt: skip
-        steps, values = total.series(column)
-        kept = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
-        if len(kept) < MIN_INSTRUMENTED:
+    found = [_noise_verdict(log, total)]
+    for column in ("norm_test", "inner_test", "ortho_test", "alpha", "lr_lambda_max"):
+        window = _window(total, column, early=False)
+        if window is None:
             continue
-        window = kept[: max(MIN_INSTRUMENTED, len(kept) // 2)] if early else kept[-max(MIN_INSTRUMENTED, len(kept) // 3):]
         value = median(v for _, v in window)
-        where = f"steps {window[0][0]}–{window[-1][0]}"
-        verdict, threshold, message = _instrument_verdict(column, value, batch, log)
+        verdict, threshold, message = _instrument_verdict(column, value, log)
         found.append(InstrumentVerdict(instrument=column, value=value, trend=_trend(window, value), verdict=verdict,
-                                       threshold=threshold, window=where, message=message))  # fmt: skip
-    return found
+                                       threshold=threshold, window=_steps(window), message=message))  # fmt: skip
+    return [verdict for verdict in found if verdict is not None]
 
 
-def _instrument_verdict(column: str, value: float, batch: int | None, log: RunLog) -> tuple[str, float, str]:
+def _window(total: BlockLog, column: str, early: bool) -> list[tuple[int, float]] | None:
+    """(step, value) pairs of the judged window: the first half of the finite values, or the last third."""
+    kept = [(s, v) for s, v in zip(*total.series(column)) if math.isfinite(v)]
+    if len(kept) < MIN_INSTRUMENTED:
+        return None
+    return kept[: max(MIN_INSTRUMENTED, len(kept) // 2)] if early else kept[-max(MIN_INSTRUMENTED, len(kept) // 3):]
+
+
+def _steps(window: list[tuple[int, float]]) -> str:
+    return f"steps {window[0][0]}–{window[-1][0]}"
+
+
+def _noise_verdict(log: RunLog, total: BlockLog) -> InstrumentVerdict | None:
+    """The batch size against the noise scale smoothed over the first half of the run (later it grows without
+    bound as the gradient shrinks near a minimum, which is no batch problem): ΣS / Σ(‖g‖² − S/B) over the window,
+    its steps weighted alike, since the per-step moving-average ratio swings while the |G|² estimate is near 0.
+    A full batch (or a batch of one, which has no covariance) is not judged."""
+    batch = log.config.training.batch_size if log.config is not None else None
+    window = _window(total, "trace_cov", early=True)
+    if window is None or batch is None:
+        return None
+    grad_sq = dict(zip(total.steps, total.values("grad_sq_norm")))
+    signal = sum((grad_sq[s] or 0.0) - v / batch for s, v in window)
+    value = sum(v for _, v in window) / signal if signal > 0 else None  # None: the noise outweighs any signal
+    limit = NOISE_SCALE_FACTOR * batch
+    room = _steps_per_epoch(log) >= NOISE_SCALE_FACTOR  # a batch that many times larger still fits an epoch
+    shown = "beyond measure (the noise outweighs the signal)" if value is None else format_number(value)
+    if (value is None or value >= limit) and room:
+        verdict, message = "batch far below the noise scale", (
+            f"smoothed noise scale {shown} is at least {NOISE_SCALE_FACTOR:g}× the batch size {batch}: training "
+            f"takes over {NOISE_SCALE_FACTOR + 1:g}× the steps a larger batch would need")  # fmt: skip
+    else:
+        verdict, message = "ok", f"smoothed noise scale {shown} against {NOISE_SCALE_FACTOR:g}× the batch size {batch}"
+    smoothed = [(s, v) for s, v in zip(*total.series("noise_scale_smoothed")) if window[0][0] <= s <= window[-1][0]]
+    return InstrumentVerdict(instrument="noise_scale_smoothed", value=value, trend=_trend(smoothed, value),
+                             verdict=verdict, threshold=limit, window=_steps(window), message=message)  # fmt: skip
+
+
+def _steps_per_epoch(log: RunLog) -> int:
+    """Batches in an epoch: the step count logged with the first epoch."""
+    first = log.metrics[0].get("step") if log.metrics else None
+    return int(first) if first else 0
+
+
+def _instrument_verdict(column: str, value: float, log: RunLog) -> tuple[str, float, str]:
     """(verdict, the threshold that decided it, a sentence saying so) for one instrument's judged value."""
     shown = format_number(value)
-    if column == "noise_scale_smoothed":
-        if batch is None:
-            return "ok", math.inf, f"smoothed noise scale {shown}; a full batch has no smaller batch to compare"
-        limit = NOISE_SCALE_FACTOR * batch
-        if value >= limit:
-            return ("batch far below the noise scale", limit,
-                    f"smoothed noise scale {shown} is at least {NOISE_SCALE_FACTOR:g}× the batch size {batch}: most "
-                    "of each step is noise")  # fmt: skip
-        return "ok", limit, f"smoothed noise scale {shown} is below {NOISE_SCALE_FACTOR:g}× the batch size {batch}"
     if column in ("norm_test", "inner_test", "ortho_test"):
         limit = ORTHO_TEST_LIMIT if column == "ortho_test" else NORM_TEST_LIMIT
         if value > limit:
-            return "noisy batch gradient", limit, f"{column} {shown} is above {limit:g}: the batch is too small for it"
+            return "noisy batch gradient", limit, f"{column} {shown} is above {limit:g}: the batch is small for it"
         return "ok", limit, f"{column} {shown} is at most {limit:g}"
     if column == "alpha":
         if value < ALPHA_LOW:
@@ -416,7 +451,7 @@ def _instrument_verdict(column: str, value: float, batch: int | None, log: RunLo
 
 
 def _trend(window: list[tuple[int, float]], value: float | None) -> str:
-    if len(window) < 2 or not value:
+    if len(window) < 2 or not value or not all(math.isfinite(v) for _, v in window):
         return "flat"
     steps = np.array([s for s, _ in window], dtype=float)
     slope = float(np.polyfit(steps, [v for _, v in window], 1)[0])
@@ -468,12 +503,13 @@ def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict]) -> list[D
     if verdict is None or log.config is None or log.config.training.batch_size is None:
         return []
     batch = log.config.training.batch_size
-    proposal = int(float(f"{verdict.value:.1g}"))
+    epoch = _steps_per_epoch(log) * batch  # about the training set's size
+    proposal = min(epoch, int(float(f"{verdict.value:.1g}"))) if verdict.value is not None else epoch
     return [Diagnosis(
         kind="gradient_noise", layer=None,
         evidence={"noise_scale_smoothed": verdict.value, "batch_size": batch, "threshold": NOISE_SCALE_FACTOR,
                   "window": verdict.window, "suggested_batch_size": proposal},
         message=f"over {verdict.window} the {verdict.message}",
-        suggestion=f"raise `training.batch_size` from {batch} to about {proposal} (the noise scale), or lower "
-                   "`optimizer.lr` in proportion to average the noise over more steps",
+        suggestion=f"raise `training.batch_size` from {batch} to about {proposal} (the noise scale, at most an "
+                   "epoch), or lower `optimizer.lr` in proportion to average the noise over more steps",
     )]  # fmt: skip

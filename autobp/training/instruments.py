@@ -27,7 +27,7 @@ from autobp.rundir.instruments import TOTAL
 from autobp.spec.config import InstrumentsConfig
 from autobp.training.gradstats import log_interval
 
-EMA_DECAY = 0.95  # per instrumented step, for the smoothed noise scale's averages of S and of |G|²
+EMA_DECAY = 0.99  # per instrumented step, for the smoothed noise scale's averages of S and of |G|²
 ZERO_VARIANCE = 1e-10  # Cockpit's stand-in for a zero variance in α's quadratic fit
 POWER_TOLERANCE = 1e-12  # power iteration stops early once λ changes by less than this, relatively
 Hvp = Callable[[list[np.ndarray]], list[np.ndarray]]  # v ↦ H v over the parameters (weight, bias per layer)
