@@ -513,3 +513,18 @@ def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict]) -> list[D
         suggestion=f"raise `training.batch_size` from {batch} to about {proposal} (the noise scale, at most an "
                    "epoch), or lower `optimizer.lr` in proportion to average the noise over more steps",
     )]  # fmt: skip
+
+
+def instrument_bands(batch: int | None) -> dict[str, list[tuple[float | None, float | None, str]]]:
+    """Each instrument's verdict bands for charts: (low, high, verdict), None an open end; the thresholds above."""
+    test = [(None, NORM_TEST_LIMIT, "ok"), (NORM_TEST_LIMIT, None, "noisy batch gradient")]
+    bands = {
+        "norm_test": test, "inner_test": test,
+        "ortho_test": [(None, ORTHO_TEST_LIMIT, "ok"), (ORTHO_TEST_LIMIT, None, "noisy batch gradient")],
+        "alpha": [(None, ALPHA_LOW, "steps too short"), (ALPHA_LOW, ALPHA_HIGH, "ok"), (ALPHA_HIGH, None, "overshooting")],
+        "lr_lambda_max": [(None, STABILITY_LIMIT, "ok"), (STABILITY_LIMIT, None, "beyond the stability limit")],
+    }  # fmt: skip
+    if batch is not None:
+        limit = NOISE_SCALE_FACTOR * batch
+        bands["noise_scale_smoothed"] = [(None, limit, "ok"), (limit, None, "batch far below the noise scale")]
+    return bands
