@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_resume import interrupt_at
 
 from autobp.model.network import build_network
 from autobp.model.prepare import prepare
@@ -15,7 +16,7 @@ from autobp.rundir import instruments as instrument_file
 from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.training.instruments import EMA_DECAY, Instruments
 from autobp.training.metrics import loss_targets
-from autobp.training.runner import Trainer, resume, train
+from autobp.training.runner import resume, train
 from autobp.training.state import INIT_STREAM, SHUFFLE_STREAM
 
 DATA = {
@@ -176,17 +177,6 @@ def test_float32_agrees_with_float64_at_the_first_step(tmp_path: Path) -> None:
                 assert b is None
                 continue
             assert b == pytest.approx(a, rel=1e-4), (block, column)
-
-
-def interrupt_at(monkeypatch, step: int) -> None:
-    original = Trainer._train_step
-
-    def step_or_interrupt(self, number, *args, **kwargs):
-        if number == step:
-            raise KeyboardInterrupt
-        return original(self, number, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "_train_step", step_or_interrupt)
 
 
 @pytest.mark.parametrize("stop_at", [4, 5, 7, 15])  # 6 steps an epoch; 7: right after the epoch-1 checkpoint

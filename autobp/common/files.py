@@ -173,6 +173,21 @@ def parse_cell(column: str, text: str | None) -> int | float | str | None:
     return float(text)
 
 
+def whole_row(row: dict[str, str | None], columns: Sequence[str], required: Sequence[str]) -> bool:
+    """Whether a row read from a log is whole: exactly `columns`, each a value where one belongs (see `parse_cell`),
+    the `required` ones not empty (a row cut by a kill, or damaged, is not)."""
+    if list(row) != list(columns) or any(value is None for value in row.values()):
+        return False
+    if not all(row.get(column) for column in required):
+        return False
+    try:
+        for column, value in row.items():
+            parse_cell(column, value)
+    except ValueError:
+        return False
+    return True
+
+
 def ends_a_line(path: Path) -> bool:
     """Whether a (non-empty) file's last byte ends a line: a log cut mid-write does not."""
     with open(path, "rb") as handle:

@@ -106,11 +106,4 @@ def rows_through(run_dir: Path, step: int, notes: list[str]) -> None:
 
 
 def _whole(row: dict[str, str]) -> bool:
-    if list(row) != COLUMNS or any(value is None for value in row.values()) or not row["step"] or not row["block"]:
-        return False
-    try:
-        for column, value in row.items():
-            files.parse_cell(column, value)
-    except ValueError:
-        return False
-    return True
+    return files.whole_row(row, COLUMNS, ("step", "block"))

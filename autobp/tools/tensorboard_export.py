@@ -112,23 +112,21 @@ def _add_metrics(writer: Any, log: RunLog) -> int:
 
 
 def _add_gradients(writer: Any, log: RunLog) -> int:
-    count = 0
-    for layer in log.layers:
-        for column, values in layer.columns.items():
-            for step, value in zip(layer.steps, values):
-                if value is not None:
-                    writer.add_scalar(f"{layer.name}/{column}", value, step)
-                    count += 1
-    return count
+    return _add_columns(writer, log.layers, "")
 
 
 def _add_instruments(writer: Any, log: RunLog) -> int:
+    return _add_columns(writer, log.instruments.blocks if log.instruments is not None else [], "instruments/")
+
+
+def _add_columns(writer: Any, logs: Any, prefix: str) -> int:
+    """Every value of each log's columns (a layer's or an instruments block's) as `<prefix><name>/<column>`."""
     count = 0
-    for block in log.instruments.blocks if log.instruments is not None else []:
-        for column, values in block.columns.items():
-            for step, value in zip(block.steps, values):
+    for log in logs:
+        for column, values in log.columns.items():
+            for step, value in zip(log.steps, values):
                 if value is not None:
-                    writer.add_scalar(f"instruments/{block.name}/{column}", value, step)
+                    writer.add_scalar(f"{prefix}{log.name}/{column}", value, step)
                     count += 1
     return count
 

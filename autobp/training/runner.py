@@ -111,7 +111,9 @@ def estimated_size(config: Config, dataset: Dataset) -> int:
     if config.training.max_steps is not None:
         steps = min(steps, config.training.max_steps)
     logged = min(steps, 2 * TARGET_LOGGED_STEPS) if config.training.log_every == "auto" else steps // config.training.log_every + 2
-    return parameters * 8 * 6 + logged * len(sizes) * 250 + config.training.epochs * 200
+    instruments = config.training.instruments
+    instrumented = 0 if instruments is None else logged if instruments.every == "auto" else steps // instruments.every + 1
+    return parameters * 8 * 6 + (logged + instrumented) * len(sizes) * 250 + config.training.epochs * 200
 
 
 def run(
@@ -232,24 +234,11 @@ def _intact_rows(path: Path, columns: list[str], notes: list[str]) -> list[dict[
         return []
     if rows and not files.ends_a_line(path):
         rows[-1] = {}  # cut mid-write: even a last number that parses may be missing digits
-    intact = [row for row in rows if _whole(row, columns)]
+    required = ("epoch", "step") if "step" in columns else ("epoch",)
+    intact = [row for row in rows if files.whole_row(row, columns, required)]
     if len(intact) < len(rows):
         notes.append(f"{path.name}: {plural(len(rows) - len(intact), 'damaged row')} dropped")
     return intact
-
-
-def _whole(row: dict[str, str], columns: list[str]) -> bool:
-    """Every column there, each a number where one belongs, the epoch and step given."""
-    if list(row) != columns or any(value is None for value in row.values()):
-        return False
-    if not row.get("epoch") or ("step" in columns and not row.get("step")):
-        return False
-    try:
-        for column, value in row.items():
-            files.parse_cell(column, value)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
