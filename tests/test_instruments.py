@@ -275,3 +275,18 @@ def test_curvature_steps_warm_start_and_resume_exactly(tmp_path: Path, monkeypat
         broken = train(config_dict)
     resume(broken.run_dir)
     assert (broken.run_dir / "instruments.csv").read_bytes() == (reference / "instruments.csv").read_bytes()
+
+
+def test_a_damaged_row_inside_the_file_is_a_clear_error(tmp_path: Path) -> None:
+    from autobp.common.errors import DataError
+
+    run = train(settings(tmp_path, epochs=1))
+    path = run.run_dir / "instruments.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines[:3], "2,1,layer0\n", *lines[3:]]))
+    with pytest.raises(DataError, match=r"instruments.csv:4: a damaged row"):
+        instrument_file.read(run.run_dir)
+    from autobp.rundir.reader import read_run
+
+    assert read_run(run.run_dir).instruments is None  # the report reads the rest of the run, with a note
+    assert any("instruments.csv:4" in note for note in read_run(run.run_dir).notes)

@@ -69,9 +69,12 @@ def read(run_dir: Path) -> InstrumentLog | None:
         rows.pop()  # half-written by a kill: even a last number that parses may be missing digits
     blocks: dict[str, BlockLog] = {}
     for index, row in enumerate(rows):
-        if not _whole(row):
-            raise DataError(f"{path}:{index + 2}: a damaged row (every column needs a value or an empty cell)")
-        parsed = {column: files.parse_cell(column, row[column]) for column in COLUMNS}
+        try:
+            if list(row) != COLUMNS or None in row.values() or not row["step"] or not row["block"]:
+                raise ValueError
+            parsed = {column: files.parse_cell(column, row[column]) for column in COLUMNS}
+        except (ValueError, TypeError):
+            raise DataError(f"{path}:{index + 2}: a damaged row (every column needs a value or an empty cell)") from None
         block = blocks.setdefault(str(parsed["block"]), BlockLog(str(parsed["block"])))
         block.steps.append(int(parsed["step"]))
         block.epochs.append(int(parsed["epoch"] or 0))
