@@ -290,3 +290,14 @@ def test_a_damaged_row_inside_the_file_is_a_clear_error(tmp_path: Path) -> None:
 
     assert read_run(run.run_dir).instruments is None  # the report reads the rest of the run, with a note
     assert any("instruments.csv:4" in note for note in read_run(run.run_dir).notes)
+
+
+def test_the_python_api_reads_instruments_csv(tmp_path: Path) -> None:
+    import autobp
+
+    run = train(settings(tmp_path, epochs=1))
+    records = autobp.load_run(run.run_dir).instruments
+    total = instrument_file.read(run.run_dir).total
+    mask = records["block"] == "total"
+    assert records["step"][mask].tolist() == total.steps
+    assert records["alpha"][mask][:-1].tolist() == total.values("alpha")[:-1] and np.isnan(records["alpha"][mask][-1])
