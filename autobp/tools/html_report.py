@@ -40,7 +40,7 @@ padding:8px 12px;margin:10px 0}.healthy{border-left:4px solid #2e7d32;background
 .evidence{font-size:12px;color:#555}.note{color:#8a5a00}.graph{overflow-x:auto;border:1px solid #ddd}
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{color:#555;font-size:14px}
 .legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}
-.verdict-ok{color:#2e7d32}.verdict-bad{color:#c62828;font-weight:bold}.instruments td:last-child{text-align:left}"""
+.verdict-ok{color:#2e7d32}.verdict-bad{color:#c62828;font-weight:bold}.instruments td:nth-child(4),.instruments td:last-child{text-align:left}"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_TICKS = 8  # labels on a log axis or colour bar
 
@@ -337,7 +337,7 @@ def _running_median(values: list[float | None]) -> list[float | None]:
     if width == 1:
         return values
     padded = np.array([np.nan if v is None else v for v in values], dtype=float)
-    padded = np.pad(padded, width // 2, mode="edge")
+    padded = np.pad(padded, width // 2, constant_values=np.nan)  # the ends: medians of the values there are
     windows = np.lib.stride_tricks.sliding_window_view(padded, width)
     with np.errstate(all="ignore"):
         import warnings
