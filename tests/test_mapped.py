@@ -1,4 +1,4 @@
-"""`source: npy`: features memory-mapped and read a window at a time, giving the same runs as the same data in an npz."""
+"""`source: npy`: features memory-mapped and read a batch at a time, giving the same runs as the same data in an npz."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError, DataError
-from autobp.model import mapped
 from autobp.model.data import load_dataset
 from autobp.model.mapped import MappedArray, MappedRows
 from autobp.model.prepare import prepare
@@ -73,8 +72,8 @@ CASES = [  # loss, dtype, features dtype, targets
 
 @pytest.mark.parametrize(("loss", "dtype", "stored", "targets"), CASES)
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "interpreted"])
-def test_npy_trains_bit_identically_to_the_same_data_as_npz(loss, dtype, stored, targets, compiled, tmp_path,
-                                                             monkeypatch) -> None:  # fmt: skip
+def test_npy_trains_bit_identically_to_the_same_data_as_npz(loss, dtype, stored, targets, compiled,
+                                                             tmp_path) -> None:  # fmt: skip
     rng = np.random.default_rng(1)
     X = (rng.standard_normal((301, 5)) * [1, 10, 0.1, 3, 100] + [0, 5, -2, 1, 50]).astype(stored)
     signal = X[:, 0] - X[:, 1] / 10
