@@ -507,7 +507,7 @@ class Trainer:
             start = self._epoch_start = EpochStart(self.streams.shuffle.bit_generator.state, self.step, self._new_meter())
         else:
             self.streams.shuffle.bit_generator.state = start.shuffle
-        order = self.streams.shuffle.permutation(len(self.X))
+        order = self.streams.epoch_order(len(self.X), self.config.data.shuffle_window)
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
         tick = self.progress.tick
         rows_of = _row_gatherer(self.X, order, self.batch_size)
