@@ -40,6 +40,7 @@ pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{colo
 .legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_TICKS = 8  # labels on a log axis or colour bar
+PAGE_DATA_BYTES = 1_000_000  # a run page's own data beside plotly's JavaScript: curves, histograms, the graph
 
 
 def _plotly() -> Any:
@@ -54,20 +55,18 @@ def write_report(path: Path, out: Path | None = None) -> Path:
     """Write the HTML report of a run or sweep directory (default RUN/report.html); return where it went."""
     from autobp.sweeps.record import is_sweep_dir
 
-    _plotly()
-    target = out or path / REPORT_FILE
-    page = sweep_page(path, target) if is_sweep_dir(path) else run_page(path)
-    _write(target, page)
-    return target
-
-
-def _write(target: Path, page: str) -> None:
     from autobp.common import files
 
-    try:
-        files.write_atomic(target, page)
-    except OSError as exc:
-        raise ConfigError(f"{target}: cannot write the HTML report ({exc.strerror or exc})") from None
+    _plotly()
+    if out is not None:
+        files.output_path(out, "-o")  # refused before the work, not after
+    target = out or path / REPORT_FILE
+    page = sweep_page(path, target) if is_sweep_dir(path) else run_page(path)
+    if out is None:
+        files.write_inside(path, REPORT_FILE, page)
+    else:
+        files.write_output(out, page, "-o")
+    return target
 
 
 # --- the page ---------------------------------------------------------------------------------------------------
@@ -343,6 +342,7 @@ def sweep_page(sweep_dir: Path, target: Path) -> str:
     by_trial = {Path(run.run_dir).name: run for run in compare_runs([sweep_dir], record.monitor).runs}
     keys = list(record.trials[0].values) if record.trials else []
     ranked = [(record.trials[i].trial, outcomes[i]) for i in ranking.order(outcomes) if record.trials[i].trial in by_trial]
+    _check_trial_pages(sweep_dir, [Path(by_trial[name].run_dir) for name, _ in ranked])
     rows, curves, runs = [], [], []
     for place, (name, outcome) in enumerate(ranked, start=1):
         run = by_trial[name]
@@ -363,6 +363,18 @@ def sweep_page(sweep_dir: Path, target: Path) -> str:
             "<h2>Validation curves</h2>", _sweep_curves(curves, keys, record.monitor),
             "<h2>Swept parameters against the result</h2>", _parallel(runs, keys, record.monitor)]  # fmt: skip
     return _page(f"{record.name}: autobp sweep report", body)
+
+
+def _check_trial_pages(sweep_dir: Path, trial_dirs: list[Path]) -> None:
+    """Before the first page: every trial folder inside the sweep (none a link out of it), and room for the pages,
+    each of which inlines plotly's JavaScript (~5 MB)."""
+    from plotly.offline import get_plotlyjs
+
+    from autobp.common import files
+
+    for trial_dir in trial_dirs:
+        files.inside(sweep_dir, trial_dir)
+    files.check_room(sweep_dir, (len(trial_dirs) + 1) * (len(get_plotlyjs()) + PAGE_DATA_BYTES), "the HTML reports")
 
 
 def _relative(path: Path, start: Path) -> str:

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from autobp.common import files
-from autobp.common.errors import ConfigError, DataError
+from autobp.common.errors import DataError
 from autobp.common.files import load_npz
 from autobp.model.data import Dataset, check_finite_rows, read_table
 from autobp.model.mapped import MappedArray, MappedRows
@@ -209,14 +209,9 @@ def evaluate(
     return outputs, None if y is None else meter.result()
 
 
-def write_predictions(path: Path, text: str | bytes) -> None:
-    """Write the predictions file in one step (see files.write_atomic); a place that cannot take it is an error."""
-    if not path.parent.is_dir():
-        raise ConfigError(f"--out {path}: the folder {path.parent} does not exist")
-    try:
-        files.write_atomic(path, text)
-    except OSError as exc:
-        raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
+def write_predictions(path: Path, text: str) -> None:
+    """Write the predictions file by the output rule of `files.write_output`."""
+    files.write_output(path, text, "--out")
 
 
 def prediction_csv(model: TrainedModel, outputs: np.ndarray) -> str:

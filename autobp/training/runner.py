@@ -10,6 +10,7 @@ logs and writes model.npz and summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -170,12 +171,17 @@ def _continue(
     keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
     trainer.resumed = [*(previous.resumed if previous else []), now()]
+    where = trainer.restore(state, notes)  # every file read and checked before the first write
     try:
-        trainer.mark_running()  # first: from here on, nothing on disk may say the run has finished
-        where = trainer.restore(state, notes)
+        trainer.mark_running()  # first write: from here on, nothing on disk may say the run has finished
+        files.remove_orphans(run_dir)  # temporaries of writers killed mid-write (a checkpoint is ~ the model's size)
+        trainer.cut_logs()
         files.write_atomic(saved_path, dump_config(config))
     except OSError as exc:
-        raise _nothing_trained(exc) from None
+        error = _nothing_trained(exc)
+        with contextlib.suppress(OSError):  # if even summary.json cannot be written, it says running: resumable
+            conclude(run_dir, trainer.summary_now(Status.FAILED, {"error": str(error)}))
+        raise error from None
     if announce is not None:
         announce(where)
     return trainer.run()
@@ -313,6 +319,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self._kept_rows: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], [])  # set by restore
         stopping = training.early_stopping
         self.stopper = None if stopping is None else EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
         self.clock = Clock()
@@ -325,8 +332,9 @@ class Trainer:
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
 
     def restore(self, state: checkpoint.Checkpoint | None, notes: Sequence[str] = ()) -> str:
-        """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over). Returns
-        where the run continues, in words, with `notes` and what was found damaged on the way."""
+        """Continue from a checkpoint: state and counters, and the log rows up to it, all read and checked without
+        writing anything (`cut_logs` then writes the logs back to it); None: start over. Returns where the run
+        continues, in words, with `notes` and what was found damaged on the way."""
         notes = list(notes)
         where = self._restore(state, notes)
         return "; ".join([where, *notes])
@@ -338,8 +346,7 @@ class Trainer:
         logged = _intact_rows(metrics_path, self._metric_columns(), notes)
         metrics = [r for r in logged if int(r["epoch"]) <= epoch]
         gradients = [r for r in _intact_rows(gradients_path, GRADIENT_COLUMNS, notes) if int(r["step"]) <= step]
-        files.rewrite_rows(metrics_path, self._metric_columns(), metrics)
-        files.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
+        self._kept_rows = (metrics, gradients)
         self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
         dropped = len(logged) - len(metrics)
         if state is None:
@@ -360,6 +367,12 @@ class Trainer:
             batches = step - self._epoch_start.first_step
             where = f"the checkpoint inside epoch {epoch + 1}, after {plural(batches, 'batch', 'batches')} (step {step})"
         return f"resuming from {where}{_dropped(dropped)}"
+
+    def cut_logs(self) -> None:
+        """Rewrite metrics.csv and gradients.csv with the rows `restore` kept (the ones up to the checkpoint)."""
+        metrics, gradients = self._kept_rows
+        files.rewrite_rows(self.run_dir / rundir.METRICS_FILE, self._metric_columns(), metrics)
+        files.rewrite_rows(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS, gradients)
 
     def _earlier_histograms(self, notes: list[str]) -> Histograms | None:
         try:
@@ -402,7 +415,11 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------------------
     def mark_running(self) -> None:
         """summary.json says `running` while the run trains, so that a run killed outright never reads as finished."""
-        write_summary(self.run_dir / rundir.SUMMARY_FILE, self._summary(Status.RUNNING, self.clock.seconds(), {}))
+        write_summary(self.run_dir / rundir.SUMMARY_FILE, self.summary_now(Status.RUNNING, {}))
+
+    def summary_now(self, status: str, outcome: dict[str, Any]) -> Summary:
+        """summary.json as it stands: `status` and `outcome` with what the run has trained so far."""
+        return self._summary(status, self.clock.seconds(), outcome)
 
     def run(self) -> RunResult:
         self.clock.start()
