@@ -391,7 +391,19 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file ({exc}); it may be truncated or corrupted") from None
 
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_npy_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """An .npy header's (shape, Fortran order, dtype), read from `handle` at its start; ValueError for a header no
+    np.save writes: an unknown version, or a shape with a negative size (numpy would read it as 'unknown')."""
+    reader = HEADER_READERS.get(np.lib.format.read_magic(handle))
+    if reader is None:  # version 3 only adds UTF-8 field names, which autobp never writes
+        raise ValueError("unsupported .npy format version (save with np.save)")
+    shape, fortran_order, dtype = reader(handle)
+    if any(size < 0 for size in shape):
+        raise ValueError(f"a negative size in its shape {shape}")
+    return shape, fortran_order, dtype
 
 
 def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
@@ -399,10 +411,7 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -
     the array: a header claiming a huge shape would otherwise claim the memory first."""
     with archive.open(info) as member:
         try:
-            read_header = _HEADER_READERS.get(np.lib.format.read_magic(member))
-            if read_header is None:  # version 3 only adds UTF-8 field names, which autobp never writes
-                raise ValueError("unsupported .npy format version")
-            shape, _, dtype = read_header(member)
+            shape, _, dtype = read_npy_header(member)
         except (ValueError, EOFError) as exc:
             raise DataError(f"{path}: array {shorten(repr(info.filename))} has a damaged header ({exc})") from None
         header = member.tell()

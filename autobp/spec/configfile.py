@@ -182,14 +182,14 @@ def attribute_docstrings(cls: type) -> dict[str, str]:
 # --- reading YAML -----------------------------------------------------------------------------------------------
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
     """A config-like file's text, with clear errors for a missing, oversized, unreadable or non-UTF-8 file."""
     try:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {MAX_FILE_BYTES:,})")
+        if size > limit:
+            raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {limit:,})")
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 from yaml.nodes import Node
 
@@ -73,6 +72,7 @@ from autobp.sweeps.record import (
     SweepRecord,
     TrialRecord,
     read_record,
+    record_text,
     refuse_if_running,
     running_sweep,
 )
@@ -451,13 +451,17 @@ def _identity(config: Config) -> str:
 # --- the sweep directory ------------------------------------------------------------------------------------------
 
 
-def _write_record(directory: Path, sweep: Sweep) -> None:
-    record = SweepRecord(
+def _record(sweep: Sweep) -> str:
+    """sweep.yaml's text (a ConfigError if it would be larger than it can be read back)."""
+    return record_text(SweepRecord(
         name=sweep.name, sources=sweep.sources, overrides=sweep.overrides, monitor=sweep.monitor, mode=sweep.mode,
         rank=sweep.stage, settings=sweep.settings,
         trials=[TrialRecord(trial=t.name, values=t.values, identity=t.identity) for t in sweep.trials],
-    )  # fmt: skip
-    files.write_atomic(directory / SWEEP_FILE, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False))
+    ))  # fmt: skip
+
+
+def _write_record(directory: Path, text: str) -> None:
+    files.write_atomic(directory / SWEEP_FILE, text)
 
 
 def _other_metrics(sweep: Sweep) -> list[str]:
@@ -529,8 +533,9 @@ def run_sweep(
     outcomes = [Outcome() for _ in sweep.trials]
     rundir.ensure_output_dir(sweeps)
     _check_free_space(sweeps, sweep, outcomes)
+    record = _record(sweep)  # refused before the sweep directory exists
     directory = rundir.create_run_dir(sweeps, sweep.name)
-    _write_record(directory, sweep)
+    _write_record(directory, record)
     return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
 
 
@@ -551,7 +556,11 @@ def resume_sweep(
     _check_trials_csv(directory, sweep.notes)
     outcomes = [_earlier_outcome(directory, trial, old, sweep.notes) for trial, old in zip(sweep.trials, record.trials)]
     _check_free_space(directory, sweep, outcomes)
-    _write_record(directory, sweep)
+    record = _record(sweep)
+    if sweep.searching:
+        search.check_journal(directory, sweep.settings["parameters"], sweep.notes)
+    files.remove_orphans(directory)  # temporaries of a sweep killed mid-write
+    _write_record(directory, record)
     return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
 
 
@@ -700,7 +709,7 @@ class _Scheduler:
         if not known:
             self.sweep.trials.append(self.sweep.new_trial(index, values))
             self.outcomes.append(Outcome())
-            _write_record(self.directory, self.sweep)
+            _write_record(self.directory, _record(self.sweep))
         return self.sweep.trials[index]
 
     def _finish(self, future: Future) -> None:

@@ -17,9 +17,63 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from autobp.common import files
+from autobp.common.errors import AutobpError, DataError
+from autobp.common.text import shorten
+
 INSTALL_HINT = "needs Optuna: pip install 'autobp[search]'"
 JOURNAL_FILE = "study.journal"
 STUDY_NAME = "sweep"  # fixed, so that a renamed sweep (Hyperband's brackets hash it) searches the same way
+
+
+def check_journal(directory: Path, parameters: dict[str, Any], notes: list[str]) -> None:
+    """Read study.journal whole before the study reopens it: a last line cut mid-write (a sweep killed while
+    writing, a full disk) is dropped with a note, as Optuna's own reader skips it (it would otherwise glue the next
+    entry to it); anything else it cannot replay — text that is not a journal entry, an unknown operation, a value
+    outside its parameter's range — is a DataError naming the file and line."""
+    path = directory / JOURNAL_FILE
+    if not path.exists():
+        return
+    files.check_regular_file(path)
+    content = path.read_bytes()
+    whole = content[: content.rfind(b"\n") + 1]
+    for number, line in enumerate(whole.splitlines(), start=1):
+        problem = _entry_problem(line, parameters)
+        if problem:
+            raise DataError(f"{path}: line {number}: {problem}; the study cannot be reopened (the trials' own "
+                            "run directories are intact: `autobp compare` reads them)")  # fmt: skip
+    if len(whole) < len(content):
+        with open(path, "r+b") as handle:
+            handle.truncate(len(whole))
+        kept = whole.count(b"\n")
+        notes.append(f"{path}: its last line was cut mid-write and is dropped; the {kept:,} entries before it are kept")
+
+
+def _entry_problem(line: bytes, parameters: dict[str, Any]) -> str:
+    """What keeps one journal line from being replayed ('' when nothing does)."""
+    from optuna.distributions import json_to_distribution
+    from optuna.storages.journal._storage import JournalOperation
+
+    try:
+        entry = files.check_depth(json.loads(line), Path(JOURNAL_FILE))
+    except (ValueError, RecursionError, AutobpError):
+        return "not a journal entry (JSON object)"
+    if not isinstance(entry, dict) or type(entry.get("op_code")) is not int:
+        return "not a journal entry (no operation)"
+    if entry["op_code"] not in {operation.value for operation in JournalOperation}:
+        return f"unknown operation {entry['op_code']}"
+    if entry["op_code"] == JournalOperation.SET_TRIAL_PARAM:
+        name = entry.get("param_name")
+        if name not in parameters:
+            return f"a value for {shorten(repr(name))}, which the sweep does not search"
+        try:
+            distribution = json_to_distribution(entry["distribution"])
+            inside = distribution._contains(entry["param_value_internal"])
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return f"a damaged value of {name}"
+        if not inside:
+            return f"a value of {name} outside its range ({shorten(repr(entry['param_value_internal']))})"
+    return ""
 
 
 def available() -> bool:
@@ -46,13 +100,17 @@ class Search:
         path = str(directory / JOURNAL_FILE)
         # One sweep process writes the journal; a lock left by a killed one is stale after a few seconds.
         storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path, grace_period=5)))
-        self.study = optuna.create_study(
-            storage=storage, study_name=STUDY_NAME, load_if_exists=True, pruner=_pruner(settings, max_epochs),
-            direction="minimize" if mode == "min" else "maximize",
-        )  # fmt: skip
         self._running: dict[str, Any] = {}  # sweep trial name -> its Optuna trial
         self._lock = threading.Lock()
-        self._fail_lost_trials()
+        try:  # check_journal refuses what it can tell; whatever else replaying finds wrong is the file's fault too
+            self.study = optuna.create_study(
+                storage=storage, study_name=STUDY_NAME, load_if_exists=True, pruner=_pruner(settings, max_epochs),
+                direction="minimize" if mode == "min" else "maximize",
+            )  # fmt: skip
+            self._fail_lost_trials()
+        except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
+            raise DataError(f"{path}: the study cannot be replayed ({shorten(str(exc) or type(exc).__name__, 200)}); "
+                            "it is damaged") from None
 
     def _fail_lost_trials(self) -> None:
         """Trials left running (or enqueued, not yet asked) by a sweep that was killed: failed, so the sampler and
