@@ -38,6 +38,68 @@ def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.ran
 MODEL_FILE = "model.npz"  # a trained network's weights (and what prediction needs), in every run directory
 
 
+def load_model_file(path: Path) -> dict[str, np.ndarray]:
+    """A model.npz's arrays, checked as a whole (see check_model) before anything uses them."""
+    arrays = load_npz(path)
+    problems = check_model(arrays)
+    if problems:
+        raise DataError(f"{path}: " + "; ".join(problems[:5]) + " — the file is damaged or was not written by autobp")
+    return arrays
+
+
+def check_model(arrays: dict[str, np.ndarray]) -> list[str]:
+    """What makes a model.npz inconsistent: layers that do not chain, names and statistics that do not fit the
+    first layer's inputs or the last layer's outputs, statistics that are not finite or a scale that is not > 0."""
+    weights = []
+    while f"layer{len(weights)}.weight" in arrays:
+        weights.append(arrays[f"layer{len(weights)}.weight"])
+    problems = []
+    fan_in = None
+    for index, weight in enumerate(weights):
+        bias = arrays.get(f"layer{index}.bias")
+        if weight.ndim != 2 or bias is None or bias.shape != weight.shape[1:]:
+            shapes = f"{weight.shape} and {None if bias is None else bias.shape}"
+            problems.append(f"layer{index}.weight and layer{index}.bias have shapes {shapes}, not (in, out) and (out,)")
+        elif fan_in is not None and weight.shape[0] != fan_in:
+            problems.append(f"layer{index}.weight takes {weight.shape[0]} inputs, the layer before gives {fan_in}")
+        fan_in = weight.shape[-1] if weight.ndim == 2 else None
+    if problems or not weights:
+        return problems or ["no layer0.weight"]
+    inputs, outputs = weights[0].shape[0], weights[-1].shape[1]
+    problems += _names(arrays, "feature_names", {inputs}, f"the {inputs} inputs of layer0")
+    problems += _statistics(arrays, "x", inputs)
+    if "class_names" in arrays:
+        choices = {outputs, 2} if outputs == 1 else {outputs}  # bce: one logit for two classes
+        problems += _names(arrays, "class_names", choices, f"the {outputs} outputs of the last layer")
+    else:
+        problems += _names(arrays, "target_names", {outputs}, f"the {outputs} outputs of the last layer")
+        problems += _statistics(arrays, "y", outputs)
+    return problems
+
+
+def _names(arrays: dict[str, np.ndarray], key: str, lengths: set[int], what: str) -> list[str]:
+    names = arrays.get(key)
+    if names is None:
+        return []
+    if names.ndim != 1 or names.dtype.kind != "U":
+        return [f"{key} is {names.dtype} {names.shape}, not a list of names"]
+    return [] if len(names) in lengths else [f"{key} has {len(names)} names for {what}"]
+
+
+def _statistics(arrays: dict[str, np.ndarray], prefix: str, size: int) -> list[str]:
+    """The standardization statistics {prefix}_mean, {prefix}_std: both or neither, (size,) finite, the scale > 0."""
+    mean, std = arrays.get(f"{prefix}_mean"), arrays.get(f"{prefix}_std")
+    if mean is None and std is None:
+        return []
+    for key, value in ((f"{prefix}_mean", mean), (f"{prefix}_std", std)):
+        if value is None or value.shape != (size,) or value.dtype.kind not in "iuf":
+            found = "missing" if value is None else f"{value.dtype} {value.shape}"
+            return [f"{key} is {found}, not {size} numbers"]
+        if not np.isfinite(value).all():
+            return [f"{key} holds values that are not finite"]
+    return [] if (std > 0).all() else [f"{prefix}_std holds a scale ≤ 0"]
+
+
 def weights_file(path: Path) -> Path:
     """The weights a path names: a model.npz, or a run directory (its model.npz)."""
     return path / MODEL_FILE if path.is_dir() else path
@@ -165,6 +227,6 @@ def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Ne
         fan_in = spec.units
     network = Network(layers)
     if config.model.init_from:
-        network.load_state_dict(load_npz(weights_file(Path(config.model.init_from))),
+        network.load_state_dict(load_model_file(weights_file(Path(config.model.init_from))),
                                 f"model.init_from ({config.model.init_from})")
     return network

@@ -23,7 +23,7 @@ from autobp.common.errors import DataError
 from autobp.common.files import load_npz
 from autobp.model.data import Dataset, check_finite_rows, read_table
 from autobp.model.mapped import MappedArray, MappedRows
-from autobp.model.network import MODEL_FILE, Network, build_network
+from autobp.model.network import MODEL_FILE, Network, build_network, load_model_file
 from autobp.rundir import layout as rundir
 from autobp.spec.catalog import task_of_loss
 from autobp.spec.config import Config
@@ -72,11 +72,15 @@ def load_model(run_dir: Path) -> TrainedModel:
     config = load_config(config_path)
     config = config.model_copy(update={"model": config.model.model_copy(update={"init_from": None})})
     model_path = run_dir / MODEL_FILE
-    arrays = load_npz(model_path)
+    arrays = load_model_file(model_path)
     missing = [key for key in REQUIRED_ARRAYS if key not in arrays]
     if missing:
         names = ", ".join(map(repr, missing))
         raise DataError(f"{model_path}: no array {names} — it was not written by `autobp train`")
+    if (task_of_loss(config.loss) == "classification") != ("class_names" in arrays):
+        has = "has" if "class_names" in arrays else "has no"
+        raise DataError(f"{model_path}: {has} class_names, but the run's loss {config.loss} is "
+                        f"{task_of_loss(config.loss)} — the file is damaged or belongs to another run")  # fmt: skip
     data = _training_data(config, arrays)
     network = build_network(config, data.n_features, np.random.default_rng(config.seed))
     network.load_state_dict(arrays, str(model_path))
