@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from autobp.common.errors import EXIT_FAILED, AutobpError
+from autobp.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutobpError
 
 
 def _say(text: str, *, err: bool = False, nl: bool = True) -> None:
@@ -35,6 +35,9 @@ class _Group(TyperGroup):
             where = f"{err.filename}: " if err.filename else ""
             _say(f"error: {where}{err.strerror or err}", err=True)
             raise typer.Exit(EXIT_FAILED) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a command maps it (what it wrote is cleaned up)
+            _say("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 class _Command(TyperCommand):
