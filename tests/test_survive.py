@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import autobp
@@ -305,3 +307,445 @@ def test_hostile_histogram_values_are_refused_naming_the_file(trained, tmp_path,
     code, output = cli("export", run, "--format", "tensorboard")
     assert code == 2 and f"{run / 'histograms.npz'}: " in output, output
     assert not (run / "tensorboard").exists() and not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- every reader bounded ----------------------------------------------------------------------------------------
+
+
+def npy_bytes(shape: str, body: bytes = b"\0" * 64) -> bytes:
+    """An .npy file whose header says `shape` (any text), followed by `body`."""
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + body
+
+
+LYING_SHAPES = ["(-1, 2)", "(4, -2)", "(-2, -2)", f"({2**70}, 2)", f"(10**30, 2)".replace("10**30", str(10**30))]
+
+
+@pytest.mark.parametrize("shape", LYING_SHAPES)
+def test_npy_headers_with_negative_or_overflowing_shapes_are_named(trained, tmp_path, shape) -> None:
+    features = tmp_path / "X.npy"
+    features.write_bytes(npy_bytes(shape))
+    np.save(tmp_path / "y.npy", np.zeros(4))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": "npy", "path": str(features), "target_path": str(tmp_path / "y.npy")},
+                                      "model": {"hidden": [3]}, "loss": "mse", "output": {"dir": str(tmp_path / "runs")}}))  # fmt: skip
+    for command in (["validate", config], ["train", config, "--quiet"], ["predict", trained, features]):
+        code, output = cli(*command)
+        assert code == 2 and f"{features}: " in output, (command, output)
+    archive = tmp_path / "X.npz"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("X.npy", npy_bytes(shape))
+    code, output = cli("predict", trained, archive)
+    assert code == 2 and f"{archive}: array 'X.npy' " in output, output
+    assert not (tmp_path / "runs").exists()
+
+
+def journal_search(folder: Path):
+    from autobp.sweeps.search import Search
+
+    settings = {"method": "tpe", "seed": 0, "parameters": {"model.hidden": [[4], [8]],
+                                                          "optimizer.lr": {"min": 1e-3, "max": 1.0, "log": True}}}  # fmt: skip
+    study = Search(folder, settings, "min", max_epochs=1)
+    for index in range(3):
+        study.start(f"trial-{index:03d}", index)
+        study.finish(f"trial-{index:03d}", "completed", 0.5 + index)
+    return settings
+
+
+def test_a_journal_cut_mid_line_keeps_every_entry_before_the_cut(tmp_path) -> None:
+    from autobp.sweeps.search import JOURNAL_FILE, Search, check_journal
+
+    settings = journal_search(tmp_path)
+    journal = tmp_path / JOURNAL_FILE
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-9])  # a full disk or power loss in the middle of the last entry
+    notes: list[str] = []
+    check_journal(tmp_path, settings["parameters"], notes)
+    entries = whole.count(b"\n") - 1
+    assert notes == [f"{journal}: its last line was cut mid-write and is dropped; the {entries} entries before it are kept"]
+    reopened = Search(tmp_path, settings, "min", max_epochs=1)
+    reopened.start("trial-003", 3)
+    reopened.finish("trial-003", "completed", 0.1)
+    states = [trial.state.name for trial in Search(tmp_path, settings, "min", max_epochs=1).study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]  # the cut trial's end was lost: failed, not lost
+
+
+def edited_journal(journal: Path, how: str) -> None:
+    lines = journal.read_bytes().splitlines(keepends=True)
+    if how == "unknown operation":
+        lines.append(b'{"op_code": 99, "worker_id": "x"}\n')
+    elif how == "out-of-range choice":
+        entries = [json.loads(line) for line in lines]
+        for entry in entries:
+            if entry.get("param_name") == "model.hidden":
+                entry["param_value_internal"] = 7
+        lines = [json.dumps(entry).encode() + b"\n" for entry in entries]
+    elif how == "not JSON":
+        lines.insert(1, b"{nope\n")
+    else:
+        lines.insert(1, b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    journal.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize(("how", "expected"), [
+    ("unknown operation", "unknown operation 99"),
+    ("out-of-range choice", "a value of model.hidden outside its range (7)"),
+    ("not JSON", "line 2: not a journal entry"),
+    ("deeply nested", "line 2: not a journal entry"),
+])  # fmt: skip
+def test_sweep_resume_names_a_journal_it_cannot_replay(tmp_path, how, expected) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base_config(tmp_path, epochs=1, checkpoint_every=None)))
+    sweep.write_text(yaml.safe_dump({"base": "base.yaml", "method": "tpe", "n_trials": 2, "seed": 1, "parameters": {
+        "optimizer.lr": {"min": 1e-3, "max": 0.1, "log": True}, "model.hidden": [[4], [8]]}}))  # fmt: skip
+    directory = run_sweep([sweep], jobs=1).directory
+    edited_journal(directory / "study.journal", how)
+    before = (directory / "sweep.yaml").read_bytes()
+    code, output = cli("sweep", "--resume", directory, "--quiet")
+    assert code == 2 and f"{directory / 'study.journal'}: " in output and expected in output, output
+    assert (directory / "sweep.yaml").read_bytes() == before
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_deeply_nested_summaries_are_named_and_the_rest_still_read(trained, tmp_path) -> None:
+    hostile = fresh(trained, tmp_path)
+    (hostile / "summary.json").write_text(DEEP)
+    other = Path(shutil.copytree(trained, tmp_path / "runs" / "other"))
+    named = f"{hostile / 'summary.json'}: "
+    code, output = cli("runs", tmp_path / "runs")
+    assert code == 0 and "other" in output and named in output, output
+    for command in (["report", hostile], ["compare", hostile, other]):
+        code, output = cli(*command)
+        assert code == 0 and named in output, (command, output)
+    assert any(note.startswith(named) for note in autobp.load_run(hostile).notes)
+    code, output = cli("train", "--resume", hostile, "--quiet")  # ignored: the checkpoint says where the run is
+    assert code == 0 and named in output, output
+
+
+def test_a_deeply_nested_sweep_record_is_named(tmp_path) -> None:
+    directory = small_sweep(tmp_path)
+    (directory / "sweep.yaml").write_text(DEEP)
+    for command in (["sweep", "--resume", directory], ["report", directory, "--html"]):
+        code, output = cli(*command)
+        assert code == 2 and f"{directory / 'sweep.yaml'}: " in output, (command, output)
+    assert len(autobp.load_sweep(directory).trials) == 2  # its trials are ordinary runs, still read
+    code, output = cli("runs", tmp_path / "runs")
+    assert code == 0 and "sweep.yaml" in output, output
+
+
+# --- resume reads everything before it writes --------------------------------------------------------------------
+
+
+def extendable(trained: Path, tmp_path: Path) -> Path:
+    """A copy of the finished run, to extend with --resume --set training.epochs=5."""
+    return fresh(trained, tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["nan_counts of another shape", "steps out of order", "layers as numbers"])
+def test_an_inconsistent_histograms_file_is_dropped_with_a_note_and_resume_completes(trained, tmp_path, damage) -> None:
+    run = extendable(trained, tmp_path)
+    with np.load(run / "histograms.npz") as archive:
+        arrays = dict(archive)
+    if damage == "nan_counts of another shape":
+        arrays["nan_counts"] = arrays["nan_counts"][:, :1]
+    elif damage == "steps out of order":
+        arrays["steps"] = arrays["steps"][::-1].copy()
+    else:
+        arrays["layers"] = np.arange(len(arrays["layers"]))
+    np.savez(run / "histograms.npz", **arrays)
+    code, output = cli("train", "--resume", run, "--set", "training.epochs=5", "--quiet")
+    assert code == 0 and f"{run / 'histograms.npz'}: " in output and "its earlier snapshots are dropped" in output, output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs"] == 5
+    assert autobp.load_run(run).notes == []  # the new histograms.npz reads back
+
+
+def test_resume_refuses_a_damaged_checkpoint_before_writing_anything(trained, tmp_path) -> None:
+    run = extendable(trained, tmp_path)
+    with np.load(run / "checkpoint.npz") as archive:
+        arrays = {key: value for key, value in archive.items() if not key.startswith("rng")}
+    np.savez(run / "checkpoint.npz", **arrays)
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    code, output = cli("train", "--resume", run, "--set", "training.epochs=5", "--quiet")
+    assert code == 2 and f"{run / 'checkpoint.npz'}: not an autobp checkpoint" in output, output
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_a_resume_that_cannot_write_its_logs_records_failed_with_the_reason(trained, tmp_path) -> None:
+    run = extendable(trained, tmp_path)
+    limit = (run / "summary.json").stat().st_size + 600  # summary.json fits, gradients.csv does not
+    assert (run / "gradients.csv").stat().st_size > limit
+    code, output = autobp_process("train", "--resume", run, "--set", "training.epochs=5", "--quiet",
+                                  limit_file_size=limit)  # fmt: skip
+    assert code == 1 and "gradients.csv: cannot write it (File too large)" in output, output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "gradients.csv: cannot write it (File too large)" in summary["error"]
+    assert summary["epochs"] == 3  # what the run had trained, not 0
+    code, output = cli("train", "--resume", run, "--set", "training.epochs=5", "--quiet")
+    assert code == 0 and json.loads((run / "summary.json").read_text())["epochs"] == 5, output
+
+
+# --- model.npz checked as a whole --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ("x_mean too short", "x_mean is float64 (1,), not 2 numbers"),
+    ("x_std of 0", "x_std holds a scale ≤ 0"),
+    ("x_mean not finite", "x_mean holds values that are not finite"),
+    ("a surplus class name", "class_names has 3 names for the 2 outputs of the last layer"),
+    ("no class names", "has no class_names, but the run's loss cross_entropy is classification"),
+    ("feature names too many", "feature_names has 3 names for the 2 inputs of layer0"),
+    ("layers that do not chain", "layer1.weight takes 5 inputs, the layer before gives 6"),
+])  # fmt: skip
+def test_a_damaged_model_file_is_named_before_predict_or_export_use_it(trained, tmp_path, damage, expected) -> None:
+    run = fresh(trained, tmp_path)
+    with np.load(run / "model.npz") as archive:
+        arrays = dict(archive)
+    if damage == "x_mean too short":
+        arrays["x_mean"] = arrays["x_mean"][:1]
+    elif damage == "x_std of 0":
+        arrays["x_std"][0] = 0.0
+    elif damage == "x_mean not finite":
+        arrays["x_mean"][1] = np.nan
+    elif damage == "a surplus class name":
+        arrays["class_names"] = np.array([*arrays["class_names"], "extra"])
+    elif damage == "no class names":
+        del arrays["class_names"]
+        arrays["target_names"] = np.array(["a", "b"])
+    elif damage == "feature names too many":
+        arrays["feature_names"] = np.array(["x0", "x1", "x2"])
+    else:
+        arrays["layer1.weight"] = arrays["layer1.weight"][:5]
+    np.savez(run / "model.npz", **arrays)
+    for command in (["predict", run, tmp_path / "examples.npz"], ["export", run, "--format", "onnx"]):
+        code, output = cli(*command)
+        assert code == 2 and f"{run / 'model.npz'}: " in output and expected in output, (command, output)
+    assert not (run / "model.onnx").exists()
+    config = tmp_path / "again.yaml"
+    config.write_text(yaml.safe_dump({**base_config(tmp_path), "model": {"hidden": [6, 6], "activation": "tanh",
+                                                                        "init_from": str(run)}}))  # fmt: skip
+    if damage not in ("no class names",):  # init_from takes the weights only; names that fit them are not needed
+        code, output = cli("train", config, "--quiet")
+        assert code == 2 and f"{run / 'model.npz'}: " in output, output
+
+
+# --- the cap, end to end -----------------------------------------------------------------------------------------
+
+
+def test_a_sweep_at_the_trial_cap_writes_a_record_it_reads_back(tmp_path) -> None:
+    """Plan only: 10 × 10 × 10 × 10 = 10,000 trials (the cap), recorded and read back as sweep --resume reads it."""
+    from autobp.sweeps.plan import MAX_TRIALS, _record, plan_sweep
+    from autobp.sweeps.record import read_record
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"data": {"source": "xor", "n_samples": 20},
+                                                        "model": {"hidden": [3]}, "loss": "cross_entropy"}))  # fmt: skip
+    values = {"optimizer.lr": [round(0.001 * i, 3) for i in range(1, 11)], "seed": list(range(10)),
+              "model.hidden": [[i] for i in range(1, 11)], "training.batch_size": list(range(1, 11))}  # fmt: skip
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "parameters": values}))
+    sweep = plan_sweep([tmp_path / "sweep.yaml"])
+    assert len(sweep.trials) == MAX_TRIALS
+    text = _record(sweep)
+    assert len(text) > 1_000_000  # larger than a config file may be
+    (tmp_path / "sweep.yaml").write_text(text)
+    record = read_record(tmp_path)
+    assert len(record.trials) == MAX_TRIALS and record.trials[-1].values == sweep.trials[-1].values
+
+
+# --- orphaned temporaries ----------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_orphaned_temporaries_are_removed_by_the_next_resume_sweep_or_export(trained, tmp_path) -> None:
+    run = extendable(trained, tmp_path)
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        orphans = [".checkpoint.npz.a1b2c3d4.tmp", f".checkpoint.npz.{dead_pid()}-x9y8z7w6.tmp", f".model.npz.{dead_pid()}-q.tmp"]
+        busy = f".checkpoint.npz.{alive.pid}-k3j4h5g6.tmp"  # another process still writing it
+        for name in [*orphans, busy]:
+            (run / name).write_bytes(b"\0" * 1000)
+        code, output = cli("train", "--resume", run, "--set", "training.epochs=4", "--quiet")
+        assert code == 0, output
+        assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == [busy]
+        (run / f".tensorboard.{dead_pid()}.34.tmp").mkdir()  # how the export named its staging before
+        (run / f".tensorboard.{dead_pid()}-1.tmp").mkdir()
+        assert cli("export", run, "--format", "tensorboard")[0] == 0
+        assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == [busy]
+    finally:
+        alive.kill()
+        alive.wait()
+    (tmp_path / "sweep-folder").mkdir()
+    sweep = small_sweep(tmp_path / "sweep-folder")
+    (sweep / f".trials.csv.{dead_pid()}-abc.tmp").write_text("half")
+    code, output = cli("sweep", "--resume", sweep, "--quiet")
+    assert code == 0 and not [p for p in sweep.iterdir() if p.name.endswith(".tmp")], output
+
+
+# --- a fuzz of every reader --------------------------------------------------------------------------------------
+
+FUZZ = settings(max_examples=80, derandomize=True, database=None, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
+SIZES = st.integers(-3, 5) | st.sampled_from([2**31, 2**63, 2**70, 10**30, -(2**63)])
+SHAPES = st.lists(SIZES, max_size=4).map(tuple)
+DESCRS = st.sampled_from(["<f8", "<f4", "<i8", "|u1", "<U5", "|O", "|V4", "<c16", "bogus", "<f8'", "", "|b1"])
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                           max_leaves=12)  # fmt: skip
+
+
+def header_bytes(shape_text: str, descr: str, fortran: bool, body: bytes) -> bytes:
+    header = f"{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape_text}, }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + body
+
+
+@FUZZ
+@given(shape=SHAPES | st.text(max_size=12), descr=DESCRS, fortran=st.booleans(), body=st.binary(max_size=64))
+def test_fuzz_npy_headers(tmp_path_factory, shape, descr, fortran, body) -> None:
+    from autobp.common.errors import AutobpError
+    from autobp.model.mapped import MappedArray
+
+    folder = tmp_path_factory.mktemp("npy")
+    content = header_bytes(shape if isinstance(shape, str) else repr(shape), descr, fortran, body)
+    (folder / "X.npy").write_bytes(content)
+    with zipfile.ZipFile(folder / "X.npz", "w") as archive:
+        archive.writestr("X.npy", content)
+    for read in (lambda: files.load_npz(folder / "X.npz"), lambda: MappedArray(folder / "X.npy", "data.path")):
+        try:
+            read()
+        except AutobpError:
+            pass
+
+
+@FUZZ
+@given(text=st.one_of(JSON_VALUES.map(json.dumps), st.text(max_size=40), st.sampled_from([DEEP, "{" * 5000, "[1e999]"])))
+def test_fuzz_summaries(tmp_path_factory, text) -> None:
+    from autobp.common.errors import AutobpError
+    from autobp.rundir.summary import read_summary
+
+    path = tmp_path_factory.mktemp("summary") / "summary.json"
+    path.write_text(text)
+    try:
+        read_summary(path)
+    except AutobpError:
+        pass
+
+
+@FUZZ
+@given(document=st.one_of(JSON_VALUES.map(lambda v: yaml.safe_dump(v)), st.text(max_size=60),
+                          st.sampled_from(["- " * 3000 + "x", "&a [*a]", "!!python/object:os.system x", DEEP])))  # fmt: skip
+def test_fuzz_sweep_records(tmp_path_factory, document) -> None:
+    from autobp.common.errors import AutobpError
+    from autobp.sweeps.record import read_record
+
+    folder = tmp_path_factory.mktemp("sweep")
+    (folder / "sweep.yaml").write_text(document)
+    try:
+        read_record(folder)
+    except AutobpError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def journal_lines(tmp_path_factory) -> tuple[dict, list[bytes]]:
+    folder = tmp_path_factory.mktemp("journal")
+    parameters = journal_search(folder)["parameters"]
+    return parameters, (folder / "study.journal").read_bytes().splitlines(keepends=True)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_journals(tmp_path_factory, journal_lines, data) -> None:
+    from autobp.common.errors import AutobpError
+    from autobp.sweeps.search import Search, check_journal
+
+    parameters, lines = journal_lines
+    entries = [json.loads(line) for line in lines]
+    for _ in range(data.draw(st.integers(0, 3))):
+        entry = entries[data.draw(st.integers(0, len(entries) - 1))]
+        key = data.draw(st.sampled_from(sorted(entry)))
+        entry[key] = data.draw(JSON_VALUES | st.integers(-5, 20))
+    content = b"".join(json.dumps(entry).encode() + b"\n" for entry in entries)
+    content = content[: data.draw(st.integers(0, len(content)))] if data.draw(st.booleans()) else content
+    folder = tmp_path_factory.mktemp("journal")
+    (folder / "study.journal").write_bytes(content + data.draw(st.binary(max_size=20)))
+    try:
+        check_journal(folder, parameters, [])
+        study = Search(folder, {"method": "tpe", "seed": 0, "parameters": parameters}, "min", max_epochs=1)
+        study.start("trial-009", 9)
+    except AutobpError:
+        pass
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_model_files(trained, tmp_path_factory, data) -> None:
+    from autobp.common.errors import AutobpError
+    from autobp.tools.predict import load_model, predict_file
+
+    run = Path(shutil.copytree(trained, tmp_path_factory.mktemp("model") / "run"))
+    with np.load(run / "model.npz") as archive:
+        arrays = dict(archive)
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(arrays)))
+        change = data.draw(st.sampled_from(["drop", "shape", "value", "text"]))
+        if change == "drop":
+            del arrays[key]
+        elif change == "shape":
+            arrays[key] = np.resize(arrays[key], data.draw(st.lists(st.integers(0, 4), max_size=3)))
+        elif change == "value" and arrays[key].dtype.kind == "f" and arrays[key].size:
+            arrays[key] = arrays[key].copy()
+            arrays[key].flat[0] = data.draw(st.sampled_from([np.nan, np.inf, 0.0, -1.0, 1e308]))
+        elif change == "text":
+            arrays[key] = arrays[key].astype(str)
+        if not arrays:
+            break
+    np.savez(run / "model.npz", **arrays)
+    try:
+        model = load_model(run)
+    except AutobpError:
+        return
+    with np.errstate(all="raise"):  # a model that loads predicts without a warning
+        predict_file(model, trained.parent.parent / "examples.npz")
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_histograms(trained, tmp_path_factory, data) -> None:
+    from autobp.common.errors import AutobpError
+    from autobp.rundir.histograms import QUANTITIES, read
+
+    folder = tmp_path_factory.mktemp("histograms")
+    with np.load(trained / "histograms.npz") as archive:
+        arrays = dict(archive)
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(arrays)))
+        change = data.draw(st.sampled_from(["drop", "reverse", "float", "text", "cut"]))
+        if change == "drop":
+            del arrays[key]
+        elif change == "reverse":
+            arrays[key] = arrays[key][::-1].copy()
+        elif change == "float" and arrays[key].dtype.kind in "iuf":
+            with np.errstate(invalid="ignore"):  # 0 × inf: NaN is what this damage wants
+                arrays[key] = arrays[key].astype(np.float64) * data.draw(st.sampled_from([np.inf, -1.0, np.nan]))
+        elif change == "text":
+            arrays[key] = arrays[key].astype(str)
+        else:
+            arrays[key] = arrays[key][: data.draw(st.integers(0, 2))]
+        if not arrays:
+            break
+    np.savez(folder / "histograms.npz", **arrays)
+    try:
+        histograms = read(folder)
+    except AutobpError:
+        return
+    for layer in range(len(histograms.layers)):
+        for quantity in QUANTITIES:
+            histograms.percentiles(layer, quantity, (0, 50, 100))

@@ -18,6 +18,7 @@ import shutil
 import stat
 import tempfile
 import time
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -31,6 +32,7 @@ from autobp.common.text import shorten
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive: its first entry, or an empty one
 MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed file cannot claim all memory
 MAX_CSV_BYTES = 1_000_000_000  # a CSV file autobp reads whole (data, logs, trials.csv): ~10 bytes a value
+MAX_ELEMENTS = 2**62  # an .npy shape promising more elements is no array (numpy would overflow counting them)
 MAX_DEPTH = 64  # nesting of a JSON or YAML document autobp reads; its own files nest a few levels
 TMP_SUFFIX = ".tmp"  # a file or folder being written, renamed into place when whole: `.<name>.<pid>-<token>.tmp`
 
@@ -400,9 +402,14 @@ def read_npy_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     reader = HEADER_READERS.get(np.lib.format.read_magic(handle))
     if reader is None:  # version 3 only adds UTF-8 field names, which autobp never writes
         raise ValueError("unsupported .npy format version (save with np.save)")
-    shape, fortran_order, dtype = reader(handle)
+    try:
+        shape, fortran_order, dtype = reader(handle)
+    except (SyntaxError, tokenize.TokenError, OverflowError, TypeError, RecursionError, MemoryError) as exc:
+        raise ValueError(f"a header numpy cannot parse ({type(exc).__name__})") from None
     if any(size < 0 for size in shape):
         raise ValueError(f"a negative size in its shape {shape}")
+    if math.prod(max(size, 1) for size in shape) >= MAX_ELEMENTS:  # numpy counts elements in int64
+        raise ValueError(f"a shape larger than any array {shape}")
     return shape, fortran_order, dtype
 
 

@@ -23,7 +23,9 @@ from autobp.common.text import shorten
 
 INSTALL_HINT = "needs Optuna: pip install 'autobp[search]'"
 JOURNAL_FILE = "study.journal"
-STUDY_NAME = "sweep"  # fixed, so that a renamed sweep (Hyperband's brackets hash it) searches the same way
+STUDY_NAME = "sweep"
+# What Optuna raises replaying a journal whose entries hold the wrong kinds of values (it trusts its own files).
+REPLAY_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError, RecursionError)  # fixed, so that a renamed sweep (Hyperband's brackets hash it) searches the same way
 
 
 def check_journal(directory: Path, parameters: dict[str, Any], notes: list[str]) -> None:
@@ -37,14 +39,17 @@ def check_journal(directory: Path, parameters: dict[str, Any], notes: list[str])
     files.check_regular_file(path)
     content = path.read_bytes()
     whole = content[: content.rfind(b"\n") + 1]
-    for number, line in enumerate(whole.splitlines(), start=1):
-        problem = _entry_problem(line, parameters)
-        if problem:
-            raise DataError(f"{path}: line {number}: {problem}; the study cannot be reopened (the trials' own "
-                            "run directories are intact: `autobp compare` reads them)")  # fmt: skip
-    if len(whole) < len(content):
+    problems = ((f"line {number}: ", _entry_problem(line, parameters))
+                for number, line in enumerate(whole.splitlines(), start=1))  # fmt: skip
+    where, problem = next(((where, problem) for where, problem in problems if problem), ("", ""))
+    if len(whole) < len(content) and not problem:
         with open(path, "r+b") as handle:
             handle.truncate(len(whole))
+    problem = problem or _replay_problem(path)
+    if problem:
+        raise DataError(f"{path}: {where}{problem}; the study cannot be reopened (the trials' own run directories "
+                        "are intact: `autobp compare` reads them)")  # fmt: skip
+    if len(whole) < len(content):
         kept = whole.count(b"\n")
         notes.append(f"{path}: its last line was cut mid-write and is dropped; the {kept:,} entries before it are kept")
 
@@ -60,6 +65,8 @@ def _entry_problem(line: bytes, parameters: dict[str, Any]) -> str:
         return "not a journal entry (JSON object)"
     if not isinstance(entry, dict) or type(entry.get("op_code")) is not int:
         return "not a journal entry (no operation)"
+    if entry["op_code"] == JournalOperation.SET_TRIAL_PARAM and not isinstance(entry.get("param_name"), str):
+        return "a value without a parameter name"
     if entry["op_code"] not in {operation.value for operation in JournalOperation}:
         return f"unknown operation {entry['op_code']}"
     if entry["op_code"] == JournalOperation.SET_TRIAL_PARAM:
@@ -71,8 +78,24 @@ def _entry_problem(line: bytes, parameters: dict[str, Any]) -> str:
             inside = distribution._contains(entry["param_value_internal"])
         except (KeyError, ValueError, TypeError, AttributeError):
             return f"a damaged value of {name}"
+        if distribution != _distribution(parameters[name]):
+            return f"a value of {name} from another search space"
         if not inside:
             return f"a value of {name} outside its range ({shorten(repr(entry['param_value_internal']))})"
+    return ""
+
+
+def _replay_problem(path: Path) -> str:
+    """Replay the whole journal in memory, as reopening the study does (reading only); what fails, or ''."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        for study in storage.get_all_studies():
+            storage.get_all_trials(study._study_id, deepcopy=False)
+    except REPLAY_ERRORS as exc:
+        return f"it cannot be replayed ({shorten(str(exc) or type(exc).__name__, 200)})"
     return ""
 
 
@@ -99,16 +122,16 @@ class Search:
         self.parameters: dict[str, Any] = settings["parameters"]
         path = str(directory / JOURNAL_FILE)
         # One sweep process writes the journal; a lock left by a killed one is stale after a few seconds.
-        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path, grace_period=5)))
         self._running: dict[str, Any] = {}  # sweep trial name -> its Optuna trial
         self._lock = threading.Lock()
         try:  # check_journal refuses what it can tell; whatever else replaying finds wrong is the file's fault too
+            storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path, grace_period=5)))
             self.study = optuna.create_study(
                 storage=storage, study_name=STUDY_NAME, load_if_exists=True, pruner=_pruner(settings, max_epochs),
                 direction="minimize" if mode == "min" else "maximize",
             )  # fmt: skip
             self._fail_lost_trials()
-        except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
+        except REPLAY_ERRORS as exc:
             raise DataError(f"{path}: the study cannot be replayed ({shorten(str(exc) or type(exc).__name__, 200)}); "
                             "it is damaged") from None
 
@@ -185,14 +208,29 @@ def _pruner(settings: dict[str, Any], max_epochs: int) -> Any:
     return pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=factor)
 
 
-def _suggest(trial: Any, key: str, parameter: Any) -> Any:
-    """The trial's value for one parameter: a list is a choice among its values, a range {min, max, log} a number."""
+def _distribution(parameter: Any) -> Any:
+    """The Optuna distribution of one parameter: a list is a choice among its values, a range {min, max, log} a
+    number (whole when both ends are)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     if isinstance(parameter, list):
-        return _decode(parameter, trial.suggest_categorical(key, [json.dumps(value) for value in parameter]))
+        return CategoricalDistribution([json.dumps(value) for value in parameter])
     low, high, log = parameter["min"], parameter["max"], parameter.get("log", False)
     if isinstance(low, int) and isinstance(high, int):
-        return trial.suggest_int(key, low, high, log=log)
-    return trial.suggest_float(key, low, high, log=log)
+        return IntDistribution(low, high, log=log)
+    return FloatDistribution(low, high, log=log)
+
+
+def _suggest(trial: Any, key: str, parameter: Any) -> Any:
+    """The trial's value for one parameter, drawn from its distribution."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    distribution = _distribution(parameter)
+    if isinstance(distribution, CategoricalDistribution):
+        return _decode(parameter, trial.suggest_categorical(key, distribution.choices))
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(key, distribution.low, distribution.high, log=distribution.log)
+    return trial.suggest_float(key, distribution.low, distribution.high, log=distribution.log)
 
 
 def _encode(parameters: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
