@@ -85,6 +85,7 @@ def output_path(path: Path, option: str) -> Path:
 def write_output(path: Path, content: bytes | str, option: str) -> None:
     """Write a user-named output by the rule of `output_path`; a failed write is a WriteError naming it (exit 1)."""
     target = output_path(path, option)
+    remove_orphans(target.parent, target.name)  # what an earlier, killed write of it left
     try:
         write_atomic(target, content)
     except OSError as exc:
@@ -133,13 +134,15 @@ def temporary_name(path: Path, token: str) -> str:
     return f".{path.name}.{os.getpid()}-{token}{TMP_SUFFIX}"
 
 
-def remove_orphans(directory: Path) -> list[str]:
+def remove_orphans(directory: Path, name: str = "") -> list[str]:
     """Remove what killed writers left in `directory`: temporaries (files or folders) of processes that no longer
-    run. Returns their names. A process that owns the folder calls it (train, --resume, sweep) before writing."""
+    run, of the file `name` only if given. Returns their names. Called before writing (--resume, sweep --resume,
+    export, every user-named output)."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in directory.iterdir():
-            if entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX) and not _writer_alive(entry.name):
+            ours = entry.name.startswith(f".{name}.") if name else entry.name.startswith(".")
+            if ours and entry.name.endswith(TMP_SUFFIX) and not _writer_alive(entry.name):
                 with contextlib.suppress(OSError):
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
                     removed.append(entry.name)
