@@ -18,6 +18,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ import autobp
 from autobp.cli import app
 from autobp.common import files
 from autobp.sweeps.plan import run_sweep
+from autobp.tools import tensorboard_export
 
 DEADLINE = 60  # seconds: a command still running after this long has hung
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,16 +397,32 @@ def edited_journal(journal: Path, how: str) -> None:
     ("deeply nested", "line 2: not a journal entry"),
 ])  # fmt: skip
 def test_sweep_resume_names_a_journal_it_cannot_replay(tmp_path, how, expected) -> None:
-    sweep = tmp_path / "sweep.yaml"
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base_config(tmp_path, epochs=1, checkpoint_every=None)))
-    sweep.write_text(yaml.safe_dump({"base": "base.yaml", "method": "tpe", "n_trials": 2, "seed": 1, "parameters": {
-        "optimizer.lr": {"min": 1e-3, "max": 0.1, "log": True}, "model.hidden": [[4], [8]]}}))  # fmt: skip
-    directory = run_sweep([sweep], jobs=1).directory
+    directory = tpe_sweep(tmp_path)
     edited_journal(directory / "study.journal", how)
     before = (directory / "sweep.yaml").read_bytes()
     code, output = cli("sweep", "--resume", directory, "--quiet")
     assert code == 2 and f"{directory / 'study.journal'}: " in output and expected in output, output
     assert (directory / "sweep.yaml").read_bytes() == before
+
+
+def tpe_sweep(folder: Path) -> Path:
+    sweep = folder / "sweep.yaml"
+    (folder / "base.yaml").write_text(yaml.safe_dump(base_config(folder, epochs=1, checkpoint_every=None)))
+    sweep.write_text(yaml.safe_dump({"base": "base.yaml", "method": "tpe", "n_trials": 2, "seed": 1, "parameters": {
+        "optimizer.lr": {"min": 1e-3, "max": 0.1, "log": True}, "model.hidden": [[4], [8]]}}))  # fmt: skip
+    return run_sweep([sweep], jobs=1).directory
+
+
+def test_sweep_resume_recovers_a_journal_cut_mid_line_and_says_so(tmp_path) -> None:
+    directory = tpe_sweep(tmp_path)
+    journal = directory / "study.journal"
+    content = journal.read_bytes()
+    journal.write_bytes(content[:-20])
+    (directory / "trial-001" / "summary.json").unlink()  # so that the resumed sweep asks the study again
+    code, output = cli("sweep", "--resume", directory, "--quiet")
+    kept = content.count(b"\n") - 1
+    assert code == 0 and f"note: {journal}: its last line was cut mid-write and is dropped; the {kept} entries" in output
+    assert all(line.endswith(b"}") for line in journal.read_bytes().splitlines())  # every entry whole again
 
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -749,3 +767,8 @@ def test_fuzz_histograms(trained, tmp_path_factory, data) -> None:
     for layer in range(len(histograms.layers)):
         for quantity in QUANTITIES:
             histograms.percentiles(layer, quantity, (0, 50, 100))
+    events = tensorboard_export._Events(folder / "tb")  # what the TensorBoard export makes of them
+    try:
+        tensorboard_export._add_distributions(events, SimpleNamespace(path=folder))
+    finally:
+        events.close()
