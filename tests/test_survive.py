@@ -772,3 +772,35 @@ def test_fuzz_histograms(trained, tmp_path_factory, data) -> None:
         tensorboard_export._add_distributions(events, SimpleNamespace(path=folder))
     finally:
         events.close()
+
+
+@settings(max_examples=40, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(data=st.data())
+def test_fuzz_checkpoints_resume_or_refuse_before_writing(trained, tmp_path_factory, data) -> None:
+    """A damaged checkpoint is refused (exit 2 in the CLI) with the run directory as it was, or resumes cleanly."""
+    from autobp.common.errors import AutobpError
+    from autobp.training.runner import resume
+
+    run = Path(shutil.copytree(trained, tmp_path_factory.mktemp("checkpoint") / "run"))
+    with np.load(run / "checkpoint.npz") as archive:
+        arrays = dict(archive)
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(arrays)))
+        change = data.draw(st.sampled_from(["drop", "shape", "text", "negative", "json"]))
+        if change == "drop":
+            del arrays[key]
+        elif change == "shape":
+            arrays[key] = np.resize(arrays[key], data.draw(st.lists(st.integers(0, 3), max_size=2)))
+        elif change == "text":
+            arrays[key] = np.array(data.draw(st.sampled_from(["", "{}", "[1]", "abc", '{"shuffle": 1}'])))
+        elif change == "negative" and arrays[key].dtype.kind in "iuf":
+            arrays[key] = -np.abs(arrays[key]) - 1
+        if not arrays:
+            break
+    np.savez(run / "checkpoint.npz", **arrays)
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    try:
+        resume(run, ["training.epochs=4"])
+    except AutobpError:
+        assert {path.name: path.read_bytes() for path in run.iterdir()} == before

@@ -26,7 +26,7 @@ import autobp
 from autobp.common import files
 from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.common.runtime import keep_freed_memory
-from autobp.common.text import flatten, format_number, plural
+from autobp.common.text import flatten, format_number, plural, shorten
 from autobp.health import describe, judge
 from autobp.model.data import Dataset
 from autobp.model.mapped import MappedRows
@@ -361,6 +361,8 @@ class Trainer:
             self._epoch_start = EpochStart.from_state(state.state, self._new_meter())
         except KeyError as missing:
             raise DataError(f"{path}: not an autobp checkpoint (missing {missing})") from None
+        except (ValueError, TypeError, AttributeError) as exc:  # a state of the wrong kind: text, shape, JSON
+            raise DataError(f"{path}: not an autobp checkpoint ({shorten(str(exc) or type(exc).__name__, 200)})") from None
         self.epoch, self.step = state.epoch, state.step
         where = f"the checkpoint of epoch {epoch}"
         if self._epoch_start is not None:
