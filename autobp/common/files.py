@@ -68,7 +68,7 @@ def output_path(path: Path, option: str) -> Path:
     """Where a user-named output (`-o`, `--out`) is written: the path itself when it is absent or a regular file, or
     the file a symbolic link ends at (written through the link, which stays). Anything else — a named pipe, a
     device, a socket, a folder — is refused (ConfigError), never replaced: outputs are written by replacing a file."""
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target = through_link(path)
     try:
         mode: int | None = target.stat().st_mode
     except OSError:  # absent (the usual case), or out of reach: the write itself says why
@@ -80,6 +80,11 @@ def output_path(path: Path, option: str) -> Path:
     if not target.parent.is_dir():
         raise ConfigError(f"{option} {path}: the folder {target.parent} does not exist")
     return target
+
+
+def through_link(path: Path) -> Path:
+    """Where a user-named output lands: the path, or where a symbolic link there finally leads."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def write_output(path: Path, content: bytes | str, option: str) -> None:
@@ -134,19 +139,20 @@ def temporary_name(path: Path, token: str) -> str:
     return f".{path.name}.{os.getpid()}-{token}{TMP_SUFFIX}"
 
 
-def remove_orphans(directory: Path, name: str = "") -> list[str]:
+def remove_orphans(directory: Path, name: str = "") -> None:
     """Remove what killed writers left in `directory`: temporaries (files or folders) of processes that no longer
-    run, of the file `name` only if given. Returns their names. Called before writing (--resume, sweep --resume,
-    export, every user-named output)."""
-    removed = []
+    run, of the file `name` only if given. Called before writing (--resume, sweep --resume, export, every
+    user-named output); what cannot be removed stays, harmless."""
     with contextlib.suppress(OSError):
         for entry in directory.iterdir():
             ours = entry.name.startswith(f".{name}.") if name else entry.name.startswith(".")
-            if ours and entry.name.endswith(TMP_SUFFIX) and not _writer_alive(entry.name):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-                    removed.append(entry.name)
-    return removed
+            if not ours or not entry.name.endswith(TMP_SUFFIX) or _writer_alive(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
 
 
 def _writer_alive(name: str) -> bool:

@@ -53,7 +53,7 @@ def export_tensorboard(source: Path, out: Path | None = None) -> TensorboardExpo
     A failed write is a WriteError (exit 1); SIGTERM ends it as Ctrl-C does; either way no staging folder is left."""
     _tensorboardx()
     shown = out if out is not None else source / EXPORT_DIR
-    target = _destination(out) if out is not None else source / EXPORT_DIR
+    target = files.through_link(out) if out is not None else shown  # the default, inside SOURCE: never followed
     runs = _runs(source)
     _check_destination(target, shown)
     files.remove_orphans(target.parent)
@@ -218,11 +218,6 @@ def _add_hparams(writer: _Events, log: RunLog, hparams: dict[str, Any]) -> None:
 
 def _metric_columns(log: RunLog) -> list[str]:
     return [name for name in (log.metrics[0] if log.metrics else {}) if name not in NOT_METRICS]
-
-
-def _destination(out: Path) -> Path:
-    """The folder `-o` names, through a symbolic link to it (the link stays and leads to the new export)."""
-    return Path(os.path.realpath(out)) if out.is_symlink() else out
 
 
 def _check_destination(target: Path, shown: Path) -> None:
