@@ -34,7 +34,7 @@ KEPT = (*FINISHED, str(Status.PRUNED))  # what a resumed sweep does not run agai
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 
 # autobp's own record, not a file people write: read back up to this size (a sweep at its 10,000-trial cap writes
-# ~1.4 MB), and never written larger.
+# ~2 MB with four swept keys), and never written larger.
 MAX_RECORD_BYTES = 32_000_000
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
