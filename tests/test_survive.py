@@ -226,6 +226,9 @@ def test_no_control_character_from_data_reaches_the_terminal(trained, tmp_path) 
         assert code == 0 and not any(char in output for char in CONTROLS), (command, output)
         shown = "[31m" if command[0] == "validate" else "\\u001b]0;pwned\\u0007"
         assert shown in output, (command, output)  # shown, escaped
+    trained_on_it = autobp.train(config, ["training.epochs=1"], output=tmp_path / "labels").run_dir
+    code, output = cli("predict", trained_on_it, table)  # class names in the CSV header and rows, to a terminal
+    assert code == 0 and "p_a\\u001b[31m" in output and not any(char in output for char in CONTROLS), output
     code, output = cli("runs", runs, "--format", "json")
     listed = json.loads(output)  # the escapes are JSON escapes: JSON stays JSON, and reads back the names
     assert [entry["name"] for entry in listed] == [f"run-{HOSTILE}"], output
