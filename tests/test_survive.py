@@ -460,14 +460,9 @@ def test_a_deeply_nested_sweep_record_is_named(tmp_path) -> None:
 # --- resume reads everything before it writes --------------------------------------------------------------------
 
 
-def extendable(trained: Path, tmp_path: Path) -> Path:
-    """A copy of the finished run, to extend with --resume --set training.epochs=5."""
-    return fresh(trained, tmp_path)
-
-
 @pytest.mark.parametrize("damage", ["nan_counts of another shape", "steps out of order", "layers as numbers"])
 def test_an_inconsistent_histograms_file_is_dropped_with_a_note_and_resume_completes(trained, tmp_path, damage) -> None:
-    run = extendable(trained, tmp_path)
+    run = fresh(trained, tmp_path)
     with np.load(run / "histograms.npz") as archive:
         arrays = dict(archive)
     if damage == "nan_counts of another shape":
@@ -485,7 +480,7 @@ def test_an_inconsistent_histograms_file_is_dropped_with_a_note_and_resume_compl
 
 
 def test_resume_refuses_a_damaged_checkpoint_before_writing_anything(trained, tmp_path) -> None:
-    run = extendable(trained, tmp_path)
+    run = fresh(trained, tmp_path)
     with np.load(run / "checkpoint.npz") as archive:
         arrays = {key: value for key, value in archive.items() if not key.startswith("rng")}
     np.savez(run / "checkpoint.npz", **arrays)
@@ -496,7 +491,7 @@ def test_resume_refuses_a_damaged_checkpoint_before_writing_anything(trained, tm
 
 
 def test_a_resume_that_cannot_write_its_logs_records_failed_with_the_reason(trained, tmp_path) -> None:
-    run = extendable(trained, tmp_path)
+    run = fresh(trained, tmp_path)
     limit = (run / "summary.json").stat().st_size + 600  # summary.json fits, gradients.csv does not
     assert (run / "gradients.csv").stat().st_size > limit
     code, output = autobp_process("train", "--resume", run, "--set", "training.epochs=5", "--quiet",
@@ -585,7 +580,7 @@ def dead_pid() -> int:
 
 
 def test_orphaned_temporaries_are_removed_by_the_next_resume_sweep_or_export(trained, tmp_path) -> None:
-    run = extendable(trained, tmp_path)
+    run = fresh(trained, tmp_path)
     alive = subprocess.Popen(["sleep", "60"])
     try:
         orphans = [".checkpoint.npz.a1b2c3d4.tmp", f".checkpoint.npz.{dead_pid()}-x9y8z7w6.tmp", f".model.npz.{dead_pid()}-q.tmp"]
