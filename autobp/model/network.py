@@ -62,6 +62,9 @@ def check_model(arrays: dict[str, np.ndarray]) -> list[str]:
             problems.append(f"layer{index}.weight and layer{index}.bias have shapes {shapes}, not (in, out) and (out,)")
         elif fan_in is not None and weight.shape[0] != fan_in:
             problems.append(f"layer{index}.weight takes {weight.shape[0]} inputs, the layer before gives {fan_in}")
+        elif weight.dtype.kind in "f" and not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            problems.append(f"layer{index} holds weights that are not finite (a run that diverged keeps them: train "
+                            "it again with a smaller optimizer.lr)")  # fmt: skip
         fan_in = weight.shape[-1] if weight.ndim == 2 else None
     if problems or not weights:
         return problems or ["no layer0.weight"]
@@ -71,19 +74,21 @@ def check_model(arrays: dict[str, np.ndarray]) -> list[str]:
     if "class_names" in arrays:
         choices = {outputs, 2} if outputs == 1 else {outputs}  # bce: one logit for two classes
         problems += _names(arrays, "class_names", choices, f"the {outputs} outputs of the last layer")
+        problems += _names(arrays, "target_names", None, "")
     else:
         problems += _names(arrays, "target_names", {outputs}, f"the {outputs} outputs of the last layer")
         problems += _statistics(arrays, "y", outputs)
     return problems
 
 
-def _names(arrays: dict[str, np.ndarray], key: str, lengths: set[int], what: str) -> list[str]:
+def _names(arrays: dict[str, np.ndarray], key: str, lengths: set[int] | None, what: str) -> list[str]:
+    """A list of names, if the file has it: text, one dimension, and one of `lengths` long (any, if None)."""
     names = arrays.get(key)
     if names is None:
         return []
-    if names.ndim != 1 or names.dtype.kind != "U":
+    if names.ndim != 1 or names.dtype.kind != "U" or not names.size:
         return [f"{key} is {names.dtype} {names.shape}, not a list of names"]
-    return [] if len(names) in lengths else [f"{key} has {len(names)} names for {what}"]
+    return [] if lengths is None or len(names) in lengths else [f"{key} has {len(names)} names for {what}"]
 
 
 def _statistics(arrays: dict[str, np.ndarray], prefix: str, size: int) -> list[str]:

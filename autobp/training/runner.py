@@ -354,14 +354,14 @@ class Trainer:
         self.histograms.keep_until(self._earlier_histograms(notes), step)
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
         self.network.load_state_dict(state.parameters, str(path))
-        self.optimizer.load_state_dict(state.optimizer)
         try:
+            self.optimizer.load_state_dict(state.optimizer)
             for owner in self._state_owners():
                 owner.load_state_dict(state.state)
             self._epoch_start = EpochStart.from_state(state.state, self._new_meter())
         except KeyError as missing:
             raise DataError(f"{path}: not an autobp checkpoint (missing {missing})") from None
-        except (ValueError, TypeError, AttributeError) as exc:  # a state of the wrong kind: text, shape, JSON
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a state of the wrong kind: text, JSON
             raise DataError(f"{path}: not an autobp checkpoint ({shorten(str(exc) or type(exc).__name__, 200)})") from None
         self.epoch, self.step = state.epoch, state.step
         where = f"the checkpoint of epoch {epoch}"
