@@ -63,7 +63,7 @@ def check_model(arrays: dict[str, np.ndarray]) -> list[str]:
             problems.append(f"layer{index}.weight and layer{index}.bias have shapes {shapes}, not (in, out) and (out,)")
         elif fan_in is not None and weight.shape[0] != fan_in:
             problems.append(f"layer{index}.weight takes {weight.shape[0]} inputs, the layer before gives {fan_in}")
-        elif weight.dtype.kind in "f" and not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        elif weight.dtype.kind == bias.dtype.kind == "f" and not all(np.isfinite(a).all() for a in (weight, bias)):
             problems.append(f"layer{index} holds weights that are not finite (a run that diverged keeps them: train "
                             "it again with a smaller optimizer.lr)")  # fmt: skip
         fan_in = weight.shape[-1] if weight.ndim == 2 else None

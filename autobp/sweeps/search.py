@@ -23,9 +23,9 @@ from autobp.common.text import shorten
 
 INSTALL_HINT = "needs Optuna: pip install 'autobp[search]'"
 JOURNAL_FILE = "study.journal"
-STUDY_NAME = "sweep"
+STUDY_NAME = "sweep"  # fixed, so that a renamed sweep (Hyperband's brackets hash it) searches the same way
 # What Optuna raises replaying a journal whose entries hold the wrong kinds of values (it trusts its own files).
-REPLAY_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError, RecursionError)  # fixed, so that a renamed sweep (Hyperband's brackets hash it) searches the same way
+REPLAY_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError, RecursionError)
 
 
 def check_journal(directory: Path, parameters: dict[str, Any], notes: list[str]) -> None:

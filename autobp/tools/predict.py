@@ -209,7 +209,8 @@ def evaluate(
 ) -> tuple[np.ndarray, dict[str, float | None] | None]:
     """Network outputs for X and, with targets y, the metrics — measured exactly as training measures them."""
     meter = Meter(model.data.task, model.config.loss, model.data)
-    outputs = evaluate_network(model.network, meter, X, y)
+    with np.errstate(over="ignore", invalid="ignore"):  # weights near overflow predict inf or NaN, shown as such
+        outputs = evaluate_network(model.network, meter, X, y)
     return outputs, None if y is None else meter.result()
 
 

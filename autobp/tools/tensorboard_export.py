@@ -239,8 +239,9 @@ def _check_destination(target: Path, shown: Path) -> None:
         return
     if not target.is_dir():
         mode = target.stat().st_mode
-        raise ConfigError(f"--out {shown}: a {files.kind(mode) if not stat.S_ISREG(mode) else 'file'}, not a folder; "
-                          "the export is a folder of event files: choose a new folder or an earlier export")  # fmt: skip
+        what = files.kind(mode) if not stat.S_ISREG(mode) else "file"
+        raise ConfigError(f"--out {shown}: a {what}, not a folder; the export is a folder of event files: choose a "
+                          "new folder or an earlier export")  # fmt: skip
     found = [path for path in target.rglob("*") if path.is_symlink() or not path.is_dir()]
     if any(path.is_symlink() or not path.name.startswith(EVENTS_PREFIX) for path in found):
         raise ConfigError(f"--out {shown}: exists and holds other files than TensorBoard events; choose another folder")

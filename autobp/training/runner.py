@@ -350,7 +350,8 @@ class Trainer:
         except KeyError as missing:
             raise DataError(f"{path}: not an autobp checkpoint (missing {missing})") from None
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a state of the wrong kind: text, JSON
-            raise DataError(f"{path}: not an autobp checkpoint ({shorten(str(exc) or type(exc).__name__, 200)})") from None
+            problem = shorten(str(exc) or type(exc).__name__, 200)
+            raise DataError(f"{path}: not an autobp checkpoint ({problem})") from None
         self.epoch, self.step = state.epoch, state.step
         if self.instruments is not None:  # rows the checkpoint holds as pending are written again, with α
             pending = self.instruments.resume_step
