@@ -66,7 +66,7 @@ def jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> tuple[An
         return _nested_jvp(f, inputs, tangents)
     xs = _inputs(inputs, requires_grad=False)
     for x, t in zip(xs, tangents, strict=True):
-        x.tangent = np.asarray(t, dtype=x.data.dtype)
+        x.tangent = np.asarray(t.data if type(t) is Tensor else t, dtype=x.data.dtype)
         if x.tangent.shape != x.data.shape:
             raise ValueError(f"jvp: tangent of shape {x.tangent.shape} for an input of shape {x.data.shape}")
     with forward_mode(), _transform():
@@ -101,9 +101,12 @@ def vjp(f: Function, inputs: Sequence[Any]) -> tuple[Any, Callable[[Any], list[A
         out = f(*xs)
 
     def pullback(cotangent: Any) -> list[Any]:
-        seed = cotangent if type(cotangent) is Tensor else np.asarray(cotangent, dtype=out.data.dtype)
-        if np.shape(seed) != out.data.shape:
-            raise ValueError(f"vjp: cotangent of shape {np.shape(seed)} for an output of shape {out.data.shape}")
+        if nested and type(cotangent) is Tensor:
+            seed = cotangent
+        else:
+            seed = np.asarray(cotangent.data if type(cotangent) is Tensor else cotangent, dtype=out.data.dtype)
+        if seed.shape != out.data.shape:
+            raise ValueError(f"vjp: cotangent of shape {seed.shape} for an output of shape {out.data.shape}")
         return _zeros_if_none(gradients(out, xs, seed, create_graph=nested), xs, nested)
 
     return (out if nested else out.data), pullback

@@ -333,7 +333,7 @@ class Primitive:
         result.requires_grad = result._retain = False
         if parents and _mode.record:
             result.requires_grad = True
-            result._node = _new_node(Node, (self, parents, raw, kwargs, next(_created)))
+            result._node = _new_node(Node, (self, parents, raw, kwargs, next(_created), args))
         if _mode.forward:
             result.tangent = self._push_tangents(args, raw, result, kwargs)
         return result
@@ -399,17 +399,19 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 class Node(NamedTuple):
     """How a recorded tensor was computed: the primitive, its parents as (argnum, tensor) pairs (the arguments that
-    needed gradients), the raw arguments and keyword arguments it was called with, and its creation number."""
+    needed gradients), the raw arguments and keyword arguments it was called with, its creation number, and the
+    arguments as given (tensors still tensors, for the rules on tensors: they may carry tangents)."""
 
     op: Any  # the Primitive; None only in RELEASED
     parents: list[tuple[int, Tensor]]
     args: list[Any]
     kwargs: dict[str, Any]
     number: int
+    inputs: tuple[Any, ...]
 
 
 _new_node = tuple.__new__  # builds a Node without NamedTuple.__new__'s keyword handling (the hot path)
-RELEASED = Node(None, [], [], {}, -1)  # the record of a tensor whose graph backward() has walked and freed
+RELEASED = Node(None, [], [], {}, -1, ())  # the record of a tensor whose graph backward() has walked and freed
 _number = attrgetter("_node.number")
 
 
@@ -456,7 +458,7 @@ def backward(root: Tensor, grad: np.ndarray) -> None:
         g = grads.pop(node)
         if node._retain:
             node.grad = g if node.grad is None else node.grad + g
-        op, parents, args, kwargs, _ = node._node
+        op, parents, args, kwargs, _, _ = node._node
         out = node.data
         for i, parent in parents:
             gi = op.vjp(i, g, out, *args, **kwargs) if kwargs else op.vjp(i, g, out, *args)
@@ -492,12 +494,8 @@ def gradients(root: Tensor, inputs: list[Tensor], seed: Any = None, create_graph
         g = grads.pop(node)
         if node in wanted:
             wanted[node] = g
-        op, parents, args, kwargs, _ = node._node
-        rule, out = (op.vjp_graph, node) if create_graph else (op.vjp, node.data)
-        if create_graph:
-            args = list(args)
-            for i, parent in parents:
-                args[i] = parent
+        op, parents, args, kwargs, _, given = node._node
+        rule, out, args = (op.vjp_graph, node, given) if create_graph else (op.vjp, node.data, args)
         for i, parent in parents:
             gi = rule(i, g, out, *args, **kwargs)
             if create_graph and type(gi) is not Tensor:
