@@ -1,6 +1,6 @@
 """Compiled steps: one recorded graph replayed as a flat program of the same primitives' rules.
 
-Recording a graph costs Python work on every operation (a Tensor and a node per result, a heap walk backward);
+Recording a graph costs Python work on every operation (a Tensor and a node per result, a walk backward);
 for small arrays that work outweighs the arithmetic. `compile_graph` takes one recorded graph and writes it out as
 one straight-line Python function: the primitives' forward rules in creation order, then their VJPs in exactly the
 order `backward` would call them, accumulating in the same order. Calling it on new inputs runs the same

@@ -16,7 +16,6 @@ pushed by `jvp_graph` and recorded (reverse over forward). Forward mode carries 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from heapq import heappop, heappush
 from itertools import count
 from operator import attrgetter
 from typing import Any, Iterator, NamedTuple
@@ -85,7 +84,7 @@ class Tensor:
         self.data = as_float_array(data, dtype)
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
-        self.tangent: np.ndarray | None = None
+        self.tangent: np.ndarray | Tensor | None = None  # a tensor when the tangent is itself differentiated
         self._node: Node | None = None  # how this tensor was computed; None for leaves, RELEASED after backward
         self._retain = False
 
@@ -340,12 +339,12 @@ class Primitive:
 
     def _push_tangents(self, args: tuple, raw: list, result: Tensor, kwargs: dict) -> Any:
         # Forward mode: J·t = Σᵢ Jᵢ·tᵢ over the arguments that carry a tangent.
-        if any(type(a) is Tensor and type(a.tangent) is Tensor for a in args):
-            return self._push_tensor_tangents(args, result, kwargs)
         out = result.data
         total = None
         for i, a in enumerate(args):
             if type(a) is Tensor and a.tangent is not None:
+                if type(a.tangent) is Tensor:
+                    return self._push_tensor_tangents(args, result, kwargs)
                 term = self.jvp(i, a.tangent, out, *raw, **kwargs)
                 total = term if total is None else total + term
         if total is None or total.shape == out.shape:
@@ -504,7 +503,7 @@ def gradients(root: Tensor, inputs: list[Tensor], seed: Any = None, create_graph
                 gi = unbroadcast(gi, parent.data.shape)
             grads[parent] = grads[parent] + gi if parent in grads else gi
     for x in wanted:
-        if x in grads:  # leaves (and the root itself) are never taken off the order
+        if x in grads:  # leaves are never taken off the order
             wanted[x] = grads[x]
     return [wanted[x] for x in inputs]
 

@@ -29,7 +29,6 @@ import numpy as np
 from autobp.engine import Tensor, grad, hvp, jvp, numerical_gradient, relative_error
 from autobp.model.network import Layer, LossOfParameters, build_network, network_loss
 from autobp.model.prepare import prepare
-from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.training.metrics import loss_targets
 from autobp.training.progress import WorkProgress
 from autobp.training.state import INIT_STREAM

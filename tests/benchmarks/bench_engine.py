@@ -1,17 +1,25 @@
 """One MLP training step (forward, backward, SGD update) on the engine vs. the same math by hand in numpy.
 
-    python tests/benchmarks/bench_engine.py [--repeats 7] [--only tiny,deep]
+    python tests/benchmarks/bench_engine.py [--repeats 7] [--only tiny,deep] [--against OTHER_TREE]
 
 The engine runs twice: interpreted (recording a graph every step) and compiled (the recorded graph replayed by
 autobp.engine.compile). All three run side by side in one process, interleaved, and each reports its best time
 over the repeats, so the ratios are meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error. Like
 `autobp train`, the process keeps freed memory for reuse (autobp.common.runtime); `--default-malloc` measures without.
+`--against OTHER_TREE` (e.g. `git worktree add /tmp/before <commit>`) runs this script once per repeat on each tree
+(autobp imported from that tree, this script's code on both), alternately, keeps each side's best times and prints
+this tree's over the other's: engine, compiled, and numpy (the same code on both sides, so a measure of the noise).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,15 +141,50 @@ def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float, floa
     return min(ref), min(eng), min(comp)
 
 
+def tree_times(tree: str, only: str, default_malloc: bool) -> dict[str, list[float]]:
+    """One repeat of every wanted shape with autobp imported from `tree`: {"shape dtype": [numpy, engine, compiled]}."""
+    command = [sys.executable, __file__, "--repeats", "3", "--json"] + (["--only", only] if only else [])
+    command += ["--default-malloc"] if default_malloc else []
+    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+    return json.loads(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
+
+
+def against(other: str, repeats: int, only: str, default_malloc: bool) -> None:
+    here = str(Path(__file__).resolve().parents[2])
+    best: dict[str, dict[str, list[float]]] = {here: {}, other: {}}
+    for repeat in range(repeats):
+        for tree in (here, other) if repeat % 2 == 0 else (other, here):
+            for key, times in tree_times(tree, only, default_malloc).items():
+                old = best[tree].get(key, times)
+                best[tree][key] = [min(a, b) for a, b in zip(old, times)]
+        print(f"  repeat {repeat + 1}/{repeats}", flush=True)
+    print(f"this tree over {other}, best of {repeats} each (below 1: this tree is faster)")
+    print(f"{'shape':<8} {'dtype':<8} {'engine ×':>9} {'compiled ×':>11} {'numpy × (noise)':>16}")
+    for key, (ref, eng, comp) in best[here].items():
+        o_ref, o_eng, o_comp = best[other][key]
+        shape, dtype = key.split()
+        print(f"{shape:<8} {dtype:<8} {eng / o_eng:>9.3f} {comp / o_comp:>11.3f} {ref / o_ref:>16.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", default="", help="comma-separated shape names")
     parser.add_argument("--default-malloc", action="store_true", help="skip the allocator setting autobp train uses")
+    parser.add_argument("--against", default=None, help="another autobp source tree to time side by side")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one side of --against
     args = parser.parse_args()
+    if args.against:
+        against(args.against, args.repeats, args.only, args.default_malloc)
+        return
     if not args.default_malloc:
         keep_freed_memory()  # as `autobp train` does; applies to both sides alike
     wanted = set(filter(None, args.only.split(",")))
+    if args.json:
+        times = {f"{shape.name} {np.dtype(dtype).name}": list(measure(shape, dtype, args.repeats))
+                 for shape in SHAPES if not wanted or shape.name in wanted for dtype in (np.float32, np.float64)}
+        print(json.dumps(times))
+        return
     print(f"{'shape':<8} {'dtype':<8} {'numpy µs':>10} {'engine µs':>10} {'ratio':>6} {'compiled µs':>12} "
           f"{'ratio':>6} {'compiled/engine':>16}", flush=True)  # fmt: skip
     for shape in SHAPES:
