@@ -12,26 +12,17 @@ function), each returns tensors the outer one differentiates: `grad(lambda x: gr
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from autobp.engine import ops
-from autobp.engine.tensor import EngineError, Tensor, _mode, as_float_array, forward_mode, gradients, no_grad
+from autobp.engine.tensor import (
+    EngineError, Tensor, _mode, as_float_array, forward_mode, gradients, no_grad, transform_running,
+)
 
 Function = Callable[..., Tensor]
-
-
-@contextmanager
-def _transform() -> Iterator[None]:
-    """While a transform runs its function, transforms called inside know they are nested."""
-    _mode.nesting += 1
-    try:
-        yield
-    finally:
-        _mode.nesting -= 1
 
 
 def _nested(inputs: Sequence[Any]) -> bool:
@@ -69,7 +60,7 @@ def jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> tuple[An
         x.tangent = np.asarray(t.data if type(t) is Tensor else t, dtype=x.data.dtype)
         if x.tangent.shape != x.data.shape:
             raise ValueError(f"jvp: tangent of shape {x.tangent.shape} for an input of shape {x.data.shape}")
-    with forward_mode(), _transform():
+    with forward_mode(), transform_running():
         out = f(*xs)
     tangent = out.tangent if out.tangent is not None else np.zeros_like(out.data)
     return out.data, tangent
@@ -85,7 +76,7 @@ def _nested_jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> 
         x = ops.reshape(value, shape=np.shape(value.data)) if type(value) is Tensor else Tensor(as_float_array(value))
         x.tangent = t if type(t) is Tensor else Tensor(np.asarray(t, dtype=x.data.dtype))
         xs.append(x)
-    with forward_mode(), _transform():
+    with forward_mode(), transform_running():
         out = f(*xs)
     return out, out.tangent if out.tangent is not None else Tensor(np.zeros_like(out.data))
 
@@ -97,7 +88,7 @@ def vjp(f: Function, inputs: Sequence[Any]) -> tuple[Any, Callable[[Any], list[A
     """
     nested = _nested(inputs)
     xs = [_variable(v) for v in inputs]
-    with _transform():
+    with transform_running():
         out = f(*xs)
 
     def pullback(cotangent: Any) -> list[Any]:
@@ -122,7 +113,7 @@ def grad(f: Function, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
             xs = list(inputs)
             for k in wanted:
                 xs[k] = _variable(inputs[k])
-            with _transform():
+            with transform_running():
                 out = f(*xs)
             variables = [xs[k] for k in wanted]
             grads = _zeros_if_none(gradients(out, variables, create_graph=True), variables, as_tensor=True)
@@ -130,7 +121,7 @@ def grad(f: Function, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
             xs = _inputs(inputs, requires_grad=False)
             for k in wanted:
                 xs[k].requires_grad = True
-            with _transform():
+            with transform_running():
                 out = f(*xs)
             out.backward()
             grads = _zeros_if_none([xs[k].grad for k in wanted], [xs[k] for k in wanted], as_tensor=False)
@@ -150,7 +141,7 @@ def hvp(f: Function, params: Sequence[np.ndarray], vectors: Sequence[np.ndarray]
         x.tangent = np.asarray(v, dtype=x.data.dtype)
         if x.tangent.shape != x.data.shape:
             raise ValueError(f"hvp: vector of shape {x.tangent.shape} for a parameter of shape {x.data.shape}")
-    with forward_mode(), _transform():
+    with forward_mode(), transform_running():
         out = f(*xs)
         if out.data.size != 1:
             raise ValueError(f"hvp: f must return a scalar, not an array of shape {out.data.shape}")

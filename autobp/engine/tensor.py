@@ -57,13 +57,22 @@ def no_grad() -> Iterator[None]:
 
 
 @contextmanager
-def forward_mode() -> Iterator[None]:
-    """Inside this block primitives push the tangents of their inputs forward (used by `jvp`)."""
-    _mode.forward += 1
+def _counted(switch: str) -> Iterator[None]:
+    setattr(_mode, switch, getattr(_mode, switch) + 1)
     try:
         yield
     finally:
-        _mode.forward -= 1
+        setattr(_mode, switch, getattr(_mode, switch) - 1)
+
+
+def forward_mode() -> Any:
+    """Inside this block primitives push the tangents of their inputs forward (used by `jvp`)."""
+    return _counted("forward")
+
+
+def transform_running() -> Any:
+    """Inside this block a functional transform runs its function: transforms called there know they are nested."""
+    return _counted("nesting")
 
 
 def as_float_array(value: Any, dtype: Any = None) -> np.ndarray:

@@ -22,7 +22,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -110,14 +110,8 @@ class GradcheckReport:
             f"{'':<30}{'central differences':<24}forward mode ({DIRECTIONS} random directions)",
             f"{'layer':<8}{'shape':<10}{'activation':<12}{'weight':<12}{'bias':<12}{'weight':<12}bias",
         ]
-        failing = {a.name for a in self.failures}
-        for layer, weight, bias in zip(self.layers, self.arrays[0::2], self.arrays[1::2]):
-            flag = "FAIL" if {weight.name, bias.name} & failing else "ok"
-            shape = "×".join(map(str, layer.shape))
-            lines.append(
-                f"{layer.name:<8}{shape:<10}{layer.activation:<12}{weight.fd_error:<12.1e}{bias.fd_error:<12.1e}"
-                f"{weight.jvp_error:<12.1e}{bias.jvp_error:<12.1e}{flag}"
-            )
+        lines += _layer_rows(self.layers, self.arrays, self.failures,
+                             lambda w, b: (w.fd_error, b.fd_error, w.jvp_error, b.jvp_error))  # fmt: skip
         for step in FD_STEPS[1:]:
             names = [a.name for a in self.arrays if a.fd_step == step and a.fd_error < TOLERANCE]
             if names:
@@ -320,6 +314,19 @@ def _indices(total: int, limit: int, sample: int, rng: np.random.Generator) -> n
     return np.sort(rng.choice(total, size=sample, replace=False))
 
 
+def _layer_rows(layers: list[Layer], arrays: Sequence[Any], failures: Sequence[Any],
+                errors: Callable[[Any, Any], tuple[float, ...]]) -> list[str]:  # fmt: skip
+    """A table line per layer: name, shape, activation, the `errors` of its weight and bias checks, ok or FAIL."""
+    failing = {a.name for a in failures}
+    lines = []
+    for layer, weight, bias in zip(layers, arrays[0::2], arrays[1::2]):
+        flag = "FAIL" if {weight.name, bias.name} & failing else "ok"
+        shape = "×".join(map(str, layer.shape))
+        values = "".join(f"{e:<12.1e}" for e in errors(weight, bias))
+        lines.append(f"{layer.name:<8}{shape:<10}{layer.activation:<12}{values}{flag}")
+    return lines
+
+
 def _wrapped(lead: str, items: list[str]) -> str:
     return textwrap.fill(f"{lead}: {', '.join(items)}", width=110, subsequent_indent="  ")
 
@@ -377,11 +384,7 @@ class CurvatureReport:
             f"differences of gradients, (∇L(θ + εv) − ∇L(θ − εv)) / 2ε, along {DIRECTIONS} random directions v",
             f"{'layer':<8}{'shape':<10}{'activation':<12}{'weight':<12}bias",
         ]
-        failing = {a.name for a in self.failures}
-        for layer, weight, bias in zip(self.layers, self.arrays[0::2], self.arrays[1::2]):
-            flag = "FAIL" if {weight.name, bias.name} & failing else "ok"
-            shape = "×".join(map(str, layer.shape))
-            lines.append(f"{layer.name:<8}{shape:<10}{layer.activation:<12}{weight.error:<12.1e}{bias.error:<12.1e}{flag}")
+        lines += _layer_rows(self.layers, self.arrays, self.failures, lambda w, b: (w.error, b.error))
         for step in HVP_STEPS[1:]:
             names = [a.name for a in self.arrays if a.step == step and a.error < TOLERANCE]
             if names:
