@@ -2,8 +2,8 @@
 
 A tensor that requires a gradient and was made by a primitive remembers it in a `Node`: that primitive, the raw
 arrays it was called with, and which of its arguments were tensors needing gradients (its parents). `recorded`
-lists a graph's nodes in creation order; `backward()` walks that list from the end, asking each primitive for its
-vector-Jacobian product (VJP) once per parent, and the compiler and the graph view walk the same list. Forward
+lists a graph's nodes in creation order; `backward()` visits them in that order from the end, asking each primitive
+for its vector-Jacobian product (VJP) once per parent, and the compiler and the graph view walk the same list. Forward
 mode rides along the forward pass instead: when a tensor carries a tangent, each primitive also applies its
 Jacobian-vector product (JVP) to it.
 
@@ -16,6 +16,7 @@ pushed by `jvp_graph` and recorded (reverse over forward). Forward mode carries 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from heapq import heappop, heappush
 from itertools import count
 from operator import attrgetter
 from typing import Any, Iterator, NamedTuple
@@ -337,11 +338,14 @@ class Primitive:
             _dtype_mismatch(self.name, args, out.dtype)
         result = _new_tensor(Tensor)  # the hot path: skip __init__, whose conversions `out` does not need
         result.data = out
-        result.grad = result.tangent = result._node = None
-        result.requires_grad = result._retain = False
+        result.grad = result.tangent = None
+        result._retain = False
         if parents and _mode.record:
             result.requires_grad = True
             result._node = _new_node(Node, (self, parents, raw, kwargs, next(_created), args))
+        else:
+            result.requires_grad = False
+            result._node = None
         if _mode.forward:
             result.tangent = self._push_tangents(args, raw, result, kwargs)
         return result
@@ -428,7 +432,8 @@ def recorded(root: Tensor) -> list[Tensor]:
 
     The one traversal order of the engine: the compiler writes the forward pass in this order, and `backward`,
     `gradients` and the compiler's reverse pass take it from the end, so each tensor is visited after every
-    tensor that consumed it and gradients are summed in the same order everywhere (which bit-identity needs).
+    tensor that consumed it and gradients are summed in the same order everywhere (which bit-identity needs);
+    the graph view draws it.
     """
     if root._node is RELEASED:
         raise _released()
@@ -454,15 +459,21 @@ def _released() -> EngineError:
 def backward(root: Tensor, grad: np.ndarray) -> None:
     """The reverse pass: push `grad` from `root` to every leaf, accumulating in `.grad`, then release the graph.
 
-    Each gradient is freed as soon as it has been used, and each node's record as soon as its VJPs have run.
+    It visits the nodes in `recorded` order from the end, finding them as it goes: a heap on creation numbers
+    pops them newest first, which is that order (every consumer of a node was created after it, so it pops
+    first), without a separate pass over the graph, which would cost the interpreter's step a few percent
+    (tests/test_engine_tensor.py checks the two orders agree). Each gradient is freed as soon as it has been
+    used, and each node's record as soon as its VJPs have run.
     """
     if root._node is None:
         root.grad = grad if root.grad is None else root.grad + grad
         return
-    order = recorded(root)
+    if root._node is RELEASED:
+        raise _released()
     grads = {root: grad}
-    while order:
-        node = order.pop()
+    pending = [(-root._node.number, root)]
+    while pending:
+        node = heappop(pending)[1]
         g = grads.pop(node)
         if node._retain:
             node.grad = g if node.grad is None else node.grad + g
@@ -472,12 +483,16 @@ def backward(root: Tensor, grad: np.ndarray) -> None:
             gi = op.vjp(i, g, out, *args, **kwargs) if kwargs else op.vjp(i, g, out, *args)
             if gi.shape != parent.data.shape:
                 gi = unbroadcast(gi, parent.data.shape)
-            if parent._node is None:  # a leaf: its gradient accumulates where the user reads it
+            record = parent._node
+            if record is None:  # a leaf: its gradient accumulates where the user reads it
                 parent.grad = gi if parent.grad is None else parent.grad + gi
             elif parent in grads:
                 grads[parent] = grads[parent] + gi
+            elif record is RELEASED:
+                raise _released()
             else:
                 grads[parent] = gi
+                heappush(pending, (-record.number, parent))
         # Release the graph: the node keeps its value (and a retained gradient) but no longer pins its inputs.
         node._node = RELEASED
         node.requires_grad = False
