@@ -7,8 +7,9 @@ autobp.engine.compile). All three run side by side in one process, interleaved, 
 over the repeats, so the ratios are meaningful on a shared, noisy machine. Hidden layers use tanh, the loss is mean squared error. Like
 `autobp train`, the process keeps freed memory for reuse (autobp.common.runtime); `--default-malloc` measures without.
 `--against OTHER_TREE` (e.g. `git worktree add /tmp/before <commit>`) runs this script once per repeat on each tree
-(autobp imported from that tree, this script's code on both), alternately, keeps each side's best times and prints
-this tree's over the other's: engine, compiled, and numpy (the same code on both sides, so a measure of the noise).
+(autobp imported from that tree, this script's code on both), alternately, and prints this tree's times over the
+other's: best over best (numpy's, the same code on both sides, measures the noise), and the median of each run's
+time per numpy step timed beside it, which a machine whose load changes between runs disturbs less.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float, floa
 
 def tree_times(tree: str, only: str, default_malloc: bool) -> dict[str, list[float]]:
     """One repeat of every wanted shape with autobp imported from `tree`: {"shape dtype": [numpy, engine, compiled]}."""
-    command = [sys.executable, __file__, "--repeats", "3", "--json"] + (["--only", only] if only else [])
+    command = [sys.executable, __file__, "--repeats", "5", "--json"] + (["--only", only] if only else [])
     command += ["--default-malloc"] if default_malloc else []
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     return json.loads(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
@@ -151,19 +152,25 @@ def tree_times(tree: str, only: str, default_malloc: bool) -> dict[str, list[flo
 
 def against(other: str, repeats: int, only: str, default_malloc: bool) -> None:
     here = str(Path(__file__).resolve().parents[2])
-    best: dict[str, dict[str, list[float]]] = {here: {}, other: {}}
+    samples: dict[str, dict[str, list[list[float]]]] = {here: {}, other: {}}
     for repeat in range(repeats):
         for tree in (here, other) if repeat % 2 == 0 else (other, here):
             for key, times in tree_times(tree, only, default_malloc).items():
-                old = best[tree].get(key, times)
-                best[tree][key] = [min(a, b) for a, b in zip(old, times)]
+                samples[tree].setdefault(key, []).append(times)
         print(f"  repeat {repeat + 1}/{repeats}", flush=True)
-    print(f"this tree over {other}, best of {repeats} each (below 1: this tree is faster)")
-    print(f"{'shape':<8} {'dtype':<8} {'engine ×':>9} {'compiled ×':>11} {'numpy × (noise)':>16}")
-    for key, (ref, eng, comp) in best[here].items():
-        o_ref, o_eng, o_comp = best[other][key]
+    print(f"this tree over {other}, {repeats} runs each (below 1: this tree is faster). best: best time over best "
+          "time; per numpy: the median over runs of each side's time over the numpy step timed beside it in the "
+          "same run, this tree's over the other's (steadier on a loaded machine)")
+    print(f"{'shape':<8} {'dtype':<8} {'engine × best':>14} {'compiled × best':>16} {'numpy × best':>13} "
+          f"{'engine × per numpy':>19} {'compiled × per numpy':>21}")
+    for key, ours in samples[here].items():
+        theirs = samples[other][key]
+        best = [min(s[k] for s in ours) / min(s[k] for s in theirs) for k in range(3)]
+        per_numpy = [float(np.median([s[k] / s[0] for s in ours]) / np.median([s[k] / s[0] for s in theirs]))
+                     for k in (1, 2)]  # fmt: skip
         shape, dtype = key.split()
-        print(f"{shape:<8} {dtype:<8} {eng / o_eng:>9.3f} {comp / o_comp:>11.3f} {ref / o_ref:>16.3f}", flush=True)
+        print(f"{shape:<8} {dtype:<8} {best[1]:>14.3f} {best[2]:>16.3f} {best[0]:>13.3f} {per_numpy[0]:>19.3f} "
+              f"{per_numpy[1]:>21.3f}", flush=True)  # fmt: skip
 
 
 def main() -> None:
