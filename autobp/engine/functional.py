@@ -153,16 +153,16 @@ def hvp(f: Function, params: Sequence[np.ndarray], vectors: Sequence[np.ndarray]
 def hessian(f: Function, params: Sequence[np.ndarray]) -> np.ndarray:
     """The full Hessian of the scalar f(*params) over all parameters flattened in order, one `hvp` per column
     (for small parameter counts: n² numbers)."""
-    shapes = [np.shape(p) for p in params]
-    sizes = [int(np.prod(s)) for s in shapes]
+    arrays = [as_float_array(p.data if isinstance(p, Tensor) else p) for p in params]
+    sizes = [a.size for a in arrays]
     total = sum(sizes)
     columns = []
     for j in range(total):
         unit = np.zeros(total)
         unit[j] = 1.0
         pieces = np.split(unit, np.cumsum(sizes)[:-1])
-        vectors = [piece.reshape(s).astype(as_float_array(p).dtype) for piece, s, p in zip(pieces, shapes, params)]
-        columns.append(np.concatenate([h.reshape(-1) for h in hvp(f, params, vectors)]))
+        vectors = [piece.reshape(a.shape).astype(a.dtype) for piece, a in zip(pieces, arrays)]
+        columns.append(np.concatenate([h.reshape(-1) for h in hvp(f, arrays, vectors)]))
     return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
 
 
