@@ -60,7 +60,7 @@ def reverse_over_reverse(f: Callable, inputs: list[np.ndarray], vectors: list[np
     xs = [Tensor(x, requires_grad=True) for x in inputs]
     first = gradients(f(*xs), xs, create_graph=True)
     directional = sum(((g * v).sum() for g, v in zip(first, vectors) if g is not None), Tensor(np.zeros((), xs[0].dtype)))
-    if directional._node is None:  # the gradient does not depend on the inputs: the Hessian is zero
+    if directional.is_leaf:  # the gradient does not depend on the inputs: the Hessian is zero
         return [np.zeros_like(x) for x in inputs]
     return [np.zeros_like(x.data) if g is None else g for g, x in zip(gradients(directional, xs), xs)]
 

@@ -226,8 +226,8 @@ def test_backward_gradients_and_the_compiler_visit_nodes_in_the_engines_one_orde
         i, j = rng.integers(len(values), size=2)
         values.append(logged(values[i], values[j]))
     root = ops.sum(values[-1] + values[-2] * values[-3])
-    expected = [id(node.data) for node in reversed(recorded(root)) if node._node.op is logged
-                for _ in node._node.parents]  # fmt: skip
+    expected = [id(node.data) for node in reversed(recorded(root)) if node.record.op is logged
+                for _ in node.record.parents]  # fmt: skip
     Logged.calls = []
     gradients(root, leaves)
     assert Logged.calls == expected

@@ -18,7 +18,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from heapq import heappop, heappush
 from itertools import count
-from operator import attrgetter
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
@@ -95,7 +94,7 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self.tangent: np.ndarray | Tensor | None = None  # a tensor when the tangent is itself differentiated
-        self._node: Node | None = None  # how this tensor was computed; None for leaves, RELEASED after backward
+        self._node: tuple | None = None  # a Node's fields (see `record`); None for leaves, RELEASED after backward
         self._retain = False
 
     # --- plain array facts -------------------------------------------------------------------------------------
@@ -122,7 +121,12 @@ class Tensor:
     @property
     def parents(self) -> tuple[Tensor, ...]:
         """The tensors this one was computed from that need gradients (empty for leaves and released nodes)."""
-        return () if self._node is None else tuple(parent for _, parent in self._node.parents)
+        return () if self._node is None else tuple(parent for _, parent in self._node[_PARENTS])
+
+    @property
+    def record(self) -> Node | None:
+        """How this tensor was computed, as a named `Node`: None for a leaf, `op` None once backward released it."""
+        return None if self._node is None else Node._make(self._node)
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -134,7 +138,8 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self) -> str:
-        op = f", op={self._node.op.name}" if self._node is not None and self._node.op is not None else ""
+        record = self.record
+        op = f", op={record.op.name}" if record is not None and record.op is not None else ""
         flag = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(self.data, precision=4, threshold=8)}{flag}{op})"
 
@@ -342,7 +347,7 @@ class Primitive:
         result._retain = False
         if parents and _mode.record:
             result.requires_grad = True
-            result._node = _new_node(Node, (self, parents, raw, kwargs, next(_created), args))
+            result._node = (self, parents, raw, kwargs, next(_created), args)  # a Node's fields, in order
         else:
             result.requires_grad = False
             result._node = None
@@ -412,7 +417,12 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class Node(NamedTuple):
     """How a recorded tensor was computed: the primitive, its parents as (argnum, tensor) pairs (the arguments that
     needed gradients), the raw arguments and keyword arguments it was called with, its creation number, and the
-    arguments as given (tensors still tensors, for the rules on tensors: they may carry tangents)."""
+    arguments as given (tensors still tensors, for the rules on tensors: they may carry tangents).
+
+    A tensor holds these fields as a plain tuple in this order, and `Tensor.record` gives them as a Node: building
+    and freeing a Node (a tuple subclass) for every operation cost the interpreter's small steps 3%. Only this
+    module reads the tuple, by these field positions; everything else reads `record`.
+    """
 
     op: Any  # the Primitive; None only in RELEASED
     parents: list[tuple[int, Tensor]]
@@ -422,9 +432,12 @@ class Node(NamedTuple):
     inputs: tuple[Any, ...]
 
 
-_new_node = tuple.__new__  # builds a Node without NamedTuple.__new__'s keyword handling (the hot path)
-RELEASED = Node(None, [], [], {}, -1, ())  # the record of a tensor whose graph backward() has walked and freed
-_number = attrgetter("_node.number")
+_PARENTS, _NUMBER = Node._fields.index("parents"), Node._fields.index("number")
+RELEASED = tuple(Node(None, [], [], {}, -1, ()))  # the record of a tensor whose graph backward() walked and freed
+
+
+def _number(tensor: Tensor) -> int:
+    return tensor._node[_NUMBER]
 
 
 def recorded(root: Tensor) -> list[Tensor]:
@@ -440,7 +453,7 @@ def recorded(root: Tensor) -> list[Tensor]:
     seen = {root}
     stack = [root]
     while stack:
-        for _, parent in stack.pop()._node.parents:
+        for _, parent in stack.pop()._node[_PARENTS]:
             if parent._node is not None and parent not in seen:
                 if parent._node is RELEASED:
                     raise _released()
@@ -471,7 +484,7 @@ def backward(root: Tensor, grad: np.ndarray) -> None:
     if root._node is RELEASED:
         raise _released()
     grads = {root: grad}
-    pending = [(-root._node.number, root)]
+    pending = [(-root._node[_NUMBER], root)]
     while pending:
         node = heappop(pending)[1]
         g = grads.pop(node)
@@ -492,7 +505,7 @@ def backward(root: Tensor, grad: np.ndarray) -> None:
                 raise _released()
             else:
                 grads[parent] = gi
-                heappush(pending, (-record.number, parent))
+                heappush(pending, (-record[_NUMBER], parent))
         # Release the graph: the node keeps its value (and a retained gradient) but no longer pins its inputs.
         node._node = RELEASED
         node.requires_grad = False
