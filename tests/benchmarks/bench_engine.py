@@ -120,7 +120,9 @@ def best_time(step, args, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float, float]:
+def measure(shape: Shape, dtype: type, repeats: int, sample: float = 0.05) -> tuple[float, float, float]:
+    """Best seconds per step of numpy, the interpreter and the compiled step, over `repeats` interleaved samples of
+    about `sample` seconds each."""
     weights, biases, x, y = make_problem(shape, dtype)
     ref_args = ([w.copy() for w in weights], [b.copy() for b in biases], x, y)
     eng_args = ([Tensor(w, requires_grad=True) for w in weights], [Tensor(b, requires_grad=True) for b in biases], x, y)
@@ -133,7 +135,7 @@ def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float, floa
     assert np.isclose(numpy_step(*ref_args), first, rtol=1e-4)
     assert compiled_step(*comp_args) == first
     assert all(np.array_equal(a.data, b.data) for a, b in zip(eng_args[0] + eng_args[1], params))
-    n = max(3, int(0.05 / max(best_time(numpy_step, ref_args, 3), 1e-6)))
+    n = max(3, int(sample / max(best_time(numpy_step, ref_args, 3), 1e-6)))
     ref, eng, comp = [], [], []
     for _ in range(repeats):
         ref.append(best_time(numpy_step, ref_args, n))
@@ -144,7 +146,7 @@ def measure(shape: Shape, dtype: type, repeats: int) -> tuple[float, float, floa
 
 def tree_times(tree: str, only: str, default_malloc: bool) -> dict[str, list[float]]:
     """One repeat of every wanted shape with autobp imported from `tree`: {"shape dtype": [numpy, engine, compiled]}."""
-    command = [sys.executable, __file__, "--repeats", "5", "--json"] + (["--only", only] if only else [])
+    command = [sys.executable, __file__, "--repeats", "40", "--json"] + (["--only", only] if only else [])
     command += ["--default-malloc"] if default_malloc else []
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     return json.loads(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
@@ -188,7 +190,8 @@ def main() -> None:
         keep_freed_memory()  # as `autobp train` does; applies to both sides alike
     wanted = set(filter(None, args.only.split(",")))
     if args.json:
-        times = {f"{shape.name} {np.dtype(dtype).name}": list(measure(shape, dtype, args.repeats))
+        # Many short samples: on a loaded machine the best of them is more likely to have run undisturbed.
+        times = {f"{shape.name} {np.dtype(dtype).name}": list(measure(shape, dtype, args.repeats, sample=0.005))
                  for shape in SHAPES if not wanted or shape.name in wanted for dtype in (np.float32, np.float64)}
         print(json.dumps(times))
         return
