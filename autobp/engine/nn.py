@@ -69,6 +69,18 @@ class Loss(Primitive):
     def slope(self, pred: np.ndarray, target: np.ndarray, scale: float, **kwargs: float) -> np.ndarray:
         raise NotImplementedError
 
+    def terms(self, pred: np.ndarray, target: np.ndarray, **kwargs: float) -> np.ndarray:
+        """The pointwise term, whose mean is the loss."""
+        raise NotImplementedError
+
+    def forward(self, pred, target, **kwargs):
+        return np.mean(self.terms(pred, target, **kwargs))
+
+    def per_example(self, pred: np.ndarray, target: np.ndarray, **kwargs: float) -> np.ndarray:
+        """ℓ_n, each example's loss: its terms' mean, so that the loss is the mean of ℓ_n over the batch."""
+        terms = self.terms(pred, target, **kwargs)
+        return terms.reshape(len(terms), -1).mean(axis=1)
+
     def slope_graph(self, pred: Tensor, target: Any, **kwargs: float) -> Tensor:
         return self.slope(pred, target, 1.0, **kwargs)
 
@@ -92,9 +104,9 @@ class Loss(Primitive):
 class MeanSquaredError(Loss):
     name = "mse"
 
-    def forward(self, pred, target):
+    def terms(self, pred, target):
         diff = pred - target
-        return np.mean(diff * diff)
+        return diff * diff
 
     def slope(self, pred, target, scale):
         return (pred - target) * (2.0 * scale)
@@ -103,8 +115,8 @@ class MeanSquaredError(Loss):
 class MeanAbsoluteError(Loss):
     name = "mae"
 
-    def forward(self, pred, target):
-        return np.mean(np.abs(pred - target))
+    def terms(self, pred, target):
+        return np.abs(pred - target)
 
     def slope(self, pred, target, scale):
         return np.sign(pred - target) * scale
@@ -118,9 +130,9 @@ class Huber(Loss):
 
     name = "huber"
 
-    def forward(self, pred, target, delta=1.0):
+    def terms(self, pred, target, delta=1.0):
         r = np.abs(pred - target)
-        return np.mean(np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)))
+        return np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta))
 
     def slope(self, pred, target, scale, delta=1.0):
         return np.clip(pred - target, -delta, delta) * scale
@@ -134,8 +146,8 @@ class BinaryCrossEntropy(Loss):
 
     name = "binary_cross_entropy"
 
-    def forward(self, logits, target):
-        return np.mean(np.maximum(logits, 0.0) - logits * target + np.log1p(np.exp(-np.abs(logits))))
+    def terms(self, logits, target):
+        return np.maximum(logits, 0.0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
 
     def slope(self, logits, target, scale):
         return (_sigmoid(logits) - target) * scale
@@ -170,9 +182,13 @@ class CrossEntropy(Primitive):
     name = "cross_entropy"
 
     def forward(self, logits, labels):
+        return np.mean(self.per_example(logits, labels))
+
+    def per_example(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """ℓ_n, each example's loss, whose mean is the loss."""
         peak = logits.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(logits - peak).sum(axis=1)) + peak[:, 0]
-        return np.mean(log_norm - logits[np.arange(len(labels)), labels])
+        return log_norm - logits[np.arange(len(labels)), labels]
 
     def _slope(self, logits, labels, scale):
         # (softmax − onehot) / batch size: the famously simple gradient of the fused pair.

@@ -92,13 +92,14 @@ class Network:
     layers: list[Layer]
 
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None, retain: bool = False) -> Trace:
-        """Run every layer; with `retain` each output f_i keeps the gradient ∂L/∂f_i that reaches it."""
+        """Run every layer; with `retain` each z_i and f_i keeps the gradient ∂L/∂z_i, ∂L/∂f_i that reaches it."""
         h: np.ndarray | Tensor = x
         pre, outs, masks = [], [], []
         for layer in self.layers:
             mask = layer.dropout_mask(rng, len(x))
             z, h = layer.forward(h, mask)
             if retain:
+                z.retain_grad()
                 h.retain_grad()
             pre.append(z)
             outs.append(h)
