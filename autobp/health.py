@@ -24,7 +24,7 @@ from autobp.model.network import fitting_init, fitting_std
 from autobp.rundir.reader import RunLog
 from autobp.rundir.summary import Diagnosis, Health, LayerVerdict
 from autobp.spec.catalog import ACTIVATIONS, task_metric
-from autobp.spec.config import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config
+from autobp.spec.config import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config, TrainingConfig
 from autobp.spec.configfile import override_value
 
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
@@ -56,7 +56,7 @@ FALLING_SHARE = 0.25  # not converged: the last third of the epochs made this sh
 FALLING_LEVEL = 0.01  # …and lowered the loss by at least this share of its level there
 UNDERFIT_SCORE = 0.9  # underfitting: the best training accuracy or R² stays below this…
 UNDERFIT_GAP = 0.8  # …while the training loss is at least this share of the validation loss (nothing memorised)
-EPOCHS_FACTOR = 10  # not converged: train this many times as long
+EPOCHS_FACTOR = 4  # not converged: train this many times as long
 WIDEN_FACTOR = 4  # underfitting: hidden layers this many times wider…
 MIN_FIX_WIDTH = 32  # …and at least this wide
 EARLY_STOPPING = {"monitor": "val_loss", "patience": 10}  # overfitting's fix
@@ -278,12 +278,14 @@ def _adaptive_change(config: Config) -> list[dict[str, Any]]:
     return [{"optimizer.name": ADAPTIVE["name"], "optimizer.lr": ADAPTIVE["lr"]}]
 
 
-def _longer(config: Config, factor: int) -> dict[str, Any]:
-    """Train `factor` times as long: the step budget if it ended the run, else the epochs."""
+def _longer(config: Config) -> dict[str, Any]:
+    """Train longer: without the step budget if one ended the run, else EPOCHS_FACTOR times the epochs, and at least
+    the default number of epochs."""
     training = config.training
     if training.max_steps is not None:
-        return {"training.max_steps": training.max_steps * factor}
-    return {"training.epochs": min(training.epochs * factor, MAX_EPOCHS)}
+        return {"training.max_steps": None}
+    epochs = max(training.epochs * EPOCHS_FACTOR, TrainingConfig.model_fields["epochs"].default)
+    return {"training.epochs": min(epochs, MAX_EPOCHS)}
 
 
 def _without_empty(changes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -515,7 +517,7 @@ def _rate_low(log: RunLog, layers: list[LayerSummary], course: Course | None,
 
     def changes(config: Config) -> list[dict[str, Any]]:
         factor = min(max(EARLY_UPDATE_RATIO / ratio, LR_STEP), MAX_LR_RAISE)
-        return [_lr_change(config, factor), *_adaptive_change(config), _longer(config, EPOCHS_FACTOR)]
+        return [_lr_change(config, factor), *_adaptive_change(config), _longer(config)]
 
     remedy = _remedy(config, "the steps are too small to learn at a useful pace", changes)
     return [Finding(SLOW, diagnosis(
@@ -742,7 +744,7 @@ def _underfitting(log: RunLog, course: Course, config: Config | None) -> list[Fi
         added = {"model.layers": [{"units": MIN_FIX_WIDTH, "activation": "tanh"},
                                   *[layer.model_dump(mode="json") for layer in layers]]}  # fmt: skip
         changes = [_each(linear, "activation", "tanh")] if linear else []
-        return [*changes, wider, added, _longer(config, EPOCHS_FACTOR)] if hidden else [added, _longer(config, EPOCHS_FACTOR)]
+        return [*changes, wider, added, _longer(config)] if hidden else [added, _longer(config)]
 
     remedy = _remedy(config, "a network too small for its data cannot fit it however long it trains", changes)
     return [Finding(FIT, diagnosis(
@@ -761,7 +763,7 @@ def _not_converged(log: RunLog, course: Course, config: Config | None) -> list[F
     share, level = course.recent_decline()
 
     def changes(config: Config) -> list[dict[str, Any]]:
-        return [_longer(config, EPOCHS_FACTOR), _lr_change(config, 3), *_adaptive_change(config)]
+        return [_longer(config), _lr_change(config, 3), *_adaptive_change(config)]
 
     if course.still_falling():
         reason = "the loss was still falling when training stopped"
