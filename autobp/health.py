@@ -391,12 +391,14 @@ def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdic
     course = loss_course(log)
     config = log.config
     # Dead or saturated units explain a vanishing signal, not the other way round: they are listed first.
-    found = [*_blow_up(log, layers, config), *_init_scale(layers, config), *_inactive_findings(layers, config)]
+    blow_up = _blow_up(log, layers)
+    found = [*_exploding_from_start(blow_up, config), *_init_scale(layers, config), *_inactive_findings(layers, config)]
     found += _signal_findings(layers, verdicts, config, "vanishing")
     found += _signal_findings(layers, verdicts, config, "exploding")
     started_sick = any(finding.rank == AT_START for finding in found)
-    found += _rate_high(layers, course, config, [] if started_sick else [f for f in found if f.rank == LATER],
-                        rate_evidence)
+    later = [] if started_sick else [finding for finding in found if finding.rank == LATER]
+    found += _rate_high(layers, course, config, later, rate_evidence,
+                        blow_up if blow_up is not None and not blow_up.at_start else None)
     found += _gradient_noise(log, instruments, found)
     if not found:
         found += _rate_low(log, layers, course, config, rate_evidence)
@@ -409,9 +411,20 @@ def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdic
     return [f.diagnosis for index, f in enumerate(ordered) if f.diagnosis.kind not in kinds[:index]]
 
 
-def _blow_up(log: RunLog, layers: list[LayerSummary], config: Config | None) -> list[Finding]:
-    """Non-finite values: from the initial weights (exploding gradients) if the first logged step already shows
-    them or an exploding signal, else from the steps taken (learning rate too high)."""
+@dataclass
+class BlowUp:
+    """The first non-finite value: where, and whether the first logged step already had it (or an exploding
+    signal), which makes the initial weights its cause rather than the steps taken."""
+
+    step: int
+    layer: str | None
+    evidence: dict[str, Any]
+    message: str
+    at_start: bool
+
+
+def _blow_up(log: RunLog, layers: list[LayerSummary]) -> BlowUp | None:
+    """The first non-finite gradient statistic in step order (layer0 first within a step), or the summary's."""
     hits = [
         (step, index, column, value)
         for index, layer in enumerate(log.layers)
@@ -429,16 +442,17 @@ def _blow_up(log: RunLog, layers: list[LayerSummary], config: Config | None) -> 
         step, layer = log.summary.diverged.step, log.summary.diverged.layer
         evidence, what = {"step": step}, log.summary.diverged.reason
     else:
-        return []
-    message = f"non-finite values from step {step}: first {what}"
+        return None
     at_start = step == first_step or bool(_exploding_at_start(layers))
-    if at_start:
-        return [Finding(AT_START, diagnosis("exploding_gradients", layer, message + ", already at the first step",
-                                            evidence, _init_remedy(config), [layer] if layer else []))]
-    evidence["lr"] = config.optimizer.lr if config else None
-    return [Finding(OPTIMIZER, diagnosis(
-        "learning_rate_high", layer, message + ", after a finite start: the steps threw the weights out of range",
-        evidence, _lower_rate_remedy(config, None, None)))]  # fmt: skip
+    return BlowUp(step, layer, evidence, f"non-finite values from step {step}: first {what}", at_start)
+
+
+def _exploding_from_start(blow_up: BlowUp | None, config: Config | None) -> list[Finding]:
+    if blow_up is None or not blow_up.at_start:
+        return []
+    return [Finding(AT_START, diagnosis("exploding_gradients", blow_up.layer,
+                                        blow_up.message + ", already at the first step", blow_up.evidence,
+                                        _init_remedy(config), [blow_up.layer] if blow_up.layer else []))]  # fmt: skip
 
 
 def _exploding_at_start(layers: list[LayerSummary]) -> list[LayerSummary]:
@@ -458,15 +472,18 @@ def _vanishing_at_start(layers: list[LayerSummary]) -> bool:
 
 
 def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config | None, later: list[Finding],
-               rate_evidence: RateEvidence | None) -> list[Finding]:  # fmt: skip
-    """Steps far larger than the weights, a loss that climbs back or swings, layers that were healthy at the first
-    logged step and broke later (nothing but the steps changed them), or the instruments' overshooting steps or
-    curvature beyond the stability limit."""
+               rate_evidence: RateEvidence | None, blow_up: BlowUp | None) -> list[Finding]:  # fmt: skip
+    """A blow-up after a finite start, steps far larger than the weights, a loss that climbs back or swings, layers
+    that were healthy at the first logged step and broke later (nothing but the steps changed them), or the
+    instruments' overshooting steps or curvature beyond the stability limit."""
     moving = [layer for layer in layers if layer.update_ratio_median]
     fastest = max(moving, key=lambda layer: layer.update_ratio_median) if moving else None
     jumping = [layer for layer in layers if layer.update_ratio_max]
     jump = max(jumping, key=lambda layer: layer.update_ratio_max) if jumping else None
     reasons, evidence = [], {}
+    if blow_up is not None:
+        evidence.update(blow_up.evidence)
+        reasons.append(blow_up.message + ", after a finite start: the steps threw the weights out of range")
     if fastest is not None and fastest.update_ratio_median > UPDATE_RATIO_HIGH:
         evidence.update(update_ratio_median=fastest.update_ratio_median, threshold=UPDATE_RATIO_HIGH)
         reasons.append(f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
@@ -492,10 +509,10 @@ def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config
         reasons.append(f"{_listing([kind.replace('_', ' ') for kind in kinds])} appeared after a healthy first step")
     if not reasons:
         return []
-    layer = fastest or jump
+    layer = blow_up.layer if blow_up is not None and blow_up.layer else (fastest or jump).name if fastest or jump else None
     evidence["lr"] = config.optimizer.lr if config else None
     return [Finding(OPTIMIZER, diagnosis(
-        "learning_rate_high", layer.name if layer else None, "; ".join(reasons), evidence,
+        "learning_rate_high", layer, "; ".join(reasons), evidence,
         _lower_rate_remedy(config, fastest.update_ratio_median if fastest else None,
                            jump.update_ratio_max if jump else None)))]  # fmt: skip
 
