@@ -48,7 +48,7 @@ MAX_LR_RAISE = 1e4  # …or up
 CLIMB = 0.5  # learning rate high: the training loss ends more than 50% above its lowest value…
 CLIMB_SHARE = 0.2  # …and the climb is at least a fifth of the first epoch's loss above that lowest value
 UNSTABLE_SHARE = 0.3  # learning rate high: at least this share of the epochs raise the training loss…
-UNSTABLE_RISE = 0.05  # …each by more than this share of the loss's range over the run
+UNSTABLE_RISE = 0.05  # …each by more than this share of the loss's range over the run and of its level
 OVERFIT_MIN_EPOCHS = 6  # overfitting: judged from this many epochs with both losses on, when the validation loss
 OVERFIT_RISE = 0.2  # ends more than 20% above its best value, while the training loss fell after that epoch…
 OVERFIT_SHARE = 0.1  # …and the rise is at least a tenth of what the validation loss had gained up to its best
@@ -125,6 +125,22 @@ def _largest(values: Iterable[float | None]) -> float | None:
     return float(kept.max()) if kept.size else None
 
 
+def _at_first_step(values: Sequence[float | None]) -> float | None:
+    return values[0] if values else None
+
+
+# Each summarised field: how it reduces which gradients.csv column over the logged steps.
+_REDUCTIONS = {
+    "grad_norm_w_first": (first_value, "grad_norm_w"), "grad_norm_w_median": (median, "grad_norm_w"),
+    "grad_norm_w_last": (last_value, "grad_norm_w"), "out_grad_norm_median": (median, "out_grad_norm"),
+    "update_ratio_median": (median, "update_ratio"), "dead_fraction": (last_value, "dead_fraction"),
+    "saturated_fraction": (last_value, "saturated_fraction"), "out_grad_norm_first": (_at_first_step, "out_grad_norm"),
+    "update_ratio_max": (_largest, "update_ratio"), "weight_norm_first": (_at_first_step, "weight_norm"),
+    "update_ratio_first": (_at_first_step, "update_ratio"), "dead_fraction_first": (_at_first_step, "dead_fraction"),
+    "saturated_fraction_first": (_at_first_step, "saturated_fraction"),
+}  # fmt: skip
+
+
 def summarize_layers(log: RunLog) -> list[LayerSummary]:
     """The per-layer table, input to output."""
     activations = log.activations()
@@ -134,26 +150,10 @@ def summarize_layers(log: RunLog) -> list[LayerSummary]:
             shape=log.shapes.get(layer.name),
             activation=activations[index] if index < len(activations) else None,
             logged_steps=len(layer.steps),
-            grad_norm_w_first=first_value(layer.values("grad_norm_w")),
-            grad_norm_w_median=median(layer.values("grad_norm_w")),
-            grad_norm_w_last=last_value(layer.values("grad_norm_w")),
-            out_grad_norm_median=median(layer.values("out_grad_norm")),
-            update_ratio_median=median(layer.values("update_ratio")),
-            dead_fraction=last_value(layer.values("dead_fraction")),
-            saturated_fraction=last_value(layer.values("saturated_fraction")),
-            out_grad_norm_first=_at_first_step(layer.values("out_grad_norm")),
-            update_ratio_max=_largest(layer.values("update_ratio")),
-            weight_norm_first=_at_first_step(layer.values("weight_norm")),
-            update_ratio_first=_at_first_step(layer.values("update_ratio")),
-            dead_fraction_first=_at_first_step(layer.values("dead_fraction")),
-            saturated_fraction_first=_at_first_step(layer.values("saturated_fraction")),
+            **{field: reduce(layer.values(column)) for field, (reduce, column) in _REDUCTIONS.items()},
         )
         for index, layer in enumerate(log.layers)
     ]
-
-
-def _at_first_step(values: Sequence[float | None]) -> float | None:
-    return values[0] if values else None
 
 
 # --- verdicts ----------------------------------------------------------------------------------------------------
@@ -334,7 +334,8 @@ class Course:
         if len(self.losses) < 4:
             return False
         spread = max(self.losses) - self.lowest
-        rises = sum(b - a > UNSTABLE_RISE * spread for a, b in zip(self.losses, self.losses[1:]))
+        # A rise counts against the loss's range and its level alike: a flat loss's jitter is no swing.
+        rises = sum(b - a > UNSTABLE_RISE * max(spread, abs(a)) for a, b in zip(self.losses, self.losses[1:]))
         return spread > 0 and rises >= UNSTABLE_SHARE * (len(self.losses) - 1)
 
     def swings(self) -> bool:
