@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autobp.common.text import format_number
-from autobp.rundir.reader import RunLog
+from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.summary import Diagnosis, Health, LayerVerdict
 from autobp.spec.catalog import ACTIVATIONS
 from autobp.spec.config import SYNTHETIC_DEFAULTS
@@ -29,6 +30,11 @@ HEALTHY_UPDATE_RATIO = 1e-3
 MAX_LR_CHANGE = 1e3  # the largest factor by which a learning-rate suggestion changes optimizer.lr
 OVERFIT_MIN_EPOCHS = 6  # overfitting: judged on the last third of the epochs, at least 3 of them
 OVERFIT_MIN_RISE = 0.02  # the validation loss's fitted rise over that window, relative to its mean there
+
+# The causes for which `early_terminate: health` stops a sweep's trial: a blow-up, vanishing, dead or saturated
+# layers, a learning rate far off. Overfitting and the like are left to the trial's own early stopping.
+FATAL_KINDS = frozenset({"exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units",
+                         "learning_rate_high", "learning_rate_low"})  # fmt: skip
 
 # Gradient-log columns whose non-finite values mean the run blew up; update_ratio is left out because it is
 # infinite by definition for a weight matrix of zeros.
@@ -120,7 +126,31 @@ def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
     """The run's gradient health: one verdict per layer and every diagnosis, most likely cause first."""
     layers = summarize_layers(log) if layers is None else layers
     verdicts = layer_verdicts(layers)
-    return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts))
+    diagnoses = diagnose(log, layers, verdicts)
+    for diagnosis in diagnoses:  # STUB until issue-20 parts 1-3 land: their fixes replace this table
+        changes = _STUB_FIXES.get(diagnosis.kind, [])
+        lr = log.config.optimizer.lr if log.config else 0.01
+        changes = [{k: (v * lr if k == "optimizer.lr" else v) for k, v in c.items()} for c in changes]
+        if changes:
+            diagnosis.fix, diagnosis.alternatives = changes[0], changes[1:]
+    return Health(layers=verdicts, diagnoses=diagnoses)
+
+
+_STUB_FIXES = {
+    "vanishing_gradients": [{"model.activation": "relu", "model.init": "he"}, {"model.activation": "tanh"}],
+    "exploding_gradients": [{"optimizer.lr": 0.01, "optimizer.clip_grad_norm": 1.0}, {"optimizer.lr": 0.001}],
+    "learning_rate_high": [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.001}],
+    "learning_rate_low": [{"optimizer.lr": 100}],
+    "dead_units": [{"model.activation": "leaky_relu"}],
+    "saturated_units": [{"model.init": "xavier"}],
+    "overfitting": [{"optimizer.weight_decay": 1e-4}],
+}
+
+
+def fatal_cause(run_dir: Path) -> Diagnosis | None:
+    """The cause (first diagnosis) of the run's judgement from its files so far, if it is fatal (FATAL_KINDS)."""
+    diagnoses = judge(read_run(run_dir)).diagnoses
+    return diagnoses[0] if diagnoses and diagnoses[0].kind in FATAL_KINDS else None
 
 
 def layer_verdicts(layers: list[LayerSummary]) -> list[LayerVerdict]:
