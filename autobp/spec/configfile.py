@@ -436,6 +436,20 @@ def _apply_override(raw: dict, text: str) -> KeyPath:
     return (*path, step)
 
 
+def override_arguments(changes: dict[str, Any]) -> list[str]:
+    """The `--set` arguments (`key.path=value`) that make `changes`, a mapping of dotted keys to plain values; each
+    value is written so that `--set` reads it back equal (a string that would read as a number or a boolean is
+    quoted)."""
+    return [f"{key}={override_value(value)}" for key, value in changes.items()]
+
+
+def override_value(value: Any) -> str:
+    """A plain value as `--set` reads it back: JSON (which is YAML flow) unless a bare string reads back as itself."""
+    if isinstance(value, str) and value and yaml.load(value, Loader=_Loader) == value:
+        return value
+    return json.dumps(value)
+
+
 def _override_step(container: Any, part: str, path: KeyPath) -> str | int:
     """The key or list index that `part` names inside `container`."""
     where = ".".join(map(str, path)) or "the top level"

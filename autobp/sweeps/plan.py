@@ -45,6 +45,8 @@ from autobp.spec.configfile import (
     Positions,
     Problem,
     duplicate_key_problems,
+    override_arguments,
+    override_value,
     parse_yaml,
     problems_from,
     read_text,
@@ -420,7 +422,7 @@ def plan_changes(
     for change in changes:
         values = {"change": describe_change(change)}
         try:
-            trial = _trials([(values, base, [*overrides, *_change_overrides(change)])], monitor, same=None,
+            trial = _trials([(values, base, [*overrides, *override_arguments(change)])], monitor, same=None,
                             first=len(trials))[0]  # fmt: skip
         except (ConfigError, DataError) as err:
             errors.append(str(err))
@@ -432,12 +434,8 @@ def plan_changes(
 
 
 def describe_change(change: dict[str, Any]) -> str:
-    """A change as its --set arguments, `optimizer.lr=0.01 model.init="he"`, or `(none)` for no change."""
-    return " ".join(_change_overrides(change)) or "(none)"
-
-
-def _change_overrides(change: dict[str, Any]) -> list[str]:
-    return [override(key, value) for key, value in change.items()]
+    """A change as its --set arguments, `optimizer.lr=0.01 model.init=he`, or `(none)` for no change."""
+    return " ".join(override_arguments(change)) or "(none)"
 
 
 def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: str | None) -> Sweep:
@@ -465,7 +463,7 @@ def override(key: str, value: Any, base: Path | None = None) -> str:
     """`key=value` for --set; a file path written in the sweep file is relative to the sweep file's folder."""
     if base is not None and tuple(key.split(".")) in FILE_PATH_KEYS and isinstance(value, str):
         value = os.path.abspath(base / Path(value).expanduser())
-    return f"{key}={json.dumps(value)}"  # JSON is YAML: the value reads back exactly, a string stays a string
+    return f"{key}={override_value(value)}"
 
 
 def _trials(

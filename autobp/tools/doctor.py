@@ -19,17 +19,17 @@ from pathlib import Path
 
 from autobp.common import files
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError, DataError
-from autobp.common.text import format_number, format_table
 from autobp.health import judge
 from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DOCTOR_DIR, DOCTOR_FILE, DoctorRecord, Treatment, write_doctor
 from autobp.rundir.reader import is_training, read_numbers, read_run
 from autobp.rundir.summary import Diagnosis, Status, Summary, read_summary
 from autobp.spec.config import Config
-from autobp.spec.configfile import dump_open_config, load_config
+from autobp.spec.configfile import dump_open_config, load_config, override_arguments
 from autobp.sweeps.executor import TrialExecutor, interrupted_once
-from autobp.sweeps.plan import SweepResult, describe_change, override, plan_changes, run_in
+from autobp.sweeps.plan import SweepResult, override, plan_changes, run_in
 from autobp.sweeps.record import FINISHED, PENDING, Outcome
+from autobp.tools.report import verified_fix_lines
 
 BASE_FILE = "base.yaml"
 REQUIRED = (rundir.SUMMARY_FILE, rundir.CONFIG_FILE, rundir.GRADIENTS_FILE)
@@ -187,7 +187,7 @@ def _rank(treatment: Treatment, mode: str) -> tuple[int, float]:
 
 def _command(config: str, change: dict, overrides: list[str]) -> str:
     """`autobp train CONFIG --set …` reproducing a trial: its change, then doctor's own overrides (its epochs)."""
-    sets = [*(override(key, value) for key, value in change.items()), *overrides]
+    sets = [*override_arguments(change), *overrides]
     return " ".join(["autobp train", shlex.quote(config), *(f"--set {shlex.quote(o)}" for o in sets)])
 
 
@@ -198,25 +198,8 @@ def format_doctor(result: DoctorResult) -> str:
     """What doctor found: the cause, each change with the metric before and after, best first, and the command."""
     if result.cause is None:
         return f"{result.run_dir}: no diagnosis — every check passed, nothing to treat"
-    record, cause = result.record, result.cause
+    cause = result.cause
     where = f" ({cause.layer})" if cause.layer else ""
-    source = "the run itself" if record.before_source == "run" else f"the config unchanged, {record.epochs} epochs"
-    lines = [f"cause: {cause.kind}{where}: {cause.message}",
-             f"tried {len(record.treatments)} trainings of {record.epochs} epochs; {record.monitor} before: "
-             f"{format_number(record.before)} ({source})"]  # fmt: skip
-    rows = [[str(place) if t.cured else "-", t.role, describe_change(t.change), t.status, format_number(t.value),
-             t.diagnosis or "none", "yes" if t.cured else "no"]
-            for place, t in enumerate(record.treatments, start=1)]  # fmt: skip
-    lines += format_table(["rank", "role", "change", "status", record.monitor, "first diagnosis", "cured"], rows)
-    lines += [f"  {t.role} {describe_change(t.change)}: {t.error}" for t in record.treatments if t.status == "invalid"]
-    if record.status == "interrupted":
-        lines.append(f"interrupted: `autobp doctor {result.run_dir}` finishes the trials that did not")
-    best = next((t for t in record.treatments if t.trial == record.best), None) if record.best else None
-    if best is None and record.status == "completed":
-        lines.append(f"no change cured {cause.kind}")
-    elif best is not None:
-        lines.append(f"best: {describe_change(best.change)} cured {cause.kind}: {record.monitor} "
-                     f"{format_number(record.before)} → {format_number(best.value)}")  # fmt: skip
-        lines.append(f"reproduce: {record.command}")
+    lines = [f"cause: {cause.kind}{where}: {cause.message}", *verified_fix_lines(result.record)]
     lines.append(f"trials: {result.run_dir / DOCTOR_DIR}; verdict: {result.run_dir / DOCTOR_FILE}")
     return "\n".join(lines)
