@@ -2,13 +2,19 @@
 
 `train` prints it at the end of a run and stores it in summary.json; `report`, `compare` and sweeps read the same
 judgement, made by this module from the same files, so every output agrees. Every threshold lives here.
+
+Each diagnosis names a cause and carries `fix`, the config change to try first (dotted keys to values, exactly what
+`--set` takes, valid for the run's own config.yaml), and `alternatives`; its prose `suggestion` is written from them.
+Causes come before their symptoms: a problem already present at the first logged step comes from the
+initialisation or the data, one that appears later while the loss climbs or swings comes from the optimizer.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +23,42 @@ import numpy as np
 from autobp.common.text import format_number
 from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.summary import Diagnosis, Health, LayerVerdict
-from autobp.spec.catalog import ACTIVATIONS
-from autobp.spec.config import SYNTHETIC_DEFAULTS
+from autobp.spec.catalog import ACTIVATIONS, task_metric
+from autobp.spec.config import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config
+from autobp.spec.configfile import override_value
 
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
 INACTIVE_FRACTION = 0.5  # dead (ReLU family) or saturated (tanh, sigmoid) share of a layer's units
 SATURATION = 3.0  # a squashing unit is saturated where |pre-activation| exceeds this for the whole batch
 MIN_GRAD_NORM = 1e-8  # vanishing: a layer's median ‖∂L/∂W‖ below this
 UPDATE_RATIO_HIGH = 1e-1  # learning rate: median ‖ΔW‖/‖W‖ over the logged steps of the layer that moves most
-UPDATE_RATIO_LOW = 1e-5
+UPDATE_RATIO_JUMP = 1.0  # learning rate high: a logged step changed a layer's weights by more than their own norm
+UPDATE_RATIO_LOW = 1e-4
 HEALTHY_UPDATE_RATIO = 1e-3
-MAX_LR_CHANGE = 1e3  # the largest factor by which a learning-rate suggestion changes optimizer.lr
+LR_STEP = 10.0  # a learning-rate fix changes optimizer.lr by at least this factor…
+MAX_LR_CHANGE = 1e3  # …and at most this one
+CLIMB = 0.5  # learning rate high: the training loss ends more than 50% above its lowest value…
+CLIMB_SHARE = 0.2  # …and the climb is at least a fifth of the first epoch's loss above that lowest value
+UNSTABLE_SHARE = 0.3  # learning rate high: at least this share of the epochs raise the training loss…
+UNSTABLE_RISE = 0.05  # …each by more than this share of the loss's range over the run
 OVERFIT_MIN_EPOCHS = 6  # overfitting: judged on the last third of the epochs, at least 3 of them
 OVERFIT_MIN_RISE = 0.02  # the validation loss's fitted rise over that window, relative to its mean there
+FALLING_SHARE = 0.25  # not converged: the last third of the epochs made this share of the whole decline…
+FALLING_LEVEL = 0.05  # …and lowered the loss by at least this share of its level there
+UNDERFIT_SCORE = 0.9  # underfitting: the best training accuracy or R² stays below this…
+UNDERFIT_GAP = 0.8  # …while the training loss is at least this share of the validation loss (nothing memorised)
+EPOCHS_FACTOR = 4  # not converged: train this many times as long
+WIDEN_FACTOR = 4  # underfitting: hidden layers this many times wider…
+MIN_FIX_WIDTH = 32  # …and at least this wide
+EARLY_STOPPING = {"monitor": "val_loss", "patience": 10}  # overfitting's fix
+WEIGHT_DECAY = 1e-3
+DROPOUT = 0.2
+CLIP_GRAD_NORM = 1.0
+ADAPTIVE = {"name": "adam", "lr": 1e-3}  # the optimizer a plain-SGD run is moved to as an alternative
 
 # The causes for which `early_terminate: health` stops a sweep's trial: a blow-up, vanishing, dead or saturated
-# layers, a learning rate far off. Overfitting and the like are left to the trial's own early stopping.
+# layers, a learning rate far off. Overfitting, underfitting, not converging and noise are left to the trial's own
+# end (early stopping, its ranking): a few epochs in, they are no reason to give up on it.
 FATAL_KINDS = frozenset({"exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units",
                          "learning_rate_high", "learning_rate_low"})  # fmt: skip
 
@@ -43,7 +69,8 @@ BLOW_UP_COLUMNS = ("grad_norm_w", "grad_norm_b", "weight_norm", "out_grad_norm",
 
 @dataclass
 class LayerSummary:
-    """One layer's row of the report; medians are over the finite logged values."""
+    """One layer's row of the report; medians are over the finite logged values, `_first` at the first logged
+    step (the initial weights: its statistics come from the forward and backward pass before the first update)."""
 
     name: str
     shape: tuple[int, ...] | None
@@ -56,6 +83,10 @@ class LayerSummary:
     update_ratio_median: float | None
     dead_fraction: float | None
     saturated_fraction: float | None
+    out_grad_norm_first: float | None = None
+    update_ratio_max: float | None = None
+    dead_fraction_first: float | None = None
+    saturated_fraction_first: float | None = None
 
 
 def finite(values: Iterable[float | None]) -> np.ndarray:
@@ -83,6 +114,11 @@ def last_value(values: Sequence[float | None]) -> float | None:
     return first_value(values[::-1])
 
 
+def _largest(values: Iterable[float | None]) -> float | None:
+    kept = finite(values)
+    return float(kept.max()) if kept.size else None
+
+
 def summarize_layers(log: RunLog) -> list[LayerSummary]:
     """The per-layer table, input to output."""
     activations = log.activations()
@@ -99,58 +135,27 @@ def summarize_layers(log: RunLog) -> list[LayerSummary]:
             update_ratio_median=median(layer.values("update_ratio")),
             dead_fraction=last_value(layer.values("dead_fraction")),
             saturated_fraction=last_value(layer.values("saturated_fraction")),
+            out_grad_norm_first=_at_first_step(layer.values("out_grad_norm")),
+            update_ratio_max=_largest(layer.values("update_ratio")),
+            dead_fraction_first=_at_first_step(layer.values("dead_fraction")),
+            saturated_fraction_first=_at_first_step(layer.values("saturated_fraction")),
         )
         for index, layer in enumerate(log.layers)
     ]
 
 
-# --- diagnoses ------------------------------------------------------------------------------------------------
+def _at_first_step(values: Sequence[float | None]) -> float | None:
+    return values[0] if values else None
 
-SUGGEST_VANISHING_SQUASHING = ("use `model.activation: relu` with `model.init: he` (the slope of a sigmoid is at "
-                               "most 1/4, of a saturated tanh near 0, so each such layer shrinks the signal), or "
-                               "fewer hidden layers")  # fmt: skip
-SUGGEST_VANISHING = ("use `model.init: he` for the ReLU family, or fewer hidden layers; a signal of 0 "
-                     "means dead units, which `model.activation: leaky_relu` avoids")  # fmt: skip
-SUGGEST_EXPLODING = ("set `optimizer.clip_grad_norm: 1.0`, lower `optimizer.lr`, and use `model.init: xavier` "
-                     "(tanh, sigmoid) or `he` (relu) rather than a large `model.init_scale`")  # fmt: skip
-SUGGEST_DEAD = ("use `model.activation: leaky_relu` or `elu`, `model.init: he`, or a lower `optimizer.lr` "
-                "(a too-large step pushes the pre-activations below zero for good)")  # fmt: skip
-SUGGEST_SATURATED = ("use `model.init: xavier` (or a smaller `model.init_scale` with `normal`/`uniform`), keep "
-                     "`data.standardize: true`, or `model.activation: relu` with `model.init: he`")  # fmt: skip
-SUGGEST_OVERFITTING = ("add `training.early_stopping: {monitor: val_loss, patience: 10}`, "
-                       "`optimizer.weight_decay: 1e-4`, dropout (`model.dropout: 0.2`) or a smaller network")  # fmt: skip
-SUGGEST_MORE_DATA = ", or more data (`data.n_samples`)"  # only synthetic sources can make more
+
+# --- verdicts ----------------------------------------------------------------------------------------------------
 
 
 def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
-    """The run's gradient health: one verdict per layer and every diagnosis, most likely cause first."""
+    """The run's gradient health: one verdict per layer and every diagnosis, the cause first."""
     layers = summarize_layers(log) if layers is None else layers
     verdicts = layer_verdicts(layers)
-    diagnoses = diagnose(log, layers, verdicts)
-    for diagnosis in diagnoses:  # STUB until issue-20 parts 1-3 land: their fixes replace this table
-        changes = _STUB_FIXES.get(diagnosis.kind, [])
-        lr = log.config.optimizer.lr if log.config else 0.01
-        changes = [{k: (v * lr if k == "optimizer.lr" else v) for k, v in c.items()} for c in changes]
-        if changes:
-            diagnosis.fix, diagnosis.alternatives = changes[0], changes[1:]
-    return Health(layers=verdicts, diagnoses=diagnoses)
-
-
-_STUB_FIXES = {
-    "vanishing_gradients": [{"model.activation": "relu", "model.init": "he"}, {"model.activation": "tanh"}],
-    "exploding_gradients": [{"optimizer.lr": 0.01, "optimizer.clip_grad_norm": 1.0}, {"optimizer.lr": 0.001}],
-    "learning_rate_high": [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.001}],
-    "learning_rate_low": [{"optimizer.lr": 100}],
-    "dead_units": [{"model.activation": "leaky_relu"}],
-    "saturated_units": [{"model.init": "xavier"}],
-    "overfitting": [{"optimizer.weight_decay": 1e-4}],
-}
-
-
-def fatal_cause(run_dir: Path) -> Diagnosis | None:
-    """The cause (first diagnosis) of the run's judgement from its files so far, if it is fatal (FATAL_KINDS)."""
-    diagnoses = judge(read_run(run_dir)).diagnoses
-    return diagnoses[0] if diagnoses and diagnoses[0].kind in FATAL_KINDS else None
+    return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts))
 
 
 def layer_verdicts(layers: list[LayerSummary]) -> list[LayerVerdict]:
@@ -189,68 +194,210 @@ def describe(verdict: LayerVerdict) -> str:
     return f"{verdict.layer} ({verdict.activation or '?'}): {verdict.verdict} ({evidence})"
 
 
-def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict]) -> list[Diagnosis]:
-    """Every diagnosis the logs trigger, most likely cause first; empty for a healthy run.
+# --- fixes -------------------------------------------------------------------------------------------------------
 
-    A blow-up and a too-high learning rate lead: vanishing, exploding, saturated or dead layers in such a run are
-    its symptoms, not its cause."""
-    signal = [*_signal_diagnosis(layers, verdicts, "vanishing"), *_signal_diagnosis(layers, verdicts, "exploding")]
-    rate = _learning_rate(log, layers)
-    high = [d for d in rate if d.kind == "learning_rate_high"]
-    low = [d for d in rate if d.kind == "learning_rate_low"]
-    return [*_blow_up(log), *high, *signal, *_inactive_units(layers), *low, *_overfitting(log)]
+_LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(\w+)$")
+NO_CONFIG = "config.yaml could not be read, so no change can be proposed for it"
 
 
-def _signal_diagnosis(layers: list[LayerSummary], verdicts: list[LayerVerdict], verdict: str) -> list[Diagnosis]:
-    """Vanishing or exploding gradients: every layer with that verdict, the most affected one first."""
-    hit = [(layer, v) for layer, v in zip(layers, verdicts) if v.verdict == verdict]
-    if not hit:
+@dataclass
+class Remedy:
+    """What to change for a diagnosis: the fix to try first, the alternatives best first, and why they help."""
+
+    fix: dict[str, Any]
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+
+    def suggestion(self) -> str:
+        """The prose, written from the fix and the alternatives so that it cannot say anything else."""
+        if not self.fix:
+            return f"no config change can be proposed: {self.reason}"
+        text = f"set {describe_change(self.fix)}" + (f" ({self.reason})" if self.reason else "")
+        return text + "".join(f"; {'else' if i == 0 else 'or'} try {describe_change(change)}"
+                              for i, change in enumerate(self.alternatives))  # fmt: skip
+
+
+def describe_change(change: dict[str, Any]) -> str:
+    """A change as the user reads it: `key: value` pairs, per-layer keys with one value grouped by layer range."""
+    parts: dict[tuple[str, str], list[int]] = {}
+    for key, value in change.items():
+        match = _LAYER_KEY.match(key)
+        if match:
+            parts.setdefault((f"model.layers.{{}}.{match[2]}", override_value(value)), []).append(int(match[1]))
+        else:
+            parts[(key, override_value(value))] = []
+    return ", ".join(f"`{key.format(_index_range(indexes))}: {value}`" for (key, value), indexes in parts.items())
+
+
+def _index_range(indexes: list[int]) -> str:
+    if len(indexes) > 2 and indexes == list(range(indexes[0], indexes[-1] + 1)):
+        return f"{indexes[0]}–{indexes[-1]}"
+    return ",".join(map(str, indexes))
+
+
+def diagnosis(kind: str, layer: str | None, message: str, evidence: dict[str, Any], remedy: Remedy,
+              layers: Sequence[str] = ()) -> Diagnosis:  # fmt: skip
+    """A diagnosis whose suggestion is its remedy's prose."""
+    return Diagnosis(kind=kind, layer=layer, layers=list(layers), evidence=evidence, message=message,
+                     suggestion=remedy.suggestion(), fix=remedy.fix, alternatives=remedy.alternatives)  # fmt: skip
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.1g}")
+
+
+def _hidden(config: Config) -> range:
+    return range(len(config.model.layers) - 1)
+
+
+def _each(indexes: Iterable[int], key: str, value: Any) -> dict[str, Any]:
+    return {f"model.layers.{index}.{key}": value for index in indexes}
+
+
+def _fitting_init(activation: str) -> str:
+    """The initialisation whose scale keeps a layer's signal steady: He for the ReLU family, Xavier otherwise."""
+    return "he" if ACTIVATIONS[activation].family == "relu" else "xavier"
+
+
+def _init_change(config: Config) -> dict[str, Any]:
+    """Every layer whose initialisation does not fit its activation moved to the one that does."""
+    return {f"model.layers.{index}.init": _fitting_init(layer.activation)
+            for index, layer in enumerate(config.model.layers) if layer.init != _fitting_init(layer.activation)}  # fmt: skip
+
+
+def _lr_change(config: Config, factor: float) -> dict[str, Any]:
+    return {"optimizer.lr": _rounded(config.optimizer.lr * factor)}
+
+
+def _adaptive_change(config: Config) -> list[dict[str, Any]]:
+    """Adam at its usual rate, as an alternative for the optimizers without a per-weight step size."""
+    if config.optimizer.name in ("adam", "adamw", "rmsprop"):
         return []
-    names = [v.layer for _, v in hit]
-    by_signal = [(layer, v) for layer, v in hit if v.relative is not None]
-    if not by_signal:  # the signal is not comparable: tiny parameter gradients decided it
-        layer = hit[0][0]
-        return [Diagnosis(
-            kind="vanishing_gradients", layer=layer.name, layers=names,
-            evidence={"grad_norm_w_median": layer.grad_norm_w_median, "threshold": MIN_GRAD_NORM},
-            message=f"the median ‖∂L/∂W‖ of {layer.name} is {format_number(layer.grad_norm_w_median)}, "
-                    f"below {MIN_GRAD_NORM:g}",
-            suggestion=_vanishing_suggestion(layers),
-        )]  # fmt: skip
-    pick = min if verdict == "vanishing" else max
-    worst, judged = pick(by_signal, key=lambda pair: pair[1].relative)
-    output = verdicts[-1]
-    factor = 1 / judged.relative if verdict == "vanishing" and judged.relative > 0 else judged.relative
-    how = (f"{_times(factor)} {'smaller' if verdict == 'vanishing' else 'larger'}" if judged.relative > 0
-           else f"none of it reaches {worst.name}")  # fmt: skip
-    which = f"at most 1/{SIGNAL_RATIO:g} of" if verdict == "vanishing" else f"at least {SIGNAL_RATIO:g}×"
-    return [Diagnosis(
-        kind=f"{verdict}_gradients", layer=worst.name, layers=names,
-        evidence={"signal": judged.signal, "signal_output_layer": output.signal, "ratio": factor,
-                  "threshold": SIGNAL_RATIO},
-        message=f"the backpropagated signal, median ‖∂L/∂f‖, is {format_number(judged.signal)} at {worst.name} "
-                f"against {format_number(output.signal)} at the output layer {output.layer}: {how}; "
-                f"{_listing(names)} {'is' if len(names) == 1 else 'are'} {which} the output layer's signal",
-        suggestion=_vanishing_suggestion(layers) if verdict == "vanishing" else SUGGEST_EXPLODING,
-    )]  # fmt: skip
+    return [{"optimizer.name": ADAPTIVE["name"], "optimizer.lr": ADAPTIVE["lr"]}]
 
 
-def _listing(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+def _longer(config: Config, factor: int) -> dict[str, Any]:
+    """Train `factor` times as long: the step budget if it ended the run, else the epochs."""
+    training = config.training
+    if training.max_steps is not None:
+        return {"training.max_steps": training.max_steps * factor}
+    return {"training.epochs": min(training.epochs * factor, MAX_EPOCHS)}
 
 
-def _times(ratio: float) -> str:
-    return f"{ratio:,.0f}×" if ratio >= SIGNAL_RATIO else f"{ratio:.3g}×"
+def _without_empty(changes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [change for change in changes if change]
 
 
-def _vanishing_suggestion(layers: list[LayerSummary]) -> str:
-    if any(layer.activation and ACTIVATIONS[layer.activation].family == "squashing" for layer in layers):
-        return SUGGEST_VANISHING_SQUASHING
-    return SUGGEST_VANISHING
+def _remedy(config: Config | None, reason: str, changes: Any) -> Remedy:
+    """A remedy from `changes(config)`, a list of changes best first; none without a readable config."""
+    if config is None:
+        return Remedy({}, [], NO_CONFIG)
+    found = _without_empty(changes(config))
+    return Remedy(found[0], found[1:], reason) if found else Remedy({}, [], reason)
 
 
-def _blow_up(log: RunLog) -> list[Diagnosis]:
-    """The first non-finite gradient statistic in step order (layer0 first within a step), or the summary's."""
+# --- what the loss did ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Course:
+    """The training loss epoch by epoch (metrics.csv) and what it says about the cause."""
+
+    epochs: list[int]
+    losses: list[float]
+
+    @property
+    def first(self) -> float:
+        return self.losses[0]
+
+    @property
+    def lowest(self) -> float:
+        return min(self.losses)
+
+    @property
+    def last(self) -> float:
+        return self.losses[-1]
+
+    def climbs(self) -> bool:
+        """The loss ends well above its lowest value: the steps throw the weights out of a minimum they found."""
+        above = self.last - self.lowest
+        return above > CLIMB * abs(self.lowest) and above > CLIMB_SHARE * abs(self.first - self.lowest)
+
+    def unstable(self) -> bool:
+        """The loss rises from one epoch to the next in a good share of the epochs, each time by a visible amount."""
+        if len(self.losses) < 4:
+            return False
+        spread = max(self.losses) - self.lowest
+        rises = sum(b - a > UNSTABLE_RISE * spread for a, b in zip(self.losses, self.losses[1:]))
+        return spread > 0 and rises >= UNSTABLE_SHARE * (len(self.losses) - 1)
+
+    def swings(self) -> bool:
+        """Climbs or is unstable: the evidence that forbids ever raising the learning rate."""
+        return self.climbs() or self.unstable()
+
+    def recent_decline(self) -> tuple[float, float]:
+        """(share of the whole decline made over the last third of the epochs, that drop relative to the level)."""
+        window = self.losses[-max(2, len(self.losses) // 3):]
+        whole = self.first - self.last
+        drop = window[0] - window[-1] if len(self.losses) > 2 else whole
+        if whole <= 0 or drop <= 0:
+            return 0.0, 0.0
+        return drop / whole, drop / max(abs(window[0]), 1e-12)
+
+    def still_falling(self) -> bool:
+        share, level = self.recent_decline()
+        return share >= FALLING_SHARE and level >= FALLING_LEVEL
+
+
+def loss_course(log: RunLog) -> Course | None:
+    """The finite training losses by epoch; None without any."""
+    rows = [row for row in log.metrics if _is_finite(row.get("train_loss")) and _is_finite(row.get("epoch"))]
+    if not rows:
+        return None
+    return Course([int(row["epoch"]) for row in rows], [float(row["train_loss"]) for row in rows])
+
+
+# --- diagnoses ----------------------------------------------------------------------------------------------------
+
+# Ranks, the cause first: what the initial weights or the data already show at the first logged step, then the
+# optimizer (its learning rate, its batch), then problems that appear later without such a cause, then the fit.
+AT_START, OPTIMIZER, LATER, NOISE, SLOW, FIT = range(6)
+
+
+@dataclass
+class Finding:
+    rank: int
+    diagnosis: Diagnosis
+
+
+def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict]) -> list[Diagnosis]:
+    """Every diagnosis the logs trigger, the cause first; empty for a healthy run.
+
+    A blow-up or a too-high learning rate after a healthy start makes the vanishing, exploding, saturated or dead
+    layers that follow its symptoms; a problem present from the first step is the initialisation's (or the data's).
+    The fit (under- or overfitting, not converged, a too-low rate) is judged only where no such problem is found."""
+    course = loss_course(log)
+    config = log.config
+    blow_up = _blow_up(log, layers, config)
+    rate_high = _rate_high(log, layers, course, config)
+    found = [*blow_up, *rate_high]
+    found += _signal_findings(layers, verdicts, config, "vanishing")
+    found += _signal_findings(layers, verdicts, config, "exploding")
+    found += _inactive_findings(layers, config)
+    sick = bool(found)
+    swings = course is not None and course.swings()
+    if not swings and not rate_high:
+        found += _rate_low(layers, course, config)
+    if course is not None and not any(f.rank == SLOW for f in found):
+        found += _overfitting(log, config)
+        if not sick:
+            found += _underfitting(log, course, config) or _not_converged(course, config)
+    return [finding.diagnosis for finding in sorted(found, key=lambda finding: finding.rank)]
+
+
+def _blow_up(log: RunLog, layers: list[LayerSummary], config: Config | None) -> list[Finding]:
+    """Non-finite values: from the initial weights (exploding gradients) if the first logged step already shows
+    them or an exploding signal, else from the steps taken (learning rate too high)."""
     hits = [
         (step, index, column, value)
         for index, layer in enumerate(log.layers)
@@ -258,6 +405,7 @@ def _blow_up(log: RunLog) -> list[Diagnosis]:
         for step, value in zip(layer.steps, layer.values(column))
         if value is not None and not math.isfinite(value)
     ]
+    first_step = min((layer.steps[0] for layer in log.layers if layer.steps), default=None)
     if hits:
         step, index, column, value = min(hits, key=lambda hit: hit[:2])
         layer = log.layers[index].name
@@ -268,69 +416,224 @@ def _blow_up(log: RunLog) -> list[Diagnosis]:
         evidence, what = {"step": step}, log.summary.diverged.reason
     else:
         return []
-    return [Diagnosis(kind="exploding_gradients", layer=layer, layers=[layer] if layer else [], evidence=evidence,
-                      message=f"non-finite values from step {step}: first {what}", suggestion=SUGGEST_EXPLODING)]
+    message = f"non-finite values from step {step}: first {what}"
+    at_start = step == first_step or bool(_exploding_at_start(layers))
+    if at_start:
+        return [Finding(AT_START, diagnosis("exploding_gradients", layer, message + ", already at the first step",
+                                            evidence, _exploding_remedy(config), [layer] if layer else []))]
+    evidence["lr"] = config.optimizer.lr if config else None
+    return [Finding(OPTIMIZER, diagnosis(
+        "learning_rate_high", layer, message + ", after a finite start: the steps threw the weights out of range",
+        evidence, _lower_rate_remedy(config, None)))]  # fmt: skip
 
 
-def _inactive_units(layers: list[LayerSummary]) -> list[Diagnosis]:
-    """Dead or saturated units, one diagnosis per kind naming every layer it concerns (their suggestion is one)."""
-    found = []
-    for kind, field, word, suggestion in (
-        ("dead_units", "dead_fraction", "dead (pre-activation ≤ 0 for the whole batch)", SUGGEST_DEAD),
-        ("saturated_units", "saturated_fraction", f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)",
-         SUGGEST_SATURATED),
-    ):  # fmt: skip
-        hit = [(layer.name, getattr(layer, field)) for layer in layers
-               if getattr(layer, field) is not None and getattr(layer, field) > INACTIVE_FRACTION]  # fmt: skip
-        if not hit:
-            continue
-        shares = ", ".join(f"{share:.0%} of {name}'s" for name, share in hit)
-        found.append(Diagnosis(
-            kind=kind, layer=hit[0][0], layers=[name for name, _ in hit],
-            evidence={"fractions": dict(hit), "threshold": INACTIVE_FRACTION},
-            message=f"{shares} units are {word} at the last logged step", suggestion=suggestion,
-        ))  # fmt: skip
-    return found
+def _exploding_at_start(layers: list[LayerSummary]) -> list[LayerSummary]:
+    reference = layers[-1].out_grad_norm_first if layers else None
+    if not reference or not _is_finite(reference):
+        return []
+    return [layer for layer in layers[:-1]
+            if _is_finite(layer.out_grad_norm_first) and layer.out_grad_norm_first >= SIGNAL_RATIO * reference]
 
 
-def _learning_rate(log: RunLog, layers: list[LayerSummary]) -> list[Diagnosis]:
-    """Judged on the layer that moves most: lower layers may move little because their signal vanishes, which
-    a larger learning rate would not cure."""
-    # A layer that did not move has no gradient (dead units, a vanished signal): it says nothing about the rate.
+def _vanishing_at_start(layers: list[LayerSummary]) -> bool:
+    reference = layers[-1].out_grad_norm_first if layers else None
+    if not reference or not _is_finite(reference):
+        return False
+    return any(_is_finite(layer.out_grad_norm_first) and layer.out_grad_norm_first * SIGNAL_RATIO <= reference
+               for layer in layers[:-1])  # fmt: skip
+
+
+def _rate_high(log: RunLog, layers: list[LayerSummary], course: Course | None,
+               config: Config | None) -> list[Finding]:  # fmt: skip
+    """Judged on the layer that moves most and on the loss: steps far larger than the weights, or a loss that
+    climbs back or swings, with a start that showed nothing wrong (else the start is the cause)."""
+    moving = [layer for layer in layers if layer.update_ratio_median]
+    fastest = max(moving, key=lambda layer: layer.update_ratio_median) if moving else None
+    jump = max((layer for layer in layers if layer.update_ratio_max), key=lambda layer: layer.update_ratio_max,
+               default=None)  # fmt: skip
+    reasons, evidence = [], {}
+    if fastest is not None and fastest.update_ratio_median > UPDATE_RATIO_HIGH:
+        evidence.update(update_ratio_median=fastest.update_ratio_median, threshold=UPDATE_RATIO_HIGH)
+        reasons.append(f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
+                       f"{format_number(fastest.update_ratio_median)}, above {UPDATE_RATIO_HIGH:g} (about "
+                       f"{HEALTHY_UPDATE_RATIO:g} is healthy)")  # fmt: skip
+    elif jump is not None and jump.update_ratio_max > UPDATE_RATIO_JUMP:
+        evidence.update(update_ratio_max=jump.update_ratio_max, threshold=UPDATE_RATIO_JUMP)
+        reasons.append(f"a step changed {jump.name}'s weights by {format_number(jump.update_ratio_max)}× their norm")
+    if course is not None and course.climbs():
+        evidence.update(lowest_train_loss=course.lowest, last_train_loss=course.last)
+        reasons.append(f"the training loss climbed back from {format_number(course.lowest)} to "
+                       f"{format_number(course.last)}")  # fmt: skip
+    elif course is not None and course.unstable():
+        evidence.update(unstable=True)
+        reasons.append(f"the training loss rose in {UNSTABLE_SHARE:.0%} or more of the epochs")
+    if not reasons:
+        return []
+    layer = (fastest or jump).name if (fastest or jump) else None
+    evidence["lr"] = config.optimizer.lr if config else None
+    return [Finding(OPTIMIZER, diagnosis("learning_rate_high", layer, "; ".join(reasons), evidence,
+                                         _lower_rate_remedy(config, evidence.get("update_ratio_median"))))]
+
+
+def _lower_rate_remedy(config: Config | None, ratio: float | None) -> Remedy:
+    def changes(config: Config) -> list[dict[str, Any]]:
+        # ‖ΔW‖ scales about linearly with the learning rate for every optimizer autobp has.
+        factor = min(max(HEALTHY_UPDATE_RATIO / ratio, 1 / MAX_LR_CHANGE), 1 / LR_STEP) if ratio else 1 / LR_STEP
+        clip = [] if config.optimizer.clip_grad_norm else [{"optimizer.clip_grad_norm": CLIP_GRAD_NORM}]
+        return [_lr_change(config, factor), _lr_change(config, factor / LR_STEP), *clip]
+
+    return _remedy(config, "smaller steps stay inside the minimum the loss is looking for", changes)
+
+
+def _rate_low(layers: list[LayerSummary], course: Course | None, config: Config | None) -> list[Finding]:
+    """The layer that moves most barely moves (lower layers may move little because their signal vanishes, which a
+    larger learning rate would not cure), and the loss is not done falling."""
     moving = [layer for layer in layers if layer.update_ratio_median]
     if not moving:
         return []
     fastest = max(moving, key=lambda layer: layer.update_ratio_median)
     ratio = fastest.update_ratio_median
-    if UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
+    if ratio >= UPDATE_RATIO_LOW:
         return []
-    high = ratio > UPDATE_RATIO_HIGH
-    threshold = UPDATE_RATIO_HIGH if high else UPDATE_RATIO_LOW
-    evidence: dict[str, Any] = {"update_ratio_median": ratio, "threshold": threshold}
-    advice = f"{'lower' if high else 'raise'} `optimizer.lr`"
-    if log.config is not None:
-        lr = log.config.optimizer.lr
-        # ‖ΔW‖ scales about linearly with the learning rate for every optimizer autobp has; a run that blew up
-        # has absurd ratios, hence the cap on the proposed change.
-        factor = min(max(HEALTHY_UPDATE_RATIO / ratio, 1 / MAX_LR_CHANGE), MAX_LR_CHANGE)
-        proposal = float(f"{lr * factor:.1g}")
-        evidence["lr"] = lr
-        advice += f" from {lr:g} to about {proposal:g}"
-    if high:
-        advice += ", or set `optimizer.clip_grad_norm: 1.0`"
-    return [Diagnosis(
-        kind="learning_rate_high" if high else "learning_rate_low", layer=fastest.name, evidence=evidence,
-        message=f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
-        f"{format_number(ratio)}, {'above' if high else 'below'} {threshold:g} (about {HEALTHY_UPDATE_RATIO:g} "
-        "is healthy)",
-        suggestion=advice,
-    )]  # fmt: skip
+    evidence: dict[str, Any] = {"update_ratio_median": ratio, "threshold": UPDATE_RATIO_LOW,
+                                "lr": config.optimizer.lr if config else None}  # fmt: skip
+
+    def changes(config: Config) -> list[dict[str, Any]]:
+        factor = min(max(HEALTHY_UPDATE_RATIO / ratio, LR_STEP), MAX_LR_CHANGE)
+        return [_lr_change(config, factor), *_adaptive_change(config), _longer(config, EPOCHS_FACTOR)]
+
+    remedy = _remedy(config, "steps of about 1/1000 of the weights learn at a useful pace", changes)
+    return [Finding(SLOW, diagnosis(
+        "learning_rate_low", fastest.name,
+        f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
+        f"{format_number(ratio)}, below {UPDATE_RATIO_LOW:g} (about {HEALTHY_UPDATE_RATIO:g} is healthy)",
+        evidence, remedy))]  # fmt: skip
 
 
-def _overfitting(log: RunLog) -> list[Diagnosis]:
-    """Validation loss rising while training loss falls, by straight-line fits over the last third of the run."""
+def _signal_findings(layers: list[LayerSummary], verdicts: list[LayerVerdict], config: Config | None,
+                     verdict: str) -> list[Finding]:  # fmt: skip
+    """Vanishing or exploding gradients: every layer with that verdict, the most affected one first; ranked as a
+    cause when the first logged step already shows it."""
+    hit = [(layer, v) for layer, v in zip(layers, verdicts) if v.verdict == verdict]
+    if not hit:
+        return []
+    names = [v.layer for _, v in hit]
+    vanishing = verdict == "vanishing"
+    at_start = _vanishing_at_start(layers) if vanishing else bool(_exploding_at_start(layers))
+    rank = AT_START if at_start else LATER
+    remedy = _vanishing_remedy(layers, config) if vanishing else _exploding_remedy(config)
+    by_signal = [(layer, v) for layer, v in hit if v.relative is not None]
+    if not by_signal:  # the signal is not comparable: tiny parameter gradients decided it
+        layer = hit[0][0]
+        return [Finding(rank, diagnosis(
+            "vanishing_gradients", layer.name,
+            f"the median ‖∂L/∂W‖ of {layer.name} is {format_number(layer.grad_norm_w_median)}, below {MIN_GRAD_NORM:g}",
+            {"grad_norm_w_median": layer.grad_norm_w_median, "threshold": MIN_GRAD_NORM}, remedy, names))]  # fmt: skip
+    pick = min if vanishing else max
+    worst, judged = pick(by_signal, key=lambda pair: pair[1].relative)
+    output = verdicts[-1]
+    factor = 1 / judged.relative if vanishing and judged.relative > 0 else judged.relative
+    how = (f"{_times(factor)} {'smaller' if vanishing else 'larger'}" if judged.relative > 0
+           else f"none of it reaches {worst.name}")  # fmt: skip
+    which = f"at most 1/{SIGNAL_RATIO:g} of" if vanishing else f"at least {SIGNAL_RATIO:g}×"
+    when = ", from the first step on" if at_start else ""
+    return [Finding(rank, diagnosis(
+        f"{verdict}_gradients", worst.name,
+        f"the backpropagated signal, median ‖∂L/∂f‖, is {format_number(judged.signal)} at {worst.name} "
+        f"against {format_number(output.signal)} at the output layer {output.layer}: {how}; "
+        f"{_listing(names)} {'is' if len(names) == 1 else 'are'} {which} the output layer's signal{when}",
+        {"signal": judged.signal, "signal_output_layer": output.signal, "ratio": factor, "threshold": SIGNAL_RATIO,
+         "at_first_step": at_start},
+        remedy, names))]  # fmt: skip
+
+
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:,.0f}×" if ratio >= SIGNAL_RATIO else f"{ratio:.3g}×"
+
+
+def _squashing(activation: str | None) -> bool:
+    return activation is not None and ACTIVATIONS[activation].family == "squashing"
+
+
+def _vanishing_remedy(layers: list[LayerSummary], config: Config | None) -> Remedy:
+    def changes(config: Config) -> list[dict[str, Any]]:
+        hidden = _hidden(config)
+        if any(_squashing(config.model.layers[i].activation) for i in hidden):
+            relu = {**_each(hidden, "activation", "relu"), **_each(hidden, "init", "he")}
+            return [relu, _init_change(config), *_adaptive_change(config)]
+        return [_init_change(config), _each(hidden, "activation", "leaky_relu"), *_adaptive_change(config)]
+
+    return _remedy(config, "a signal that keeps its size through every layer reaches the first ones", changes)
+
+
+def _exploding_remedy(config: Config | None) -> Remedy:
+    def changes(config: Config) -> list[dict[str, Any]]:
+        clip = [] if config.optimizer.clip_grad_norm else [{"optimizer.clip_grad_norm": CLIP_GRAD_NORM}]
+        return [_init_change(config), *clip, _lr_change(config, 1 / LR_STEP)]
+
+    return _remedy(config, "weights scaled to their layer's width keep the signal's size from layer to layer",
+                   changes)
+
+
+def _inactive_findings(layers: list[LayerSummary], config: Config | None) -> list[Finding]:
+    """Dead or saturated units, one diagnosis per kind naming every layer it concerns; a cause when the first
+    logged step already shows them (the initial weights, or inputs that are not standardized)."""
+    found = []
+    for kind, field_name, word in (
+        ("dead_units", "dead_fraction", "dead (pre-activation ≤ 0 for the whole batch)"),
+        ("saturated_units", "saturated_fraction", f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)"),
+    ):  # fmt: skip
+        hit = [(layer, getattr(layer, field_name)) for layer in layers
+               if getattr(layer, field_name) is not None and getattr(layer, field_name) > INACTIVE_FRACTION]  # fmt: skip
+        at_start = [layer for layer in layers if _above(getattr(layer, f"{field_name}_first"), INACTIVE_FRACTION)]
+        if not hit and not at_start:
+            continue
+        hit = hit or [(layer, getattr(layer, f"{field_name}_first")) for layer in at_start]
+        shares = ", ".join(f"{share:.0%} of {layer.name}'s" for layer, share in hit)
+        when = " (already at the first step)" if at_start else ""
+        remedy = _dead_remedy(config) if kind == "dead_units" else _saturated_remedy(config)
+        found.append(Finding(AT_START if at_start else LATER, diagnosis(
+            kind, hit[0][0].name, f"{shares} units are {word} at the last logged step{when}",
+            {"fractions": {layer.name: share for layer, share in hit}, "threshold": INACTIVE_FRACTION,
+             "at_first_step": [layer.name for layer in at_start]},
+            remedy, [layer.name for layer, _ in hit])))  # fmt: skip
+    return found
+
+
+def _above(value: float | None, threshold: float) -> bool:
+    return value is not None and value > threshold
+
+
+def _dead_remedy(config: Config | None) -> Remedy:
+    def changes(config: Config) -> list[dict[str, Any]]:
+        standardize = [] if config.data.standardize else [{"data.standardize": True}]
+        relu = [i for i in _hidden(config) if config.model.layers[i].activation == "relu"]
+        return [*standardize, _each(relu, "activation", "leaky_relu"), _init_change(config),
+                _lr_change(config, 1 / LR_STEP)]  # fmt: skip
+
+    return _remedy(config, "a unit whose pre-activation is negative for every input never learns again", changes)
+
+
+def _saturated_remedy(config: Config | None) -> Remedy:
+    def changes(config: Config) -> list[dict[str, Any]]:
+        standardize = [] if config.data.standardize else [{"data.standardize": True}]
+        hidden = _hidden(config)
+        relu = {**_each(hidden, "activation", "relu"), **_each(hidden, "init", "he")}
+        return [*standardize, _init_change(config), relu]
+
+    return _remedy(config, "a unit pinned at ±1 (or 0 and 1) passes almost no gradient", changes)
+
+
+def _overfitting(log: RunLog, config: Config | None) -> list[Finding]:
+    """Validation loss rising while training loss falls, by straight-line fits over the last third of the run; not
+    where early stopping already restored the best epoch's weights."""
     rows = [row for row in log.metrics if all(_is_finite(row.get(key)) for key in ("epoch", "train_loss", "val_loss"))]
-    if len(rows) < OVERFIT_MIN_EPOCHS:
+    stop = log.summary.early_stopping if log.summary else None
+    if len(rows) < OVERFIT_MIN_EPOCHS or (stop is not None and stop.restored):
         return []
     window = rows[-max(3, len(rows) // 3):]
     epochs = np.array([row["epoch"] for row in window])
@@ -342,23 +645,72 @@ def _overfitting(log: RunLog) -> list[Diagnosis]:
         return []
     best = min(rows, key=lambda row: row["val_loss"])
     first, last = int(epochs[0]), int(epochs[-1])
-    return [Diagnosis(
-        kind="overfitting", layer=None,
-        evidence={"from_epoch": first, "to_epoch": last, "val_loss_slope": val_slope, "train_loss_slope": train_slope,
-         "val_loss_rise": rise, "best_val_loss": best["val_loss"], "best_epoch": int(best["epoch"])},
-        message=f"over epochs {first}–{last} the validation loss rises ({format_number(val_slope)} per epoch, "
+
+    def changes(config: Config) -> list[dict[str, Any]]:
+        more = [{"data.n_samples": config.data.n_samples * 4}] if config.data.source in SYNTHETIC_DEFAULTS else []
+        return [{"training.early_stopping": dict(EARLY_STOPPING)}, {"optimizer.weight_decay": WEIGHT_DECAY},
+                _each(_hidden(config), "dropout", DROPOUT), *more]  # fmt: skip
+
+    remedy = _remedy(config, "stop at the best validation loss and keep that epoch's weights", changes)
+    return [Finding(FIT, diagnosis(
+        "overfitting", None,
+        f"over epochs {first}–{last} the validation loss rises ({format_number(val_slope)} per epoch, "
         f"+{rise:.0%}) while the training loss falls ({format_number(train_slope)} per epoch); the best "
         f"validation loss was {format_number(best['val_loss'])} at epoch {int(best['epoch'])}",
-        suggestion=SUGGEST_OVERFITTING + (SUGGEST_MORE_DATA if _synthetic(log) else ""),
-    )]  # fmt: skip
+        {"from_epoch": first, "to_epoch": last, "val_loss_slope": val_slope, "train_loss_slope": train_slope,
+         "val_loss_rise": rise, "best_val_loss": best["val_loss"], "best_epoch": int(best["epoch"])},
+        remedy))]  # fmt: skip
 
 
-def _synthetic(log: RunLog) -> bool:
-    """Whether the run's data comes from a built-in generator, which can make more of it."""
-    return log.config is not None and log.config.data.source in SYNTHETIC_DEFAULTS
+def _underfitting(log: RunLog, course: Course, config: Config | None) -> list[Finding]:
+    """Healthy gradients and a loss that has levelled off, yet the training data is not fitted: the best training
+    accuracy (or R²) stays low and the training loss is about the validation loss, so nothing was memorised."""
+    if config is None or course.still_falling():
+        return []
+    column = f"train_{task_metric(config.data.task)}"
+    score = max(finite(row.get(column) for row in log.metrics), default=None)
+    last = log.metrics[-1]
+    train, val = last.get("train_loss"), last.get("val_loss")
+    memorised = _is_finite(train) and _is_finite(val) and train < UNDERFIT_GAP * val
+    if score is None or score >= UNDERFIT_SCORE or memorised:
+        return []
+
+    def changes(config: Config) -> list[dict[str, Any]]:
+        layers = config.model.layers
+        hidden = _hidden(config)
+        linear = [i for i in hidden if ACTIVATIONS[layers[i].activation].family == "linear"]
+        wider = {f"model.layers.{i}.units": min(max(layers[i].units * WIDEN_FACTOR, MIN_FIX_WIDTH), MAX_WIDTH)
+                 for i in hidden}  # fmt: skip
+        added = {"model.layers": [{"units": MIN_FIX_WIDTH, "activation": "tanh"},
+                                  *[layer.model_dump(mode="json") for layer in layers]]}  # fmt: skip
+        changes = [_each(linear, "activation", "tanh")] if linear else []
+        return [*changes, wider, added, _longer(config, EPOCHS_FACTOR)] if hidden else [added, _longer(config, EPOCHS_FACTOR)]
+
+    remedy = _remedy(config, "a network too small for its data cannot fit it however long it trains", changes)
+    return [Finding(FIT, diagnosis(
+        "underfitting", None,
+        f"the training loss has levelled off at {format_number(course.last)} with healthy gradients, and the best "
+        f"{column} is {format_number(score)}, below {UNDERFIT_SCORE:g}: the network cannot fit its training data",
+        {column: score, "threshold": UNDERFIT_SCORE, "train_loss": train, "val_loss": val}, remedy))]  # fmt: skip
+
+
+def _not_converged(course: Course, config: Config | None) -> list[Finding]:
+    """Training stopped while the loss was still clearly falling."""
+    if not course.still_falling():
+        return []
+    share, level = course.recent_decline()
+
+    def changes(config: Config) -> list[dict[str, Any]]:
+        return [_longer(config, EPOCHS_FACTOR), _lr_change(config, 3), *_adaptive_change(config)]
+
+    remedy = _remedy(config, "the loss was still falling when training stopped", changes)
+    return [Finding(FIT, diagnosis(
+        "not_converged", None,
+        f"the training loss was still falling when training stopped: the last third of the epochs made {share:.0%} "
+        f"of its whole decline and lowered it by {level:.0%}, to {format_number(course.last)}",
+        {"decline_share": share, "decline_level": level, "threshold_share": FALLING_SHARE,
+         "threshold_level": FALLING_LEVEL}, remedy))]  # fmt: skip
 
 
 def _is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-
-

@@ -58,18 +58,11 @@ def test_doctor_cures_vanishing_gradients_and_the_command_reproduces_the_best(do
     assert cured == sorted(cured)  # best first
     # The printed command, run as printed, trains the best trial again, bit for bit.
     words = shlex.split(record.command)
-    assert words[:2] == ["autobp", "train"] and words[2].endswith("doctor/base.yaml")
+    assert words[:3] == ["autobp", "train", str(doctored / "config.yaml")]
     code, _ = cli("train", *words[2:], "--output", str(tmp_path), "--quiet")
     assert code == 0
     again = read_summary(next(tmp_path.glob("deep-sigmoid-*")) / "summary.json")
     assert again.final == trial.final
-
-
-def test_the_base_trains_exactly_the_run_and_opens_the_layers_to_model_keys(doctored: Path) -> None:
-    base, run = load_config(doctored / "doctor" / "base.yaml"), load_config(doctored / "config.yaml")
-    assert base.model_dump(exclude={"output"}) == run.model_dump(exclude={"output"})
-    relu = load_config(doctored / "doctor" / "base.yaml", ["model.activation=relu"])
-    assert [layer.activation for layer in relu.model.layers] == ["relu"] * 8 + ["identity"]
 
 
 def test_doctor_json_is_plain_and_report_shows_the_verified_fixes(doctored: Path) -> None:

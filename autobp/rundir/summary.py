@@ -102,10 +102,11 @@ class Diagnosis(_Record):
     evidence: dict[str, Any] = Field(default_factory=dict)
     message: str
     suggestion: str
+    """Prose written from `fix` and `alternatives` (autobp.health), so the three never disagree."""
     fix: dict[str, Any] = Field(default_factory=dict)
-    """The change to try first: dotted config keys to values, exactly as `--set` takes them."""
+    """The change to try first: dotted config keys to values, as `--set` takes them, valid for the run's config."""
     alternatives: list[dict[str, Any]] = Field(default_factory=list)
-    """Further such changes, best first."""
+    """Further changes of the same form, best first."""
 
 
 class Health(_Record):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -239,24 +239,17 @@ class ModelConfig(_Section):
             for index, layer in enumerate(layers[:-1])
             if layer.units is None
         ))
-        self.layers = [self._resolve(layer, self.layer_defaults(index, len(layers))) for index, layer in enumerate(layers)]
+        last = len(layers) - 1
+        self.layers = [
+            layer.model_copy(update={
+                "activation": layer.activation or ("identity" if index == last else self.activation),
+                "init": layer.init or self.init,
+                "dropout": layer.dropout if "dropout" in layer.model_fields_set or index == last else self.dropout,
+            })
+            for index, layer in enumerate(layers)
+        ]
         self.hidden = None
         return self
-
-    def layer_defaults(self, index: int, count: int) -> dict[str, Any]:
-        """What layer `index` of `count` gets where it sets nothing: the model's defaults (the output layer:
-        identity, no dropout)."""
-        last = index == count - 1
-        return {"activation": "identity" if last else self.activation, "init": self.init,
-                "dropout": 0.0 if last else self.dropout}  # fmt: skip
-
-    @staticmethod
-    def _resolve(layer: LayerConfig, defaults: dict[str, Any]) -> LayerConfig:
-        return layer.model_copy(update={
-            "activation": layer.activation or defaults["activation"],
-            "init": layer.init or defaults["init"],
-            "dropout": layer.dropout if "dropout" in layer.model_fields_set else defaults["dropout"],
-        })  # fmt: skip
 
     def _choice_problems(self) -> list[tuple[tuple[str, ...], str]]:
         if self.layers is not None and self.hidden is not None:

@@ -141,19 +141,6 @@ def dump_config(config: Config) -> str:
     return yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
-def dump_open_config(config: Config) -> str:
-    """The config as YAML like `dump_config`, less each layer's activation, init and dropout where they are the
-    model's defaults: `--set model.activation=…` then changes those layers again, as in a config written with
-    `hidden`. It trains exactly as `config` does."""
-    data = config.model_dump(mode="json")
-    layers = data["model"]["layers"]
-    for index, layer in enumerate(layers):
-        for key, value in config.model.layer_defaults(index, len(layers)).items():
-            if layer[key] == value:
-                del layer[key]
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-
-
 def config_json_schema() -> dict:
     """JSON Schema of the config file format, for editors that complete and check keys; each key is described by
     the docstring written under its field in autobp.spec.config."""

@@ -415,12 +415,12 @@ def plan_changes(
     name: str, base: Path, changes: Sequence[dict[str, Any]], overrides: Sequence[str], monitor: str
 ) -> tuple[Sweep, list[str | None]]:  # fmt: skip
     """A sweep of `changes` to one config file, each a mapping of dotted keys to values as --set takes them (each
-    trial's value `change` is its --set text, see `describe_change`). Returns the sweep and, per change, None if
+    trial's value `change` is its --set text, see `change_arguments`). Returns the sweep and, per change, None if
     it is a trial or the error that leaves it out (it does not validate); every change may be tried twice."""
     trials: list[Trial] = []
     errors: list[str | None] = []
     for change in changes:
-        values = {"change": describe_change(change)}
+        values = {"change": change_arguments(change)}
         try:
             trial = _trials([(values, base, [*overrides, *override_arguments(change)])], monitor, same=None,
                             first=len(trials))[0]  # fmt: skip
@@ -433,7 +433,7 @@ def plan_changes(
     return Sweep(name, [str(base)], list(overrides), monitor, mode, trials), errors
 
 
-def describe_change(change: dict[str, Any]) -> str:
+def change_arguments(change: dict[str, Any]) -> str:
     """A change as its --set arguments, `optimizer.lr=0.01 model.init=he`, or `(none)` for no change."""
     return " ".join(override_arguments(change)) or "(none)"
 

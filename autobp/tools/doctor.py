@@ -17,7 +17,6 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autobp.common import files
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError, DataError
 from autobp.health import judge
 from autobp.rundir import layout as rundir
@@ -25,13 +24,12 @@ from autobp.rundir.doctor import DOCTOR_DIR, DOCTOR_FILE, DoctorRecord, Treatmen
 from autobp.rundir.reader import is_training, read_numbers, read_run
 from autobp.rundir.summary import Diagnosis, Status, Summary, read_summary
 from autobp.spec.config import Config
-from autobp.spec.configfile import dump_open_config, load_config, override_arguments
+from autobp.spec.configfile import load_config, override_arguments
 from autobp.sweeps.executor import TrialExecutor, interrupted_once
 from autobp.sweeps.plan import SweepResult, override, plan_changes, run_in
 from autobp.sweeps.record import FINISHED, PENDING, Outcome
 from autobp.tools.report import verified_fix_lines
 
-BASE_FILE = "base.yaml"
 REQUIRED = (rundir.SUMMARY_FILE, rundir.CONFIG_FILE, rundir.GRADIENTS_FILE)
 # A run that ended so could be its own control: retraining its config for as many epochs repeats it bit for bit.
 SETTLED = (Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED)
@@ -72,7 +70,7 @@ def run_doctor(
     control = epochs != config.training.epochs or summary.status not in SETTLED
     roles = ["fix", *["alternative"] * (len(changes) - 1)] + ["control"] * control
     epochs_set = [override("training.epochs", epochs)] if epochs != config.training.epochs else []
-    base = _write_base(run_dir / DOCTOR_DIR, config)
+    base = run_dir / rundir.CONFIG_FILE
     sweep, errors = plan_changes("doctor", base, [*changes, *[{}] * control], epochs_set, monitor)
     record = DoctorRecord(
         status="running", run_dir=str(run_dir), config=str(base), cause=cause,
@@ -109,15 +107,6 @@ def _read_patient(run_dir: Path) -> tuple[Summary, Config]:
     if summary.status == Status.RUNNING and is_training(run_dir):
         raise ConfigError(f"{run_dir}: still training; run doctor once it has ended")
     return summary, config
-
-
-def _write_base(directory: Path, config: Config) -> Path:
-    """doctor/base.yaml, the trials' base: the run's config with the layers open to model-level changes (a fix such
-    as `model.activation: relu` then reaches every layer that had the model's activation)."""
-    rundir.ensure_output_dir(directory)
-    path = directory / BASE_FILE
-    files.write_atomic(path, dump_open_config(config))
-    return path
 
 
 def _monitor(config: Config) -> str:
@@ -186,8 +175,9 @@ def _rank(treatment: Treatment, mode: str) -> tuple[int, float]:
 
 
 def _command(config: str, change: dict, overrides: list[str]) -> str:
-    """`autobp train CONFIG --set …` reproducing a trial: its change, then doctor's own overrides (its epochs)."""
-    sets = [*override_arguments(change), *overrides]
+    """`autobp train CONFIG --set …` reproducing a trial: doctor's own overrides (its epochs), then the change, as
+    the trial had them (a change of training.epochs wins)."""
+    sets = [*overrides, *override_arguments(change)]
     return " ".join(["autobp train", shlex.quote(config), *(f"--set {shlex.quote(o)}" for o in sets)])
 
 
