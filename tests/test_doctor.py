@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import open_file
 from test_faults import DEADLINE, cli, finished
 
 from autobp.common import files
@@ -163,3 +164,20 @@ def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Pa
     code, _ = cli("doctor", str(run), "--epochs", "3", "-q")
     assert code == 0 and read_doctor(run).status == "completed"
     assert {t.status for t in read_doctor(run).treatments} <= {"completed", "stopped_early"}
+
+
+def test_the_html_report_shows_the_verified_fixes(doctored: Path, browser: object) -> None:
+    record = read_doctor(doctored)
+    code, _ = cli("report", str(doctored), "--html")
+    assert code == 0
+    opened = open_file(browser, doctored / "report.html")
+    section = opened.page.locator("#verified-fixes")
+    assert section.is_visible()
+    rows = section.locator("tbody tr")
+    assert rows.count() == len(record.treatments)
+    best = record.treatments[0]
+    cells = [rows.nth(0).locator("td").nth(i).inner_text() for i in range(7)]
+    assert best.cured and cells[0] == "1" and cells[1] == best.role and cells[6] == "yes"
+    assert cells[4] == format_number(best.value) and "relu" in cells[2]
+    assert section.locator("pre.command").inner_text() == record.command
+    assert opened.requests == [] and opened.errors == []

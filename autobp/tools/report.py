@@ -16,13 +16,12 @@ import numpy as np
 
 from autobp.common.errors import AutobpError
 from autobp.common.text import format_number, format_table, to_json
-from autobp.health import LayerSummary, finite, first_value, judge, last_value, summarize_layers
+from autobp.health import LayerSummary, describe_change, finite, first_value, judge, last_value, summarize_layers
 from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DoctorRecord, read_doctor
 from autobp.rundir.reader import KILLED, RunLog, read_run
 from autobp.rundir.summary import Diagnosis, LayerVerdict
 from autobp.spec.catalog import lower_is_better
-from autobp.sweeps.plan import change_arguments
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 60
@@ -219,9 +218,13 @@ FIX_COLUMNS = ("rank", "role", "change", "status", "first diagnosis", "cured")
 
 def fix_rows(record: DoctorRecord) -> list[list[str]]:
     """doctor.json's treatments as table rows, best first, under FIX_COLUMNS with the monitor after `status`."""
-    return [[str(place) if t.cured else "-", t.role, change_arguments(t.change), t.status,
+    return [[str(place) if t.cured else "-", t.role, _change(t.change), t.status,
              format_number(t.value), t.diagnosis or "none", "yes" if t.cured else "no"]
             for place, t in enumerate(record.treatments, start=1)]  # fmt: skip
+
+
+def _change(change: dict) -> str:
+    return describe_change(change) or "(none: the config as it is)"
 
 
 def fix_headers(record: DoctorRecord) -> list[str]:
@@ -235,14 +238,14 @@ def verified_fix_lines(record: DoctorRecord, *, markdown: bool = False) -> list[
     lines = [f"Treated {_code(cause.kind, markdown)} with {len(record.treatments)} trainings of {record.epochs} "
              f"epochs; {record.monitor} before: {format_number(record.before)} ({source}).", ""]  # fmt: skip
     lines += format_table(fix_headers(record), fix_rows(record), markdown=markdown)
-    lines += [f"- {t.role} {change_arguments(t.change)}: {t.error}" for t in record.treatments if t.status == "invalid"]
+    lines += [f"- {t.role} {_change(t.change)}: {t.error}" for t in record.treatments if t.status == "invalid"]
     if record.status != "completed":
         lines.append(f"doctor {record.status}: not every trial finished; `autobp doctor {record.run_dir}` finishes them")
     best = next((t for t in record.treatments if t.trial == record.best), None)
     if best is None and record.status == "completed":
         lines.append(f"No change cured {cause.kind}.")
     elif best is not None:
-        lines += [f"Best: {_code(change_arguments(best.change), markdown)} cured {cause.kind}: {record.monitor} "
+        lines += [f"Best: {_change(best.change)} cured {cause.kind}: {record.monitor} "
                   f"{format_number(record.before)} → {format_number(best.value)}.",
                   f"Reproduce: {_code(record.command, markdown)}"]  # fmt: skip
     return lines
