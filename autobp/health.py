@@ -158,6 +158,12 @@ def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
     return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts))
 
 
+def fatal_cause(run_dir: Path) -> Diagnosis | None:
+    """The cause (first diagnosis) of the run's judgement from its files so far, if it is fatal (FATAL_KINDS)."""
+    diagnoses = judge(read_run(run_dir)).diagnoses
+    return diagnoses[0] if diagnoses and diagnoses[0].kind in FATAL_KINDS else None
+
+
 def layer_verdicts(layers: list[LayerSummary]) -> list[LayerVerdict]:
     """Each layer's health: its median signal ‖∂L/∂f‖ against the output layer's, then its units."""
     reference = layers[-1].out_grad_norm_median if layers else None
