@@ -61,6 +61,10 @@ ADAPTIVE = {"name": "adam", "lr": 1e-3}  # the optimizer a plain-SGD run is move
 # end (early stopping, its ranking): a few epochs in, they are no reason to give up on it.
 FATAL_KINDS = frozenset({"exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units",
                          "learning_rate_high", "learning_rate_low"})  # fmt: skip
+# A learning rate is far off, and fatal, when the update ratio is this many times beyond its threshold, or (too
+# high) the loss or a single step shows it too: the first steps of a good rate can cross the threshold itself
+# (Adam's first steps move small weights a lot) while the loss falls as it should.
+FAR_OFF = 10.0
 
 # Gradient-log columns whose non-finite values mean the run blew up; update_ratio is left out because it is
 # infinite by definition for a weight matrix of zeros.
@@ -159,9 +163,23 @@ def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
 
 
 def fatal_cause(run_dir: Path) -> Diagnosis | None:
-    """The cause (first diagnosis) of the run's judgement from its files so far, if it is fatal (FATAL_KINDS)."""
+    """The cause (first diagnosis) of the run's judgement from its files so far, if it is fatal."""
     diagnoses = judge(read_run(run_dir)).diagnoses
-    return diagnoses[0] if diagnoses and diagnoses[0].kind in FATAL_KINDS else None
+    return diagnoses[0] if diagnoses and is_fatal(diagnoses[0]) else None
+
+
+def is_fatal(diagnosis: Diagnosis) -> bool:
+    """Whether a diagnosis is a reason to give up on a run: one of FATAL_KINDS, a learning rate FAR_OFF."""
+    if diagnosis.kind not in FATAL_KINDS:
+        return False
+    evidence = diagnosis.evidence
+    ratio = evidence.get("update_ratio_median")
+    if diagnosis.kind == "learning_rate_high":
+        beside = {"update_ratio_max", "lowest_train_loss", "unstable"} & evidence.keys()  # a jump, the loss
+        return bool(beside) or ratio is not None and ratio >= FAR_OFF * UPDATE_RATIO_HIGH
+    if diagnosis.kind == "learning_rate_low":
+        return ratio is not None and ratio * FAR_OFF <= UPDATE_RATIO_LOW
+    return True
 
 
 def layer_verdicts(layers: list[LayerSummary]) -> list[LayerVerdict]:

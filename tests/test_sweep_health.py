@@ -94,3 +94,21 @@ def test_the_sweep_file_checks_early_terminate_methods(tmp_path: Path, method: o
     with pytest.raises(ConfigError) as caught:
         run_sweep([path], output=tmp_path)
     assert "early_terminate.method" in str(caught.value) and problem in str(caught.value)
+
+
+@pytest.mark.parametrize("kind, evidence, fatal", [
+    ("learning_rate_high", {"update_ratio_median": 0.375, "threshold": 0.1}, False),  # Adam's first steps, loss falls
+    ("learning_rate_high", {"update_ratio_median": 3.75, "threshold": 0.1}, True),  # far off
+    ("learning_rate_high", {"update_ratio_median": 0.8, "threshold": 0.1, "unstable": True}, True),  # the loss shows it
+    ("learning_rate_high", {"update_ratio_max": 7.0, "threshold": 1.0}, True),  # one step moved more than the weights
+    ("learning_rate_low", {"update_ratio_median": 5e-5, "threshold": 1e-4}, False),
+    ("learning_rate_low", {"update_ratio_median": 5e-6, "threshold": 1e-4}, True),
+    ("vanishing_gradients", {}, True), ("dead_units", {}, True), ("saturated_units", {}, True),
+    ("exploding_gradients", {}, True), ("overfitting", {}, False), ("not_converged", {}, False),
+    ("underfitting", {}, False),
+])  # fmt: skip
+def test_which_causes_are_fatal(kind: str, evidence: dict, fatal: bool) -> None:
+    from autobp.health import is_fatal
+    from autobp.rundir.summary import Diagnosis
+
+    assert is_fatal(Diagnosis(kind=kind, layer=None, evidence=evidence, message="", suggestion="")) is fatal
