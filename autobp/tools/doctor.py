@@ -27,7 +27,7 @@ from autobp.spec.config import Config
 from autobp.spec.configfile import load_config, override_arguments
 from autobp.sweeps.executor import TrialExecutor, interrupted_once
 from autobp.sweeps.plan import SweepResult, override, plan_changes, run_in
-from autobp.sweeps.record import FINISHED, PENDING, Outcome
+from autobp.sweeps.record import FINISHED, PENDING, Outcome, refuse_if_running
 from autobp.tools.report import verified_fix_lines
 
 REQUIRED = (rundir.SUMMARY_FILE, rundir.CONFIG_FILE, rundir.GRADIENTS_FILE)
@@ -78,6 +78,8 @@ def run_doctor(
         before_source="control" if control else "run",
     )  # fmt: skip
     all_changes = [*changes, *[{}] * control]
+    if (run_dir / DOCTOR_DIR).is_dir():
+        refuse_if_running(run_dir / DOCTOR_DIR)  # before doctor.json is touched (run_in checks again as it starts)
     with interrupted_once():
         result = None
         try:
