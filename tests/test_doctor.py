@@ -18,7 +18,7 @@ from test_faults import DEADLINE, cli, finished
 from autobp.common import files
 from autobp.common.text import format_number
 from autobp.rundir.doctor import DOCTOR_FILE, read_doctor
-from autobp.rundir.summary import read_summary
+from autobp.rundir.summary import Status, read_summary
 from autobp.spec.configfile import load_config
 from autobp.tools.doctor import run_doctor
 from autobp.training.runner import train
@@ -181,3 +181,24 @@ def test_the_html_report_shows_the_verified_fixes(doctored: Path, browser: objec
     assert cells[4] == format_number(best.value) and "relu" in cells[2]
     assert section.locator("pre.command").inner_text() == record.command
     assert opened.requests == [] and opened.errors == []
+
+
+def test_the_python_api_returns_doctor_json(doctored: Path, tmp_path: Path) -> None:
+    import autobp
+
+    record = autobp.doctor(doctored)  # every trial finished before: nothing runs again
+    assert record == read_doctor(doctored) and record.cures[0].trial == record.best
+    assert autobp.load_run(doctored).report().doctor == record
+    healthy = _train(tmp_path, "xor.yaml", "training.epochs=30")
+    assert autobp.doctor(healthy) is None
+
+
+def test_a_run_still_training_is_refused(vanishing: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _copy(vanishing, run)
+    with files.exclusive(run) as taken:  # how `train` holds the run directory it trains
+        assert taken
+        summary = read_summary(run / "summary.json").model_copy(update={"status": Status.RUNNING})
+        files.write_json(run / "summary.json", summary.to_dict())
+        code, text = cli("doctor", str(run))
+    assert code == 2 and "still training" in text and not (run / DOCTOR_FILE).exists()
