@@ -172,7 +172,8 @@ def sweep(
 def doctor(
     run_dir: str | Path, *, epochs: int | None = None, jobs: int | None = None, quiet: bool = True
 ) -> DoctorRecord | None:  # fmt: skip
-    """Verify a run's diagnosis as `autobp doctor` does, and return doctor.json's content (None: no diagnosis).
+    """Verify a run's diagnosis as `autobp doctor` does, and return doctor.json's content (None: no diagnosis, or
+    one that proposes no change).
     Its `cures` are the changes that cured the cause, best first; `command` reproduces the best."""
     from autobp.tools.doctor import run_doctor
 

@@ -202,3 +202,17 @@ def test_a_run_still_training_is_refused(vanishing: Path, tmp_path: Path) -> Non
         files.write_json(run / "summary.json", summary.to_dict())
         code, text = cli("doctor", str(run))
     assert code == 2 and "still training" in text and not (run / DOCTOR_FILE).exists()
+
+
+def test_a_diagnosis_that_proposes_no_change_leaves_nothing_to_try(vanishing: Path, tmp_path: Path, monkeypatch) -> None:
+    from autobp.rundir.summary import Diagnosis, Health
+    from autobp.tools import doctor
+
+    run = tmp_path / "run"
+    _copy(vanishing, run)
+    told = Diagnosis(kind="vanishing_gradients", layer=None, message="m",
+                     suggestion="no config change can be proposed: a reason")  # fmt: skip
+    monkeypatch.setattr(doctor, "judge", lambda log: Health(diagnoses=[told]))
+    code, text = cli("doctor", str(run))
+    assert code == 0 and "nothing to try: no config change can be proposed: a reason" in text
+    assert not (run / DOCTOR_FILE).exists() and not (run / "doctor").exists()

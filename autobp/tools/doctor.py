@@ -27,7 +27,7 @@ from autobp.spec.config import Config
 from autobp.spec.configfile import load_config, override_arguments
 from autobp.sweeps.executor import TrialExecutor, interrupted_once
 from autobp.sweeps.plan import SweepResult, override, plan_changes, run_in
-from autobp.sweeps.record import FINISHED, PENDING, Outcome, refuse_if_running
+from autobp.sweeps.record import FINISHED, Outcome, refuse_if_running
 from autobp.tools.report import verified_fix_lines
 
 REQUIRED = (rundir.SUMMARY_FILE, rundir.CONFIG_FILE, rundir.GRADIENTS_FILE)
@@ -37,7 +37,8 @@ SETTLED = (Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED)
 
 @dataclass
 class DoctorResult:
-    """What doctor did: the cause it treated (None: the run has no diagnosis) and doctor.json's content."""
+    """What doctor did: the cause it treated (None: the run has no diagnosis) and doctor.json's content (None:
+    nothing to try)."""
 
     run_dir: Path
     cause: Diagnosis | None
@@ -64,20 +65,22 @@ def run_doctor(
     if not diagnoses:
         return DoctorResult(run_dir, None)
     cause = diagnoses[0]
+    changes = _changes(cause)
+    if not changes:  # the diagnosis says why no config change can help: nothing to try
+        return DoctorResult(run_dir, cause)
     epochs = epochs or config.training.epochs
     monitor = _monitor(config)
-    changes = _changes(cause)
     control = epochs != config.training.epochs or summary.status not in SETTLED
     roles = ["fix", *["alternative"] * (len(changes) - 1)] + ["control"] * control
+    all_changes = [*changes, *[{}] * control]
     epochs_set = [override("training.epochs", epochs)] if epochs != config.training.epochs else []
     base = run_dir / rundir.CONFIG_FILE
-    sweep, errors = plan_changes("doctor", base, [*changes, *[{}] * control], epochs_set, monitor)
+    sweep, errors = plan_changes("doctor", base, all_changes, epochs_set, monitor)
     record = DoctorRecord(
         status="running", run_dir=str(run_dir), config=str(base), cause=cause,
-        monitor=monitor, mode=sweep.mode, epochs=epochs, before=None if control else summary_value(summary, monitor),
+        monitor=monitor, mode=sweep.mode, epochs=epochs, before=None if control else _saved_value(summary, monitor),
         before_source="control" if control else "run",
     )  # fmt: skip
-    all_changes = [*changes, *[{}] * control]
     if (run_dir / DOCTOR_DIR).is_dir():
         refuse_if_running(run_dir / DOCTOR_DIR)  # before doctor.json is touched (run_in checks again as it starts)
     with interrupted_once():
@@ -124,14 +127,12 @@ def _changes(cause: Diagnosis) -> list[dict]:
     for change in [cause.fix, *cause.alternatives]:
         if change and change not in changes:
             changes.append(change)
-    if not changes:
-        raise ConfigError(f"the diagnosis {cause.kind} proposes no config change to try")
     return changes
 
 
-def summary_value(summary: Summary | None, monitor: str) -> float | None:
+def _saved_value(summary: Summary, monitor: str) -> float | None:
     """The monitored metric of a run's saved model, as a sweep ranks it (None if missing or not finite)."""
-    return Outcome(str(summary.status) if summary else PENDING, summary).value(monitor, "saved")
+    return Outcome(str(summary.status), summary).value(monitor, "saved")
 
 
 def _verdict(
@@ -192,6 +193,9 @@ def format_doctor(result: DoctorResult) -> str:
         return f"{result.run_dir}: no diagnosis — every check passed, nothing to treat"
     cause = result.cause
     where = f" ({cause.layer})" if cause.layer else ""
-    lines = [f"cause: {cause.kind}{where}: {cause.message}", *verified_fix_lines(result.record)]
+    lines = [f"cause: {cause.kind}{where}: {cause.message}"]
+    if result.record is None:
+        return "\n".join([*lines, f"nothing to try: {cause.suggestion}"])
+    lines += verified_fix_lines(result.record)
     lines.append(f"trials: {result.run_dir / DOCTOR_DIR}; verdict: {result.run_dir / DOCTOR_FILE}")
     return "\n".join(lines)
