@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from autobp.common.text import format_number
+from autobp.model.network import fitting_init, fitting_std
 from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.summary import Diagnosis, Health, LayerVerdict
 from autobp.spec.catalog import ACTIVATIONS, task_metric
@@ -28,26 +29,35 @@ from autobp.spec.config import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config
 from autobp.spec.configfile import override_value
 
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
-INACTIVE_FRACTION = 0.5  # dead (ReLU family) or saturated (tanh, sigmoid) share of a layer's units
+INACTIVE_FRACTION = 0.5  # dead (ReLU) or saturated (tanh, sigmoid) share of a layer's units; at the first logged
+# step, reaching it (half the units) already makes the initialisation or the data the cause
+DYING = ("relu",)  # activations whose units stop learning for good below zero (leaky_relu and elu keep a gradient)
 SATURATION = 3.0  # a squashing unit is saturated where |pre-activation| exceeds this for the whole batch
 MIN_GRAD_NORM = 1e-8  # vanishing: a layer's median ‖∂L/∂W‖ below this
 UPDATE_RATIO_HIGH = 1e-1  # learning rate: median ‖ΔW‖/‖W‖ over the logged steps of the layer that moves most
-UPDATE_RATIO_JUMP = 1.0  # learning rate high: a logged step changed a layer's weights by more than their own norm
+UPDATE_RATIO_JUMP = 0.5  # learning rate high: a logged step changed a layer's weights by half their norm or more
 UPDATE_RATIO_LOW = 1e-4
-HEALTHY_UPDATE_RATIO = 1e-3
+HEALTHY_UPDATE_RATIO = 1e-3  # a healthy median update ratio, which a lowered learning rate aims at…
+HEALTHY_LARGEST_STEP = 2e-2  # …and a healthy largest one (the first steps of a healthy run are about this)
+EARLY_UPDATE_RATIO = 1e-2  # a raised learning rate aims at the update ratio of a healthy run's early steps
+INIT_SCALE_HIGH = 4.0  # initialisation: a layer's first weight norm against the norm of its fitting init (he or
+INIT_SCALE_LOW = 1 / 8  # xavier for its shape), above or below which the initialisation is the cause
 LR_STEP = 10.0  # a learning-rate fix changes optimizer.lr by at least this factor…
-MAX_LR_CHANGE = 1e3  # …and at most this one
+MAX_LR_CUT = 1e3  # …and at most this one down (a run that blew up has absurd update ratios)…
+MAX_LR_RAISE = 1e4  # …or up
 CLIMB = 0.5  # learning rate high: the training loss ends more than 50% above its lowest value…
 CLIMB_SHARE = 0.2  # …and the climb is at least a fifth of the first epoch's loss above that lowest value
 UNSTABLE_SHARE = 0.3  # learning rate high: at least this share of the epochs raise the training loss…
 UNSTABLE_RISE = 0.05  # …each by more than this share of the loss's range over the run
-OVERFIT_MIN_EPOCHS = 6  # overfitting: judged on the last third of the epochs, at least 3 of them
-OVERFIT_MIN_RISE = 0.02  # the validation loss's fitted rise over that window, relative to its mean there
+OVERFIT_MIN_EPOCHS = 6  # overfitting: judged from this many epochs with both losses on, when the validation loss
+OVERFIT_RISE = 0.2  # ends more than 20% above its best value, while the training loss fell after that epoch…
+OVERFIT_SHARE = 0.1  # …and the rise is at least a tenth of what the validation loss had gained up to its best
+FIT_MIN_EPOCHS = 10  # under this many epochs a poor fit means too little training, not too small a network
 FALLING_SHARE = 0.25  # not converged: the last third of the epochs made this share of the whole decline…
-FALLING_LEVEL = 0.05  # …and lowered the loss by at least this share of its level there
+FALLING_LEVEL = 0.01  # …and lowered the loss by at least this share of its level there
 UNDERFIT_SCORE = 0.9  # underfitting: the best training accuracy or R² stays below this…
 UNDERFIT_GAP = 0.8  # …while the training loss is at least this share of the validation loss (nothing memorised)
-EPOCHS_FACTOR = 4  # not converged: train this many times as long
+EPOCHS_FACTOR = 10  # not converged: train this many times as long
 WIDEN_FACTOR = 4  # underfitting: hidden layers this many times wider…
 MIN_FIX_WIDTH = 32  # …and at least this wide
 EARLY_STOPPING = {"monitor": "val_loss", "patience": 10}  # overfitting's fix
@@ -89,6 +99,8 @@ class LayerSummary:
     saturated_fraction: float | None
     out_grad_norm_first: float | None = None
     update_ratio_max: float | None = None
+    weight_norm_first: float | None = None
+    update_ratio_first: float | None = None
     dead_fraction_first: float | None = None
     saturated_fraction_first: float | None = None
 
@@ -141,6 +153,8 @@ def summarize_layers(log: RunLog) -> list[LayerSummary]:
             saturated_fraction=last_value(layer.values("saturated_fraction")),
             out_grad_norm_first=_at_first_step(layer.values("out_grad_norm")),
             update_ratio_max=_largest(layer.values("update_ratio")),
+            weight_norm_first=_at_first_step(layer.values("weight_norm")),
+            update_ratio_first=_at_first_step(layer.values("update_ratio")),
             dead_fraction_first=_at_first_step(layer.values("dead_fraction")),
             saturated_fraction_first=_at_first_step(layer.values("saturated_fraction")),
         )
@@ -175,7 +189,8 @@ def is_fatal(diagnosis: Diagnosis) -> bool:
     evidence = diagnosis.evidence
     ratio = evidence.get("update_ratio_median")
     if diagnosis.kind == "learning_rate_high":
-        beside = {"update_ratio_max", "lowest_train_loss", "unstable"} & evidence.keys()  # a jump, the loss
+        # A single step larger than the weights, a loss that climbs or swings, layers the steps broke.
+        beside = {"update_ratio_max", "lowest_train_loss", "unstable", "appeared_later"} & evidence.keys()
         return bool(beside) or ratio is not None and ratio >= FAR_OFF * UPDATE_RATIO_HIGH
     if diagnosis.kind == "learning_rate_low":
         return ratio is not None and ratio * FAR_OFF <= UPDATE_RATIO_LOW
@@ -203,7 +218,7 @@ def _verdict(layer: LayerSummary, relative: float | None) -> str:
         return "no finite gradient"
     if layer.grad_norm_w_median < MIN_GRAD_NORM:
         return "vanishing"
-    if layer.dead_fraction is not None and layer.dead_fraction > INACTIVE_FRACTION:
+    if layer.activation in DYING and layer.dead_fraction is not None and layer.dead_fraction > INACTIVE_FRACTION:
         return "dead"
     if layer.saturated_fraction is not None and layer.saturated_fraction > INACTIVE_FRACTION:
         return "saturated"
@@ -278,15 +293,10 @@ def _each(indexes: Iterable[int], key: str, value: Any) -> dict[str, Any]:
     return {f"model.layers.{index}.{key}": value for index in indexes}
 
 
-def _fitting_init(activation: str) -> str:
-    """The initialisation whose scale keeps a layer's signal steady: He for the ReLU family, Xavier otherwise."""
-    return "he" if ACTIVATIONS[activation].family == "relu" else "xavier"
-
-
 def _init_change(config: Config) -> dict[str, Any]:
     """Every layer whose initialisation does not fit its activation moved to the one that does."""
-    return {f"model.layers.{index}.init": _fitting_init(layer.activation)
-            for index, layer in enumerate(config.model.layers) if layer.init != _fitting_init(layer.activation)}  # fmt: skip
+    return {f"model.layers.{index}.init": fitting_init(layer.activation)
+            for index, layer in enumerate(config.model.layers) if layer.init != fitting_init(layer.activation)}  # fmt: skip
 
 
 def _lr_change(config: Config, factor: float) -> dict[str, Any]:
@@ -397,26 +407,27 @@ class Finding:
 def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict]) -> list[Diagnosis]:
     """Every diagnosis the logs trigger, the cause first; empty for a healthy run.
 
-    A blow-up or a too-high learning rate after a healthy start makes the vanishing, exploding, saturated or dead
-    layers that follow its symptoms; a problem present from the first step is the initialisation's (or the data's).
-    The fit (under- or overfitting, not converged, a too-low rate) is judged only where no such problem is found."""
+    A problem present from the first logged step is the initialisation's (or the data's); vanishing, exploding,
+    saturated or dead layers that appear only later, or a blow-up after a finite start, are the steps' doing: a
+    learning rate too high. The fit (a too-low rate, under- or overfitting, not converged) is judged only where no
+    such problem is found, and a rate is never called too low while the loss climbs or swings."""
     course = loss_course(log)
     config = log.config
-    blow_up = _blow_up(log, layers, config)
-    rate_high = _rate_high(log, layers, course, config)
-    found = [*blow_up, *rate_high]
+    # Dead or saturated units explain a vanishing signal, not the other way round: they are listed first.
+    found = [*_blow_up(log, layers, config), *_init_scale(layers, config), *_inactive_findings(layers, config)]
     found += _signal_findings(layers, verdicts, config, "vanishing")
     found += _signal_findings(layers, verdicts, config, "exploding")
-    found += _inactive_findings(layers, config)
-    sick = bool(found)
-    swings = course is not None and course.swings()
-    if not swings and not rate_high:
-        found += _rate_low(layers, course, config)
-    if course is not None and not any(f.rank == SLOW for f in found):
+    started_sick = any(finding.rank == AT_START for finding in found)
+    found += _rate_high(layers, course, config, [] if started_sick else [f for f in found if f.rank == LATER])
+    if not found:
+        found += _rate_low(log, layers, course, config)
+    if course is not None and not found:
         found += _overfitting(log, config)
-        if not sick:
-            found += _underfitting(log, course, config) or _not_converged(course, config)
-    return [finding.diagnosis for finding in sorted(found, key=lambda finding: finding.rank)]
+        if not (log.summary and log.summary.early_stopping):  # stopped on purpose: neither too small nor too short
+            found += _underfitting(log, course, config) or _not_converged(log, course, config)
+    ordered = sorted(found, key=lambda finding: finding.rank)
+    kinds = [finding.diagnosis.kind for finding in ordered]
+    return [f.diagnosis for index, f in enumerate(ordered) if f.diagnosis.kind not in kinds[:index]]
 
 
 def _blow_up(log: RunLog, layers: list[LayerSummary], config: Config | None) -> list[Finding]:
@@ -444,11 +455,11 @@ def _blow_up(log: RunLog, layers: list[LayerSummary], config: Config | None) -> 
     at_start = step == first_step or bool(_exploding_at_start(layers))
     if at_start:
         return [Finding(AT_START, diagnosis("exploding_gradients", layer, message + ", already at the first step",
-                                            evidence, _exploding_remedy(config), [layer] if layer else []))]
+                                            evidence, _init_remedy(config), [layer] if layer else []))]
     evidence["lr"] = config.optimizer.lr if config else None
     return [Finding(OPTIMIZER, diagnosis(
         "learning_rate_high", layer, message + ", after a finite start: the steps threw the weights out of range",
-        evidence, _lower_rate_remedy(config, None)))]  # fmt: skip
+        evidence, _lower_rate_remedy(config, None, None)))]  # fmt: skip
 
 
 def _exploding_at_start(layers: list[LayerSummary]) -> list[LayerSummary]:
@@ -467,71 +478,138 @@ def _vanishing_at_start(layers: list[LayerSummary]) -> bool:
                for layer in layers[:-1])  # fmt: skip
 
 
-def _rate_high(log: RunLog, layers: list[LayerSummary], course: Course | None,
-               config: Config | None) -> list[Finding]:  # fmt: skip
-    """Judged on the layer that moves most and on the loss: steps far larger than the weights, or a loss that
-    climbs back or swings, with a start that showed nothing wrong (else the start is the cause)."""
+def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config | None,
+               later: list[Finding]) -> list[Finding]:  # fmt: skip
+    """Steps far larger than the weights, a loss that climbs back or swings, or layers that were healthy at the
+    first logged step and broke later (nothing but the steps changed them)."""
     moving = [layer for layer in layers if layer.update_ratio_median]
     fastest = max(moving, key=lambda layer: layer.update_ratio_median) if moving else None
-    jump = max((layer for layer in layers if layer.update_ratio_max), key=lambda layer: layer.update_ratio_max,
-               default=None)  # fmt: skip
+    jumping = [layer for layer in layers if layer.update_ratio_max]
+    jump = max(jumping, key=lambda layer: layer.update_ratio_max) if jumping else None
     reasons, evidence = [], {}
     if fastest is not None and fastest.update_ratio_median > UPDATE_RATIO_HIGH:
         evidence.update(update_ratio_median=fastest.update_ratio_median, threshold=UPDATE_RATIO_HIGH)
         reasons.append(f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
                        f"{format_number(fastest.update_ratio_median)}, above {UPDATE_RATIO_HIGH:g} (about "
                        f"{HEALTHY_UPDATE_RATIO:g} is healthy)")  # fmt: skip
-    elif jump is not None and jump.update_ratio_max > UPDATE_RATIO_JUMP:
-        evidence.update(update_ratio_max=jump.update_ratio_max, threshold=UPDATE_RATIO_JUMP)
-        reasons.append(f"a step changed {jump.name}'s weights by {format_number(jump.update_ratio_max)}× their norm")
+    if jump is not None and jump.update_ratio_max > UPDATE_RATIO_JUMP:
+        evidence.update(update_ratio_max=jump.update_ratio_max, jump_threshold=UPDATE_RATIO_JUMP)
+        reasons.append(f"a single step changed {jump.name}'s weights by {format_number(jump.update_ratio_max)} of "
+                       f"their norm (more than {UPDATE_RATIO_JUMP:g})")  # fmt: skip
     if course is not None and course.climbs():
         evidence.update(lowest_train_loss=course.lowest, last_train_loss=course.last)
         reasons.append(f"the training loss climbed back from {format_number(course.lowest)} to "
                        f"{format_number(course.last)}")  # fmt: skip
     elif course is not None and course.unstable():
         evidence.update(unstable=True)
-        reasons.append(f"the training loss rose in {UNSTABLE_SHARE:.0%} or more of the epochs")
+        reasons.append(f"the training loss rose in at least {UNSTABLE_SHARE:.0%} of the epochs")
+    if later:
+        kinds = list(dict.fromkeys(finding.diagnosis.kind for finding in later))
+        evidence.update(appeared_later=kinds)
+        reasons.append(f"{_listing([kind.replace('_', ' ') for kind in kinds])} appeared after a healthy first step")
     if not reasons:
         return []
-    layer = (fastest or jump).name if (fastest or jump) else None
+    layer = fastest or jump
     evidence["lr"] = config.optimizer.lr if config else None
-    return [Finding(OPTIMIZER, diagnosis("learning_rate_high", layer, "; ".join(reasons), evidence,
-                                         _lower_rate_remedy(config, evidence.get("update_ratio_median"))))]
+    return [Finding(OPTIMIZER, diagnosis(
+        "learning_rate_high", layer.name if layer else None, "; ".join(reasons), evidence,
+        _lower_rate_remedy(config, fastest.update_ratio_median if fastest else None,
+                           jump.update_ratio_max if jump else None)))]  # fmt: skip
 
 
-def _lower_rate_remedy(config: Config | None, ratio: float | None) -> Remedy:
+def _lower_rate_remedy(config: Config | None, typical: float | None, largest: float | None) -> Remedy:
+    """A learning rate lowered to bring the steps to a healthy size, by at least LR_STEP."""
+
     def changes(config: Config) -> list[dict[str, Any]]:
         # ‖ΔW‖ scales about linearly with the learning rate for every optimizer autobp has.
-        factor = min(max(HEALTHY_UPDATE_RATIO / ratio, 1 / MAX_LR_CHANGE), 1 / LR_STEP) if ratio else 1 / LR_STEP
+        wanted = [HEALTHY_UPDATE_RATIO / typical if typical else 1.0, HEALTHY_LARGEST_STEP / largest if largest else 1.0]
+        factor = min(max(min(wanted), 1 / MAX_LR_CUT), 1 / LR_STEP)
         clip = [] if config.optimizer.clip_grad_norm else [{"optimizer.clip_grad_norm": CLIP_GRAD_NORM}]
         return [_lr_change(config, factor), _lr_change(config, factor / LR_STEP), *clip]
 
     return _remedy(config, "smaller steps stay inside the minimum the loss is looking for", changes)
 
 
-def _rate_low(layers: list[LayerSummary], course: Course | None, config: Config | None) -> list[Finding]:
-    """The layer that moves most barely moves (lower layers may move little because their signal vanishes, which a
-    larger learning rate would not cure), and the loss is not done falling."""
+def _rate_low(log: RunLog, layers: list[LayerSummary], course: Course | None,
+              config: Config | None) -> list[Finding]:  # fmt: skip
+    """The layer that moves most barely moves, and the loss is not done: it still falls, or the training data is
+    not fitted. Lower layers may move little because their signal vanishes, which a larger rate would not cure."""
     moving = [layer for layer in layers if layer.update_ratio_median]
-    if not moving:
+    if not moving or course is None or course.swings():
         return []
     fastest = max(moving, key=lambda layer: layer.update_ratio_median)
     ratio = fastest.update_ratio_median
-    if ratio >= UPDATE_RATIO_LOW:
+    score = _training_score(log, config)
+    if ratio >= UPDATE_RATIO_LOW or not (course.still_falling() or (score is not None and score < UNDERFIT_SCORE)):
         return []
     evidence: dict[str, Any] = {"update_ratio_median": ratio, "threshold": UPDATE_RATIO_LOW,
                                 "lr": config.optimizer.lr if config else None}  # fmt: skip
 
     def changes(config: Config) -> list[dict[str, Any]]:
-        factor = min(max(HEALTHY_UPDATE_RATIO / ratio, LR_STEP), MAX_LR_CHANGE)
+        factor = min(max(EARLY_UPDATE_RATIO / ratio, LR_STEP), MAX_LR_RAISE)
         return [_lr_change(config, factor), *_adaptive_change(config), _longer(config, EPOCHS_FACTOR)]
 
-    remedy = _remedy(config, "steps of about 1/1000 of the weights learn at a useful pace", changes)
+    remedy = _remedy(config, "the steps are too small to learn at a useful pace", changes)
     return [Finding(SLOW, diagnosis(
         "learning_rate_low", fastest.name,
         f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
-        f"{format_number(ratio)}, below {UPDATE_RATIO_LOW:g} (about {HEALTHY_UPDATE_RATIO:g} is healthy)",
+        f"{format_number(ratio)}, below {UPDATE_RATIO_LOW:g} (about {HEALTHY_UPDATE_RATIO:g} is healthy), and the "
+        "training loss is not done falling",
         evidence, remedy))]  # fmt: skip
+
+
+def _training_score(log: RunLog, config: Config | None) -> float | None:
+    """The best training accuracy (classification) or R² (regression) of the run."""
+    if config is None:
+        return None
+    column = f"train_{task_metric(config.data.task)}"
+    return max(finite(row.get(column) for row in log.metrics), default=None)
+
+
+def _init_scale(layers: list[LayerSummary], config: Config | None) -> list[Finding]:
+    """Initial weights far larger or smaller than the fitting initialisation of their shape and activation (He
+    for the ReLU family, Xavier for the others): too large saturates squashing units and makes the signal grow
+    layer by layer, too small makes it shrink."""
+    scales = []
+    for layer in layers:
+        if layer.shape is None or layer.activation is None or not _is_finite(layer.weight_norm_first):
+            continue
+        # The log holds the norm after the first update: ‖W_before‖ ≥ ‖W_after‖ / (1 + ‖ΔW‖/‖W_before‖).
+        initial = layer.weight_norm_first / (1 + (layer.update_ratio_first or 0.0))
+        fan_in, fan_out = layer.shape
+        scales.append((layer, initial / (fitting_std(layer.activation, fan_in, fan_out) * math.sqrt(fan_in * fan_out))))
+    large = [(layer, scale) for layer, scale in scales if scale > INIT_SCALE_HIGH]
+    small = [(layer, scale) for layer, scale in scales if scale < INIT_SCALE_LOW]
+    found = []
+    for hit, word in ((large, "larger"), (small, "smaller")):
+        if not hit:
+            continue
+        worst, scale = max(hit, key=lambda pair: max(pair[1], 1 / pair[1]))
+        if word == "smaller":
+            kind, remedy = "vanishing_gradients", _init_remedy(config)
+        elif any(_squashing(layer.activation) for layer, _ in hit):
+            kind, remedy = "saturated_units", _init_remedy(config)
+        else:
+            kind, remedy = "exploding_gradients", _init_remedy(config)
+        times = scale if scale >= 1 else 1 / scale
+        found.append(Finding(AT_START, diagnosis(
+            kind, worst.name,
+            f"the initial weights of {_listing([layer.name for layer, _ in hit])} are far {word} than their fitting "
+            f"initialisation's ({fitting_init(worst.activation)} for {worst.activation}): {worst.name}'s weights "
+            f"start at least {_times(times)} {word} (threshold {INIT_SCALE_HIGH:g}×)",
+            {"scales": {layer.name: scale for layer, scale in hit}, "threshold_high": INIT_SCALE_HIGH,
+             "threshold_low": INIT_SCALE_LOW, "at_first_step": True},
+            remedy, [layer.name for layer, _ in hit])))  # fmt: skip
+    return found
+
+
+def _init_remedy(config: Config | None) -> Remedy:
+    def changes(config: Config) -> list[dict[str, Any]]:
+        clip = [] if config.optimizer.clip_grad_norm else [{"optimizer.clip_grad_norm": CLIP_GRAD_NORM}]
+        return [_init_change(config), *clip]
+
+    return _remedy(config, "weights scaled to their layer's width keep the signal's size from layer to layer",
+                   changes)
 
 
 def _signal_findings(layers: list[LayerSummary], verdicts: list[LayerVerdict], config: Config | None,
@@ -545,7 +623,7 @@ def _signal_findings(layers: list[LayerSummary], verdicts: list[LayerVerdict], c
     vanishing = verdict == "vanishing"
     at_start = _vanishing_at_start(layers) if vanishing else bool(_exploding_at_start(layers))
     rank = AT_START if at_start else LATER
-    remedy = _vanishing_remedy(layers, config) if vanishing else _exploding_remedy(config)
+    remedy = _vanishing_remedy(layers, config) if vanishing else _init_remedy(config)
     by_signal = [(layer, v) for layer, v in hit if v.relative is not None]
     if not by_signal:  # the signal is not comparable: tiny parameter gradients decided it
         layer = hit[0][0]
@@ -594,15 +672,6 @@ def _vanishing_remedy(layers: list[LayerSummary], config: Config | None) -> Reme
     return _remedy(config, "a signal that keeps its size through every layer reaches the first ones", changes)
 
 
-def _exploding_remedy(config: Config | None) -> Remedy:
-    def changes(config: Config) -> list[dict[str, Any]]:
-        clip = [] if config.optimizer.clip_grad_norm else [{"optimizer.clip_grad_norm": CLIP_GRAD_NORM}]
-        return [_init_change(config), *clip, _lr_change(config, 1 / LR_STEP)]
-
-    return _remedy(config, "weights scaled to their layer's width keep the signal's size from layer to layer",
-                   changes)
-
-
 def _inactive_findings(layers: list[LayerSummary], config: Config | None) -> list[Finding]:
     """Dead or saturated units, one diagnosis per kind naming every layer it concerns; a cause when the first
     logged step already shows them (the initial weights, or inputs that are not standardized)."""
@@ -611,9 +680,11 @@ def _inactive_findings(layers: list[LayerSummary], config: Config | None) -> lis
         ("dead_units", "dead_fraction", "dead (pre-activation ≤ 0 for the whole batch)"),
         ("saturated_units", "saturated_fraction", f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)"),
     ):  # fmt: skip
-        hit = [(layer, getattr(layer, field_name)) for layer in layers
+        judged = [layer for layer in layers if kind == "saturated_units" or layer.activation in DYING]
+        hit = [(layer, getattr(layer, field_name)) for layer in judged
                if getattr(layer, field_name) is not None and getattr(layer, field_name) > INACTIVE_FRACTION]  # fmt: skip
-        at_start = [layer for layer in layers if _above(getattr(layer, f"{field_name}_first"), INACTIVE_FRACTION)]
+        at_start = [layer for layer in judged
+                    if (getattr(layer, f"{field_name}_first") or 0.0) >= INACTIVE_FRACTION]  # fmt: skip
         if not hit and not at_start:
             continue
         hit = hit or [(layer, getattr(layer, f"{field_name}_first")) for layer in at_start]
@@ -626,10 +697,6 @@ def _inactive_findings(layers: list[LayerSummary], config: Config | None) -> lis
              "at_first_step": [layer.name for layer in at_start]},
             remedy, [layer.name for layer, _ in hit])))  # fmt: skip
     return found
-
-
-def _above(value: float | None, threshold: float) -> bool:
-    return value is not None and value > threshold
 
 
 def _dead_remedy(config: Config | None) -> Remedy:
@@ -653,22 +720,19 @@ def _saturated_remedy(config: Config | None) -> Remedy:
 
 
 def _overfitting(log: RunLog, config: Config | None) -> list[Finding]:
-    """Validation loss rising while training loss falls, by straight-line fits over the last third of the run; not
-    where early stopping already restored the best epoch's weights."""
+    """The validation loss ends well above its best value while the training loss kept falling after that epoch;
+    not where early stopping already restored the best epoch's weights."""
     rows = [row for row in log.metrics if all(_is_finite(row.get(key)) for key in ("epoch", "train_loss", "val_loss"))]
     stop = log.summary.early_stopping if log.summary else None
     if len(rows) < OVERFIT_MIN_EPOCHS or (stop is not None and stop.restored):
         return []
-    window = rows[-max(3, len(rows) // 3):]
-    epochs = np.array([row["epoch"] for row in window])
-    val = np.array([row["val_loss"] for row in window])
-    val_slope = float(np.polyfit(epochs, val, 1)[0])
-    train_slope = float(np.polyfit(epochs, [row["train_loss"] for row in window], 1)[0])
-    rise = val_slope * (epochs[-1] - epochs[0]) / float(np.mean(val))
-    if train_slope >= 0 or rise <= OVERFIT_MIN_RISE:
-        return []
     best = min(rows, key=lambda row: row["val_loss"])
-    first, last = int(epochs[0]), int(epochs[-1])
+    first, last = rows[0], rows[-1]
+    rise = last["val_loss"] - best["val_loss"]
+    gained = first["val_loss"] - best["val_loss"]
+    if (last["train_loss"] >= best["train_loss"] or rise <= OVERFIT_RISE * best["val_loss"]
+            or rise < OVERFIT_SHARE * gained):  # fmt: skip
+        return []
 
     def changes(config: Config) -> list[dict[str, Any]]:
         more = [{"data.n_samples": config.data.n_samples * 4}] if config.data.source in SYNTHETIC_DEFAULTS else []
@@ -676,23 +740,25 @@ def _overfitting(log: RunLog, config: Config | None) -> list[Finding]:
                 _each(_hidden(config), "dropout", DROPOUT), *more]  # fmt: skip
 
     remedy = _remedy(config, "stop at the best validation loss and keep that epoch's weights", changes)
+    best_epoch = int(best["epoch"])
     return [Finding(FIT, diagnosis(
         "overfitting", None,
-        f"over epochs {first}–{last} the validation loss rises ({format_number(val_slope)} per epoch, "
-        f"+{rise:.0%}) while the training loss falls ({format_number(train_slope)} per epoch); the best "
-        f"validation loss was {format_number(best['val_loss'])} at epoch {int(best['epoch'])}",
-        {"from_epoch": first, "to_epoch": last, "val_loss_slope": val_slope, "train_loss_slope": train_slope,
-         "val_loss_rise": rise, "best_val_loss": best["val_loss"], "best_epoch": int(best["epoch"])},
+        f"the validation loss was best at epoch {best_epoch} ({format_number(best['val_loss'])}) and ended at "
+        f"{format_number(last['val_loss'])} (+{rise / best['val_loss']:.0%}), while the training loss fell from "
+        f"{format_number(best['train_loss'])} to {format_number(last['train_loss'])}",
+        {"best_epoch": best_epoch, "best_val_loss": best["val_loss"], "last_val_loss": last["val_loss"],
+         "val_loss_rise": rise / best["val_loss"], "threshold": OVERFIT_RISE, "train_loss_at_best": best["train_loss"],
+         "last_train_loss": last["train_loss"]},
         remedy))]  # fmt: skip
 
 
 def _underfitting(log: RunLog, course: Course, config: Config | None) -> list[Finding]:
     """Healthy gradients and a loss that has levelled off, yet the training data is not fitted: the best training
     accuracy (or R²) stays low and the training loss is about the validation loss, so nothing was memorised."""
-    if config is None or course.still_falling():
+    if config is None or course.still_falling() or len(course.losses) < FIT_MIN_EPOCHS:
         return []
     column = f"train_{task_metric(config.data.task)}"
-    score = max(finite(row.get(column) for row in log.metrics), default=None)
+    score = _training_score(log, config)
     last = log.metrics[-1]
     train, val = last.get("train_loss"), last.get("val_loss")
     memorised = _is_finite(train) and _is_finite(val) and train < UNDERFIT_GAP * val
@@ -718,22 +784,31 @@ def _underfitting(log: RunLog, course: Course, config: Config | None) -> list[Fi
         {column: score, "threshold": UNDERFIT_SCORE, "train_loss": train, "val_loss": val}, remedy))]  # fmt: skip
 
 
-def _not_converged(course: Course, config: Config | None) -> list[Finding]:
-    """Training stopped while the loss was still clearly falling."""
-    if not course.still_falling():
+def _not_converged(log: RunLog, course: Course, config: Config | None) -> list[Finding]:
+    """Training stopped while the loss was still clearly falling, or after too few epochs to fit the data."""
+    score = _training_score(log, config)
+    short = len(course.losses) < FIT_MIN_EPOCHS and score is not None and score < UNDERFIT_SCORE
+    if not (course.still_falling() or short):
         return []
     share, level = course.recent_decline()
 
     def changes(config: Config) -> list[dict[str, Any]]:
         return [_longer(config, EPOCHS_FACTOR), _lr_change(config, 3), *_adaptive_change(config)]
 
-    remedy = _remedy(config, "the loss was still falling when training stopped", changes)
+    if course.still_falling():
+        reason = "the loss was still falling when training stopped"
+        message = (f"the training loss was still falling when training stopped: the last third of the epochs made "
+                   f"{share:.0%} of its whole decline and lowered it by {level:.0%}, to {format_number(course.last)}")
+    else:
+        reason = "a few epochs are too few to tell what the network can fit"
+        message = (f"training stopped after {len(course.losses)} epochs (fewer than {FIT_MIN_EPOCHS}) with the best "
+                   f"training {task_metric(config.data.task) if config else 'score'} at {format_number(score)}, "
+                   f"below {UNDERFIT_SCORE:g}")  # fmt: skip
     return [Finding(FIT, diagnosis(
-        "not_converged", None,
-        f"the training loss was still falling when training stopped: the last third of the epochs made {share:.0%} "
-        f"of its whole decline and lowered it by {level:.0%}, to {format_number(course.last)}",
-        {"decline_share": share, "decline_level": level, "threshold_share": FALLING_SHARE,
-         "threshold_level": FALLING_LEVEL}, remedy))]  # fmt: skip
+        "not_converged", None, message,
+        {"epochs": len(course.losses), "decline_share": share, "decline_level": level, "threshold_share": FALLING_SHARE,
+         "threshold_level": FALLING_LEVEL, "training_score": score, "min_epochs": FIT_MIN_EPOCHS},
+        _remedy(config, reason, changes)))]  # fmt: skip
 
 
 def _is_finite(value: float | None) -> bool:

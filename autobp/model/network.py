@@ -35,6 +35,17 @@ def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.ran
     raise ValueError(f"unknown init {kind!r}")
 
 
+def fitting_init(activation: str) -> str:
+    """The initialisation that keeps a layer's signal about the same size through it: He for the ReLU family, whose
+    units pass half their input, Xavier for the others."""
+    return "he" if ACTIVATIONS[activation].family == "relu" else "xavier"
+
+
+def fitting_std(activation: str, fan_in: int, fan_out: int) -> float:
+    """The standard deviation of the weights `fitting_init` draws for a (fan_in, fan_out) layer."""
+    return float(np.sqrt(2.0 / fan_in if fitting_init(activation) == "he" else 2.0 / (fan_in + fan_out)))
+
+
 MODEL_FILE = "model.npz"  # a trained network's weights (and what prediction needs), in every run directory
 
 
