@@ -22,10 +22,11 @@ import numpy as np
 
 from autobp.common.text import format_number
 from autobp.model.network import fitting_init, fitting_std
+from autobp.rundir.instruments import BlockLog
 from autobp.rundir.reader import RunLog, read_run
-from autobp.rundir.summary import Diagnosis, Health, LayerVerdict
-from autobp.spec.catalog import ACTIVATIONS, task_metric
-from autobp.spec.config import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config
+from autobp.rundir.summary import Diagnosis, Health, InstrumentVerdict, LayerVerdict
+from autobp.spec.catalog import ACTIVATIONS, task_metric, task_of_loss
+from autobp.spec.config import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config, TrainingConfig
 from autobp.spec.configfile import override_value
 
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
@@ -48,7 +49,7 @@ MAX_LR_RAISE = 1e4  # …or up
 CLIMB = 0.5  # learning rate high: the training loss ends more than 50% above its lowest value…
 CLIMB_SHARE = 0.2  # …and the climb is at least a fifth of the first epoch's loss above that lowest value
 UNSTABLE_SHARE = 0.3  # learning rate high: at least this share of the epochs raise the training loss…
-UNSTABLE_RISE = 0.05  # …each by more than this share of the loss's range over the run
+UNSTABLE_RISE = 0.05  # …each by more than this share of the loss's range over the run and of its level
 OVERFIT_MIN_EPOCHS = 6  # overfitting: judged from this many epochs with both losses on, when the validation loss
 OVERFIT_RISE = 0.2  # ends more than 20% above its best value, while the training loss fell after that epoch…
 OVERFIT_SHARE = 0.1  # …and the rise is at least a tenth of what the validation loss had gained up to its best
@@ -57,7 +58,7 @@ FALLING_SHARE = 0.25  # not converged: the last third of the epochs made this sh
 FALLING_LEVEL = 0.01  # …and lowered the loss by at least this share of its level there
 UNDERFIT_SCORE = 0.9  # underfitting: the best training accuracy or R² stays below this…
 UNDERFIT_GAP = 0.8  # …while the training loss is at least this share of the validation loss (nothing memorised)
-EPOCHS_FACTOR = 10  # not converged: train this many times as long
+EPOCHS_FACTOR = 4  # not converged: train this many times as long
 WIDEN_FACTOR = 4  # underfitting: hidden layers this many times wider…
 MIN_FIX_WIDTH = 32  # …and at least this wide
 EARLY_STOPPING = {"monitor": "val_loss", "patience": 10}  # overfitting's fix
@@ -135,6 +136,22 @@ def _largest(values: Iterable[float | None]) -> float | None:
     return float(kept.max()) if kept.size else None
 
 
+def _at_first_step(values: Sequence[float | None]) -> float | None:
+    return values[0] if values else None
+
+
+# Each summarised field: how it reduces which gradients.csv column over the logged steps.
+_REDUCTIONS = {
+    "grad_norm_w_first": (first_value, "grad_norm_w"), "grad_norm_w_median": (median, "grad_norm_w"),
+    "grad_norm_w_last": (last_value, "grad_norm_w"), "out_grad_norm_median": (median, "out_grad_norm"),
+    "update_ratio_median": (median, "update_ratio"), "dead_fraction": (last_value, "dead_fraction"),
+    "saturated_fraction": (last_value, "saturated_fraction"), "out_grad_norm_first": (_at_first_step, "out_grad_norm"),
+    "update_ratio_max": (_largest, "update_ratio"), "weight_norm_first": (_at_first_step, "weight_norm"),
+    "update_ratio_first": (_at_first_step, "update_ratio"), "dead_fraction_first": (_at_first_step, "dead_fraction"),
+    "saturated_fraction_first": (_at_first_step, "saturated_fraction"),
+}  # fmt: skip
+
+
 def summarize_layers(log: RunLog) -> list[LayerSummary]:
     """The per-layer table, input to output."""
     activations = log.activations()
@@ -144,26 +161,10 @@ def summarize_layers(log: RunLog) -> list[LayerSummary]:
             shape=log.shapes.get(layer.name),
             activation=activations[index] if index < len(activations) else None,
             logged_steps=len(layer.steps),
-            grad_norm_w_first=first_value(layer.values("grad_norm_w")),
-            grad_norm_w_median=median(layer.values("grad_norm_w")),
-            grad_norm_w_last=last_value(layer.values("grad_norm_w")),
-            out_grad_norm_median=median(layer.values("out_grad_norm")),
-            update_ratio_median=median(layer.values("update_ratio")),
-            dead_fraction=last_value(layer.values("dead_fraction")),
-            saturated_fraction=last_value(layer.values("saturated_fraction")),
-            out_grad_norm_first=_at_first_step(layer.values("out_grad_norm")),
-            update_ratio_max=_largest(layer.values("update_ratio")),
-            weight_norm_first=_at_first_step(layer.values("weight_norm")),
-            update_ratio_first=_at_first_step(layer.values("update_ratio")),
-            dead_fraction_first=_at_first_step(layer.values("dead_fraction")),
-            saturated_fraction_first=_at_first_step(layer.values("saturated_fraction")),
+            **{field: reduce(layer.values(column)) for field, (reduce, column) in _REDUCTIONS.items()},
         )
         for index, layer in enumerate(log.layers)
     ]
-
-
-def _at_first_step(values: Sequence[float | None]) -> float | None:
-    return values[0] if values else None
 
 
 # --- verdicts ----------------------------------------------------------------------------------------------------
@@ -173,7 +174,8 @@ def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
     """The run's gradient health: one verdict per layer and every diagnosis, the cause first."""
     layers = summarize_layers(log) if layers is None else layers
     verdicts = layer_verdicts(layers)
-    return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts))
+    instruments = instrument_verdicts(log)
+    return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts, instruments), instruments=instruments)
 
 
 def fatal_cause(run_dir: Path) -> Diagnosis | None:
@@ -310,12 +312,14 @@ def _adaptive_change(config: Config) -> list[dict[str, Any]]:
     return [{"optimizer.name": ADAPTIVE["name"], "optimizer.lr": ADAPTIVE["lr"]}]
 
 
-def _longer(config: Config, factor: int) -> dict[str, Any]:
-    """Train `factor` times as long: the step budget if it ended the run, else the epochs."""
+def _longer(config: Config) -> dict[str, Any]:
+    """Train longer: without the step budget if one ended the run, else EPOCHS_FACTOR times the epochs, and at least
+    the default number of epochs."""
     training = config.training
     if training.max_steps is not None:
-        return {"training.max_steps": training.max_steps * factor}
-    return {"training.epochs": min(training.epochs * factor, MAX_EPOCHS)}
+        return {"training.max_steps": None}
+    epochs = max(training.epochs * EPOCHS_FACTOR, TrainingConfig.model_fields["epochs"].default)
+    return {"training.epochs": min(epochs, MAX_EPOCHS)}
 
 
 def _without_empty(changes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -362,7 +366,8 @@ class Course:
         if len(self.losses) < 4:
             return False
         spread = max(self.losses) - self.lowest
-        rises = sum(b - a > UNSTABLE_RISE * spread for a, b in zip(self.losses, self.losses[1:]))
+        # A rise counts against the loss's range and its level alike: a flat loss's jitter is no swing.
+        rises = sum(b - a > UNSTABLE_RISE * max(spread, abs(a)) for a, b in zip(self.losses, self.losses[1:]))
         return spread > 0 and rises >= UNSTABLE_SHARE * (len(self.losses) - 1)
 
     def swings(self) -> bool:
@@ -404,23 +409,32 @@ class Finding:
     diagnosis: Diagnosis
 
 
-def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict]) -> list[Diagnosis]:
+def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdict],
+             instruments: list[InstrumentVerdict] | None = None) -> list[Diagnosis]:  # fmt: skip
     """Every diagnosis the logs trigger, the cause first; empty for a healthy run.
 
     A problem present from the first logged step is the initialisation's (or the data's); vanishing, exploding,
     saturated or dead layers that appear only later, or a blow-up after a finite start, are the steps' doing: a
     learning rate too high. The fit (a too-low rate, under- or overfitting, not converged) is judged only where no
-    such problem is found, and a rate is never called too low while the loss climbs or swings."""
+    such problem is found, and a rate is never called too low while the loss climbs or swings (or the instruments
+    call it too high). The instruments, where logged, add their step quality and curvature to the learning-rate
+    evidence and decide gradient_noise."""
+    instruments = instrument_verdicts(log) if instruments is None else instruments
+    rate_evidence = instrument_rate_evidence(instruments)
     course = loss_course(log)
     config = log.config
     # Dead or saturated units explain a vanishing signal, not the other way round: they are listed first.
-    found = [*_blow_up(log, layers, config), *_init_scale(layers, config), *_inactive_findings(layers, config)]
+    blow_up = _blow_up(log, layers)
+    found = [*_exploding_from_start(blow_up, config), *_init_scale(layers, config), *_inactive_findings(layers, config)]
     found += _signal_findings(layers, verdicts, config, "vanishing")
     found += _signal_findings(layers, verdicts, config, "exploding")
     started_sick = any(finding.rank == AT_START for finding in found)
-    found += _rate_high(layers, course, config, [] if started_sick else [f for f in found if f.rank == LATER])
+    later = [] if started_sick else [finding for finding in found if finding.rank == LATER]
+    found += _rate_high(layers, course, config, later, rate_evidence,
+                        blow_up if blow_up is not None and not blow_up.at_start else None)
+    found += _gradient_noise(log, instruments, found)
     if not found:
-        found += _rate_low(log, layers, course, config)
+        found += _rate_low(log, layers, course, config, rate_evidence)
     if course is not None and not found:
         found += _overfitting(log, config)
         if not (log.summary and log.summary.early_stopping):  # stopped on purpose: neither too small nor too short
@@ -430,9 +444,20 @@ def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdic
     return [f.diagnosis for index, f in enumerate(ordered) if f.diagnosis.kind not in kinds[:index]]
 
 
-def _blow_up(log: RunLog, layers: list[LayerSummary], config: Config | None) -> list[Finding]:
-    """Non-finite values: from the initial weights (exploding gradients) if the first logged step already shows
-    them or an exploding signal, else from the steps taken (learning rate too high)."""
+@dataclass
+class BlowUp:
+    """The first non-finite value: where, and whether the first logged step already had it (or an exploding
+    signal), which makes the initial weights its cause rather than the steps taken."""
+
+    step: int
+    layer: str | None
+    evidence: dict[str, Any]
+    message: str
+    at_start: bool
+
+
+def _blow_up(log: RunLog, layers: list[LayerSummary]) -> BlowUp | None:
+    """The first non-finite gradient statistic in step order (layer0 first within a step), or the summary's."""
     hits = [
         (step, index, column, value)
         for index, layer in enumerate(log.layers)
@@ -450,16 +475,17 @@ def _blow_up(log: RunLog, layers: list[LayerSummary], config: Config | None) -> 
         step, layer = log.summary.diverged.step, log.summary.diverged.layer
         evidence, what = {"step": step}, log.summary.diverged.reason
     else:
-        return []
-    message = f"non-finite values from step {step}: first {what}"
+        return None
     at_start = step == first_step or bool(_exploding_at_start(layers))
-    if at_start:
-        return [Finding(AT_START, diagnosis("exploding_gradients", layer, message + ", already at the first step",
-                                            evidence, _init_remedy(config), [layer] if layer else []))]
-    evidence["lr"] = config.optimizer.lr if config else None
-    return [Finding(OPTIMIZER, diagnosis(
-        "learning_rate_high", layer, message + ", after a finite start: the steps threw the weights out of range",
-        evidence, _lower_rate_remedy(config, None, None)))]  # fmt: skip
+    return BlowUp(step, layer, evidence, f"non-finite values from step {step}: first {what}", at_start)
+
+
+def _exploding_from_start(blow_up: BlowUp | None, config: Config | None) -> list[Finding]:
+    if blow_up is None or not blow_up.at_start:
+        return []
+    return [Finding(AT_START, diagnosis("exploding_gradients", blow_up.layer,
+                                        blow_up.message + ", already at the first step", blow_up.evidence,
+                                        _init_remedy(config), [blow_up.layer] if blow_up.layer else []))]  # fmt: skip
 
 
 def _exploding_at_start(layers: list[LayerSummary]) -> list[LayerSummary]:
@@ -478,15 +504,19 @@ def _vanishing_at_start(layers: list[LayerSummary]) -> bool:
                for layer in layers[:-1])  # fmt: skip
 
 
-def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config | None,
-               later: list[Finding]) -> list[Finding]:  # fmt: skip
-    """Steps far larger than the weights, a loss that climbs back or swings, or layers that were healthy at the
-    first logged step and broke later (nothing but the steps changed them)."""
+def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config | None, later: list[Finding],
+               rate_evidence: RateEvidence | None, blow_up: BlowUp | None) -> list[Finding]:  # fmt: skip
+    """A blow-up after a finite start, steps far larger than the weights, a loss that climbs back or swings, layers
+    that were healthy at the first logged step and broke later (nothing but the steps changed them), or the
+    instruments' overshooting steps or curvature beyond the stability limit."""
     moving = [layer for layer in layers if layer.update_ratio_median]
     fastest = max(moving, key=lambda layer: layer.update_ratio_median) if moving else None
     jumping = [layer for layer in layers if layer.update_ratio_max]
     jump = max(jumping, key=lambda layer: layer.update_ratio_max) if jumping else None
     reasons, evidence = [], {}
+    if blow_up is not None:
+        evidence.update(blow_up.evidence)
+        reasons.append(blow_up.message + ", after a finite start: the steps threw the weights out of range")
     if fastest is not None and fastest.update_ratio_median > UPDATE_RATIO_HIGH:
         evidence.update(update_ratio_median=fastest.update_ratio_median, threshold=UPDATE_RATIO_HIGH)
         reasons.append(f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
@@ -503,16 +533,19 @@ def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config
     elif course is not None and course.unstable():
         evidence.update(unstable=True)
         reasons.append(f"the training loss rose in at least {UNSTABLE_SHARE:.0%} of the epochs")
+    if rate_evidence is not None and rate_evidence[0]:
+        evidence.update(rate_evidence[1])
+        reasons.append(rate_evidence[2])
     if later:
         kinds = list(dict.fromkeys(finding.diagnosis.kind for finding in later))
         evidence.update(appeared_later=kinds)
         reasons.append(f"{_listing([kind.replace('_', ' ') for kind in kinds])} appeared after a healthy first step")
     if not reasons:
         return []
-    layer = fastest or jump
+    layer = blow_up.layer if blow_up is not None and blow_up.layer else (fastest or jump).name if fastest or jump else None
     evidence["lr"] = config.optimizer.lr if config else None
     return [Finding(OPTIMIZER, diagnosis(
-        "learning_rate_high", layer.name if layer else None, "; ".join(reasons), evidence,
+        "learning_rate_high", layer, "; ".join(reasons), evidence,
         _lower_rate_remedy(config, fastest.update_ratio_median if fastest else None,
                            jump.update_ratio_max if jump else None)))]  # fmt: skip
 
@@ -530,39 +563,68 @@ def _lower_rate_remedy(config: Config | None, typical: float | None, largest: fl
     return _remedy(config, "smaller steps stay inside the minimum the loss is looking for", changes)
 
 
-def _rate_low(log: RunLog, layers: list[LayerSummary], course: Course | None,
-              config: Config | None) -> list[Finding]:  # fmt: skip
-    """The layer that moves most barely moves, and the loss is not done: it still falls, or the training data is
-    not fitted. Lower layers may move little because their signal vanishes, which a larger rate would not cure."""
+def _rate_low(log: RunLog, layers: list[LayerSummary], course: Course | None, config: Config | None,
+              rate_evidence: RateEvidence | None) -> list[Finding]:  # fmt: skip
+    """The layer that moves most barely moves (or the instruments' step quality says the steps fall short), and the
+    loss is not done: it still falls, or the training data is not fitted. Lower layers may move little because
+    their signal vanishes, which a larger rate would not cure."""
     moving = [layer for layer in layers if layer.update_ratio_median]
-    if not moving or course is None or course.swings():
+    if course is None or course.swings() or (rate_evidence is not None and rate_evidence[0]):
         return []
-    fastest = max(moving, key=lambda layer: layer.update_ratio_median)
-    ratio = fastest.update_ratio_median
+    fastest = max(moving, key=lambda layer: layer.update_ratio_median) if moving else None
+    ratio = fastest.update_ratio_median if fastest else None
     score = _training_score(log, config)
-    if ratio >= UPDATE_RATIO_LOW or not (course.still_falling() or (score is not None and score < UNDERFIT_SCORE)):
+    slow = ratio is not None and ratio < UPDATE_RATIO_LOW
+    if not (slow or rate_evidence is not None) or not (course.still_falling() or (score or 0.0) < UNDERFIT_SCORE):
         return []
     evidence: dict[str, Any] = {"update_ratio_median": ratio, "threshold": UPDATE_RATIO_LOW,
                                 "lr": config.optimizer.lr if config else None}  # fmt: skip
+    reasons = []
+    if slow:
+        reasons.append(f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
+                       f"{format_number(ratio)}, below {UPDATE_RATIO_LOW:g} (about {HEALTHY_UPDATE_RATIO:g} is "
+                       "healthy)")  # fmt: skip
+    if rate_evidence is not None:
+        evidence.update(rate_evidence[1])
+        reasons.append(rate_evidence[2])
 
     def changes(config: Config) -> list[dict[str, Any]]:
-        factor = min(max(EARLY_UPDATE_RATIO / ratio, LR_STEP), MAX_LR_RAISE)
-        return [_lr_change(config, factor), *_adaptive_change(config), _longer(config, EPOCHS_FACTOR)]
+        factor = min(max(EARLY_UPDATE_RATIO / ratio, LR_STEP), MAX_LR_RAISE) if slow else LR_STEP
+        return [_lr_change(config, factor), *_adaptive_change(config), _longer(config)]
 
     remedy = _remedy(config, "the steps are too small to learn at a useful pace", changes)
     return [Finding(SLOW, diagnosis(
-        "learning_rate_low", fastest.name,
-        f"the median update/weight ratio ‖ΔW‖/‖W‖ of {fastest.name}, the layer that moves most, is "
-        f"{format_number(ratio)}, below {UPDATE_RATIO_LOW:g} (about {HEALTHY_UPDATE_RATIO:g} is healthy), and the "
-        "training loss is not done falling",
-        evidence, remedy))]  # fmt: skip
+        "learning_rate_low", fastest.name if fastest else None,
+        "; ".join(reasons) + ", and the training loss is not done falling", evidence, remedy))]  # fmt: skip
+
+
+def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict], found: list[Finding]) -> list[Finding]:
+    """The batch is far smaller than the smoothed gradient noise scale (instruments.csv): its steps are mostly
+    noise. Not where the start or the learning rate already explains the run."""
+    verdict = next((v for v in instruments if v.instrument == "noise_scale_smoothed" and v.verdict != "ok"), None)
+    config = log.config
+    if verdict is None or config is None or config.training.batch_size is None or found:
+        return []
+    batch = config.training.batch_size
+    epoch = _steps_per_epoch(log) * batch  # about the training set's size
+    proposal = min(epoch, int(float(f"{verdict.value:.1g}"))) if verdict.value is not None else epoch
+
+    def changes(config: Config) -> list[dict[str, Any]]:
+        # A larger batch averages the noise away; a rate lowered in proportion averages it over more steps.
+        return [{"training.batch_size": proposal}, _lr_change(config, batch / proposal)]
+
+    remedy = _remedy(config, "a batch about the noise scale makes each step mostly signal", changes)
+    return [Finding(NOISE, diagnosis(
+        "gradient_noise", None, f"over {verdict.window} the {verdict.message}",
+        {"noise_scale_smoothed": verdict.value, "batch_size": batch, "threshold": NOISE_SCALE_FACTOR,
+         "window": verdict.window, "suggested_batch_size": proposal}, remedy))]  # fmt: skip
 
 
 def _training_score(log: RunLog, config: Config | None) -> float | None:
     """The best training accuracy (classification) or R² (regression) of the run."""
     if config is None:
         return None
-    column = f"train_{task_metric(config.data.task)}"
+    column = f"train_{task_metric(task_of_loss(config.loss))}"
     return max(finite(row.get(column) for row in log.metrics), default=None)
 
 
@@ -757,7 +819,7 @@ def _underfitting(log: RunLog, course: Course, config: Config | None) -> list[Fi
     accuracy (or R²) stays low and the training loss is about the validation loss, so nothing was memorised."""
     if config is None or course.still_falling() or len(course.losses) < FIT_MIN_EPOCHS:
         return []
-    column = f"train_{task_metric(config.data.task)}"
+    column = f"train_{task_metric(task_of_loss(config.loss))}"
     score = _training_score(log, config)
     last = log.metrics[-1]
     train, val = last.get("train_loss"), last.get("val_loss")
@@ -774,7 +836,7 @@ def _underfitting(log: RunLog, course: Course, config: Config | None) -> list[Fi
         added = {"model.layers": [{"units": MIN_FIX_WIDTH, "activation": "tanh"},
                                   *[layer.model_dump(mode="json") for layer in layers]]}  # fmt: skip
         changes = [_each(linear, "activation", "tanh")] if linear else []
-        return [*changes, wider, added, _longer(config, EPOCHS_FACTOR)] if hidden else [added, _longer(config, EPOCHS_FACTOR)]
+        return [*changes, wider, added, _longer(config)] if hidden else [added, _longer(config)]
 
     remedy = _remedy(config, "a network too small for its data cannot fit it however long it trains", changes)
     return [Finding(FIT, diagnosis(
@@ -793,7 +855,7 @@ def _not_converged(log: RunLog, course: Course, config: Config | None) -> list[F
     share, level = course.recent_decline()
 
     def changes(config: Config) -> list[dict[str, Any]]:
-        return [_longer(config, EPOCHS_FACTOR), _lr_change(config, 3), *_adaptive_change(config)]
+        return [_longer(config), _lr_change(config, 3), *_adaptive_change(config)]
 
     if course.still_falling():
         reason = "the loss was still falling when training stopped"
@@ -802,7 +864,7 @@ def _not_converged(log: RunLog, course: Course, config: Config | None) -> list[F
     else:
         reason = "a few epochs are too few to tell what the network can fit"
         message = (f"training stopped after {len(course.losses)} epochs (fewer than {FIT_MIN_EPOCHS}) with the best "
-                   f"training {task_metric(config.data.task) if config else 'score'} at {format_number(score)}, "
+                   f"training {task_metric(task_of_loss(config.loss)) if config else 'score'} at {format_number(score)}, "
                    f"below {UNDERFIT_SCORE:g}")  # fmt: skip
     return [Finding(FIT, diagnosis(
         "not_converged", None, message,
@@ -813,3 +875,145 @@ def _not_converged(log: RunLog, course: Course, config: Config | None) -> list[F
 
 def _is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+# --- instruments (instruments.csv) ----------------------------------------------------------------------------
+# Each instrument is judged on the `total` rows over a window of the instrumented steps: the noise scale over the
+# first half (it grows without bound as the gradient shrinks near a minimum, which is no batch problem), the others
+# over the last third. A verdict needs at least MIN_INSTRUMENTED values there.
+
+# gradient_noise: the smoothed noise scale B_noise at least this many times the batch size B. Training at B needs
+# (1 + B_noise/B) times the fewest possible steps (McCandlish et al. 2018): at this factor, five times.
+NOISE_SCALE_FACTOR = 4.0
+# Norm and inner-product tests: the norm test squared is the (unsmoothed) noise scale over the batch size, so the
+# same factor decides, recently rather than early.
+NORM_TEST_LIMIT = math.sqrt(NOISE_SCALE_FACTOR)
+ORTHO_TEST_LIMIT = 5.84  # orthogonality test ν: Bollapragada et al. (2018)'s suggested value
+ALPHA_LOW = -0.5  # step quality α persistently below: the steps barely move along the fitted quadratic
+ALPHA_HIGH = 1.0  # α persistently above: the steps overshoot the minimum along their direction
+STABILITY_LIMIT = 2.0  # lr·λ_max beyond it, gradient descent on the local quadratic diverges (Cohen et al. 2021)
+TREND_CHANGE = 0.1  # a window's fitted change, relative to its median, that counts as rising or falling
+MIN_INSTRUMENTED = 3
+
+
+def instrument_verdicts(log: RunLog) -> list[InstrumentVerdict]:
+    """Each logged instrument's recent value, trend and verdict, in instruments.csv's column order."""
+    total = log.instruments.total if log.instruments is not None else None
+    if total is None:
+        return []
+    found = [_noise_verdict(log, total)]
+    for column in ("norm_test", "inner_test", "ortho_test", "alpha", "lr_lambda_max"):
+        window = _window(total, column, early=False)
+        if window is None:
+            continue
+        value = median(v for _, v in window)
+        verdict, threshold, message = _instrument_verdict(column, value, log)
+        found.append(InstrumentVerdict(instrument=column, value=value, trend=_trend(window, value), verdict=verdict,
+                                       threshold=threshold, window=_steps(window), message=message))  # fmt: skip
+    return [verdict for verdict in found if verdict is not None]
+
+
+def _window(total: BlockLog, column: str, early: bool) -> list[tuple[int, float]] | None:
+    """(step, value) pairs of the judged window: the first half of the finite values, or the last third."""
+    kept = [(s, v) for s, v in zip(*total.series(column)) if math.isfinite(v)]
+    if len(kept) < MIN_INSTRUMENTED:
+        return None
+    return kept[: max(MIN_INSTRUMENTED, len(kept) // 2)] if early else kept[-max(MIN_INSTRUMENTED, len(kept) // 3):]
+
+
+def _steps(window: list[tuple[int, float]]) -> str:
+    return f"steps {window[0][0]}–{window[-1][0]}"
+
+
+def _noise_verdict(log: RunLog, total: BlockLog) -> InstrumentVerdict | None:
+    """The batch size against the noise scale smoothed over the first half of the run (later it grows without
+    bound as the gradient shrinks near a minimum, which is no batch problem): ΣS / Σ(‖g‖² − S/B) over the window,
+    its steps weighted alike, since the per-step moving-average ratio swings while the |G|² estimate is near 0.
+    A full batch (or a batch of one, which has no covariance) is not judged."""
+    batch = log.config.training.batch_size if log.config is not None else None
+    window = _window(total, "trace_cov", early=True)
+    if window is None or batch is None:
+        return None
+    grad_sq = dict(zip(total.steps, total.values("grad_sq_norm")))
+    signal = sum((grad_sq[s] or 0.0) - v / batch for s, v in window)
+    value = sum(v for _, v in window) / signal if signal > 0 else None  # None: the noise outweighs any signal
+    limit = NOISE_SCALE_FACTOR * batch
+    room = _steps_per_epoch(log) >= NOISE_SCALE_FACTOR  # a batch that many times larger still fits an epoch
+    shown = "beyond measure (the noise outweighs the signal)" if value is None else format_number(value)
+    if (value is None or value >= limit) and room:
+        verdict, message = "batch far below the noise scale", (
+            f"smoothed noise scale {shown} is at least {NOISE_SCALE_FACTOR:g}× the batch size {batch}: training "
+            f"takes over {NOISE_SCALE_FACTOR + 1:g}× the steps a larger batch would need")  # fmt: skip
+    else:
+        verdict, message = "ok", f"smoothed noise scale {shown} against {NOISE_SCALE_FACTOR:g}× the batch size {batch}"
+    smoothed = [(s, v) for s, v in zip(*total.series("noise_scale_smoothed")) if window[0][0] <= s <= window[-1][0]]
+    return InstrumentVerdict(instrument="noise_scale_smoothed", value=value, trend=_trend(smoothed, value),
+                             verdict=verdict, threshold=limit, window=_steps(window), message=message)  # fmt: skip
+
+
+def _steps_per_epoch(log: RunLog) -> int:
+    """Batches in an epoch: the step count logged with the first epoch."""
+    first = log.metrics[0].get("step") if log.metrics else None
+    return int(first) if first else 0
+
+
+def _instrument_verdict(column: str, value: float, log: RunLog) -> tuple[str, float, str]:
+    """(verdict, the threshold that decided it, a sentence saying so) for one instrument's judged value."""
+    shown = format_number(value)
+    if column in ("norm_test", "inner_test", "ortho_test"):
+        limit = ORTHO_TEST_LIMIT if column == "ortho_test" else NORM_TEST_LIMIT
+        if value > limit:
+            return "noisy batch gradient", limit, f"{column} {shown} is above {limit:g}: the batch is small for it"
+        return "ok", limit, f"{column} {shown} is at most {limit:g}"
+    if column == "alpha":
+        if value < ALPHA_LOW:
+            return "steps too short", ALPHA_LOW, f"median α {shown} is below {ALPHA_LOW:g}: the steps barely move"
+        if value > ALPHA_HIGH:
+            return "overshooting", ALPHA_HIGH, f"median α {shown} is above {ALPHA_HIGH:g}: the steps overshoot"
+        return "ok", ALPHA_HIGH, f"median α {shown} is within [{ALPHA_LOW:g}, {ALPHA_HIGH:g}]"
+    course = loss_course(log)
+    climbing = course is not None and course.swings()
+    if value > STABILITY_LIMIT:
+        verdict = "beyond the stability limit" + (" with a climbing loss" if climbing else "")
+        loss = "the training loss climbs" if climbing else "the training loss does not climb"
+        return verdict, STABILITY_LIMIT, f"lr·λ_max {shown} is above {STABILITY_LIMIT:g} and {loss}"
+    return "ok", STABILITY_LIMIT, f"lr·λ_max {shown} is at most {STABILITY_LIMIT:g}"
+
+
+def _trend(window: list[tuple[int, float]], value: float | None) -> str:
+    if len(window) < 2 or not value or not all(math.isfinite(v) for _, v in window):
+        return "flat"
+    steps = np.array([s for s, _ in window], dtype=float)
+    slope = float(np.polyfit(steps, [v for _, v in window], 1)[0])
+    change = slope * (steps[-1] - steps[0]) / abs(value)
+    return "rising" if change > TREND_CHANGE else "falling" if change < -TREND_CHANGE else "flat"
+
+
+RateEvidence = tuple[bool, dict[str, Any], str]  # (too high?, evidence, a sentence saying so)
+
+
+def instrument_rate_evidence(instruments: list[InstrumentVerdict]) -> RateEvidence | None:
+    """What the instruments say of the learning rate: (too high?, evidence, a sentence), or None if nothing."""
+    by_name = {v.instrument: v for v in instruments}
+    alpha, sharp = by_name.get("alpha"), by_name.get("lr_lambda_max")
+    if sharp is not None and sharp.verdict.endswith("with a climbing loss"):
+        return True, {"lr_lambda_max": sharp.value, "stability_limit": STABILITY_LIMIT}, sharp.message
+    if alpha is not None and alpha.verdict != "ok":
+        high = alpha.verdict == "overshooting"
+        return high, {"alpha_median": alpha.value, "alpha_threshold": alpha.threshold}, alpha.message
+    return None
+
+
+def instrument_bands(batch: int | None) -> dict[str, list[tuple[float | None, float | None, str]]]:
+    """Each instrument's verdict bands for charts: (low, high, verdict), None an open end; the thresholds above."""
+    test = [(None, NORM_TEST_LIMIT, "ok"), (NORM_TEST_LIMIT, None, "noisy batch gradient")]
+    bands = {
+        "norm_test": test, "inner_test": test,
+        "ortho_test": [(None, ORTHO_TEST_LIMIT, "ok"), (ORTHO_TEST_LIMIT, None, "noisy batch gradient")],
+        "alpha": [(None, ALPHA_LOW, "steps too short"), (ALPHA_LOW, ALPHA_HIGH, "ok"), (ALPHA_HIGH, None, "overshooting")],
+        "lr_lambda_max": [(None, STABILITY_LIMIT, "ok"), (STABILITY_LIMIT, None, "beyond the stability limit")],
+    }  # fmt: skip
+    if batch is not None:
+        limit = NOISE_SCALE_FACTOR * batch
+        bands["noise_scale_smoothed"] = [(None, limit, "ok"), (limit, None, "batch far below the noise scale")]
+    return bands

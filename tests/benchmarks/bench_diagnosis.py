@@ -80,15 +80,19 @@ def retrain(run_dir: Path, change: dict[str, Any], output: Path, metric: str) ->
 
 
 def run_case(name: str) -> CaseResult:
-    label = load_labels()[name]
     with tempfile.TemporaryDirectory(prefix="autobp-faults-") as folder:
-        output = Path(folder)
-        sick = train(FAULTS / f"{name}.yaml", output=output)
-        result = CaseResult(name, label["cause"], outcome(sick.summary, label["metric"]))
-        if label["cause"] != HEALTHY:
-            result.textbook = retrain(sick.run_dir, label["textbook"], output, label["metric"])
-            if result.sick.fix:
-                result.repair = retrain(sick.run_dir, result.sick.fix, output, label["metric"])
+        return train_case(name, Path(folder))
+
+
+def train_case(name: str, output: Path) -> CaseResult:
+    """The case's sick run, then (for a fault) its textbook fix and its first diagnosis's fix, all under `output`."""
+    label = load_labels()[name]
+    sick = train(FAULTS / f"{name}.yaml", output=output)
+    result = CaseResult(name, label["cause"], outcome(sick.summary, label["metric"]))
+    if label["cause"] != HEALTHY:
+        result.textbook = retrain(sick.run_dir, label["textbook"], output, label["metric"])
+        if result.sick.fix:
+            result.repair = retrain(sick.run_dir, result.sick.fix, output, label["metric"])
     return result
 
 
