@@ -91,5 +91,10 @@ def test_a_fault_is_named_first_and_its_fix_repairs_it(name: str, tmp_path: Path
     runs = [path.parent for path in tmp_path.glob("*/summary.json")]
     assert len(runs) == 3  # sick, textbook, repaired: every diagnosis of each offers valid changes
     for run_dir in runs:
-        for diagnosis in read_summary(run_dir / "summary.json").health.diagnoses:
+        diagnoses = read_summary(run_dir / "summary.json").health.diagnoses
+        for diagnosis in diagnoses:
             check_changes(run_dir, diagnosis)
+        if diagnoses and diagnoses[0].kind == "learning_rate_high":  # no advice the evidence contradicts
+            lr = load_config(run_dir / "config.yaml").optimizer.lr
+            changes = [change for d in diagnoses for change in [d.fix, *d.alternatives]]
+            assert all(change.get("optimizer.lr", lr) <= lr for change in changes)

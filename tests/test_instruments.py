@@ -99,6 +99,7 @@ def test_every_column_matches_per_example_gradients(tmp_path: Path, activation: 
     per_example = LOSSES[loss].engine.per_example(trace.output.data, y)
     np.testing.assert_allclose(per_example, losses, rtol=1e-12)
     instruments.before_update(1, 1, X, y, trace, per_example, float(batch_loss.data), 0.05)
+    instruments.after_update(1, [np.zeros_like(p.data) for p in network.parameters()])
     rows = {row[2]: dict(zip(instrument_file.COLUMNS, row)) for row in instruments.pending}
     assert list(rows) == ["layer0", "layer1", "layer2", "total"]
     for name, G_block in blocks(network, G).items():

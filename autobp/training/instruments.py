@@ -109,8 +109,19 @@ def step_quality(t: float, f: tuple[float, float], df: tuple[float, float], var_
     return float(alpha) if math.isfinite(alpha) else None
 
 
+def _along(projections: np.ndarray, length: float) -> np.ndarray:
+    """Directional derivatives ⟨g_n, d⟩/‖d‖ from the projections on d (their mean is the batch's, as Cockpit's
+    optimized α takes it); a step of length 0 has slopes 0."""
+    return projections / length if length > 0 else projections * 0.0
+
+
 def _variance(values: np.ndarray) -> float | None:
-    return float(np.var(values, ddof=1)) if len(values) > 1 else None
+    """The sample variance (divided by n − 1), as np.var(ddof=1) computes it at a fraction of its call cost."""
+    n = len(values)
+    if n < 2:
+        return None
+    centred = values - float(values.sum()) / n
+    return float(centred @ centred) / (n - 1)
 
 
 @dataclass
@@ -126,6 +137,18 @@ class _Start:
     slope_var: float | None
 
 
+@dataclass
+class _Seen:
+    """What a step's backward pass left for the instruments, kept until its update is known."""
+
+    step: int
+    layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per layer: x, ∂L/∂z, raw ∂L/∂W, ∂L/∂b
+    losses: np.ndarray
+    loss: float
+    rows: list[list] | None  # the step's rows, if it is instrumented
+    ends: _Start | None  # the step whose α this batch completes
+
+
 class Instruments:
     """Computes the instruments at their steps and appends them to instruments.csv."""
 
@@ -137,12 +160,12 @@ class Instruments:
         self.log: CsvLog | None = None  # instruments.csv, opened when training starts
         self.interval = log_interval(log_every if config.every == "auto" else config.every, total_steps)
         self.blocks = [layer.name for layer in network.layers] + [TOTAL]
-        self.ema = np.zeros((len(self.blocks), 2))  # per block: EMA of S and of the unbiased |G|² estimate
+        self.ema = [[0.0, 0.0] for _ in self.blocks]  # per block: EMA of S and of the unbiased |G|² estimate
         self.pending: list[list] = []  # the last instrumented step's rows, until α is known
         self.start: _Start | None = None
         self.eigenvector: list[np.ndarray] | None = None
         self._rows: list[list] = []
-        self._seen: tuple[int, list[tuple[np.ndarray, np.ndarray]], float, np.ndarray] | None = None
+        self._seen: _Seen | None = None
 
     def wants(self, step: int) -> bool:
         """Whether `step` is instrumented: step 1, every `interval`-th step, and every curvature step."""
@@ -158,41 +181,31 @@ class Instruments:
 
     def before_update(self, step: int, epoch: int, xb: np.ndarray, yb: np.ndarray, trace: Trace, losses: np.ndarray,
                       loss: float, lr: float) -> None:  # fmt: skip
-        """Take the step's gradients (raw: before clipping and weight decay): finish the waiting α with this batch,
-        and measure this step if it is instrumented (`losses` are the per-example losses ℓ_n, `loss` their mean)."""
+        """Take the step's gradients (raw: before clipping and weight decay) and, if it is instrumented, measure
+        what needs no projection (`losses` are the per-example losses ℓ_n, `loss` their mean); the curvature too,
+        at the parameters before the update."""
         inputs = [xb, *(f.data for f in trace.outputs[:-1])]
-        seen = [(x, z.grad) for x, z in zip(inputs, trace.pre_activations)]
-        if self.start is not None and self.start.step == step - 1:
-            self._finish_alpha(seen, losses, loss)
-        if not self.wants(step):
-            return
-        rows = self._first_order(step, epoch, seen)
-        lambda_max = None
-        if self.curvature_step(step):
+        layers = [(x, z.grad, layer.weight.grad, layer.bias.grad)
+                  for x, z, layer in zip(inputs, trace.pre_activations, self.network.layers)]  # fmt: skip
+        ends = self.start if self.start is not None and self.start.step == step - 1 else None
+        rows = self._first_order(step, epoch, layers) if self.wants(step) else None
+        if rows is not None and self.curvature_step(step):
             lambda_max = self._curvature(batch_hvp(self.network, xb, yb, self.loss))
-        total = rows[-1]
-        total[-2:] = [lambda_max, None if lambda_max is None else lr * lambda_max]
-        self.pending = rows
-        self._seen = (step, seen, loss, losses)
+            rows[-1][-2:] = [lambda_max, lr * lambda_max]
+        self._seen = _Seen(step, layers, losses, loss, rows, ends)
 
-    def _first_order(self, step: int, epoch: int, seen: list[tuple[np.ndarray, np.ndarray]]) -> list[list]:
-        """Every block's row of this step (α and curvature still empty)."""
-        batch = len(seen[0][0])
+    def _first_order(self, step: int, epoch: int, layers: list[tuple[np.ndarray, ...]]) -> list[list]:
+        """Every block's row of this step (the tests of `total`, α and curvature still empty)."""
+        batch = len(layers[0][0])
         rows = []
         sums = [0.0, 0.0]
-        projections = np.zeros(batch)
-        for index, (layer, (x, dz)) in enumerate(zip(self.network.layers, seen)):
-            gw, gb = layer.weight.grad, layer.bias.grad
+        for index, (x, dz, gw, gb) in enumerate(layers):
             grad_sq = float(np.vdot(gw, gw)) + float(np.vdot(gb, gb))
             sum_sq = float(example_sq_norms(x, dz).sum())
-            projections += example_projections(x, dz, gw, gb)
             sums[0] += grad_sq
             sums[1] += sum_sq
             rows.append(self._row(step, epoch, index, batch, grad_sq, sum_sq))
-        grad_sq, sum_sq = sums
-        total = self._row(step, epoch, len(self.network.layers), batch, grad_sq, sum_sq)
-        total[9:11] = _bollapragada(batch, grad_sq, sum_sq, float(np.dot(projections, projections)))
-        return [*rows, total]
+        return [*rows, self._row(step, epoch, len(layers), batch, *sums)]
 
     def _row(self, step: int, epoch: int, block: int, batch: int, grad_sq: float, sum_sq: float) -> list:
         """A block's row with the columns every block has (the `total` ones empty)."""
@@ -202,39 +215,61 @@ class Instruments:
             noise = cov / grad_sq if grad_sq > 0 else None
             norm_test = math.sqrt(max(cov, 0.0) / (batch * grad_sq)) if grad_sq > 0 else None
             ema = self.ema[block]
-            ema *= EMA_DECAY
-            ema += (1.0 - EMA_DECAY) * np.array([cov, grad_sq - cov / batch])
+            ema[0] = EMA_DECAY * ema[0] + (1.0 - EMA_DECAY) * cov
+            ema[1] = EMA_DECAY * ema[1] + (1.0 - EMA_DECAY) * (grad_sq - cov / batch)
             # Both averages start at 0 with the same decay, so their ratio needs no bias correction.
-            smoothed = float(ema[0] / ema[1]) if ema[1] > 0 else None
+            smoothed = ema[0] / ema[1] if ema[1] > 0 else None
         name = self.blocks[block]
         return [step, epoch, name, grad_sq, sum_sq, cov, noise, smoothed, norm_test, None, None, None, None, None]
 
     def after_update(self, step: int, updates: list[np.ndarray] | None) -> None:
-        """Keep the update just applied (the actual one: clipped, decayed, with momentum) for this step's α."""
-        if self._seen is None or self._seen[0] != step:
+        """With the update just applied (the actual one: clipped, decayed, with momentum), project every example's
+        gradient, in one product per layer, on what this step needs: the batch gradient (the tests of `total`), the
+        previous step's update (its α ends here) and this step's (its α starts here)."""
+        seen, self._seen = self._seen, None
+        if seen is None or seen.step != step:
             return
-        _, seen, loss, losses = self._seen
-        self._seen = None
-        if updates is None:
-            return
-        direction = [u.copy() for u in updates]
-        length = math.sqrt(_dot(direction, direction))
-        slopes = self._slopes(seen, direction, length)
-        self.start = _Start(step, direction, length, loss, _variance(losses), float(slopes.mean()), _variance(slopes))
+        gradient = [g for x, dz, gw, gb in seen.layers for g in (gw, gb)]
+        direction = [u.copy() for u in updates] if seen.rows is not None and updates is not None else None
+        wanted = [*([gradient] if seen.rows is not None else []), *([seen.ends.direction] if seen.ends else []),
+                  *([direction] if direction is not None else [])]  # fmt: skip
+        projections = iter(self._projections(seen.layers, wanted).T)
+        if seen.rows is not None:
+            on_gradient = next(projections)
+            grad_sq, sum_sq = seen.rows[-1][3:5]
+            seen.rows[-1][9:11] = _bollapragada(len(on_gradient), grad_sq, sum_sq, float(on_gradient @ on_gradient))
+        if seen.ends is not None:
+            self._finish_alpha(seen.ends, next(projections), seen.losses, seen.loss)
+        if seen.rows is not None:
+            self._rows += self.pending  # (rows whose α could not be completed, if any, go out without it)
+            self.pending = seen.rows
+        if direction is not None:
+            length = math.sqrt(_dot(direction, direction))
+            slopes = _along(next(projections), length)
+            self.start = _Start(step, direction, length, seen.loss, _variance(seen.losses), float(slopes.mean()),
+                                _variance(slopes))  # fmt: skip
 
-    def _slopes(self, seen: list[tuple[np.ndarray, np.ndarray]], direction: list[np.ndarray], length: float) -> np.ndarray:
-        """Each example's directional derivative ⟨g_n, d⟩/‖d‖ along the step d (their mean is the batch's, as
-        Cockpit's optimized α takes it)."""
-        total = np.zeros(len(seen[0][0]))
-        for index, (x, dz) in enumerate(seen):
-            total += example_projections(x, dz, direction[2 * index], direction[2 * index + 1])
-        return total / length if length > 0 else total
+    @staticmethod
+    def _projections(layers: list[tuple[np.ndarray, ...]], directions: list[list[np.ndarray]]) -> np.ndarray:
+        """(B, len(directions)): ⟨g_n, v⟩ for each example n and direction v (parameter-shaped arrays, W and b
+        per layer), one matrix product per layer for all the directions."""
+        total = np.zeros((len(layers[0][0]), len(directions)))
+        for index, (x, dz, _, _) in enumerate(layers):
+            weights = [v[2 * index] for v in directions]
+            biases = [v[2 * index + 1] for v in directions]
+            if len(directions) == 1:
+                total[:, 0] += example_projections(x, dz, weights[0], biases[0])
+                continue
+            outputs = x @ np.concatenate(weights, axis=1) + np.concatenate(biases)
+            total += np.einsum("nko,no->nk", outputs.reshape(len(x), len(directions), -1), dz) * float(len(x))
+        return total
 
-    def _finish_alpha(self, seen: list[tuple[np.ndarray, np.ndarray]], losses: np.ndarray, loss: float) -> None:
-        start, self.start = self.start, None
+    def _finish_alpha(self, start: _Start, projections: np.ndarray, losses: np.ndarray, loss: float) -> None:
+        """α of the step `start` describes, now that this batch gives the loss and slopes where its update ended."""
+        self.start = None
         alpha = None
         if start.loss_var is not None and start.slope_var is not None and len(losses) > 1:
-            slopes = self._slopes(seen, start.direction, start.length)
+            slopes = _along(projections, start.length)
             alpha = step_quality(start.length, (start.loss, loss), (start.slope, float(slopes.mean())),
                                  (start.loss_var, _variance(losses)), (start.slope_var, _variance(slopes)))  # fmt: skip
         if self.pending and self.pending[-1][0] == start.step:
@@ -271,7 +306,7 @@ class Instruments:
 
     # --- checkpoint ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {"instruments.ema": self.ema.copy(), "instruments.pending": np.array(json.dumps(self.pending))}
+        state = {"instruments.ema": np.array(self.ema), "instruments.pending": np.array(json.dumps(self.pending))}
         if self.start is not None:
             s = self.start
             numbers = [s.step, s.length, s.loss, _nan(s.loss_var), s.slope, _nan(s.slope_var)]
@@ -282,7 +317,7 @@ class Instruments:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.ema[...] = state["instruments.ema"]
+        self.ema = [[float(s), float(g)] for s, g in state["instruments.ema"]]
         self.pending = json.loads(str(state["instruments.pending"]))
         count = 2 * len(self.network.layers)
         if "instruments.start" in state:

@@ -11,6 +11,9 @@ diagnosis (the repair). Printed per kind and in total:
 - detection: the labelled cause is the first diagnosis;
 - false alarms: a healthy control gets any diagnosis;
 - repair: the first diagnosis's fix reaches the target and the cause is no longer first.
+
+The cases marked `held_out` were added after the judgement's thresholds were last changed, and are also counted on
+their own: the others are the cases the thresholds were calibrated on.
 """
 
 from __future__ import annotations
@@ -125,6 +128,11 @@ def table(results: list[CaseResult], labels: dict[str, dict[str, Any]]) -> str:
         rows.append((kind, str(len(group)), share(sum(map(detected, group)), len(group)),
                      share(sum(repaired(r, labels[r.name]) for r in group), len(group)),
                      share(sum(label_holds(r, labels[r.name]) for r in group), len(group))))  # fmt: skip
+    held = [r for r in sick if labels[r.name].get("held_out")]
+    if held:
+        rows.append(("held out", str(len(held)), share(sum(map(detected, held)), len(held)),
+                     share(sum(repaired(r, labels[r.name]) for r in held), len(held)),
+                     share(sum(label_holds(r, labels[r.name]) for r in held), len(held))))  # fmt: skip
     controls = [r for r in results if r.cause == HEALTHY]
     alarms = [r for r in controls if r.sick.kinds]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
