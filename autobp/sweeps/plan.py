@@ -416,7 +416,8 @@ def plan_changes(
 ) -> tuple[Sweep, list[str | None]]:  # fmt: skip
     """A sweep of `changes` to one config file, each a mapping of dotted keys to values as --set takes them (each
     trial's value `change` is its --set text, see `change_arguments`). Returns the sweep and, per change, None if
-    it is a trial or the error that leaves it out (it does not validate); every change may be tried twice."""
+    it is a trial or the error that leaves it out (it does not validate). `overrides` come before each change, so a
+    change of the same key wins; two changes may train the same config."""
     trials: list[Trial] = []
     errors: list[str | None] = []
     for change in changes:
