@@ -216,3 +216,12 @@ def test_a_diagnosis_that_proposes_no_change_leaves_nothing_to_try(vanishing: Pa
     code, text = cli("doctor", str(run))
     assert code == 0 and "nothing to try: no config change can be proposed: a reason" in text
     assert not (run / DOCTOR_FILE).exists() and not (run / "doctor").exists()
+
+
+def test_a_second_doctor_on_the_same_run_is_refused_and_touches_nothing(doctored: Path) -> None:
+    before = (doctored / DOCTOR_FILE).read_bytes()
+    with files.exclusive(doctored / "doctor") as taken:  # how a running doctor (its sweep) holds the folder
+        assert taken
+        code, text = cli("doctor", str(doctored))
+    assert code == 2 and "another autobp process is running" in text
+    assert (doctored / DOCTOR_FILE).read_bytes() == before
