@@ -685,7 +685,7 @@ def _signal_findings(layers: list[LayerSummary], verdicts: list[LayerVerdict], c
     vanishing = verdict == "vanishing"
     at_start = _vanishing_at_start(layers) if vanishing else bool(_exploding_at_start(layers))
     rank = AT_START if at_start else LATER
-    remedy = _vanishing_remedy(layers, config) if vanishing else _init_remedy(config)
+    remedy = _vanishing_remedy(config) if vanishing else _init_remedy(config)
     by_signal = [(layer, v) for layer, v in hit if v.relative is not None]
     if not by_signal:  # the signal is not comparable: tiny parameter gradients decided it
         layer = hit[0][0]
@@ -723,7 +723,7 @@ def _squashing(activation: str | None) -> bool:
     return activation is not None and ACTIVATIONS[activation].family == "squashing"
 
 
-def _vanishing_remedy(layers: list[LayerSummary], config: Config | None) -> Remedy:
+def _vanishing_remedy(config: Config | None) -> Remedy:
     def changes(config: Config) -> list[dict[str, Any]]:
         hidden = _hidden(config)
         if any(_squashing(config.model.layers[i].activation) for i in hidden):
