@@ -62,6 +62,12 @@ class MappedArray:
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         self.values = np.ndarray(shape, dtype, buffer=self._map, offset=offset)
 
+    def advise(self, shuffled: bool) -> None:
+        """Tell the kernel how the map is about to be read: shuffled batches (read only the pages touched, no
+        read-around: on a file larger than the page cache it would read and evict many times the data) or chunks in
+        order (the default readahead)."""
+        self._map.madvise(mmap.MADV_RANDOM if shuffled else mmap.MADV_NORMAL)
+
     def read(self, rows: np.ndarray) -> np.ndarray:
         """The rows at these indices, as float64 in a new array: gathered in file order, so that the reads go
         forward through the file and neighbouring rows share their pages, then put back in the order asked."""
@@ -83,6 +89,7 @@ class BatchReader:
         self.batch_size = batch_size
         self._pending: tuple[int, Future[np.ndarray]] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        rows.array.advise(shuffled=True)
 
     def __call__(self, begin: int) -> np.ndarray:
         pending, self._pending = self._pending, None
@@ -95,10 +102,11 @@ class BatchReader:
         return batch
 
     def close(self) -> None:
-        """Wait for a batch still being read and end the thread."""
+        """Wait for a batch still being read and end the thread; later reads (validation chunks) go in order."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = self._pending = None
+        self.rows.array.advise(shuffled=False)
 
     def _batch(self, begin: int) -> np.ndarray:
         return self.rows[self.order[begin : begin + self.batch_size]]
