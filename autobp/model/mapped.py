@@ -81,15 +81,16 @@ class MappedArray:
 class BatchReader:
     """An epoch's batches of mapped rows, `reader(begin)` = rows[order[begin : begin + batch_size]]: each call
     starts reading the next batch on a background thread (numpy releases the GIL while it copies and while a page
-    is read from disk), so that the step computes while the disk works."""
+    is read from disk), so that the step computes while the disk works. `scattered`: the order jumps all over the
+    file (an exact permutation), rather than through windows of contiguous rows."""
 
-    def __init__(self, rows: MappedRows, order: np.ndarray, batch_size: int) -> None:
+    def __init__(self, rows: MappedRows, order: np.ndarray, batch_size: int, scattered: bool = True) -> None:
         self.rows = rows
         self.order = order
         self.batch_size = batch_size
         self._pending: tuple[int, Future[np.ndarray]] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        rows.array.advise(shuffled=True)
+        rows.array.advise(shuffled=scattered)  # windows of contiguous rows keep the readahead
 
     def __call__(self, begin: int) -> np.ndarray:
         pending, self._pending = self._pending, None

@@ -536,7 +536,7 @@ class Trainer:
         order = self.streams.epoch_order(len(self.X), self.config.data.shuffle_window)
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
         tick = self.progress.tick
-        rows_of = _row_gatherer(self.X, order, self.batch_size)
+        rows_of = _row_gatherer(self.X, order, self.batch_size, self.config.data.shuffle == "exact")
         try:
             first = (self.step - start.first_step) * self.batch_size
             for begin in range(first, len(order), self.batch_size):
@@ -687,11 +687,12 @@ class Trainer:
         return best
 
 
-def _row_gatherer(X: np.ndarray | MappedRows, order: np.ndarray, batch_size: int) -> Callable[[int], np.ndarray]:
+def _row_gatherer(X: np.ndarray | MappedRows, order: np.ndarray, batch_size: int,
+                  scattered: bool) -> Callable[[int], np.ndarray]:  # fmt: skip
     """The batch starting at position `begin` of the epoch's order, as a function of `begin`: for an array, `take`,
     the same copy several times faster than fancy indexing at batch size; mapped rows read ahead (BatchReader)."""
     if isinstance(X, MappedRows):
-        return BatchReader(X, order, batch_size)
+        return BatchReader(X, order, batch_size, scattered)
     return lambda begin: X.take(order[begin : begin + batch_size], axis=0)
 
 
