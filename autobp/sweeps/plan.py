@@ -500,6 +500,7 @@ class SweepResult:
     outcomes: list[Outcome]
     seconds: float
     interrupted: bool = False
+    unstarted: list[str] = field(default_factory=list)  # trials that failed because their worker never ran them
 
     @property
     def exit_code(self) -> int:
@@ -608,7 +609,8 @@ def _run(
             limit = math.inf if max_failures is None else max_failures
             scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress, study, reports)
             interrupted = scheduler.run()
-    return SweepResult(directory, sweep, outcomes, time.perf_counter() - started, interrupted)
+    seconds = time.perf_counter() - started
+    return SweepResult(directory, sweep, outcomes, seconds, interrupted, sorted(scheduler.unstarted))
 
 
 def _open_search(sweep: Sweep, directory: Path) -> search.Search | None:
@@ -648,6 +650,7 @@ class _Scheduler:
         self.shared: set[int] = set()  # running trials that have had others beside them
         self.alone: set[int] = set()  # trials to run again with nothing beside them
         self.done = self.failed = 0
+        self.unstarted: set[str] = set()
 
     def run(self) -> bool:
         """Run the queued trials; True if interrupted by Ctrl-C (running trials end `interrupted`)."""
@@ -715,7 +718,7 @@ class _Scheduler:
             self.outcomes[index] = Outcome()
             return
         if error is not None:
-            outcome = Outcome("failed", Summary(status=Status.FAILED, error=f"{type(error).__name__}: {error}"))
+            outcome = Outcome("failed", Summary(status=Status.FAILED, error=self._failure(index, error)))
         else:
             outcome = _outcome(future.result())
         self.shared.discard(index)
@@ -726,6 +729,14 @@ class _Scheduler:
         self.done += 1
         self.failed += outcome.status not in KEPT
         self.show(self.sweep.trials[index], outcome)
+
+    def _failure(self, index: int, error: BaseException) -> str:
+        """Why a trial whose worker failed did not run; a trial that left no summary.json never started training."""
+        trial = self.sweep.trials[index].name
+        if (self.directory / trial / rundir.SUMMARY_FILE).exists():
+            return f"{type(error).__name__}: {error}"
+        self.unstarted.add(trial)
+        return f"its worker process ended before the trial started ({type(error).__name__}: {error})"
 
     def _interrupt(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
