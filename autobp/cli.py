@@ -237,7 +237,7 @@ def predict(
         typer.echo(prediction.csv, nl=False)
     else:
         write_predictions(out, prediction.csv)
-        typer.echo(f"wrote {prediction.rows} predictions to {out}")
+        typer.echo(f"wrote {prediction.rows:,} predictions to {out}")
     if prediction.metrics is not None:
         typer.echo(prediction.format_metrics(), err=out is None)
 

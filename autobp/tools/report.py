@@ -109,7 +109,7 @@ def ending(log: RunLog) -> str:
     done = f"{summary.epochs_completed} of {planned} epochs" if planned else f"{summary.epochs_completed} epochs"
     if summary.status == "completed":
         stopped_by_steps = log.config and planned and summary.epochs_completed < planned
-        return f"completed {done}, {summary.steps} steps" + (" (training.max_steps)" if stopped_by_steps else "")
+        return f"completed {done}, {summary.steps:,} steps" + (" (training.max_steps)" if stopped_by_steps else "")
     if summary.status == "stopped_early" and summary.early_stopping:
         stop = summary.early_stopping
         return (f"stopped early after {done}: {stop.monitor} had not improved since epoch {stop.best_epoch} "
