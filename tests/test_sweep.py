@@ -425,3 +425,27 @@ def test_a_sweep_killed_mid_trial_resumes_to_the_same_trials_bit_for_bit(tmp_pat
     for trial in ("trial-000", "trial-001", "trial-002"):
         for name in ("gradients.csv", "model.npz"):
             assert (directory / trial / name).read_bytes() == (reference.directory / trial / name).read_bytes(), trial
+
+
+def test_pruned_trials_show_what_they_reported_and_one_that_beat_the_winner_is_marked(tmp_path):
+    """A pruned trial is not ranked, but the table shows the value it last reported (its epoch in `epochs`), lists
+    pruned trials by it, and marks one whose best epoch beat the winner's ranked value."""
+    from autobp.sweeps.plan import Sweep, SweepResult, Trial
+
+    def ended(status, epochs, final, best):
+        return Outcome(status, Summary(status=status, epochs=epochs, final={"val_loss": final}, saved={"val_loss": final},
+                                       best={"val_loss": Best(value=best, epoch=epochs)}))  # fmt: skip
+
+    outcomes = [ended("pruned", 3, 0.9, 0.5), ended("completed", 8, 0.2, 0.15), ended("pruned", 5, 0.3, 0.1),
+                Outcome("failed", Summary(status="failed", error="boom"))]  # fmt: skip
+    trials = [Trial(f"trial-00{i}", {"optimizer.lr": lr}, {}, str(i), 0) for i, lr in enumerate([0.1, 0.01, 0.3, 1.0])]
+    sweep = Sweep("s", [], [], "val_loss", "min", trials, settings={"parameters": {"optimizer.lr": []}})
+    result = SweepResult(tmp_path, sweep, outcomes, 1.0)
+    assert result.ranking() == [1, 2, 0, 3]
+    lines = format_ranking(result).splitlines()
+    rows = [line.split()[:5] for line in lines[2:6]]
+    assert rows == [["1", "trial-001", "completed", "0.01", "0.2"], ["-*", "trial-002", "pruned", "0.3", "0.3"],
+                    ["-", "trial-000", "pruned", "0.1", "0.9"], ["-", "trial-003", "failed", "1", "-"]]  # fmt: skip
+    assert lines[6] == "pruned trials (rank -) show the val_loss they last reported, at the epoch in `epochs`"
+    assert lines[7] == ("* trial-002 was pruned at epoch 5, but its best_val_loss 0.1 beats the winner's val_loss 0.2 "
+                        "(trial-001): early_terminate stopped it before it could finish")  # fmt: skip

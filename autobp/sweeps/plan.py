@@ -773,14 +773,23 @@ def format_ranking(result: SweepResult) -> str:
     keys = sweep.keys
     rows = [["rank", "trial", "status", *keys, monitor, f"best_{monitor}", "epochs", "seconds", "reason"]]
     ranking = result.ranking()
+    beaten = _pruned_winners(sweep, outcomes, ranking)
     for place, index in enumerate(ranking, start=1):
         trial, outcome = sweep.trials[index], outcomes[index]
-        ranked = sweep.ranking.value(outcome) is not None
+        rank = place if sweep.ranking.value(outcome) is not None else "-*" if index in beaten else "-"
         rows.append([
-            place if ranked else "-", trial.name, outcome.status, *trial.values.values(), sweep.ranking.value(outcome),
+            rank, trial.name, outcome.status, *trial.values.values(), sweep.ranking.shown(outcome),
             outcome.best(monitor), outcome.epochs, outcome.seconds, outcome.reason,
         ])  # fmt: skip
     lines += format_table(rows[0], [[_cell(cell) for cell in row] for row in rows[1:]])
+    if any(outcome.status == Status.PRUNED for outcome in outcomes):
+        lines.append(f"pruned trials (rank -) show the {monitor} they last reported, at the epoch in `epochs`")
+    winner = outcomes[ranking[0]]
+    for index in beaten:
+        trial, outcome = sweep.trials[index], outcomes[index]
+        lines.append(f"* {trial.name} was pruned at epoch {outcome.epochs}, but its best_{monitor} "
+                     f"{_cell(outcome.best(monitor))} beats the winner's {monitor} {_cell(sweep.ranking.value(winner))}"
+                     f" ({sweep.trials[ranking[0]].name}): early_terminate stopped it before it could finish")  # fmt: skip
     best = _best_text(sweep, outcomes)
     if best is None:
         lines.append(f"best: none — no trial completed with a {monitor}")
@@ -789,6 +798,16 @@ def format_ranking(result: SweepResult) -> str:
         lines.append(f"best: {best}, config {config}")
     lines.append(f"sweep directory: {result.directory}")
     return "\n".join(lines)
+
+
+def _pruned_winners(sweep: Sweep, outcomes: list[Outcome], ranking: list[int]) -> list[int]:
+    """Pruned trials, in table order, whose best value beats the value the winner is ranked by."""
+    winner = sweep.ranking.value(outcomes[ranking[0]])
+    return [
+        index for index in ranking
+        if winner is not None and outcomes[index].status == Status.PRUNED
+        and (best := outcomes[index].best(sweep.monitor)) is not None and sweep.ranking.better(best, winner)
+    ]  # fmt: skip
 
 
 def _best_text(sweep: Sweep, outcomes: list[Outcome]) -> str | None:
