@@ -317,6 +317,7 @@ class Sweep:
     stage: str = "saved"  # which value of the monitor ranks the trials (see Ranking)
     notes: list[str] = field(default_factory=list)  # files left out, for the user
     probes: list[Trial] = field(default_factory=list)  # random, tpe: the configs that checked every value
+    mix: str | None = None  # a sweep of configs mixing losses or tasks: what the ranked table's header says of it
 
     @property
     def ranking(self) -> Ranking:
@@ -375,7 +376,22 @@ def plan_sweep(
     variants = [({"config": str(path.resolve())}, path, overrides) for path in configs]
     trials = _trials(variants, "val_loss", same="two of the files describe the same training")
     sources = [trial.values["config"] for trial in trials]
-    return Sweep(name or "sweep", sources, overrides, "val_loss", "min", trials, notes=notes)
+    monitor, mix = _shared_monitor(trials)
+    mode = "min" if lower_is_better(monitor) else "max"
+    return Sweep(name or "sweep", sources, overrides, monitor, mode, trials, notes=notes, mix=mix)
+
+
+def _shared_monitor(trials: list[Trial]) -> tuple[str, str | None]:
+    """What a sweep of configs ranks by, and what its header says of a mix: val_loss when the trials share a loss;
+    when they mix the losses of one task, that task's validation metric (accuracy or R²), which compares them."""
+    losses = sorted({trial.config["loss"] for trial in trials})
+    tasks = sorted({trial.config["data"]["task"] for trial in trials})
+    if len(losses) == 1:
+        return "val_loss", None
+    if len(tasks) == 1:
+        return f"val_{task_metric(tasks[0])}", f"the trials mix losses ({', '.join(losses)}): their val_loss values do not compare"
+    return "val_loss", (f"the trials mix losses ({', '.join(losses)}) and tasks ({', '.join(tasks)}): no metric they "
+                        "share compares them, so this ranking compares val_loss values of different losses")
 
 
 def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: str | None) -> Sweep:
@@ -731,9 +747,9 @@ class _Scheduler:
         self.show(self.sweep.trials[index], outcome)
 
     def _failure(self, index: int, error: BaseException) -> str:
-        """Why a trial whose worker failed did not run; a trial that left no summary.json never started training."""
+        """Why a trial whose worker failed did not run; a worker that started it made its folder first (run_trial)."""
         trial = self.sweep.trials[index].name
-        if (self.directory / trial / rundir.SUMMARY_FILE).exists():
+        if (self.directory / trial).exists():
             return f"{type(error).__name__}: {error}"
         self.unstarted.add(trial)
         return f"its worker process ended before the trial started ({type(error).__name__}: {error})"
@@ -769,7 +785,7 @@ def format_ranking(result: SweepResult) -> str:
     monitor = sweep.monitor
     statuses = ", ".join(f"{count} {status}" for status, count in Counter(o.status for o in outcomes).items())
     lines = [f"sweep {sweep.name}: {len(outcomes)} trials ({statuses}) in {result.seconds:.1f} s; "
-             f"{sweep.ranking.describe()}"]  # fmt: skip
+             f"{sweep.ranking.describe()}", *([sweep.mix] if sweep.mix else [])]  # fmt: skip
     keys = sweep.keys
     rows = [["rank", "trial", "status", *keys, monitor, f"best_{monitor}", "epochs", "seconds", "reason"]]
     ranking = result.ranking()
