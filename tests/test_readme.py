@@ -45,7 +45,7 @@ class Example:
 
     @property
     def id(self) -> str:
-        first = self.text.strip().splitlines()[0]
+        first = self.text.strip().splitlines()[0].split(EXAMPLE_MARK)[0].strip()
         return f"README.md:{self.line} {first[:60]}"
 
 
@@ -59,7 +59,7 @@ def examples(text: str) -> list[Example]:
             found.append(Example(line, "python", body))
         elif language == "yaml" and re.fullmatch(r"# [\w.-]+\.yaml", body.splitlines()[0]):
             found.append(Example(line, "file", body))
-        elif language == "":
+        elif language != "yaml":  # a console block, whatever its fence says
             found += _commands(body, line)
     return found
 
