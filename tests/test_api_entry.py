@@ -37,13 +37,13 @@ def sweep_dirs(folder: Path) -> list[Path]:
     return sorted((folder / "out" / "sweeps").iterdir())
 
 
-@pytest.mark.parametrize("entry", ["guarded script", "unguarded script", "stdin"])
+@pytest.mark.parametrize("entry", ["guarded script", "unguarded script", "stdin", "unguarded module"])
 def test_a_sweep_from_any_entry_point_runs_once_and_leaves_one_sweep_directory(folder: Path, entry: str) -> None:
     if entry == "stdin":
         result = python(folder, ["-"], stdin=CALL)
     else:
         (folder / "script.py").write_text(GUARDED if entry == "guarded script" else CALL)
-        result = python(folder, ["script.py"])
+        result = python(folder, ["-m", "script"] if entry == "unguarded module" else ["script.py"])
     assert result.returncode == 0, result.stderr
     assert result.stdout == "statuses ['completed', 'completed']\n"  # printed once: no worker ran the caller
     assert "bootstrapping" not in result.stderr and "Traceback" not in result.stderr

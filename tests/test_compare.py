@@ -208,3 +208,5 @@ def test_a_sweep_of_per_layer_keys_and_epochs_shows_what_was_swept(tmp_path: Pat
                               "val_loss"]  # fmt: skip
     trials = {row.split()[0].split("/")[1]: row.split()[1:4] for row in rows}
     assert trials["trial-000"] == ["4", "tanh", "1"] and trials["trial-007"] == ["6", "relu", "2"]
+    by_units = compare_runs([directory], sort="model.layers.0.units")
+    assert [run.value("model.layers.0.units") for run in by_units.runs] == [4] * 4 + [6] * 4

@@ -85,7 +85,8 @@ def compare_runs(paths: Sequence[Path], sort: str | None = None, columns: Sequen
         runs.append(_compared(label, build_report(log), log.config))
     differing = differing_keys([run.config for run in runs])
     metrics = list(dict.fromkeys(name for run in runs for name in run.metrics))
-    sortable = [*metrics, SIGNAL_RATIO, "epochs", *differing]
+    per_layer = [key for key in differing_keys([run.unfolded for run in runs]) if key.startswith(LAYER_PREFIX)]
+    sortable = [*metrics, SIGNAL_RATIO, "epochs", *dict.fromkeys([*differing, *per_layer])]
     sort = sort or ("val_loss" if "val_loss" in metrics else "train_loss")
     if sort not in sortable:
         raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(sortable)}")
