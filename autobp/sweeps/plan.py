@@ -389,7 +389,8 @@ def _shared_monitor(trials: list[Trial]) -> tuple[str, str | None]:
     if len(losses) == 1:
         return "val_loss", None
     if len(tasks) == 1:
-        return f"val_{task_metric(tasks[0])}", f"the trials mix losses ({', '.join(losses)}): their val_loss values do not compare"
+        metric = f"val_{task_metric(tasks[0])}"
+        return metric, f"the trials mix losses ({', '.join(losses)}): their val_loss values do not compare"
     return "val_loss", (f"the trials mix losses ({', '.join(losses)}) and tasks ({', '.join(tasks)}): no metric they "
                         "share compares them, so this ranking compares val_loss values of different losses")
 

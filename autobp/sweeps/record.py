@@ -216,11 +216,10 @@ class Ranking:
 
         def key(index: int) -> tuple[int, float, float, int]:
             outcome = outcomes[index]
-            value = self.value(outcome)
-            tier = 0 if value is not None else 1 if self.shown(outcome) is not None else 2
-            value = self.shown(outcome)
+            shown = self.shown(outcome)
+            tier = 0 if self.value(outcome) is not None else 1 if shown is not None else 2
             tie = None if self.tie_breaker is None else outcome.value(self.tie_breaker, self.stage)
-            return tier, 0.0 if value is None else sign * value, math.inf if tie is None else tie, index
+            return tier, 0.0 if shown is None else sign * shown, math.inf if tie is None else tie, index
 
         return sorted(range(len(outcomes)), key=key)
 
