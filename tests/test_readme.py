@@ -31,7 +31,7 @@ ANNOUNCED = re.compile(r"(?:run|sweep) directory: (\S+)")
 NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
 ANY_LINES = ("…", "...")
 EXAMPLE_MARK = "# e.g."
-TIMEOUT = 300
+TIMEOUT = 120  # seconds; no example takes more than a few
 
 
 @dataclass
