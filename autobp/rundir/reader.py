@@ -18,6 +18,8 @@ from autobp.common.errors import AutobpError, DataError
 from autobp.common.files import load_npz
 from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
+from autobp.rundir.instruments import InstrumentLog
+from autobp.rundir.instruments import read as read_instruments
 from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
@@ -52,6 +54,7 @@ class RunLog:
     layers: list[LayerLog]
     shapes: dict[str, tuple[int, ...]]
     notes: list[str]
+    instruments: InstrumentLog | None = None  # instruments.csv, when the run has one
 
     @property
     def name(self) -> str:
@@ -95,11 +98,13 @@ def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None
     metrics = _optional(path / rundir.METRICS_FILE, read_numbers, notes) or []
     layers: list[LayerLog] = []
     shapes: dict[str, tuple[int, ...]] = {}
+    instruments = None
     if with_gradients:
         rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
         layers = _layer_logs(rows)
         shapes = _optional(path / MODEL_FILE, _read_shapes, notes) or {}
-    return RunLog(path, summary, config, metrics, layers, shapes, notes)
+        instruments = _optional(path, read_instruments, notes)
+    return RunLog(path, summary, config, metrics, layers, shapes, notes, instruments)
 
 
 def run_date(path: Path) -> datetime:
