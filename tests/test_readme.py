@@ -178,9 +178,14 @@ def run_command(example: Example, scratch: Scratch) -> None:
         assert_same(expected, actual, example.id)
 
 
+def _line(line: str) -> str:
+    """A shown line as a pattern: a `…` within it stands for the text left out there."""
+    return ".*?".join(map(re.escape, line.split("…")))
+
+
 def assert_same(expected: list[str], actual: list[str], where: str) -> None:
     """Every line as shown; a `…` line stands for any number of lines."""
-    pattern = "\n".join(".*?" if line in ANY_LINES else re.escape(line) for line in expected)
+    pattern = "\n".join(".*?" if line in ANY_LINES else _line(line) for line in expected)
     pattern = pattern.replace("\n.*?\n", "(?:\n.*?)?\n")
     assert re.fullmatch(pattern, "\n".join(line.rstrip() for line in actual), re.S), (
         f"{where}: the output differs from the README's\n--- README\n" + "\n".join(expected)
@@ -189,8 +194,9 @@ def assert_same(expected: list[str], actual: list[str], where: str) -> None:
 
 def assert_like(expected: list[str], actual: list[str], where: str) -> None:
     """An example output: each shown line is a line of the real output once numbers and spacing are set aside."""
-    real = {_shape(line) for line in actual}
-    missing = [line for line in expected if line not in ANY_LINES and _shape(line) not in real]
+    real = [_shape(line) for line in actual]
+    missing = [line for line in expected
+               if line not in ANY_LINES and not any(re.fullmatch(_line(_shape(line)), r) for r in real)]
     assert not missing, f"{where}: README lines with no like in the output:\n" + "\n".join(
         missing) + "\n--- actual\n" + "\n".join(actual)  # fmt: skip
 

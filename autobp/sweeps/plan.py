@@ -664,7 +664,7 @@ def run_in(
         if stale.name not in planned:
             shutil.rmtree(stale)
     _check_free_space(directory, sweep, outcomes)
-    _write_record(directory, sweep)
+    _write_record(directory, _record(sweep))
     return _run(sweep, directory, outcomes, jobs, None, quiet, executor)
 
 
