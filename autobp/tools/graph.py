@@ -58,10 +58,12 @@ class Node:
     adjoint: np.ndarray | None
     column: int = 0
     row: int = 0
+    standardized: bool = False  # an input whose features were standardized (data.standardize) says so
 
     @property
     def title(self) -> str:
-        names = {"input": "x (the example)", "target": "y (the target)"}
+        example = "x (the example, standardized)" if self.standardized else "x (the example)"
+        names = {"input": example, "target": "y (the target)"}
         if self.kind in names:
             return names[self.kind]
         return f"{self.op} · {self.layer}" if self.layer else f"{self.op} (the loss L)"
@@ -237,6 +239,8 @@ def build_graph(source: Path, example: int = 0) -> ComputationGraph:
     target = loss_targets(y[example : example + 1], config.loss, dtype)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverged run's weights: shown as they are
         nodes, edges = record(network, X[example].astype(dtype), target, config.loss)
+    for node in nodes:
+        node.standardized = node.kind == "input" and config.data.standardize
     weights = "trained weights" if from_run else "initial weights"
     graph = ComputationGraph(f"{config.name}: computation graph", "", nodes, edges)
     graph.subtitle = f"{split} example {example}, {weights}, {config.training.dtype}; loss {_number(graph.loss)}"

@@ -32,7 +32,7 @@ from autobp.rundir.histograms import HISTOGRAMS_FILE
 
 REPORT_FILE = "report.html"
 PLOTLY_ASSET = "plotly.min.js"  # a sweep's one copy of plotly.js, beside sweep.yaml
-INSTALL_HINT = "--html needs plotly: pip install 'autobp[report]'"
+INSTALL_HINT = "--html and `autobp view` need plotly: pip install 'autobp[report]'"
 BANDS = (0, 16, 50, 84, 100)  # percentiles of the distributions view: min–max, ±1σ of a normal, the median
 BAND_TRACES = 5  # a band's traces: the lower and upper edge of each of the two bands, the median
 LAYER_CURVES = (
@@ -60,7 +60,7 @@ MAX_TICKS = 8  # labels on a log axis or colour bar
 FRACTIONS = ("dead_fraction", "saturated_fraction")  # between 0 and 1: their axes start at 0
 
 
-def _plotly() -> Any:
+def plotly_objects() -> Any:
     try:
         import plotly.graph_objects as go
     except ImportError:
@@ -73,7 +73,7 @@ def write_report(path: Path, out: Path | None = None) -> Path:
     trials get their own reports, all sharing one copy of plotly.js in the sweep directory."""
     from autobp.sweeps.record import is_sweep_dir
 
-    _plotly()
+    plotly_objects()
     target = out or path / REPORT_FILE
     if is_sweep_dir(path):
         asset = _write_asset(path)
@@ -296,7 +296,7 @@ def _evidence(value: Any) -> str:
 def _curves(context: RunContext) -> str:
     from plotly.subplots import make_subplots
 
-    go = _plotly()
+    go = plotly_objects()
     log, diverged, traces = context.log, context.diverged, []
     epochs = [row.get("epoch") for row in log.metrics]
     metric = next((name.removeprefix("val_") for row in log.metrics[:1] for name in row
@@ -327,7 +327,7 @@ def _curves(context: RunContext) -> str:
 
 
 def _gradient_flow(context: RunContext) -> str:
-    go = _plotly()
+    go = plotly_objects()
     log, diverged = context.log, context.diverged
     if not log.layers:
         return "<p>No gradient log.</p>"
@@ -363,7 +363,7 @@ def _gradient_flow(context: RunContext) -> str:
 def _layer_curves(context: RunContext) -> str:
     from plotly.subplots import make_subplots
 
-    go = _plotly()
+    go = plotly_objects()
     log, diverged, traces = context.log, context.diverged, []
     shown = [(c, t, lg) for c, t, lg in LAYER_CURVES if any(v is not None for l in log.layers for v in l.values(c))]
     figure = make_subplots(rows=1, cols=len(shown), subplot_titles=[title for _, title, _ in shown],
@@ -406,7 +406,7 @@ def _distributions(context: RunContext) -> str:
     from autobp.rundir.histograms import QUANTITIES
     from autobp.rundir.histograms import read as read_histograms
 
-    go = _plotly()
+    go = plotly_objects()
     histograms = read_histograms(context.run_dir)
     if histograms is None:
         return "<p>This run has no histograms.npz (it was trained by an autobp that did not write one).</p>"
@@ -589,7 +589,7 @@ def _cell(value: Any) -> str:
 
 
 def _sweep_curves(context: SweepContext) -> str:
-    go = _plotly()
+    go = plotly_objects()
     monitor, keys = context.record.monitor, context.keys
     curve = monitor if monitor.startswith("val_") else "val_loss"
     figure, traces = go.Figure(), []
@@ -608,7 +608,7 @@ def _sweep_curves(context: SweepContext) -> str:
 
 
 def _parallel(context: SweepContext) -> str:
-    go = _plotly()
+    go = plotly_objects()
     monitor, trials = context.record.monitor, context.ranked
     dimensions = [_dimension(key, [trial.values.get(key) for trial in trials]) for key in context.keys]
     scores = [trial.run.metrics.get(monitor) for trial in trials]
