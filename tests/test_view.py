@@ -276,3 +276,20 @@ def test_another_host_is_warned_about(tmp_path: Path) -> None:
     server = Server(tmp_path, "--host", "0.0.0.0")
     err = server.stop()
     assert "warning: --host 0.0.0.0: anyone who can reach this machine" in err and "autobp view: stopped" in err
+
+
+def test_the_list_reads_again_only_the_runs_that_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autobp.tools import compare
+
+    old = train(CONFIGS / "xor.yaml", ["training.epochs=2"], output=tmp_path).run_dir
+    new = train(CONFIGS / "xor.yaml", ["training.epochs=3"], output=tmp_path).run_dir
+    cache: dict = {}
+    assert {entry.name: entry.epochs for entry in compare.list_runs(tmp_path, cache)[0]} == {old.name: 2, new.name: 3}
+    read, original = [], compare._run_entry
+    monkeypatch.setattr(compare, "_run_entry", lambda path, name: read.append(path.name) or original(path, name))
+    compare.list_runs(tmp_path, cache)
+    assert read == []
+    with open(old / "metrics.csv", "a") as log:
+        log.write((old / "metrics.csv").read_text().splitlines()[-1].replace("2,", "3,", 1) + "\n")
+    listed = {entry.name: entry.epochs for entry in compare.list_runs(tmp_path, cache)[0]}
+    assert read == [old.name] and listed == {old.name: 3, new.name: 3}

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autobp.common.errors import AutobpError, ConfigError
+from autobp.common.files import signature
 from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 from autobp.rundir.histograms import HISTOGRAMS_FILE
 
 REPORT_FILE = "report.html"
 PLOTLY_ASSET = "plotly.min.js"  # a sweep's one copy of plotly.js, beside sweep.yaml
-INSTALL_HINT = "--html and `autobp view` need plotly: pip install 'autobp[report]'"
+INSTALL_HINT = "the HTML pages (--html, autobp view) need plotly: pip install 'autobp[report]'"
 BANDS = (0, 16, 50, 84, 100)  # percentiles of the distributions view: min–max, ±1σ of a normal, the median
 BAND_TRACES = 5  # a band's traces: the lower and upper edge of each of the two bands, the median
 LAYER_CURVES = (
@@ -162,15 +163,6 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _signature(path: Path) -> list[int] | None:
-    """What changes when a file is rewritten or grows: its identity, size and modification time."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
-
-
 def _digest(state: Any) -> str:
     return hashlib.sha1(json.dumps(state, default=str).encode()).hexdigest()[:16]
 
@@ -250,12 +242,12 @@ class RunContext:
         """What every section is drawn from: summary.json, the run's status, and whether each log has rows yet."""
         from autobp.rundir.reader import APPENDED_LOGS, has_rows, read_status
 
-        return [_signature(self.run_dir / rundir.SUMMARY_FILE), read_status(self.run_dir),
+        return [signature(self.run_dir / rundir.SUMMARY_FILE), read_status(self.run_dir),
                 [has_rows(self.run_dir / name) for name in APPENDED_LOGS]]  # fmt: skip
 
     def version(self, section: Section) -> str:
         """Changes whenever the section would be drawn differently (bar rows appended to the logs it follows)."""
-        return _digest([self.state, [_signature(self.run_dir / name) for name in section.watches]])
+        return _digest([self.state, [signature(self.run_dir / name) for name in section.watches]])
 
 
 def _summary(context: RunContext) -> str:
@@ -432,8 +424,13 @@ def _distributions(context: RunContext) -> str:
     return explain + _figure(figure, "distributions")
 
 
+def _digits(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.4g}")
+
+
 def _band_traces(go: Any, steps: list[int], bands: Any, layer: str, *, visible: bool, legend: bool) -> list[Any]:
-    low, inner_low, middle, inner_high, high = (_clean(band.tolist()) for band in bands)
+    # Percentiles of binned counts are known to a bin (8 per decade): four digits say all of it, in a third the bytes.
+    low, inner_low, middle, inner_high, high = ([_digits(v) for v in _clean(band.tolist())] for band in bands)
     common = dict(x=steps, visible=visible, legendgroup="bands", hoverinfo="skip", mode="lines")
     return [
         go.Scatter(y=low, line=dict(width=0, color="#9ecae1"), showlegend=False, **common),
@@ -545,11 +542,11 @@ class SweepContext:
             statuses = [outcome.status for outcome in self.outcomes]
         except AutobpError as err:
             statuses = [str(err)]
-        return [_signature(self.sweep_dir / SWEEP_FILE), _signature(self.sweep_dir / TRIALS_FILE),
+        return [signature(self.sweep_dir / SWEEP_FILE), signature(self.sweep_dir / TRIALS_FILE),
                 [trial.name for trial in self.trial_dirs], statuses]  # fmt: skip
 
     def version(self, section: Section) -> str:
-        return _digest([self.state, [_signature(self.sweep_dir / name) for name in section.watches]])
+        return _digest([self.state, [signature(self.sweep_dir / name) for name in section.watches]])
 
 
 def _sweep_table(context: SweepContext) -> str:

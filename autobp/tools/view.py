@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,6 +62,7 @@ class View:
     """What the server shows: the run and sweep directories under `root`."""
 
     root: Path
+    listed: dict[Path, Any] = field(default_factory=dict)  # the runs already read for the list, by their files
 
     def resolve(self, relative: str, must_exist: bool = True) -> Path:
         """A path under the root, from its URL form; anything that would leave the root is refused."""
@@ -78,7 +79,7 @@ class View:
         """The runs and sweeps, newest first, as `autobp runs` lists them, with the address of each page."""
         from autobp.tools.compare import list_runs
 
-        listed, notes = list_runs(self.root)
+        listed, notes = list_runs(self.root, self.listed)
         runs = []
         for entry in listed:
             path = Path(entry.path).resolve()
