@@ -94,7 +94,7 @@ def _sweep_trials(sweep_dir: Path) -> list[Path]:
     return trial_dirs(sweep_dir)
 
 
-def _write(target: Path, text: str) -> None:
+def _write(target: Path, text: str | bytes) -> None:
     from autobp.common import files
 
     try:
@@ -148,11 +148,9 @@ def page(context: RunContext | SweepContext, scripts: str, live_dir: str | None 
 
 def section_html(section: Section, context: RunContext | SweepContext, live: bool = False) -> str:
     """One section; a file it cannot read is a note in its place (as `report` says it), not an error."""
-    from autobp.common.errors import DataError
-
     try:
         content = section.build(context)
-    except (AutobpError, DataError, OSError) as err:
+    except (AutobpError, OSError) as err:
         content = _note(str(err))
     heading = f"<h2>{html.escape(section.title)}</h2>" if section.title else ""
     version = f' data-version="{context.version(section)}"' if live else ""
