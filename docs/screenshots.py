@@ -56,8 +56,8 @@ def autobp(*args: str, **popen: object) -> subprocess.Popen:
 
 def live(runs: Path, height: int) -> None:
     """`autobp view` on the runs folder while a training runs (paused), photographed: the list, then the run."""
-    trainer = autobp("train", str(ROOT / "configs" / "quickstart.yaml"), "--output", str(runs), "--name", "live",
-                     "--set", "training.epochs=100000", "--set", "data.n_samples=20000")  # fmt: skip
+    trainer = autobp("train", str(ROOT / "configs" / "quickstart.yaml"), "--output", str(runs), "--name", "live", "-q",
+                     "--set", "training.epochs=100000", "--set", "data.n_samples=20000", "--set", "training.log_every=100")  # fmt: skip
     metrics = None
     while metrics is None or metrics.read_bytes().count(b"\n") < 25:
         time.sleep(0.2)
@@ -103,9 +103,13 @@ def photograph(pages: dict[str, Path], height: int) -> None:
             if wide:
                 page.locator("svg").first.screenshot(path=str(target))
                 print(f"{target}: {target.stat().st_size:,} bytes", flush=True)
-            elif name.startswith("graph"):  # a graph too wide for the page, in the report: fitted to its width
-                page.check("#graph-fit")
+            elif name.startswith("graph"):  # a graph wider than the page, in the report: scrolled to its middle
+                frame = page.locator("#section-graph .graph")
+                frame.evaluate("g => { g.scrollLeft = (g.scrollWidth - g.clientWidth) / 2; }")
                 page.locator("#section-graph").screenshot(path=str(target))
+                print(f"{target}: {target.stat().st_size:,} bytes", flush=True)
+            elif name == "report-sweep-tpe.png":  # its table, curves and parallel coordinates
+                page.screenshot(path=str(target), full_page=True)
                 print(f"{target}: {target.stat().st_size:,} bytes", flush=True)
             else:
                 shoot(page, name, height)

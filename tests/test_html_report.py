@@ -226,8 +226,12 @@ def test_wide_graphs_scroll_or_fit_and_fraction_axes_start_at_zero(browser, deep
         return {scroll: g.scrollWidth, width: g.clientWidth, height: g.getBoundingClientRect().height}; })()""")
     assert box["scroll"] > 5000 > box["width"] and box["height"] <= 900  # its scroll bar is on screen
     page.check("#graph-fit")
-    svg = page.evaluate("document.querySelector('#section-graph svg').getBoundingClientRect().width")
-    assert svg <= box["width"] + 1
+    svg = page.evaluate("document.querySelector('#section-graph svg').getBoundingClientRect()")
+    assert svg["width"] <= box["width"] + 1
+    page.mouse.click(svg["x"] + 0.75 * svg["width"], svg["y"] + svg["height"] / 2)  # zoom into the right part
+    assert not page.is_checked("#graph-fit")
+    left = page.evaluate("document.querySelector('#section-graph .graph').scrollLeft")
+    assert abs(left + box["width"] / 2 - 0.75 * box["scroll"]) < 50
     opened.page.close()
     quiet = train(CONFIGS / "xor.yaml", ["training.epochs=2"], output=runs).run_dir  # tanh: never saturated here
     assert CliRunner().invoke(app, ["report", str(quiet), "--html"]).exit_code == 0

@@ -56,6 +56,12 @@ padding:8px 12px;margin:10px 0}.healthy{border-left:4px solid #2e7d32;background
 .graph{overflow:auto;max-height:80vh;border:1px solid #ddd}#graph-fit:checked~.graph svg{width:100%;height:auto}
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{color:#555;font-size:14px}
 .legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}"""
+# A click on the fitted drawing shows it at full size, scrolled so that the clicked place is in the middle.
+ZOOM_SCRIPT = """(() => { const fit = document.getElementById('graph-fit'), frame = document.querySelector('.graph');
+frame.addEventListener('click', (event) => { if (!fit.checked) return; const box = frame.querySelector('svg')
+.getBoundingClientRect(), x = (event.clientX - box.left) / box.width, y = (event.clientY - box.top) / box.height;
+fit.checked = false; frame.scrollLeft = x * frame.scrollWidth - frame.clientWidth / 2;
+frame.scrollTop = y * frame.scrollHeight - frame.clientHeight / 2; }); })();"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_TICKS = 8  # labels on a log axis or colour bar
 FRACTIONS = ("dead_fraction", "saturated_fraction")  # between 0 and 1: their axes start at 0
@@ -453,8 +459,8 @@ def _graph(context: RunContext) -> str:
                "every operation it ran, with its forward value and its adjoint ∂L/∂· from the reverse pass; each edge "
                "carries the local derivative it contributes. <code>autobp graph</code> draws it alone.</p>")  # fmt: skip
     fit = ('<input type="checkbox" id="graph-fit"> <label for="graph-fit">fit the drawing to the page width</label> '
-           "(else scroll it)")  # fmt: skip
-    return explain + legend() + fit + f'<div class="graph">{to_svg(graph)}</div>'
+           "(click a fitted drawing to see that place at full size; else scroll it)")  # fmt: skip
+    return explain + legend() + fit + f'<div class="graph">{to_svg(graph)}</div><script>{ZOOM_SCRIPT}</script>'
 
 
 def _config(context: RunContext) -> str:
