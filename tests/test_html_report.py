@@ -78,7 +78,7 @@ def test_run_report_in_a_browser(browser, deep_report: Path) -> None:
     assert heatmap["y"] == [layer.name for layer in log.layers] and len(heatmap["z"]) == 9
     first = log.layers[0]
     assert heatmap["x"] == first.steps
-    assert np.allclose(heatmap["z"][0], np.log10(first.values("out_grad_norm")), rtol=1e-12)
+    assert np.allclose(heatmap["z"][0], np.log10(first.values("out_grad_norm")), rtol=5e-4)  # 4 digits: as hovers show
     # Hovering the validation-loss curve shows that epoch's value.
     val = log.metrics[2]["val_loss"]
     x, y = page.evaluate("""() => {

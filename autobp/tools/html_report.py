@@ -64,6 +64,7 @@ fit.checked = false; frame.scrollLeft = x * frame.scrollWidth - frame.clientWidt
 frame.scrollTop = y * frame.scrollHeight - frame.clientHeight / 2; }); })();"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_TICKS = 8  # labels on a log axis or colour bar
+SHOWN_DIGITS = 4  # significant digits of the numbers in a chart: what hovers show, in a third of the bytes of all 17
 FRACTIONS = ("dead_fraction", "saturated_fraction")  # between 0 and 1: their axes start at 0
 
 
@@ -186,8 +187,9 @@ def _live(traces: list[dict], marks: dict[str, tuple[int, int] | None], **more: 
 
 
 def _clean(values: Sequence[float | None]) -> list[float | None]:
-    """Non-finite values become gaps (plotly cannot draw inf or NaN)."""
-    return [v if v is not None and math.isfinite(v) else None for v in values]
+    """Values as charts carry them: to SHOWN_DIGITS significant digits (the most a hover shows), and non-finite ones
+    as gaps (plotly cannot draw inf or NaN)."""
+    return [float(f"{v:.{SHOWN_DIGITS}g}") if v is not None and math.isfinite(v) else None for v in values]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -333,7 +335,7 @@ def _gradient_flow(context: RunContext) -> str:
     for row, layer in zip(raw, log.layers):
         for step, value in zip(layer.steps, layer.values("out_grad_norm")):
             row[column[step]] = value
-    logs = [[math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row] for row in raw]
+    logs = [_clean([math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row]) for row in raw]
     finite = [v for row in logs for v in row if v is not None]
     low, high = (math.floor(min(finite)), math.ceil(max(finite))) if finite else (-1, 0)
     ticks = list(range(low, high + 1, _decade_step(high - low)))
@@ -428,13 +430,8 @@ def _distributions(context: RunContext) -> str:
     return explain + _figure(figure, "distributions")
 
 
-def _digits(value: float | None) -> float | None:
-    return None if value is None else float(f"{value:.4g}")
-
-
 def _band_traces(go: Any, steps: list[int], bands: Any, layer: str, *, visible: bool, legend: bool) -> list[Any]:
-    # Percentiles of binned counts are known to a bin (8 per decade): four digits say all of it, in a third the bytes.
-    low, inner_low, middle, inner_high, high = ([_digits(v) for v in _clean(band.tolist())] for band in bands)
+    low, inner_low, middle, inner_high, high = (_clean(band.tolist()) for band in bands)
     common = dict(x=steps, visible=visible, legendgroup="bands", hoverinfo="skip", mode="lines")
     return [
         go.Scatter(y=low, line=dict(width=0, color="#9ecae1"), showlegend=False, **common),

@@ -88,7 +88,7 @@ class View:
                 continue
             runs.append({"name": entry.name, "kind": entry.kind, "status": entry.status, "best": entry.best,
                          "date": entry.date.strftime("%Y-%m-%d %H:%M:%S"), "epochs": entry.epochs,
-                         "href": "/page/" + quote(path.relative_to(self.root).as_posix())})  # fmt: skip
+                         "href": self._address(path)})  # fmt: skip
         return {"runs": runs, "notes": notes}
 
     def context(self, relative: str) -> Any:
@@ -99,7 +99,7 @@ class View:
 
         path = self.resolve(relative)
         if is_sweep_dir(path):
-            return SweepContext(path, lambda trial: "/page/" + quote(trial.resolve().relative_to(self.root).as_posix()))
+            return SweepContext(path, self._address)
         if is_run_dir(path):
             return RunContext(path)
         raise Refused(HTTPStatus.NOT_FOUND, f"{relative}: neither a run directory nor a sweep directory")
@@ -147,6 +147,11 @@ class View:
         from autobp.tools.html_report import STYLE
 
         return LISTING.format(title=html.escape(str(self.root)), style=STYLE, scripts=SCRIPTS)
+
+    def _address(self, directory: Path) -> str:
+        """The page of a run or sweep directory here ('' for one that leads out of the root)."""
+        path = directory.resolve()
+        return "/page/" + quote(path.relative_to(self.root).as_posix()) if path.is_relative_to(self.root) else ""
 
     def _relative(self, context: Any) -> str:
         path = getattr(context, "run_dir", None) or context.sweep_dir
