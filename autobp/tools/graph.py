@@ -352,8 +352,9 @@ def _positions(graph: ComputationGraph) -> tuple[dict[str, tuple[float, float, f
     return places, width, y - ROW_GAP + 20
 
 
-def to_svg(graph: ComputationGraph) -> str:
-    """A standalone SVG drawing of the graph, laid out by autobp."""
+def to_svg(graph: ComputationGraph, values: bool = True) -> str:
+    """A standalone SVG drawing of the graph, laid out by autobp; `values` keeps every node's full values and adjoints
+    in data-* attributes (for tools; the drawing shows them either way)."""
     places, width, height = _positions(graph)
     esc = html.escape
     parts = [
@@ -368,7 +369,7 @@ def to_svg(graph: ComputationGraph) -> str:
     for edge in graph.edges:
         parts.append(_svg_edge(edge, places))
     for node in graph.nodes:
-        parts.append(_svg_node(node, places[node.id]))
+        parts.append(_svg_node(node, places[node.id], values))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -389,13 +390,13 @@ def _svg_edge(edge: Edge, places: dict[str, tuple[float, float, float]]) -> str:
             f'paint-order="stroke">{text}</text></g>')  # fmt: skip
 
 
-def _svg_node(node: Node, place: tuple[float, float, float]) -> str:
+def _svg_node(node: Node, place: tuple[float, float, float], values: bool) -> str:
     x, y, height = place
     esc = html.escape
     attributes = {
         "data-id": node.id, "data-kind": node.kind, "data-op": node.op, "data-layer": node.layer or "",
-        "data-shape": json.dumps(list(node.value.shape)), "data-value": _data(node.value),
-        "data-adjoint": _data(node.adjoint), "data-value-norm": repr(_norm(node.value)),
+        "data-shape": json.dumps(list(node.value.shape)), "data-value": _data(node.value) if values else "",
+        "data-adjoint": _data(node.adjoint) if values else "", "data-value-norm": repr(_norm(node.value)),
         "data-adjoint-norm": repr(_norm(node.adjoint)),
     }  # fmt: skip
     attrs = " ".join(f'{key}="{esc(value)}"' for key, value in attributes.items())

@@ -457,7 +457,8 @@ def _graph(context: RunContext) -> str:
                "carries the local derivative it contributes. <code>autobp graph</code> draws it alone.</p>")  # fmt: skip
     fit = ('<input type="checkbox" id="graph-fit"> <label for="graph-fit">fit the drawing to the page width</label> '
            "(click a fitted drawing to see that place at full size; else scroll it)")  # fmt: skip
-    return explain + legend() + fit + f'<div class="graph">{to_svg(graph)}</div><script>{ZOOM_SCRIPT}</script>'
+    drawing = to_svg(graph, values=False)  # the drawing shows the numbers; their full lists are `autobp graph`'s
+    return explain + legend() + fit + f'<div class="graph">{drawing}</div><script>{ZOOM_SCRIPT}</script>'
 
 
 def _config(context: RunContext) -> str:
