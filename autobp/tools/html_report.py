@@ -220,17 +220,21 @@ class RunContext:
     first: rows appended while the page is built are sent again by the live view, and dropped by the page."""
 
     def __init__(self, run_dir: Path) -> None:
-        from autobp.rundir.reader import APPENDED_LOGS, log_mark
-
         self.run_dir = run_dir
-        self.marks = {name: log_mark(run_dir / name) for name in APPENDED_LOGS}
         self.title = f"{run_dir.name}: autobp report"
         self.sections = RUN_SECTIONS
+
+    @cached_property
+    def marks(self) -> dict[str, tuple[int, int] | None]:
+        from autobp.rundir.reader import APPENDED_LOGS, log_mark
+
+        return {name: log_mark(self.run_dir / name) for name in APPENDED_LOGS}
 
     @cached_property
     def log(self) -> Any:
         from autobp.rundir.reader import read_run
 
+        _ = self.marks  # taken before the logs are read: rows appended meanwhile come again, none is lost
         return read_run(self.run_dir)
 
     @cached_property
@@ -485,13 +489,16 @@ class SweepContext:
     """What a sweep page's sections read; `link` turns a trial directory into the address of its page."""
 
     def __init__(self, sweep_dir: Path, link: Callable[[Path], str]) -> None:
-        from autobp.rundir.reader import log_mark
-
         self.sweep_dir, self.link = sweep_dir, link
         self.trial_dirs = _sweep_trials(sweep_dir)
-        self.marks = {f"{trial.name}/{rundir.METRICS_FILE}": log_mark(trial / rundir.METRICS_FILE)
-                      for trial in self.trial_dirs}  # fmt: skip
         self.sections = SWEEP_SECTIONS
+
+    @cached_property
+    def marks(self) -> dict[str, tuple[int, int] | None]:
+        from autobp.rundir.reader import log_mark
+
+        return {f"{trial.name}/{rundir.METRICS_FILE}": log_mark(trial / rundir.METRICS_FILE)
+                for trial in self.trial_dirs}  # fmt: skip
 
     @property
     def title(self) -> str:
@@ -521,6 +528,7 @@ class SweepContext:
 
         if not self.trial_dirs:
             return []
+        _ = self.marks  # taken before the logs are read: rows appended meanwhile come again, none is lost
         by_trial = {Path(run.run_dir).name: run for run in compare_runs([self.sweep_dir], "epochs").runs}
         trials = self.record.trials
         ranked = [_Trial(trials[i].trial, self.outcomes[i], by_trial[trials[i].trial], trials[i].values)
