@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.rundir.reader import read_appended
+from autobp.rundir.reader import is_run_dir, read_appended
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -85,6 +85,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Server]]:
 def open_page(browser: Any, server: Server, path: str) -> tuple[Any, list[str], list[str]]:
     """The page at `path`; every request not to the server is aborted and recorded, and every console error."""
     page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.set_default_timeout(DEADLINE * 1000)
     outside, errors = [], []
 
     def route(request_route: Any) -> None:
@@ -178,7 +179,7 @@ def test_a_sweep_table_grows_as_trials_start(browser, served: tuple[Path, Server
     sweep_file = root.parent / "sweep.yaml"
     sweep_file.write_text(f"base: {CONFIGS / 'quickstart.yaml'}\nname: widths\nparameters:\n  model.layers.0.units: [2, 3, 4]\n")
     sweep = autobp("sweep", str(sweep_file), "--output", str(root), "--jobs", "1", "-q", "--set", "training.epochs=8",
-                   "--set", "data.n_samples=4000", "--set", "training.log_every=50", start_new_session=True)  # fmt: skip
+                   "--set", "data.n_samples=20000", "--set", "training.log_every=50", start_new_session=True)  # fmt: skip
     sweep_dir = wait_for(lambda: next(iter((root / "sweeps").glob("widths-*")), None), "the sweep directory")
     wait_for(lambda: rows(sweep_dir / "trial-000" / "metrics.csv") >= 1, "the first trial's first epoch")
     os.killpg(sweep.pid, signal.SIGSTOP)
@@ -189,7 +190,8 @@ def test_a_sweep_table_grows_as_trials_start(browser, served: tuple[Path, Server
         page.click(f"a:text-is('{name}')")
         page.wait_for_selector("#section-trials table", state="attached")
         shown = page.locator("a.trial").all_inner_texts()
-        assert "trial-000" in shown and "trial-002" not in shown
+        started = sorted(path.name for path in sweep_dir.glob("trial-*") if is_run_dir(path))
+        assert "trial-000" in shown and sorted(shown) == started and len(started) < 3
     finally:
         os.killpg(sweep.pid, signal.SIGCONT)
     wait_for(lambda: len(page.locator("a.trial").all_inner_texts()) == 3, "every trial in the table")
