@@ -65,8 +65,8 @@ class Server:
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()
 
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> str:
+        self.process.send_signal(how)
         _, err = self.process.communicate(timeout=60)
         assert self.process.returncode == 0, err
         return err
@@ -274,9 +274,13 @@ def test_view_needs_plotly_and_a_folder(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 2 and "pip install 'autobp[report]'" in result.output
 
 
-def test_another_host_is_warned_about(tmp_path: Path) -> None:
+def test_another_host_is_warned_about_a_port_in_use_refused_and_ctrl_c_stops(tmp_path: Path) -> None:
     server = Server(tmp_path, "--host", "0.0.0.0")
-    err = server.stop()
+    port = server.url.rpartition(":")[2]
+    taken = autobp("view", str(tmp_path), "--port", port, "--host", "0.0.0.0")
+    _, err = taken.communicate(timeout=60)
+    assert taken.returncode == 2 and f"--port {port}: cannot listen there" in err
+    err = server.stop(signal.SIGINT)  # Ctrl-C
     assert "warning: --host 0.0.0.0: anyone who can reach this machine" in err and "autobp view: stopped" in err
 
 
