@@ -2,6 +2,7 @@
 
     run = autobp.load_run("runs/iris-20261126-054705")
     run.metrics["val_loss"], run.gradients[run.gradients["layer"] == "layer0"]["out_grad_norm"]
+    run.instruments[run.instruments["block"] == "total"]["noise_scale_smoothed"]
     run.predict(X)["prediction"], [d.kind for d in run.report().diagnoses]
 
 Everything is read through the same readers the commands use, so the numbers are the commands' numbers and an
@@ -52,6 +53,15 @@ class Run:
         from autobp.rundir.reader import read_numbers
 
         path = self.path / rundir.GRADIENTS_FILE
+        return records(read_numbers(path) if path.exists() else [])
+
+    @cached_property
+    def instruments(self) -> np.recarray:
+        """instruments.csv (runs with `training.instruments`): one record per instrumented step and block."""
+        from autobp.rundir.instruments import INSTRUMENTS_FILE
+        from autobp.rundir.reader import read_numbers
+
+        path = self.path / INSTRUMENTS_FILE
         return records(read_numbers(path) if path.exists() else [])
 
     @cached_property

@@ -60,7 +60,19 @@ def test_backward_releases_the_graph() -> None:
     h = ops.tanh(w @ w)
     loss = h.sum()
     loss.backward()
-    assert h.parents == () and h.is_leaf and loss.parents == ()
+    assert h.parents == () and loss.parents == () and not h.requires_grad
+
+
+def test_a_second_backward_through_a_released_graph_raises_instead_of_leaving_stale_gradients() -> None:
+    w = Tensor(np.array([0.5, -1.0]), requires_grad=True)
+    h = ops.tanh(w * 3.0)
+    first, second = h.sum(), (h * h).sum()  # both recorded before the first backward
+    first.backward()
+    with pytest.raises(EngineError, match="already walked and released"):
+        first.backward()
+    with pytest.raises(EngineError, match="already walked and released"):
+        second.backward()  # reaches h, whose record the first backward freed
+    np.testing.assert_allclose(w.grad, 3.0 * (1.0 - np.tanh(w.data * 3.0) ** 2))
 
 
 def test_no_grad_records_nothing() -> None:

@@ -82,6 +82,11 @@ def expected_scalars(run_dir: Path) -> dict[tuple[str, int], float]:
         for column, text in row.items():
             if column not in ("step", "epoch", "layer") and text != "":
                 expected[(f"{row['layer']}/{column}", int(row["step"]))] = as_float32(text)
+    if (run_dir / "instruments.csv").exists():
+        for row in read_csv(run_dir / "instruments.csv"):
+            for column, text in row.items():
+                if column not in ("step", "epoch", "block") and text != "":
+                    expected[(f"instruments/{row['block']}/{column}", int(row["step"]))] = as_float32(text)
     return expected
 
 
@@ -100,6 +105,16 @@ def test_a_run_reads_back_with_the_numbers_of_its_csv_files(tmp_path: Path) -> N
               if value is not None}  # fmt: skip
     assert values == {key: float(value) if type(value) is int else value for key, value in config.items()}
     assert metrics == ["metrics/train_loss", "metrics/val_loss", "metrics/train_accuracy", "metrics/val_accuracy"]
+
+
+def test_the_instruments_read_back_with_the_numbers_of_instruments_csv(tmp_path: Path) -> None:
+    settings = BASE | {"training": BASE["training"] | {"instruments": {"every": 1, "curvature_every": 2}}}
+    run_dir = train(settings, output=tmp_path / "runs").run_dir
+    expected = expected_scalars(run_dir)
+    export(run_dir)
+    found = scalars(accumulator(run_dir / "tensorboard"))
+    assert found == expected
+    assert {("instruments/total/alpha", 1), ("instruments/layer2/noise_scale", 3), ("instruments/total/lambda_max", 2)} <= set(found)
 
 
 def test_the_distributions_of_histograms_npz_read_back_bin_for_bin(tmp_path: Path) -> None:

@@ -108,6 +108,28 @@ def rows(path: Path) -> int:
     return path.read_bytes().count(b"\n") - 1 if path.is_file() else 0
 
 
+EPOCHS = 40
+
+
+def heatmap_steps(page: Any) -> int:
+    return page.evaluate("document.getElementById('gradient-flow').data[0].x.length")
+
+
+def logged_steps(run_dir: Path) -> int:
+    return len({row[0] for row in read_appended(run_dir / "gradients.csv", 0).rows})  # the step column
+
+
+def instrumented(page: Any) -> int:
+    """The noise scale's per-step dots on the instruments chart."""
+    return page.evaluate("document.getElementById('instruments').data[0].x.length")
+
+
+def total_rows(run_dir: Path) -> int:
+    appended = read_appended(run_dir / "instruments.csv", 0)
+    block, scale = appended.columns.index("block"), appended.columns.index("noise_scale")
+    return sum(row[block] == "total" and row[scale] is not None for row in appended.rows)
+
+
 def badge(page: Any, name: str) -> str:
     return page.evaluate(f"""(() => {{
         const row = [...document.querySelectorAll('#runs tbody tr')].find(r => r.dataset.name === {name!r});
@@ -126,8 +148,8 @@ def points(page: Any, div: str, trace: str) -> int:
 def test_a_run_grows_finishes_and_a_killed_one_reads_killed(browser, served: tuple[Path, Server]) -> None:
     root, server = served
     slow = ["--set", "data.n_samples=20000", "--set", "training.log_every=50"]
-    trainer = autobp("train", str(CONFIGS / "xor.yaml"), "--output", str(root), "--set", "training.epochs=12", *slow,
-                     start_new_session=True)  # fmt: skip
+    trainer = autobp("train", str(CONFIGS / "xor.yaml"), "--output", str(root), "--set", f"training.epochs={EPOCHS}",
+                     "--set", "training.instruments={every: 50}", *slow, start_new_session=True)  # fmt: skip
     run_dir = wait_for(lambda: next(iter(root.glob("xor-*")), None), "the run directory")
     wait_for(lambda: rows(run_dir / "metrics.csv") >= 2, "two epochs")
     os.killpg(trainer.pid, signal.SIGSTOP)  # paused: the page must show it running, with the epochs logged so far
@@ -138,19 +160,31 @@ def test_a_run_grows_finishes_and_a_killed_one_reads_killed(browser, served: tup
         page = listing
         logged = rows(run_dir / "metrics.csv")
         wait_for(lambda: page.locator(".live-count").text_content() == str(logged), "the epoch count")
-        assert points(page, "curves", "val_loss") == logged
+        assert points(page, "curves", "val_loss") == logged and instrumented(page) == total_rows(run_dir)
+        assert page.locator("h1 .status").text_content() == "running"
+        page.evaluate("document.querySelectorAll('main section').forEach(s => { s.drawn = true; })")
+    finally:
+        os.killpg(trainer.pid, signal.SIGCONT)
+    # It trains on, paused again a few epochs later: from the appended rows alone (the sections are the same
+    # elements: none was rebuilt, nor the page reloaded), the count, curves, heatmap and instruments advance.
+    wait_for(lambda: rows(run_dir / "metrics.csv") >= logged + 3, "three more epochs")
+    os.killpg(trainer.pid, signal.SIGSTOP)
+    try:
+        now = rows(run_dir / "metrics.csv")
+        assert now < EPOCHS
+        wait_for(lambda: page.locator(".live-count").text_content() == str(now), "the epoch count to advance")
+        wait_for(lambda: points(page, "curves", "val_loss") == now, "the curves to advance")
+        wait_for(lambda: heatmap_steps(page) == logged_steps(run_dir), "the heatmap to advance")
+        wait_for(lambda: instrumented(page) == total_rows(run_dir), "the instruments to advance")
+        assert page.evaluate("[...document.querySelectorAll('main section')].every(s => s.drawn)")
         assert page.locator("h1 .status").text_content() == "running"
     finally:
         os.killpg(trainer.pid, signal.SIGCONT)
-    # Let go, it trains on: the count and the curves advance without a reload, then it reads `completed`.
-    wait_for(lambda: int(page.locator(".live-count").text_content()) > logged, "the epoch count to advance")
     wait_for(lambda: page.locator("h1 .status").text_content() == "completed", "`completed`")
     assert trainer.wait(timeout=DEADLINE) == 0
-    wait_for(lambda: points(page, "curves", "val_loss") == 12, "every epoch on the curves")
-    assert page.locator(".live-count").text_content() == "12"
-    steps = len({row[0] for row in read_appended(run_dir / "gradients.csv", 0).rows})  # the step column
-    wait_for(lambda: page.evaluate("document.getElementById('gradient-flow').data[0].x.length") == steps, "the heatmap")
-    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
+    wait_for(lambda: points(page, "curves", "val_loss") == EPOCHS, "every epoch on the curves")
+    assert page.locator(".live-count").text_content() == str(EPOCHS)
+    wait_for(lambda: heatmap_steps(page) == logged_steps(run_dir), "the whole heatmap")
     # A run killed outright reads `killed` in the list; resumed, `running` again, then `completed`.
     killed = autobp("train", str(CONFIGS / "xor.yaml"), "--output", str(root), "--name", "doomed", *slow,
                     "--set", "training.epochs=100000", "--set", "training.checkpoint_every=1")  # fmt: skip

@@ -169,16 +169,39 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def parse_cell(column: str, text: str | None) -> int | float | str | None:
-    """A logged value: `epoch` and `step` as ints, `layer` as text, the rest as floats; empty (or missing) is None.
+    """A logged value: `epoch` and `step` as ints, `layer` and `block` as text, the rest as floats; empty (or missing)
+    is None.
 
     Raises ValueError for text that is not a number where one belongs."""
     if text is None or text == "":
         return None
     if column in ("epoch", "step"):
         return int(text)
-    if column == "layer":
+    if column in ("layer", "block"):
         return text
     return float(text)
+
+
+def whole_row(row: dict[str, str | None], columns: Sequence[str], required: Sequence[str]) -> bool:
+    """Whether a row read from a log is whole: exactly `columns`, each a value where one belongs (see `parse_cell`),
+    the `required` ones not empty (a row cut by a kill, or damaged, is not)."""
+    if list(row) != list(columns) or any(value is None for value in row.values()):
+        return False
+    if not all(row.get(column) for column in required):
+        return False
+    try:
+        for column, value in row.items():
+            parse_cell(column, value)
+    except ValueError:
+        return False
+    return True
+
+
+def ends_a_line(path: Path) -> bool:
+    """Whether a (non-empty) file's last byte ends a line: a log cut mid-write does not."""
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
 
 
 def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:

@@ -11,12 +11,11 @@ needs its own program.
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
 from typing import Any, Sequence
 
 import numpy as np
 
-from autobp.engine.tensor import EngineError, Tensor, unbroadcast
+from autobp.engine.tensor import RELEASED, EngineError, Tensor, recorded, unbroadcast
 
 
 class Program:
@@ -54,15 +53,16 @@ def compile_graph(loss: Tensor, params: Sequence[Tensor], inputs: Sequence[np.nd
     array the graph used is a constant of the program. `watch` lists recorded tensors whose values and
     gradients the caller wants to read after each run. The graph is left as it was.
     """
-    if loss._node is None or loss.data.size != 1:
-        raise EngineError("compile_graph needs a scalar loss recorded from parameters that require gradients")
+    if loss._node is None or loss._node is RELEASED or loss.data.size != 1:
+        raise EngineError("compile_graph needs a scalar loss recorded from parameters that require gradients "
+                          "(before backward() releases its graph)")
     writer = _Writer(params, inputs)
-    nodes = _recorded_nodes(loss)
+    nodes = recorded(loss)
     for node in nodes:
         writer.forward(node)
     flat = _flat_buffer(params)
     views = {} if flat is None else {id(p): writer.constant(view, "V") for p, view in zip(params, _views(flat, params))}
-    _write_backward(writer, loss, set(map(id, watch)), views)
+    _write_backward(writer, nodes, set(map(id, watch)), views)
     for tensor in watch:
         if id(tensor.data) not in writer.names:
             raise EngineError("compile_graph: a watched tensor is not part of the recorded graph")
@@ -150,30 +150,31 @@ class _Writer:
         return f"{self.rule(rule)}({args})"
 
     def forward(self, node: Tensor) -> None:
-        rule, _, raw, kwargs, number = node._node
-        result = f"v{number}"
-        self.line(f"{result} = {self.call(rule.forward, [], raw, kwargs)}")
+        record = node._node
+        result = f"v{record.number}"
+        self.line(f"{result} = {self.call(record.op.forward, [], record.args, record.kwargs)}")
         if node.data.ndim == 0:  # a reduction to a scalar gives a numpy scalar; the interpreter makes it an array
             self.line(f"{result} = asarray({result})")
         self.names[id(node.data)] = result
 
 
-def _write_backward(writer: _Writer, root: Tensor, keep: set[int], views: dict[int, str]) -> None:
-    """The VJP calls `backward` makes, in its order (the same heap on creation numbers), walked once on the
-    recorded values so that each call's result shape is known: sums back over broadcast axes only where needed.
-    A leaf with a buffer in `views` ends up there: written by the rule itself when its one VJP can, else copied."""
+def _write_backward(writer: _Writer, nodes: list[Tensor], keep: set[int], views: dict[int, str]) -> None:
+    """The VJP calls `backward` makes, in its order (the engine's `recorded` order taken from the end), walked once
+    on the recorded values so that each call's result shape is known: sums back over broadcast axes only where
+    needed. A leaf with a buffer in `views` ends up there: written by the rule itself when its one VJP can, else
+    copied."""
     direct: dict[int, tuple[int, str] | None] = {}  # leaf → (line, the same call written into its buffer) or None
-    seed = writer.grads[id(root)] = f"g{root._node[4]}"
+    root = nodes[-1]
+    seed = writer.grads[id(root)] = f"g{root._node.number}"
     shape = writer.constant(root.data.shape)
     writer.line(f"{seed} = ones({shape}, {writer.constant(root.data.dtype)})")
     values = {id(root): np.ones(root.data.shape, root.data.dtype)}
     leaves = 0
-    pending = [(-root._node[4], root)]
-    while pending:
-        node = heappop(pending)[1]
+    for node in reversed(nodes):
         g = values.pop(id(node))
-        rule, parents, raw, kwargs, number = node._node
-        for i, parent in parents:
+        record = node._node
+        rule, raw, kwargs, number = record.op, record.args, record.kwargs, record.number
+        for i, parent in record.parents:
             gi = rule.vjp(i, g, node.data, *raw, **kwargs)
             call = writer.call(rule.vjp, [str(i), f"g{number}", writer.names[id(node.data)]], raw, kwargs)
             if gi.shape != parent.data.shape:
@@ -194,9 +195,8 @@ def _write_backward(writer: _Writer, root: Tensor, keep: set[int], views: dict[i
                     args = [views[id(parent)], str(i), f"g{number}", writer.names[id(node.data)]]
                     direct[id(parent)] = (len(writer.lines), writer.call(into, args, raw, kwargs))
             else:
-                target = f"g{parent._node[4]}"
+                target = f"g{parent._node.number}"
                 values[id(parent)] = gi
-                heappush(pending, (-parent._node[4], parent))
             writer.grads[id(parent)] = target
             writer.line(f"{target} = {call}")
         if id(node) not in keep:
@@ -217,14 +217,3 @@ def _land_in_buffers(writer: _Writer, views: dict[int, str], direct: dict[int, t
         else:
             writer.lines[written[0]] = f"{target} = {written[1]}"
 
-
-def _recorded_nodes(root: Tensor) -> list[Tensor]:
-    """Every recorded tensor `root` depends on, in creation order (a topological order)."""
-    seen = {id(root): root}
-    stack = [root]
-    while stack:
-        for _, parent in stack.pop()._node[1]:
-            if parent._node is not None and id(parent) not in seen:
-                seen[id(parent)] = parent
-                stack.append(parent)
-    return sorted(seen.values(), key=lambda t: t._node[4])

@@ -1,53 +1,112 @@
-"""Functional entry points to both modes of differentiation, and the finite-difference gradient check.
+"""Functional entry points to both modes of differentiation, their compositions, and the finite-difference check.
 
 Reverse mode (`vjp`, `grad`) computes uᵀJ for one output cotangent u in one backward pass: a whole gradient of a
 scalar loss at the cost of about one forward pass. Forward mode (`jvp`) computes J·v for one input direction v in
 the forward pass itself: a full gradient that way takes one pass per parameter, which is why training uses reverse.
+Forward over reverse (`hvp`) gives a Hessian-vector product H·v for about the cost of two gradients.
+
+Called on arrays, each function returns arrays. Called inside another one (on the tensors it passes to its
+function), each returns tensors the outer one differentiates: `grad(lambda x: grad(f)(x).sum())`,
+`jvp(grad(f), …)` and `grad(lambda x: jvp(f, [x], [v])[1])` all work, to any depth of reverse mode.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from autobp.engine.tensor import Tensor, as_float_array, forward_mode
+from autobp.engine import ops
+from autobp.engine.tensor import EngineError, Tensor, _mode, as_float_array, forward_mode, gradients, no_grad
 
 Function = Callable[..., Tensor]
+
+
+@contextmanager
+def _transform() -> Iterator[None]:
+    """While a transform runs its function, transforms called inside know they are nested."""
+    _mode.nesting += 1
+    try:
+        yield
+    finally:
+        _mode.nesting -= 1
+
+
+def _nested(inputs: Sequence[Any]) -> bool:
+    return _mode.nesting > 0 or any(type(v) is Tensor and (v.requires_grad or v.tangent is not None) for v in inputs)
 
 
 def _inputs(values: Sequence[Any], requires_grad: bool) -> list[Tensor]:
     return [Tensor(as_float_array(v.data if isinstance(v, Tensor) else v), requires_grad=requires_grad) for v in values]
 
 
-def jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def _variable(value: Any) -> Tensor:
+    """A tensor to differentiate with respect to, still connected to `value` if an outer transform follows it."""
+    if type(value) is not Tensor:
+        return Tensor(as_float_array(value), requires_grad=True)
+    if value.requires_grad:
+        return value
+    variable = Tensor(value.data, requires_grad=True)
+    variable.tangent = value.tangent  # forward over reverse: the outer jvp's direction rides along
+    return variable
+
+
+def _zeros_if_none(grads: list[Any], like: Sequence[Tensor], as_tensor: bool) -> list[Any]:
+    zeros = [np.zeros_like(x.data) for x in like]
+    if as_tensor:
+        return [Tensor(z) if g is None else g for g, z in zip(grads, zeros)]
+    return [z if g is None else g for g, z in zip(grads, zeros)]
+
+
+def jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
     """Forward mode: (f(inputs), J·tangents) from a single forward pass."""
+    if _nested(inputs):
+        return _nested_jvp(f, inputs, tangents)
     xs = _inputs(inputs, requires_grad=False)
     for x, t in zip(xs, tangents, strict=True):
         x.tangent = np.asarray(t, dtype=x.data.dtype)
         if x.tangent.shape != x.data.shape:
             raise ValueError(f"jvp: tangent of shape {x.tangent.shape} for an input of shape {x.data.shape}")
-    with forward_mode():
+    with forward_mode(), _transform():
         out = f(*xs)
     tangent = out.tangent if out.tangent is not None else np.zeros_like(out.data)
     return out.data, tangent
 
 
-def vjp(f: Function, inputs: Sequence[Any]) -> tuple[np.ndarray, Callable[[Any], list[np.ndarray]]]:
+def _nested_jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> tuple[Tensor, Tensor]:
+    """jvp inside another transform: tangents are tensors, recorded, so an outer reverse mode differentiates them."""
+    xs = []
+    for value, t in zip(inputs, tangents, strict=True):
+        if type(value) is Tensor and value.tangent is not None:
+            raise EngineError("jvp inside jvp: forward mode carries one level of tangents; use reverse mode outside")
+        # An identity that is recorded keeps x connected to the outer transform's variable, yet gets its own tangent.
+        x = ops.reshape(value, shape=np.shape(value.data)) if type(value) is Tensor else Tensor(as_float_array(value))
+        x.tangent = t if type(t) is Tensor else Tensor(np.asarray(t, dtype=x.data.dtype))
+        xs.append(x)
+    with forward_mode(), _transform():
+        out = f(*xs)
+    return out, out.tangent if out.tangent is not None else Tensor(np.zeros_like(out.data))
+
+
+def vjp(f: Function, inputs: Sequence[Any]) -> tuple[Any, Callable[[Any], list[Any]]]:
     """Reverse mode: f(inputs) and a function taking a cotangent u to [uᵀ ∂f/∂xᵢ for each input].
 
-    The graph is recorded once per call of the returned function, since backward releases what it walked.
+    The graph is recorded once and kept, so the returned function may be called for many cotangents.
     """
-    out = f(*_inputs(inputs, requires_grad=False))
+    nested = _nested(inputs)
+    xs = [_variable(v) for v in inputs]
+    with _transform():
+        out = f(*xs)
 
-    def pullback(cotangent: Any) -> list[np.ndarray]:
-        xs = _inputs(inputs, requires_grad=True)
-        y = f(*xs)
-        y.backward(np.asarray(cotangent, dtype=y.data.dtype))
-        return [x.grad if x.grad is not None else np.zeros_like(x.data) for x in xs]
+    def pullback(cotangent: Any) -> list[Any]:
+        seed = cotangent if type(cotangent) is Tensor else np.asarray(cotangent, dtype=out.data.dtype)
+        if np.shape(seed) != out.data.shape:
+            raise ValueError(f"vjp: cotangent of shape {np.shape(seed)} for an output of shape {out.data.shape}")
+        return _zeros_if_none(gradients(out, xs, seed, create_graph=nested), xs, nested)
 
-    return out.data, pullback
+    return (out if nested else out.data), pullback
 
 
 def grad(f: Function, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -56,15 +115,61 @@ def grad(f: Function, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
     wanted = [argnums] if single else list(argnums)
 
     def gradient(*inputs: Any) -> Any:
-        xs = _inputs(inputs, requires_grad=False)
-        for k in wanted:
-            xs[k].requires_grad = True
-        out = f(*xs)
-        out.backward()
-        grads = [xs[k].grad if xs[k].grad is not None else np.zeros_like(xs[k].data) for k in wanted]
+        if _nested(inputs):
+            xs = list(inputs)
+            for k in wanted:
+                xs[k] = _variable(inputs[k])
+            with _transform():
+                out = f(*xs)
+            variables = [xs[k] for k in wanted]
+            grads = _zeros_if_none(gradients(out, variables, create_graph=True), variables, as_tensor=True)
+        else:
+            xs = _inputs(inputs, requires_grad=False)
+            for k in wanted:
+                xs[k].requires_grad = True
+            with _transform():
+                out = f(*xs)
+            out.backward()
+            grads = _zeros_if_none([xs[k].grad for k in wanted], [xs[k] for k in wanted], as_tensor=False)
         return grads[0] if single else grads
 
     return gradient
+
+
+def hvp(f: Function, params: Sequence[np.ndarray], vectors: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The Hessian of the scalar f(*params) times `vectors`, H·v, by forward over reverse (about two gradients).
+
+    One forward pass carries the tangents v; the reverse pass then runs the VJPs as engine operations, which
+    push those tangents too, so each gradient's tangent is its directional derivative along v: a row block of H·v.
+    """
+    xs = _inputs(params, requires_grad=True)
+    for x, v in zip(xs, vectors, strict=True):
+        x.tangent = np.asarray(v, dtype=x.data.dtype)
+        if x.tangent.shape != x.data.shape:
+            raise ValueError(f"hvp: vector of shape {x.tangent.shape} for a parameter of shape {x.data.shape}")
+    with forward_mode(), _transform():
+        out = f(*xs)
+        if out.data.size != 1:
+            raise ValueError(f"hvp: f must return a scalar, not an array of shape {out.data.shape}")
+        with no_grad():  # the reverse pass pushes tangents; nothing needs recording
+            grads = gradients(out, xs, create_graph=True)
+    return [np.zeros_like(x.data) if g is None or g.tangent is None else g.tangent for g, x in zip(grads, xs)]
+
+
+def hessian(f: Function, params: Sequence[np.ndarray]) -> np.ndarray:
+    """The full Hessian of the scalar f(*params) over all parameters flattened in order, one `hvp` per column
+    (for small parameter counts: n² numbers)."""
+    shapes = [np.shape(p) for p in params]
+    sizes = [int(np.prod(s)) for s in shapes]
+    total = sum(sizes)
+    columns = []
+    for j in range(total):
+        unit = np.zeros(total)
+        unit[j] = 1.0
+        pieces = np.split(unit, np.cumsum(sizes)[:-1])
+        vectors = [piece.reshape(s).astype(as_float_array(p).dtype) for piece, s, p in zip(pieces, shapes, params)]
+        columns.append(np.concatenate([h.reshape(-1) for h in hvp(f, params, vectors)]))
+    return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
 
 
 @dataclass

@@ -6,9 +6,13 @@ numerically stable form of its gradient. Every loss is the mean over all element
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from autobp.engine.tensor import Primitive
+from autobp.engine import ops
+from autobp.engine.ops import data_of
+from autobp.engine.tensor import Primitive, Tensor
 
 
 class Dense(Primitive):
@@ -58,10 +62,35 @@ class Loss(Primitive):
     """A loss L(prediction, target) = mean of a pointwise term; its rules come from the pointwise slope.
 
     `slope(pred, target, scale)` returns scale · ∂term/∂pred: folding the scalar in saves a pass over the batch.
+    On tensors the slope is `slope_graph(pred, target)`, ∂term/∂pred in engine operations (`slope` itself where
+    its arithmetic works on tensors).
     """
 
     def slope(self, pred: np.ndarray, target: np.ndarray, scale: float, **kwargs: float) -> np.ndarray:
         raise NotImplementedError
+
+    def terms(self, pred: np.ndarray, target: np.ndarray, **kwargs: float) -> np.ndarray:
+        """The pointwise term, whose mean is the loss."""
+        raise NotImplementedError
+
+    def forward(self, pred, target, **kwargs):
+        return np.mean(self.terms(pred, target, **kwargs))
+
+    def per_example(self, pred: np.ndarray, target: np.ndarray, **kwargs: float) -> np.ndarray:
+        """ℓ_n, each example's loss: its terms' mean, so that the loss is the mean of ℓ_n over the batch."""
+        terms = self.terms(pred, target, **kwargs)
+        return terms.reshape(len(terms), -1).mean(axis=1)
+
+    def slope_graph(self, pred: Tensor, target: Any, **kwargs: float) -> Tensor:
+        return self.slope(pred, target, 1.0, **kwargs)
+
+    def vjp_graph(self, i, g, out, pred, target, **kwargs):
+        s = self.slope_graph(pred, target, **kwargs) * (g * (1.0 / pred.size))
+        return s if i == 0 else -s
+
+    def jvp_graph(self, i, t, out, pred, target, **kwargs):
+        s = ops.sum(self.slope_graph(pred, target, **kwargs) * t) * (1.0 / pred.size)
+        return s if i == 0 else -s
 
     def vjp(self, i, g, out, pred, target, **kwargs):
         s = self.slope(pred, target, float(g) / pred.size, **kwargs)
@@ -75,9 +104,9 @@ class Loss(Primitive):
 class MeanSquaredError(Loss):
     name = "mse"
 
-    def forward(self, pred, target):
+    def terms(self, pred, target):
         diff = pred - target
-        return np.mean(diff * diff)
+        return diff * diff
 
     def slope(self, pred, target, scale):
         return (pred - target) * (2.0 * scale)
@@ -86,11 +115,14 @@ class MeanSquaredError(Loss):
 class MeanAbsoluteError(Loss):
     name = "mae"
 
-    def forward(self, pred, target):
-        return np.mean(np.abs(pred - target))
+    def terms(self, pred, target):
+        return np.abs(pred - target)
 
     def slope(self, pred, target, scale):
         return np.sign(pred - target) * scale
+
+    def slope_graph(self, pred, target):
+        return np.sign(data_of(pred) - data_of(target))  # piecewise constant: no second derivative
 
 
 class Huber(Loss):
@@ -98,12 +130,15 @@ class Huber(Loss):
 
     name = "huber"
 
-    def forward(self, pred, target, delta=1.0):
+    def terms(self, pred, target, delta=1.0):
         r = np.abs(pred - target)
-        return np.mean(np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)))
+        return np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta))
 
     def slope(self, pred, target, scale, delta=1.0):
         return np.clip(pred - target, -delta, delta) * scale
+
+    def slope_graph(self, pred, target, delta=1.0):
+        return ops.clip(pred - target, low=-delta, high=delta)
 
 
 class BinaryCrossEntropy(Loss):
@@ -111,11 +146,14 @@ class BinaryCrossEntropy(Loss):
 
     name = "binary_cross_entropy"
 
-    def forward(self, logits, target):
-        return np.mean(np.maximum(logits, 0.0) - logits * target + np.log1p(np.exp(-np.abs(logits))))
+    def terms(self, logits, target):
+        return np.maximum(logits, 0.0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
 
     def slope(self, logits, target, scale):
         return (_sigmoid(logits) - target) * scale
+
+    def slope_graph(self, logits, target):
+        return ops.sigmoid(logits) - target
 
     def vjp(self, i, g, out, logits, target):
         if i == 0:
@@ -127,6 +165,16 @@ class BinaryCrossEntropy(Loss):
             return super().jvp(i, t, out, logits, target)
         return -np.sum(logits * t) / logits.size
 
+    def vjp_graph(self, i, g, out, logits, target):
+        if i == 0:
+            return super().vjp_graph(i, g, out, logits, target)
+        return logits * (g * (-1.0 / logits.size))
+
+    def jvp_graph(self, i, t, out, logits, target):
+        if i == 0:
+            return super().jvp_graph(i, t, out, logits, target)
+        return ops.sum(logits * t) * (-1.0 / logits.size)
+
 
 class CrossEntropy(Primitive):
     """Softmax cross-entropy from logits (n, classes) and integer labels (n,), averaged over the batch."""
@@ -134,9 +182,13 @@ class CrossEntropy(Primitive):
     name = "cross_entropy"
 
     def forward(self, logits, labels):
+        return np.mean(self.per_example(logits, labels))
+
+    def per_example(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """ℓ_n, each example's loss, whose mean is the loss."""
         peak = logits.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(logits - peak).sum(axis=1)) + peak[:, 0]
-        return np.mean(log_norm - logits[np.arange(len(labels)), labels])
+        return log_norm - logits[np.arange(len(labels)), labels]
 
     def _slope(self, logits, labels, scale):
         # (softmax − onehot) / batch size: the famously simple gradient of the fused pair.
@@ -150,6 +202,17 @@ class CrossEntropy(Primitive):
 
     def jvp(self, i, t, out, logits, labels):
         return np.sum(self._slope(logits, labels, 1.0) * t)
+
+    def _slope_graph(self, logits, labels):
+        onehot = np.zeros_like(logits.data)
+        onehot[np.arange(len(labels)), labels] = 1.0
+        return (ops.exp(ops.log_softmax(logits, axis=1)) - onehot) * (1.0 / len(labels))
+
+    def vjp_graph(self, i, g, out, logits, labels):
+        return self._slope_graph(logits, labels) * g
+
+    def jvp_graph(self, i, t, out, logits, labels):
+        return ops.sum(self._slope_graph(logits, labels) * t)
 
 
 dense = Dense()

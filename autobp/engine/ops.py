@@ -3,6 +3,8 @@
 Every rule works on raw numpy arrays. `vjp(i, g, out, *args)` returns Jᵢᵀg, the gradient for argument i given the
 gradient g of the output; `jvp(i, t, out, *args)` returns Jᵢt, the output's change for a change t of argument i.
 Rules may return gradients of the broadcast shape: `backward` sums them back to the argument's shape in one place.
+`vjp_graph` and `jvp_graph` are the same rules on tensors, written in these operations so that they can be
+differentiated in turn; a primitive defines them only where its array rules use numpy functions tensors lack.
 """
 
 from __future__ import annotations
@@ -12,20 +14,41 @@ from typing import Any
 
 import numpy as np
 
-from autobp.engine.tensor import Primitive
+from autobp.engine.tensor import Primitive, Tensor
+
+
+def data_of(value: Any) -> Any:
+    """A tensor's array, or the value itself if it is not a tensor (a constant argument)."""
+    return value.data if type(value) is Tensor else value
 
 
 class Elementwise(Primitive):
-    """An op with a diagonal Jacobian: both rules multiply by the local derivative ∂out/∂argᵢ."""
+    """An op with a diagonal Jacobian: both rules multiply by the local derivative ∂out/∂argᵢ.
+
+    On tensors the local derivative is `partial_graph`: `partial` itself where its arithmetic works on tensors,
+    its value as a constant where it is piecewise constant (`piecewise`: its own derivative is 0 wherever it
+    exists), or a primitive's own version."""
+
+    piecewise = False
 
     def partial(self, i: int, out: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         raise NotImplementedError
+
+    def partial_graph(self, i: int, out: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if self.piecewise:
+            return self.partial(i, out.data, *map(data_of, args), **kwargs)
+        return self.partial(i, out, *args, **kwargs)
 
     def vjp(self, i, g, out, *args, **kwargs):
         return g * self.partial(i, out, *args, **kwargs)
 
     def jvp(self, i, t, out, *args, **kwargs):
         return t * self.partial(i, out, *args, **kwargs)
+
+    def vjp_graph(self, i, g, out, *args, **kwargs):
+        return g * self.partial_graph(i, out, *args, **kwargs)
+
+    jvp_graph = vjp_graph
 
 
 # --- arithmetic ------------------------------------------------------------------------------------------------
@@ -89,6 +112,9 @@ class Divide(Elementwise):
 
 
 class Power(Elementwise):
+    """x ** y. Where the function is flat its derivative is 0, as HIPS autograd defines it: ∂/∂x of x ** 0 is 0 at
+    x = 0 (not 0 · 0⁻¹), and ∂/∂y of 0 ** y is 0 (not 0 · log 0)."""
+
     name = "power"
 
     def forward(self, x, y):
@@ -96,8 +122,17 @@ class Power(Elementwise):
 
     def partial(self, i, out, x, y):
         if i == 0:
-            return y * x ** (y - 1)
-        return out * np.log(x)
+            return y * x ** np.where(y != 0, y - 1, 1)
+        return out * np.log(np.where(x != 0, x, 1))
+
+    def partial_graph(self, i, out, x, y):
+        if i == 0:
+            if type(y) is Tensor:
+                return y * x ** where(y.data != 0, y - 1, np.ones_like(y.data))
+            return y * x ** np.where(y != 0, y - 1, 1)
+        if type(x) is Tensor:
+            return out * log(where(x.data != 0, x, np.ones_like(x.data)))
+        return out * np.log(np.where(x != 0, x, 1))
 
 
 # --- elementwise functions and activations ---------------------------------------------------------------------
@@ -130,6 +165,9 @@ class Sin(Elementwise):
     def partial(self, i, out, x):
         return np.cos(x)
 
+    def partial_graph(self, i, out, x):
+        return cos(x)
+
 
 class Cos(Elementwise):
     name = "cos"
@@ -139,6 +177,9 @@ class Cos(Elementwise):
 
     def partial(self, i, out, x):
         return -np.sin(x)
+
+    def partial_graph(self, i, out, x):
+        return -sin(x)
 
 
 class Tanh(Elementwise):
@@ -164,6 +205,7 @@ class Sigmoid(Elementwise):
 
 class Relu(Elementwise):
     name = "relu"
+    piecewise = True
 
     def forward(self, x):
         return np.maximum(x, 0.0)
@@ -174,6 +216,7 @@ class Relu(Elementwise):
 
 class LeakyRelu(Elementwise):
     name = "leaky_relu"
+    piecewise = True
 
     def forward(self, x, slope=0.01):
         return np.where(x > 0.0, x, x * slope)
@@ -192,6 +235,9 @@ class Elu(Elementwise):
     def partial(self, i, out, x, alpha=1.0):
         return np.where(x > 0.0, x.dtype.type(1.0), out + alpha)
 
+    def partial_graph(self, i, out, x, alpha=1.0):
+        return where(x.data > 0.0, np.ones_like(x.data), out + alpha)
+
 
 class Softplus(Elementwise):
     name = "softplus"
@@ -202,9 +248,13 @@ class Softplus(Elementwise):
     def partial(self, i, out, x):
         return 0.5 * (np.tanh(0.5 * x) + 1.0)
 
+    def partial_graph(self, i, out, x):
+        return sigmoid(x)
+
 
 class Abs(Elementwise):
     name = "abs"
+    piecewise = True
 
     def forward(self, x):
         return np.abs(x)
@@ -225,6 +275,7 @@ class Sqrt(Elementwise):
 
 class Maximum(Elementwise):
     name = "maximum"
+    piecewise = True
 
     def forward(self, x, y):
         return np.maximum(x, y)
@@ -237,6 +288,7 @@ class Maximum(Elementwise):
 
 class Minimum(Elementwise):
     name = "minimum"
+    piecewise = True
 
     def forward(self, x, y):
         return np.minimum(x, y)
@@ -248,6 +300,7 @@ class Minimum(Elementwise):
 
 class Clip(Elementwise):
     name = "clip"
+    piecewise = True
 
     def forward(self, x, low=None, high=None):
         return np.clip(x, low, high)
@@ -269,6 +322,12 @@ class Where(Primitive):
 
     jvp = vjp
 
+    def vjp_graph(self, i, g, out, condition, x, y):
+        zero = np.zeros_like(g.data)
+        return where(condition, g, zero) if i == 1 else where(condition, zero, g)
+
+    jvp_graph = vjp_graph
+
 
 # --- reductions ------------------------------------------------------------------------------------------------
 def _expand(g: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
@@ -276,6 +335,13 @@ def _expand(g: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
     if keepdims or axis is None:
         return g
     return np.expand_dims(g, axis)
+
+
+def _expand_graph(g: Tensor, axis: Any, keepdims: bool) -> Tensor:
+    """`_expand` on a tensor: a reshape to the reduced input's rank with size-1 axes where it was reduced."""
+    if keepdims or axis is None:
+        return g
+    return reshape(g, shape=np.expand_dims(g.data, axis).shape)
 
 
 class Sum(Primitive):
@@ -290,6 +356,12 @@ class Sum(Primitive):
     def jvp(self, i, t, out, x, axis=None, keepdims=False):
         return np.sum(t, axis=axis, keepdims=keepdims)
 
+    def vjp_graph(self, i, g, out, x, axis=None, keepdims=False):
+        return broadcast_to(_expand_graph(g, axis, keepdims), shape=x.shape)
+
+    def jvp_graph(self, i, t, out, x, axis=None, keepdims=False):
+        return sum(t, axis=axis, keepdims=keepdims)
+
 
 class Mean(Primitive):
     name = "mean"
@@ -302,6 +374,12 @@ class Mean(Primitive):
 
     def jvp(self, i, t, out, x, axis=None, keepdims=False):
         return np.mean(t, axis=axis, keepdims=keepdims)
+
+    def vjp_graph(self, i, g, out, x, axis=None, keepdims=False):
+        return broadcast_to(_expand_graph(g, axis, keepdims) * (out.size / x.size), shape=x.shape)
+
+    def jvp_graph(self, i, t, out, x, axis=None, keepdims=False):
+        return mean(t, axis=axis, keepdims=keepdims)
 
 
 class Max(Primitive):
@@ -320,6 +398,12 @@ class Max(Primitive):
 
     def jvp(self, i, t, out, x, axis=None, keepdims=False):
         return np.sum(t * self._share(out, x, axis, keepdims), axis=axis, keepdims=keepdims)
+
+    def vjp_graph(self, i, g, out, x, axis=None, keepdims=False):
+        return _expand_graph(g, axis, keepdims) * self._share(out.data, x.data, axis, keepdims)
+
+    def jvp_graph(self, i, t, out, x, axis=None, keepdims=False):
+        return sum(t * self._share(out.data, x.data, axis, keepdims), axis=axis, keepdims=keepdims)
 
 
 class LogSumExp(Primitive):
@@ -340,6 +424,15 @@ class LogSumExp(Primitive):
     def jvp(self, i, t, out, x, axis=None, keepdims=False):
         return np.sum(t * self._softmax(out, x, axis, keepdims), axis=axis, keepdims=keepdims)
 
+    def _softmax_graph(self, out, x, axis, keepdims):
+        return exp(x - _expand_graph(out, axis, keepdims))
+
+    def vjp_graph(self, i, g, out, x, axis=None, keepdims=False):
+        return _expand_graph(g, axis, keepdims) * self._softmax_graph(out, x, axis, keepdims)
+
+    def jvp_graph(self, i, t, out, x, axis=None, keepdims=False):
+        return sum(t * self._softmax_graph(out, x, axis, keepdims), axis=axis, keepdims=keepdims)
+
 
 class LogSoftmax(Primitive):
     name = "log_softmax"
@@ -352,6 +445,12 @@ class LogSoftmax(Primitive):
 
     def jvp(self, i, t, out, x, axis=-1):
         return t - np.sum(np.exp(out) * t, axis=axis, keepdims=True)
+
+    def vjp_graph(self, i, g, out, x, axis=-1):
+        return g - exp(out) * sum(g, axis=axis, keepdims=True)
+
+    def jvp_graph(self, i, t, out, x, axis=-1):
+        return t - sum(exp(out) * t, axis=axis, keepdims=True)
 
 
 # --- shapes and indexing ---------------------------------------------------------------------------------------
@@ -367,6 +466,12 @@ class Reshape(Primitive):
     def jvp(self, i, t, out, x, shape):
         return np.reshape(t, shape)
 
+    def vjp_graph(self, i, g, out, x, shape):
+        return reshape(g, shape=x.shape)
+
+    def jvp_graph(self, i, t, out, x, shape):
+        return reshape(t, shape=shape)
+
 
 class Transpose(Primitive):
     name = "transpose"
@@ -379,6 +484,12 @@ class Transpose(Primitive):
 
     def jvp(self, i, t, out, x, axes=None):
         return np.transpose(t, axes)
+
+    def vjp_graph(self, i, g, out, x, axes=None):
+        return transpose(g, axes=None if axes is None else tuple(np.argsort(axes)))
+
+    def jvp_graph(self, i, t, out, x, axes=None):
+        return transpose(t, axes=axes)
 
 
 class GetItem(Primitive):
@@ -395,6 +506,47 @@ class GetItem(Primitive):
 
     def jvp(self, i, t, out, x, index):
         return t[index]
+
+    def vjp_graph(self, i, g, out, x, index):
+        return index_add(g, index=index, shape=x.shape)
+
+
+class IndexAdd(Primitive):
+    """A zero array of `shape` with g added at `index` (repeated entries collect every addend): getitem's VJP."""
+
+    name = "index_add"
+
+    def forward(self, g, index, shape):
+        full = np.zeros(shape, g.dtype)
+        np.add.at(full, index, g)
+        return full
+
+    def vjp(self, i, g, out, x, index, shape):
+        return g[index]
+
+    def jvp(self, i, t, out, x, index, shape):
+        return self.forward(t, index, shape)
+
+    def jvp_graph(self, i, t, out, x, index, shape):
+        return index_add(t, index=index, shape=shape)
+
+
+class BroadcastTo(Primitive):
+    """x repeated along new leading axes and its size-1 axes to `shape` (numpy broadcasting, as a copy)."""
+
+    name = "broadcast_to"
+
+    def forward(self, x, shape):
+        return np.broadcast_to(x, shape).copy()
+
+    def vjp(self, i, g, out, x, shape):
+        return g  # summed back to x's shape by the reverse pass, as for any broadcast
+
+    def jvp(self, i, t, out, x, shape):
+        return np.broadcast_to(t, shape)
+
+    def jvp_graph(self, i, t, out, x, shape):
+        return broadcast_to(t, shape=shape)
 
 
 def _block(axis: int, start: int, stop: int, ndim: int) -> tuple:
@@ -421,6 +573,9 @@ class Concatenate(Primitive):
         full[self._where(i, xs, axis, out.ndim)] = t
         return full
 
+    def jvp_graph(self, i, t, out, *xs, axis=0):
+        return index_add(t, index=self._where(i, xs, axis, out.ndim), shape=out.shape)
+
 
 class Stack(Primitive):
     name = "stack"
@@ -435,6 +590,15 @@ class Stack(Primitive):
         full = np.zeros_like(out)
         np.moveaxis(full, axis, 0)[i] = t
         return full
+
+    def _at(self, i, axis, ndim):
+        return (slice(None),) * (axis % ndim) + (i,)
+
+    def vjp_graph(self, i, g, out, *xs, axis=0):
+        return g[self._at(i, axis, out.ndim)]
+
+    def jvp_graph(self, i, t, out, *xs, axis=0):
+        return index_add(t, index=self._at(i, axis, out.ndim), shape=out.shape)
 
 
 class MatMul(Primitive):
@@ -460,6 +624,24 @@ class MatMul(Primitive):
     def jvp(self, i, t, out, x, y):
         return t @ y if i == 0 else x @ t
 
+    def vjp_graph(self, i, g, out, x, y):
+        # The same products on tensors: vector operands as 1×k rows and k×1 columns, g with those axes put back.
+        xm = x if x.ndim > 1 else reshape(x, shape=(1, x.shape[0]))
+        ym = y if y.ndim > 1 else reshape(y, shape=(y.shape[0], 1))
+        shape = out.shape + (1,) if y.ndim == 1 else out.shape
+        gm = reshape(g, shape=shape[:-1] + (1,) + shape[-1:] if x.ndim == 1 else shape)
+        if i == 0:
+            gx = gm @ _swap(ym)
+            return gx if x.ndim > 1 else reshape(gx, shape=gx.shape[:-2] + gx.shape[-1:])
+        gy = _swap(xm) @ gm
+        return gy if y.ndim > 1 else reshape(gy, shape=gy.shape[:-1])
+
+
+def _swap(a: Any) -> Any:
+    """a with its last two axes exchanged."""
+    axes = tuple(range(a.ndim - 2)) + (a.ndim - 1, a.ndim - 2)
+    return transpose(a, axes=axes) if type(a) is Tensor else np.transpose(a, axes)
+
 
 ADD, SUBTRACT, NEGATIVE, MULTIPLY, DIVIDE, POWER = Add(), Subtract(), Negative(), Multiply(), Divide(), Power()
 LOGSUMEXP = LogSumExp()
@@ -470,3 +652,4 @@ relu, leaky_relu, elu, softplus, abs, sqrt = Relu(), LeakyRelu(), Elu(), Softplu
 maximum, minimum, clip, where = Maximum(), Minimum(), Clip(), Where()
 sum, mean, max, logsumexp, log_softmax = Sum(), Mean(), Max(), LOGSUMEXP, LogSoftmax()
 reshape, transpose, getitem, concatenate, stack, matmul = Reshape(), Transpose(), GetItem(), Concatenate(), Stack(), MatMul()
+index_add, broadcast_to = IndexAdd(), BroadcastTo()

@@ -1,10 +1,16 @@
 """The `Tensor`, the `Primitive` every operation is an instance of, and the reverse pass.
 
-A tensor that requires a gradient and was made by a primitive remembers that primitive, the raw arrays it was
-called with, and which of its arguments were tensors needing gradients (its parents). `backward()` walks those
-records from the output back to the leaves in reverse topological order, asking each primitive for its
-vector-Jacobian product (VJP) once per parent. Forward mode rides along the forward pass instead: when a tensor
-carries a tangent, each primitive also applies its Jacobian-vector product (JVP) to it.
+A tensor that requires a gradient and was made by a primitive remembers it in a `Node`: that primitive, the raw
+arrays it was called with, and which of its arguments were tensors needing gradients (its parents). `recorded`
+lists a graph's nodes in creation order; `backward()` walks that list from the end, asking each primitive for its
+vector-Jacobian product (VJP) once per parent, and the compiler and the graph view walk the same list. Forward
+mode rides along the forward pass instead: when a tensor carries a tangent, each primitive also applies its
+Jacobian-vector product (JVP) to it.
+
+Derivatives of derivatives: `gradients(..., create_graph=True)` runs each primitive's `vjp_graph`, the same VJP
+written in engine operations, so the gradients it returns are tensors with a graph of their own (reverse over
+reverse) and carry tangents when forward mode is on (forward over reverse). A tangent that is itself a tensor is
+pushed by `jvp_graph` and recorded (reverse over forward). Forward mode carries one level of tangents.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from heapq import heappop, heappush
 from itertools import count
-from typing import Any, Iterator
+from operator import attrgetter
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -24,13 +31,15 @@ class EngineError(ValueError):
 
 
 class _Mode:
-    """Global switches read on every primitive call: record a graph? propagate tangents?"""
+    """Global switches read on every primitive call: record a graph? propagate tangents? And how many functional
+    transforms (`grad`, `jvp`, …) are running, so an inner one knows to return tensors the outer can differentiate."""
 
-    __slots__ = ("record", "forward")
+    __slots__ = ("record", "forward", "nesting")
 
     def __init__(self) -> None:
         self.record = True
         self.forward = 0
+        self.nesting = 0
 
 
 _mode = _Mode()
@@ -77,9 +86,7 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self.tangent: np.ndarray | None = None
-        # How this tensor was computed: (primitive, parents as (argnum, tensor) pairs, raw args, kwargs, creation
-        # number); None for leaves.
-        self._node: Node | None = None
+        self._node: Node | None = None  # how this tensor was computed; None for leaves, RELEASED after backward
         self._retain = False
 
     # --- plain array facts -------------------------------------------------------------------------------------
@@ -106,7 +113,7 @@ class Tensor:
     @property
     def parents(self) -> tuple[Tensor, ...]:
         """The tensors this one was computed from that need gradients (empty for leaves and released nodes)."""
-        return () if self._node is None else tuple(parent for _, parent in self._node[1])
+        return () if self._node is None else tuple(parent for _, parent in self._node.parents)
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -118,7 +125,7 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self) -> str:
-        op = f", op={self._node[0].name}" if self._node is not None else ""
+        op = f", op={self._node.op.name}" if self._node is not None and self._node.op is not None else ""
         flag = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(self.data, precision=4, threshold=8)}{flag}{op})"
 
@@ -136,7 +143,9 @@ class Tensor:
         self.grad = None
 
     def backward(self, grad: Any = None) -> None:
-        """Backpropagate from this tensor: scalars need no `grad`, other shapes need the upstream gradient."""
+        """Backpropagate from this tensor: scalars need no `grad`, other shapes need the upstream gradient.
+
+        The graph walked is released; walking it again (a second `backward()`) raises EngineError."""
         if grad is None:
             if self.data.size != 1:
                 raise EngineError(
@@ -266,7 +275,10 @@ class Primitive:
 
     Subclasses define `forward(*args, **kw)`, `vjp(i, g, out, *args, **kw)` and `jvp(i, t, out, *args, **kw)`
     on raw numpy arrays; `out` is the forward result, which many rules reuse. Broadcasting is undone in one
-    place (`unbroadcast`), so a rule may return a gradient of the broadcast shape.
+    place (`unbroadcast`), so a rule may return a gradient of the broadcast shape. `vjp_graph` and `jvp_graph` are
+    the same rules on tensors (g, t, out and the arguments that are tensors), built from engine operations so they
+    can be differentiated again; by default they are `vjp` and `jvp` themselves, for rules whose arithmetic
+    tensors support as well as arrays.
     """
 
     name = "primitive"
@@ -279,6 +291,12 @@ class Primitive:
 
     def jvp(self, i: int, t: np.ndarray, out: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         raise NotImplementedError
+
+    def vjp_graph(self, i: int, g: Tensor, out: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return self.vjp(i, g, out, *args, **kwargs)
+
+    def jvp_graph(self, i: int, t: Tensor, out: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return self.jvp(i, t, out, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -315,13 +333,16 @@ class Primitive:
         result.requires_grad = result._retain = False
         if parents and _mode.record:
             result.requires_grad = True
-            result._node = (self, parents, raw, kwargs, next(_created))
+            result._node = _new_node(Node, (self, parents, raw, kwargs, next(_created)))
         if _mode.forward:
-            result.tangent = self._push_tangents(args, raw, out, kwargs)
+            result.tangent = self._push_tangents(args, raw, result, kwargs)
         return result
 
-    def _push_tangents(self, args: tuple, raw: tuple, out: np.ndarray, kwargs: dict) -> np.ndarray | None:
+    def _push_tangents(self, args: tuple, raw: list, result: Tensor, kwargs: dict) -> Any:
         # Forward mode: J·t = Σᵢ Jᵢ·tᵢ over the arguments that carry a tangent.
+        if any(type(a) is Tensor and type(a.tangent) is Tensor for a in args):
+            return self._push_tensor_tangents(args, result, kwargs)
+        out = result.data
         total = None
         for i, a in enumerate(args):
             if type(a) is Tensor and a.tangent is not None:
@@ -330,6 +351,22 @@ class Primitive:
         if total is None or total.shape == out.shape:
             return total
         return np.broadcast_to(total, out.shape).copy()
+
+    def _push_tensor_tangents(self, args: tuple, result: Tensor, kwargs: dict) -> Tensor:
+        """Tangents that are tensors (reverse over forward): `jvp_graph`, recorded, with forward mode off while
+        it runs, so the tangent's own operations push no tangents (one level of forward mode)."""
+        _mode.forward, level = 0, _mode.forward
+        try:
+            total = None
+            for i, a in enumerate(args):
+                if type(a) is Tensor and a.tangent is not None:
+                    term = self.jvp_graph(i, a.tangent, result, *args, **kwargs)
+                    total = term if total is None else total + term
+            if total.shape != result.shape:
+                total = ops.broadcast_to(total, shape=result.shape)
+            return total
+        finally:
+            _mode.forward = level
 
 
 def _describe_failure(name: str, raw: tuple, exc: Exception) -> str:
@@ -360,21 +397,63 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g
 
 
-def backward(root: Tensor, grad: np.ndarray) -> None:
-    """The reverse pass: push `grad` from `root` to every leaf, then release the graph it walked.
+class Node(NamedTuple):
+    """How a recorded tensor was computed: the primitive, its parents as (argnum, tensor) pairs (the arguments that
+    needed gradients), the raw arguments and keyword arguments it was called with, and its creation number."""
 
-    Nodes are taken newest first (a heap on their creation number): a node is always created after its inputs, so
-    by the time it comes off the heap, every node that consumed it has already sent it its gradient. No sort, no
-    recursion: graphs of any depth work.
+    op: Any  # the Primitive; None only in RELEASED
+    parents: list[tuple[int, Tensor]]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    number: int
+
+
+_new_node = tuple.__new__  # builds a Node without NamedTuple.__new__'s keyword handling (the hot path)
+RELEASED = Node(None, [], [], {}, -1)  # the record of a tensor whose graph backward() has walked and freed
+_number = attrgetter("_node.number")
+
+
+def recorded(root: Tensor) -> list[Tensor]:
+    """Every recorded tensor `root` depends on, `root` included, in creation order, which is a topological order.
+
+    The one traversal order of the engine: the compiler writes the forward pass in this order, and `backward`,
+    `gradients` and the compiler's reverse pass take it from the end, so each tensor is visited after every
+    tensor that consumed it and gradients are summed in the same order everywhere (which bit-identity needs).
+    """
+    if root._node is RELEASED:
+        raise _released()
+    seen = {root}
+    stack = [root]
+    while stack:
+        for _, parent in stack.pop()._node.parents:
+            if parent._node is not None and parent not in seen:
+                if parent._node is RELEASED:
+                    raise _released()
+                seen.add(parent)
+                stack.append(parent)
+    return sorted(seen, key=_number)
+
+
+def _released() -> EngineError:
+    return EngineError(
+        "backward through a graph that an earlier backward() already walked and released; run the forward pass "
+        "again to record a new graph (or take several derivatives from one graph with autobp.engine.gradients)"
+    )
+
+
+def backward(root: Tensor, grad: np.ndarray) -> None:
+    """The reverse pass: push `grad` from `root` to every leaf, accumulating in `.grad`, then release the graph.
+
+    Each gradient is freed as soon as it has been used, and each node's record as soon as its VJPs have run.
     """
     if root._node is None:
         root.grad = grad if root.grad is None else root.grad + grad
         return
+    order = recorded(root)
     grads = {root: grad}
-    pending = [(-root._node[4], root)]
-    while pending:
-        node = heappop(pending)[1]
-        g = grads.pop(node)  # each gradient is freed as soon as it has been used
+    while order:
+        node = order.pop()
+        g = grads.pop(node)
         if node._retain:
             node.grad = g if node.grad is None else node.grad + g
         op, parents, args, kwargs, _ = node._node
@@ -383,19 +462,53 @@ def backward(root: Tensor, grad: np.ndarray) -> None:
             gi = op.vjp(i, g, out, *args, **kwargs) if kwargs else op.vjp(i, g, out, *args)
             if gi.shape != parent.data.shape:
                 gi = unbroadcast(gi, parent.data.shape)
-            record = parent._node
-            if record is None:  # a leaf: its gradient accumulates where the user reads it
+            if parent._node is None:  # a leaf: its gradient accumulates where the user reads it
                 parent.grad = gi if parent.grad is None else parent.grad + gi
             elif parent in grads:
                 grads[parent] = grads[parent] + gi
             else:
                 grads[parent] = gi
-                heappush(pending, (-record[4], parent))
         # Release the graph: the node keeps its value (and a retained gradient) but no longer pins its inputs.
-        node._node = None
+        node._node = RELEASED
         node.requires_grad = False
 
 
-Node = tuple  # (primitive, ((argnum, parent), ...), raw args, kwargs, creation number)
+def gradients(root: Tensor, inputs: list[Tensor], seed: Any = None, create_graph: bool = False) -> list[Any]:
+    """∂⟨seed, root⟩/∂x for each x of `inputs` (None where root does not depend on x); the graph is kept.
+
+    `seed` defaults to ones. With `create_graph` the VJPs run as engine operations (`vjp_graph`): the gradients
+    are tensors, recorded when recording is on (to differentiate them again) and carrying tangents when forward
+    mode is on; else they are arrays, computed by the same rules as `backward`. `.grad` is left alone.
+    """
+    if seed is None:
+        seed = np.ones(root.data.shape, root.data.dtype)
+    if create_graph and type(seed) is not Tensor:
+        seed = Tensor(seed, dtype=root.data.dtype)
+    wanted: dict[Tensor, Any] = dict.fromkeys(inputs)
+    grads = {root: seed}
+    order = recorded(root) if root._node is not None else []
+    while order:
+        node = order.pop()
+        g = grads.pop(node)
+        if node in wanted:
+            wanted[node] = g
+        op, parents, args, kwargs, _ = node._node
+        rule, out = (op.vjp_graph, node) if create_graph else (op.vjp, node.data)
+        if create_graph:
+            args = list(args)
+            for i, parent in parents:
+                args[i] = parent
+        for i, parent in parents:
+            gi = rule(i, g, out, *args, **kwargs)
+            if create_graph and type(gi) is not Tensor:
+                gi = Tensor(gi, dtype=root.data.dtype)
+            if gi.shape != parent.data.shape:
+                gi = unbroadcast(gi, parent.data.shape)
+            grads[parent] = grads[parent] + gi if parent in grads else gi
+    for x in wanted:
+        if x in grads:  # leaves (and the root itself) are never taken off the order
+            wanted[x] = grads[x]
+    return [wanted[x] for x in inputs]
+
 
 from autobp.engine import ops  # noqa: E402  (ops builds on Primitive and Tensor above)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from autobp.common.errors import ConfigError, DataError
 from autobp.common.files import load_npz
 from autobp.engine import Tensor, dense
-from autobp.spec.catalog import ACTIVATIONS
+from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.spec.config import Config
 
 
@@ -91,13 +92,14 @@ class Network:
     layers: list[Layer]
 
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None, retain: bool = False) -> Trace:
-        """Run every layer; with `retain` each output f_i keeps the gradient ∂L/∂f_i that reaches it."""
+        """Run every layer; with `retain` each z_i and f_i keeps the gradient ∂L/∂z_i, ∂L/∂f_i that reaches it."""
         h: np.ndarray | Tensor = x
         pre, outs, masks = [], [], []
         for layer in self.layers:
             mask = layer.dropout_mask(rng, len(x))
             z, h = layer.forward(h, mask)
             if retain:
+                z.retain_grad()
                 h.retain_grad()
             pre.append(z)
             outs.append(h)
@@ -140,6 +142,26 @@ class Network:
         for layer in self.layers:
             layer.weight.data[...] = state[f"{layer.name}.weight"]
             layer.bias.data[...] = state[f"{layer.name}.bias"]
+
+
+LossOfParameters = Callable[..., Tensor]
+
+
+def network_loss(network: Network, x: np.ndarray, y: np.ndarray, loss: str) -> LossOfParameters:
+    """The loss on the batch (x, y) as a function of parameter tensors (W0, b0, W1, b1, …), in the order of
+    `network.parameters()`: the network's layers without dropout (for gradcheck, `hvp`, curvature)."""
+    activations = [ACTIVATIONS[layer.activation].engine for layer in network.layers]
+    loss_fn = LOSSES[loss].engine
+
+    def loss_of(*params: Tensor) -> Tensor:
+        h: np.ndarray | Tensor = x
+        for index, activation in enumerate(activations):
+            h = dense(h, params[2 * index], params[2 * index + 1])
+            if activation is not None:
+                h = activation(h)
+        return loss_fn(h, y)
+
+    return loss_of
 
 
 def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Network:

@@ -20,13 +20,15 @@ from autobp.common.errors import AutobpError, DataError
 from autobp.common.files import load_npz
 from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
+from autobp.rundir.instruments import INSTRUMENTS_FILE, InstrumentLog
+from autobp.rundir.instruments import read as read_instruments
 from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.config import Config
 from autobp.spec.configfile import load_config
 
 RUN_FILES = (rundir.SUMMARY_FILE, rundir.METRICS_FILE, rundir.GRADIENTS_FILE, rundir.CONFIG_FILE)
 KILLED = "killed"  # what readers call a run whose summary.json says `running` when nothing trains it
-APPENDED_LOGS = (rundir.METRICS_FILE, rundir.GRADIENTS_FILE)  # logs that only grow by whole rows while a run trains
+APPENDED_LOGS = (rundir.METRICS_FILE, rundir.GRADIENTS_FILE, INSTRUMENTS_FILE)  # logs that grow by whole rows
 TAIL_CHUNK = 1 << 16  # how far back from its end a log is read to find its last complete line
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
@@ -56,6 +58,7 @@ class RunLog:
     layers: list[LayerLog]
     shapes: dict[str, tuple[int, ...]]
     notes: list[str]
+    instruments: InstrumentLog | None = None  # instruments.csv, when the run has one
 
     @property
     def name(self) -> str:
@@ -110,11 +113,13 @@ def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None
     metrics = _optional(path / rundir.METRICS_FILE, read_numbers, notes) or []
     layers: list[LayerLog] = []
     shapes: dict[str, tuple[int, ...]] = {}
+    instruments = None
     if with_gradients:
         rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
         layers = _layer_logs(rows)
         shapes = _optional(path / MODEL_FILE, _read_shapes, notes) or {}
-    return RunLog(path, summary, config, metrics, layers, shapes, notes)
+        instruments = _optional(path, read_instruments, notes)
+    return RunLog(path, summary, config, metrics, layers, shapes, notes, instruments)
 
 
 def run_date(path: Path) -> datetime:

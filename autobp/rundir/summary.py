@@ -104,11 +104,29 @@ class Diagnosis(_Record):
     suggestion: str
 
 
+class InstrumentVerdict(_Record):
+    """One training instrument's recent value, trend and verdict (see autobp.health, block "instruments")."""
+
+    instrument: str
+    """An instruments.csv column, read on its `total` rows."""
+    value: float | None
+    """Its median over the judged window (the last third of the instrumented steps, or as `window` says)."""
+    trend: str
+    """rising, falling or flat over the window (a straight-line fit's change relative to the value)."""
+    verdict: str
+    """ok, or the problem in a few words."""
+    threshold: float
+    """The value the verdict was decided against."""
+    window: str = ""
+    message: str = ""
+
+
 class Health(_Record):
     """The one gradient-health judgement of a run, as `train` printed it and `report` shows it."""
 
     layers: list[LayerVerdict] = Field(default_factory=list)
     diagnoses: list[Diagnosis] = Field(default_factory=list)
+    instruments: list[InstrumentVerdict] = Field(default_factory=list)
 
 
 class Summary(_Record):

@@ -335,6 +335,24 @@ class EarlyStopping(_Section):
     """Smallest change that counts as an improvement."""
 
 
+class InstrumentsConfig(_Section):
+    """Training instruments (instruments.csv): per-example gradient statistics, noise scale, step quality, curvature."""
+
+    every: Literal["auto"] | PositiveInt = "auto"
+    """Instrumented steps: auto = the gradient log's schedule (training.log_every); N = every N-th step."""
+    curvature_every: PositiveInt | None = None
+    """λ_max of the batch loss's Hessian by power iteration every M-th step; null = never (it costs several steps)."""
+    power_iterations: Annotated[int, Field(ge=1, le=1000)] = 20
+    """Hessian-vector products per curvature step (warm-started from the previous eigenvector)."""
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _check_every(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("expected 'auto' or an integer >= 1")
+
+
 class TrainingConfig(_Section):
     """How long and in what batches to train."""
 
@@ -352,6 +370,8 @@ class TrainingConfig(_Section):
     checkpoint_every: Literal["auto"] | PositiveInt | None = "auto"
     """checkpoint.npz for --resume: auto = after an epoch once 10 s have passed since the last checkpoint; N = every
     N epochs; null = never. The last epoch is always checkpointed (so a finished run can be extended)."""
+    instruments: InstrumentsConfig | None = None
+    """instruments.csv: null = off; {every: auto} = at the gradient log's steps (see the README for the cost)."""
 
     @field_validator("log_every", "checkpoint_every", mode="before")
     @classmethod

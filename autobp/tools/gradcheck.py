@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
-from autobp.model.network import Layer, Network, build_network
+from autobp.model.network import Layer, LossOfParameters, build_network, network_loss
 from autobp.model.prepare import prepare
 from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.training.metrics import loss_targets
@@ -46,9 +46,6 @@ FORWARD_MAX_PASSES = 20_000  # beyond this many parameters, forward mode's whole
 FORWARD_SAMPLE = 2_000
 REVERSE_REPEATS = 5
 TIMING_CHUNK = 100  # forward-mode passes timed between two progress updates (kept out of the timed span)
-
-LossOfParameters = Callable[..., Tensor]
-
 
 @dataclass
 class ArrayCheck:
@@ -183,22 +180,6 @@ def _planned_passes(sizes: list[int]) -> int:
     checked = sum(2 * min(size, FD_MAX_ENTRIES) + DIRECTIONS for size in sizes)
     total = sum(sizes)
     return checked + (total if total <= FORWARD_MAX_PASSES else FORWARD_SAMPLE)
-
-
-def network_loss(network: Network, x: np.ndarray, y: np.ndarray, loss: str) -> LossOfParameters:
-    """The batch loss as a function of (W0, b0, W1, b1, …): the network's layers, without dropout."""
-    activations = [ACTIVATIONS[layer.activation].engine for layer in network.layers]
-    loss_fn = LOSSES[loss].engine
-
-    def loss_of(*params: Tensor) -> Tensor:
-        h: np.ndarray | Tensor = x
-        for index, activation in enumerate(activations):
-            h = dense(h, params[2 * index], params[2 * index + 1])
-            if activation is not None:
-                h = activation(h)
-        return loss_fn(h, y)
-
-    return loss_of
 
 
 def _check_array(

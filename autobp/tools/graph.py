@@ -17,9 +17,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from autobp.engine import Node as EngineNode
 
 FORMATS = ("svg", "dot", "html")
 SMALL = 6  # arrays of at most this many entries show every number; larger ones their shape, norm and a few entries
@@ -127,47 +130,44 @@ def record(network: Any, x: np.ndarray, target: np.ndarray, loss_name: str) -> t
     return ordered, edges
 
 
-def _walk(root: Any) -> tuple[list[Any], dict[int, tuple]]:
-    """Every tensor the root was computed from, inputs first, and each non-leaf's engine record."""
-    seen: dict[int, Any] = {}
-    records: dict[int, tuple] = {}
-    stack = [root]
-    while stack:
-        tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen[id(tensor)] = tensor
-        if tensor._node is not None:  # (primitive, parents, raw args, kwargs, creation number)
-            records[id(tensor)] = tensor._node
-            stack.extend(parent for _, parent in tensor._node[1])
-    leaves = [t for t in seen.values() if id(t) not in records]
-    ops = sorted((t for t in seen.values() if id(t) in records), key=lambda t: records[id(t)][4])
-    return leaves + ops, records
+def _walk(root: Any) -> tuple[list[Any], dict[int, EngineNode]]:
+    """Every tensor the root was computed from, inputs first, and each non-leaf's engine record: the recorded
+    tensors in the engine's own order (creation order), after the leaves as the walk back from the root meets them."""
+    from autobp.engine import recorded
+
+    ops = recorded(root)
+    records = {id(t): t._node for t in ops}
+    leaves: dict[int, Any] = {}
+    for tensor in reversed(ops):
+        for _, parent in reversed(tensor._node.parents):
+            if id(parent) not in records:
+                leaves.setdefault(id(parent), parent)
+    return list(leaves.values()) + ops, records
 
 
-def _node(tensor: Any, record: tuple | None, leaf_names: dict, nodes: dict[int, Node], index: int) -> Node:
+def _node(tensor: Any, record: EngineNode | None, leaf_names: dict, nodes: dict[int, Node], index: int) -> Node:
     value = np.array(tensor.data, dtype=float)
     if record is None:
         op, layer = leaf_names[id(tensor)]
         return Node(f"n{index}", "input" if op == "x" else "parameter", op, layer, value, None)
     from autobp.engine.ops import Elementwise
 
-    primitive, parents = record[0], dict(record[1])
+    primitive, parents = record.op, dict(record.parents)
     # A dense op belongs to its weight's layer, an activation to its input's; the loss to none.
     owner = parents.get(1) if primitive.name == "dense" else parents.get(0) if isinstance(primitive, Elementwise) else None
     layer = nodes[id(owner)].layer if owner is not None else None
     return Node(f"n{index}", "op", primitive.name, layer, value, None)
 
 
-def _edges(node: Node, record: tuple, nodes: dict[int, Node]) -> list[Edge]:
-    primitive, parents, raw, kwargs, _ = record
+def _edges(node: Node, record: EngineNode, nodes: dict[int, Node]) -> list[Edge]:
+    primitive, raw, kwargs = record.op, record.args, record.kwargs
     return [Edge(nodes[id(parent)].id, node.id, i, _derivative(primitive.name, i), _local(primitive, i, raw, kwargs))
-            for i, parent in parents]  # fmt: skip
+            for i, parent in record.parents]  # fmt: skip
 
 
-def _target_edges(nodes: dict[int, Node], node: Node, record: tuple, target: np.ndarray) -> list[Edge]:
+def _target_edges(nodes: dict[int, Node], node: Node, record: EngineNode, target: np.ndarray) -> list[Edge]:
     """The loss's target is a plain array, not a tensor: it gets a node of its own (no adjoint)."""
-    index = next((i for i, arg in enumerate(record[2]) if arg is target), None)
+    index = next((i for i, arg in enumerate(record.args) if arg is target), None)
     if index is None:
         return []
     constant = Node(f"n{len(nodes)}", "target", "y", None, np.array(target, dtype=float), None)

@@ -90,10 +90,11 @@
   function growLine(trace, spec, records) {
     const xs = Array.from(trace.x || []);
     const ys = Array.from(trace.y || []);
+    const match = Object.entries(spec.match || {});
     let last = xs.length ? xs[xs.length - 1] : -Infinity;
     for (const record of records) {
       const x = record[spec.x];
-      if ((spec.layer !== undefined && record.layer !== spec.layer) || x === null || x === undefined || x <= last) continue;
+      if (match.some(([column, value]) => record[column] !== value) || x === null || x === undefined || x <= last) continue;
       xs.push(x);
       ys.push(record[spec.y] ?? null);
       last = x;
@@ -153,7 +154,7 @@
           const known = tails.get(source);
           tails.set(source, known && known.id === id ? { id, offset: Math.min(known.offset, offset) } : { id, offset });
         }
-        for (const trace of spec.traces) if (!tails.has(trace.source)) tails.set(trace.source, { id: null, offset: 0 });
+        for (const trace of spec.traces) if (trace && !tails.has(trace.source)) tails.set(trace.source, { id: null, offset: 0 });
       }
     }
 
@@ -181,7 +182,7 @@
           if (spec.traces[0].source === source) grew = growHeatmap(plot.data[0], spec.traces[0], spec.max_ticks, records);
         } else {
           spec.traces.forEach((trace, index) => {
-            if (trace.source === source && plot.data[index]) grew = growLine(plot.data[index], trace, records) || grew;
+            if (trace && trace.source === source && plot.data[index]) grew = growLine(plot.data[index], trace, records) || grew;
           });
         }
         if (grew) Plotly.redraw(plot);
@@ -224,7 +225,7 @@
         if (answer.rows.length) grow(source, answer.columns, answer.rows);
       });
       for (const section of main.querySelectorAll("section[data-version]")) {
-        if (charts(section).some(({ spec }) => spec.traces.some((trace) => replaced.has(trace.source)))) await rebuild(section);
+        if (charts(section).some(({ spec }) => spec.traces.some((trace) => trace && replaced.has(trace.source)))) await rebuild(section);
       }
     }
 

@@ -18,7 +18,7 @@ from autobp.common.text import format_number, format_table, to_json
 from autobp.health import LayerSummary, finite, first_value, judge, last_value, summarize_layers
 from autobp.rundir import layout as rundir
 from autobp.rundir.reader import KILLED, RunLog, read_run
-from autobp.rundir.summary import Diagnosis, LayerVerdict
+from autobp.rundir.summary import Diagnosis, InstrumentVerdict, LayerVerdict
 from autobp.spec.catalog import lower_is_better
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -58,6 +58,7 @@ class Report:
     verdicts: list[LayerVerdict]
     diagnoses: list[Diagnosis]
     notes: list[str]
+    instruments: list[InstrumentVerdict]
 
 
 def summarize_series(metrics: list[dict[str, float | None]]) -> list[SeriesSummary]:
@@ -153,6 +154,7 @@ def build_report(log: RunLog) -> Report:
         verdicts=health.layers,
         diagnoses=health.diagnoses,
         notes=log.notes,
+        instruments=health.instruments,
     )
 
 
@@ -187,6 +189,7 @@ def _render_document(report: Report, *, markdown: bool) -> str:
         "",
         *_layer_lines(report, markdown=markdown),
         "",
+        *_instrument_section(report, heading, markdown=markdown),
         heading("Diagnoses"),
         "",
     ]
@@ -227,6 +230,21 @@ def _layer_lines(report: Report, *, markdown: bool) -> list[str]:
     legend = ("grad_norm_w = ‖∂L/∂W‖, out_grad_norm = ‖∂L/∂f‖ (the signal reaching the layer's output), "
               "update_ratio = ‖ΔW‖/‖W‖; medians over the logged steps, dead/saturated at the last one.")  # fmt: skip
     return [*table, "", legend]
+
+
+def _instrument_section(report: Report, heading, *, markdown: bool) -> list[str]:
+    """The instruments' table (instruments.csv's `total` rows), when the run has them."""
+    if not report.instruments:
+        return []
+    table = format_table(
+        ["instrument", "value", "trend", "verdict", "threshold", "steps"],
+        [[v.instrument, format_number(v.value), v.trend, v.verdict, format_number(v.threshold), v.window.removeprefix("steps ")]
+         for v in report.instruments],
+        markdown=markdown,
+    )  # fmt: skip
+    legend = ("value = median over the steps shown (the noise scale early in training, the others recently); "
+              "the verdict compares it with the threshold.")  # fmt: skip
+    return [heading("Instruments"), "", *table, "", legend, ""]
 
 
 def _layer_row(layer: LayerSummary, verdict: LayerVerdict) -> list[str]:

@@ -3,7 +3,8 @@
 Per run: each column of metrics.csv as `metrics/<column>` at the step that ended the epoch, each column of
 gradients.csv as `<layer>/<column>` at its logged step (TensorBoard groups the charts by layer), and the config as
 hyperparameters with the final metrics for the HParams view; where the run has histograms.npz, its distributions as
-histograms `<layer>/distribution/<quantity>`. A sweep's trials become one TensorBoard run each,
+histograms `<layer>/distribution/<quantity>`; where it has instruments.csv, each of its values as
+`instruments/<block>/<column>` at its step. A sweep's trials become one TensorBoard run each,
 with the config keys that differ between trials as their hyperparameters, so the trials compare there.
 """
 
@@ -91,7 +92,7 @@ def _write_run(writer_class: Any, directory: Path, log: RunLog, hparams: dict[st
     """Write one run's scalars and hyperparameters into `directory`; returns the number of scalars."""
     writer = writer_class(logdir=str(directory), max_queue=1000, flush_secs=3600)
     try:
-        count = _add_metrics(writer, log) + _add_gradients(writer, log)
+        count = _add_metrics(writer, log) + _add_gradients(writer, log) + _add_instruments(writer, log)
         _add_distributions(writer, log)
         _add_hparams(writer, log, hparams)
     finally:
@@ -111,12 +112,21 @@ def _add_metrics(writer: Any, log: RunLog) -> int:
 
 
 def _add_gradients(writer: Any, log: RunLog) -> int:
+    return _add_columns(writer, log.layers, "")
+
+
+def _add_instruments(writer: Any, log: RunLog) -> int:
+    return _add_columns(writer, log.instruments.blocks if log.instruments is not None else [], "instruments/")
+
+
+def _add_columns(writer: Any, logs: Any, prefix: str) -> int:
+    """Every value of each log's columns (a layer's or an instruments block's) as `<prefix><name>/<column>`."""
     count = 0
-    for layer in log.layers:
-        for column, values in layer.columns.items():
-            for step, value in zip(layer.steps, values):
+    for log in logs:
+        for column, values in log.columns.items():
+            for step, value in zip(log.steps, values):
                 if value is not None:
-                    writer.add_scalar(f"{layer.name}/{column}", value, step)
+                    writer.add_scalar(f"{prefix}{log.name}/{column}", value, step)
                     count += 1
     return count
 

@@ -33,8 +33,8 @@ class CompiledSteps:
     def step(self, xb: np.ndarray, yb: np.ndarray, logging: bool) -> tuple[Trace, float]:
         """Loss and gradients for one batch: each parameter's `.grad` is set, as `loss.backward()` would set it.
 
-        The trace's tensors hold this step's values; its outputs carry their gradients only when `logging`,
-        as the interpreted pass retains them only then.
+        The trace's tensors hold this step's values; its pre-activations and outputs carry their gradients only
+        when `logging`, as the interpreted pass retains them only then.
         """
         program, trace, tensors = self._programs.get(xb.shape) or self._compile(xb, yb)
         loss = program.run([xb, yb, *[layer.dropout_mask(self.rng, len(xb)) for layer in self._dropout]])
@@ -43,7 +43,7 @@ class CompiledSteps:
         for tensor, value in zip(tensors, program.values):
             tensor.data = value
         if logging or self._retained:
-            for tensor, grad in zip(trace.outputs, program.gradients[len(trace.pre_activations) :]):
+            for tensor, grad in zip(trace.pre_activations + trace.outputs, program.gradients):
                 tensor.grad = grad if logging else None
             self._retained = logging
         self.flat_grad = program.flat_grad

@@ -32,6 +32,7 @@ from autobp.model.mapped import MappedRows
 from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
 from autobp.model.prepare import prepare
 from autobp.rundir import checkpoint
+from autobp.rundir import instruments as instrument_file
 from autobp.rundir import layout as rundir
 from autobp.rundir.histograms import HistogramLog, Histograms
 from autobp.rundir.histograms import read as read_histograms
@@ -43,6 +44,7 @@ from autobp.spec.configfile import dump_config, load_config
 from autobp.training.compiled import CompiledSteps
 from autobp.training.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.training.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
+from autobp.training.instruments import Instruments
 from autobp.training.metrics import Meter, evaluate, loss_targets
 from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.training.progress import Progress
@@ -109,7 +111,9 @@ def estimated_size(config: Config, dataset: Dataset) -> int:
     if config.training.max_steps is not None:
         steps = min(steps, config.training.max_steps)
     logged = min(steps, 2 * TARGET_LOGGED_STEPS) if config.training.log_every == "auto" else steps // config.training.log_every + 2
-    return parameters * 8 * 6 + logged * len(sizes) * 250 + config.training.epochs * 200
+    instruments = config.training.instruments
+    instrumented = 0 if instruments is None else logged if instruments.every == "auto" else steps // instruments.every + 1
+    return parameters * 8 * 6 + (logged + instrumented) * len(sizes) * 250 + config.training.epochs * 200
 
 
 def run(
@@ -228,32 +232,13 @@ def _intact_rows(path: Path, columns: list[str], notes: list[str]) -> list[dict[
     except DataError as err:
         notes.append(f"{err}: rewritten from the checkpoint on")
         return []
-    if rows and not _ends_a_line(path):
+    if rows and not files.ends_a_line(path):
         rows[-1] = {}  # cut mid-write: even a last number that parses may be missing digits
-    intact = [row for row in rows if _whole(row, columns)]
+    required = ("epoch", "step") if "step" in columns else ("epoch",)
+    intact = [row for row in rows if files.whole_row(row, columns, required)]
     if len(intact) < len(rows):
         notes.append(f"{path.name}: {plural(len(rows) - len(intact), 'damaged row')} dropped")
     return intact
-
-
-def _ends_a_line(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(-1, 2)
-        return handle.read(1) == b"\n"
-
-
-def _whole(row: dict[str, str], columns: list[str]) -> bool:
-    """Every column there, each a number where one belongs, the epoch and step given."""
-    if list(row) != columns or any(value is None for value in row.values()):
-        return False
-    if not row.get("epoch") or ("step" in columns and not row.get("step")):
-        return False
-    try:
-        for column, value in row.items():
-            files.parse_cell(column, value)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -323,6 +308,8 @@ class Trainer:
         self._restored_epoch: int | None = None  # the epoch whose weights early stopping put back
         self._last_checkpoint = time.monotonic()
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
+        self.instruments = None if training.instruments is None else Instruments(
+            self.network, training.instruments, training.log_every, self.total_steps, config.loss)  # fmt: skip
 
     def restore(self, state: checkpoint.Checkpoint | None, notes: Sequence[str] = ()) -> str:
         """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over). Returns
@@ -343,6 +330,7 @@ class Trainer:
         self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
         dropped = len(logged) - len(metrics)
         if state is None:
+            instrument_file.rows_through(self.run_dir, 0, notes)
             return f"no checkpoint to resume from: starting again from epoch 1{_dropped(dropped)}"
         self.histograms.keep_until(self._earlier_histograms(notes), step)
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
@@ -355,6 +343,9 @@ class Trainer:
         except KeyError as missing:
             raise DataError(f"{path}: not an autobp checkpoint (missing {missing})") from None
         self.epoch, self.step = state.epoch, state.step
+        if self.instruments is not None:  # rows the checkpoint holds as pending are written again, with α
+            pending = self.instruments.resume_step
+            instrument_file.rows_through(self.run_dir, step if pending is None else pending - 1, notes)
         where = f"the checkpoint of epoch {epoch}"
         if self._epoch_start is not None:
             batches = step - self._epoch_start.first_step
@@ -371,8 +362,8 @@ class Trainer:
     def _new_meter(self) -> Meter:
         return Meter(self.dataset.task, self.config.loss, self.dataset)
 
-    def _state_owners(self) -> list[EarlyStopping | RandomStreams | Clock]:
-        return [owner for owner in (self.stopper, self.streams, self.clock) if owner is not None]
+    def _state_owners(self) -> list[EarlyStopping | RandomStreams | Clock | Instruments]:
+        return [owner for owner in (self.stopper, self.streams, self.clock, self.instruments) if owner is not None]
 
     def _checkpoint_due(self, finished: bool) -> bool:
         every = self.config.training.checkpoint_every
@@ -411,9 +402,11 @@ class Trainer:
             self.mark_running()
             metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
             gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
+            if self.instruments is not None:
+                self.instruments.log = instrument_file.open_log(self.run_dir)
         except OSError as exc:
             raise _nothing_trained(exc) from None
-        self._logs = (metrics_log, gradient_log)
+        self._logs = (metrics_log, gradient_log, *([self.instruments.log] if self.instruments is not None else []))
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.progress.start(self.total_steps, self.config.name, self.step)
         with self.requests:
@@ -437,7 +430,7 @@ class Trainer:
             status = "failed"
             outcome["error"] = f"{type(exc).__name__}: {exc}"
         self.progress.close()
-        unwritten = self._write_logs(metrics_log, gradient_log)
+        unwritten = self._write_logs(*self._logs)
         if unwritten is not None and status != "failed":
             status, outcome = "failed", {"error": unwritten}
         return self._leave(self._summary(status, self.clock.seconds(), outcome))
@@ -445,7 +438,8 @@ class Trainer:
     def _write_logs(self, *logs: files.CsvLog) -> str | None:
         """Write out what the logs and histograms still hold; the first write that failed, described, or None."""
         failed = []
-        for write in (self.grads.flush, lambda: self.histograms.save(self.run_dir), *(log.close for log in logs)):
+        finish = [self.instruments.finish] if self.instruments is not None else []
+        for write in (self.grads.flush, *finish, lambda: self.histograms.save(self.run_dir), *(log.close for log in logs)):
             try:
                 write()
             except OSError as exc:
@@ -484,6 +478,8 @@ class Trainer:
             metrics_log.write([[row[c] for c in metrics_log.columns]])
             metrics_log.flush()
             self.grads.flush()
+            if self.instruments is not None:
+                self.instruments.flush()
             self.progress.update(self.step, row, self.metric)
             stop = self.stopper is not None and self.stopper.update(row[self.stopper.monitor], self.epoch,
                                                                     self.network.state_dict)  # fmt: skip
@@ -522,7 +518,8 @@ class Trainer:
             step = self.step + 1
             last_batch = begin + self.batch_size >= len(order)
             ends = step == self.total_steps or (may_end and last_batch)
-            self._train_step(step, rows_of(batch), self.y.take(batch, 0), lr, start.meter, self.grads.wants(step, ends))
+            self._train_step(step, rows_of(batch), self.y.take(batch, 0), lr, start.meter, self.grads.wants(step, ends),
+                             self.instruments is not None and self.instruments.observes(step))  # fmt: skip
             self.step = step  # counts completed updates only
             tick(step)
             self.requests.check()
@@ -530,11 +527,13 @@ class Trainer:
                 return start.meter.result(), last_batch
         return start.meter.result(), True
 
-    def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool) -> None:
+    def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool,
+                    observed: bool = False) -> None:  # fmt: skip
+        """One update; `logging` logs its gradient statistics, `observed` hands it to the instruments."""
         if self.compiled is not None:
-            trace, value = self.compiled.step(xb, yb, logging)
+            trace, value = self.compiled.step(xb, yb, logging or observed)
         else:
-            trace = self.network.forward(xb, self.streams.dropout, retain=logging)
+            trace = self.network.forward(xb, self.streams.dropout, retain=logging or observed)
             loss = self.loss_fn(trace.output, yb)
             loss.backward()
             value = float(loss.data)
@@ -544,11 +543,16 @@ class Trainer:
             self.histograms.record(step, self.epoch, [(layer.weight.grad, layer.weight.data, z.data)
                                                       for layer, z in zip(self.network.layers, trace.pre_activations)])
         before = self.grads.before_update(step, trace, weight_sums) if logging else None
+        if observed:
+            self.instruments.before_update(step, self.epoch, xb, yb, trace,
+                                           self.loss_fn.per_example(trace.output.data, yb), value, lr)  # fmt: skip
         clip = self.config.optimizer.clip_grad_norm
         if clip is not None:
             clip_grad_norm(self.params, clip)  # new gradient arrays: the flat buffer no longer holds them
         flat = self.compiled.flat_grad if self.compiled is not None and clip is None else None
         updates = self.optimizer.step(lr, flat)
+        if observed:
+            self.instruments.after_update(step, updates)
         if self.compiled is None:  # backward adds to a gradient; a compiled step sets every one afresh
             for p in self.params:
                 p.grad = None
