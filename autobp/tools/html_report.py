@@ -719,8 +719,6 @@ def _badge(status: str) -> str:
 
 
 def _relative(path: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(path.resolve(), start.resolve()).replace(os.sep, "/")
 
 
