@@ -246,6 +246,8 @@ def predict(
 def gradcheck(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
     overrides: SetOption = None,
+    order: Annotated[int, typer.Option("--order", min=1, max=2, help="1: gradients; 2: Hessian-vector products "
+                                       "(forward over reverse) against central differences of gradients.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on standard error.")] = False,
 ) -> None:
     """Check backpropagation on your network against central differences and forward mode.
@@ -253,13 +255,15 @@ def gradcheck(
     Builds the config's network in float64, takes a batch of its training data and compares the reverse-mode
     gradient of the loss for every parameter with central differences and with forward mode (JVPs along
     random directions), printing the largest relative error per layer. Then times the whole gradient by
-    forward mode (one pass per parameter) against reverse mode (one pass). Exit code 0 when every error is
-    below 1e-6, 1 otherwise, 2 for a bad config or data.
+    forward mode (one pass per parameter) against reverse mode (one pass). With --order 2, compares
+    Hessian-vector products (forward over reverse) with central differences of gradients along random
+    directions instead, and times one against two gradients. Exit code 0 when every error is below 1e-6,
+    1 otherwise, 2 for a bad config or data.
     """
     from autobp.common.errors import EXIT_FAILED, EXIT_OK
-    from autobp.tools.gradcheck import check_config
+    from autobp.tools.gradcheck import check_config, check_curvature
 
-    report = check_config(config, overrides or (), quiet=quiet)
+    report = (check_config if order == 1 else check_curvature)(config, overrides or (), quiet=quiet)
     typer.echo(report.format())
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 

@@ -88,3 +88,42 @@ def test_a_bad_config_exits_with_code_2() -> None:
     result = CliRunner().invoke(app, ["gradcheck", str(CONFIGS / "xor.yaml"), "--set", "model.activation=swish"])
     assert result.exit_code == 2
     assert "model.activation" in result.stderr and "Traceback" not in result.output
+
+
+CURVATURE_ROW = re.compile(r"^(layer\d+)\s+\S+\s+\S+\s+(\S+)\s+(\S+)\s+(ok|FAIL)$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_networks_hessian_vector_products_pass(example: Path) -> None:
+    result = CliRunner().invoke(app, ["gradcheck", str(example), "--order", "2"])
+    assert result.exit_code == 0, result.output
+    rows = {m[1]: (float(m[2]), float(m[3]), m[4]) for m in CURVATURE_ROW.finditer(result.output)}
+    n_layers = int(re.search(r"(\d+) layers", result.output)[1])
+    assert list(rows) == [f"layer{i}" for i in range(n_layers)]
+    assert all(flag == "ok" and max(w, b) < TOLERANCE for w, b, flag in rows.values())
+    assert re.search(r"forward over reverse\s+1 pass: .+ best of 5", result.output)
+    assert re.search(r"central differences\s+2 gradients, at θ \+ εv and θ − εv\s+\S+ m?s, best of 5", result.output)
+    assert re.search(r"Forward over reverse costs [\d.]+× two gradients here", result.output)
+    assert "Hessian-vector check passed" in result.output
+
+
+def test_a_wrong_second_order_rule_fails_where_it_is_used_while_gradients_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tanh's local derivative on tensors, 1% off: the rule only forward over reverse uses (gradients use `partial`).
+    monkeypatch.setattr(ops.Tanh, "partial_graph", lambda self, i, out, x: 1.0 - out * out * 1.01)
+    assert check_config(CONFIGS / "xor.yaml").ok
+    report = gradcheck.check_curvature(CONFIGS / "xor.yaml")
+    errors = {a.name: a.error for a in report.arrays}
+    assert errors["layer0.weight"] > 1e-3 and errors["layer0.bias"] > 1e-3
+    # The output layer's block of H·v reaches it through the identity output, not through tanh's rule.
+    assert [a.name for a in report.failures] == ["layer0.weight", "layer0.bias"]
+    result = CliRunner().invoke(app, ["gradcheck", str(CONFIGS / "xor.yaml"), "--order", "2", "-q"])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "Hessian-vector check FAILED" in text and "suspect the second-order rule" in text
+    assert "layer0.weight:" in text and "layer1.weight:" not in text
+
+
+def test_an_order_beyond_two_is_refused_with_exit_code_2() -> None:
+    result = CliRunner().invoke(app, ["gradcheck", str(CONFIGS / "xor.yaml"), "--order", "3"])
+    assert result.exit_code == 2
+    assert "--order" in result.output + result.stderr and "Traceback" not in result.output

@@ -1,6 +1,6 @@
 """Compiled steps: one recorded graph replayed as a flat program of the same primitives' rules.
 
-Recording a graph costs Python work on every operation (a Tensor and a node per result, a heap walk backward);
+Recording a graph costs Python work on every operation (a Tensor and a node per result, a walk backward);
 for small arrays that work outweighs the arithmetic. `compile_graph` takes one recorded graph and writes it out as
 one straight-line Python function: the primitives' forward rules in creation order, then their VJPs in exactly the
 order `backward` would call them, accumulating in the same order. Calling it on new inputs runs the same
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from autobp.engine.tensor import RELEASED, EngineError, Tensor, recorded, unbroadcast
+from autobp.engine.tensor import EngineError, Tensor, recorded, unbroadcast
 
 
 class Program:
@@ -53,7 +53,7 @@ def compile_graph(loss: Tensor, params: Sequence[Tensor], inputs: Sequence[np.nd
     array the graph used is a constant of the program. `watch` lists recorded tensors whose values and
     gradients the caller wants to read after each run. The graph is left as it was.
     """
-    if loss._node is None or loss._node is RELEASED or loss.data.size != 1:
+    if loss.is_leaf or loss.record.op is None or loss.data.size != 1:
         raise EngineError("compile_graph needs a scalar loss recorded from parameters that require gradients "
                           "(before backward() releases its graph)")
     writer = _Writer(params, inputs)
@@ -150,7 +150,7 @@ class _Writer:
         return f"{self.rule(rule)}({args})"
 
     def forward(self, node: Tensor) -> None:
-        record = node._node
+        record = node.record
         result = f"v{record.number}"
         self.line(f"{result} = {self.call(record.op.forward, [], record.args, record.kwargs)}")
         if node.data.ndim == 0:  # a reduction to a scalar gives a numpy scalar; the interpreter makes it an array
@@ -165,14 +165,14 @@ def _write_backward(writer: _Writer, nodes: list[Tensor], keep: set[int], views:
     copied."""
     direct: dict[int, tuple[int, str] | None] = {}  # leaf → (line, the same call written into its buffer) or None
     root = nodes[-1]
-    seed = writer.grads[id(root)] = f"g{root._node.number}"
+    seed = writer.grads[id(root)] = f"g{root.record.number}"
     shape = writer.constant(root.data.shape)
     writer.line(f"{seed} = ones({shape}, {writer.constant(root.data.dtype)})")
     values = {id(root): np.ones(root.data.shape, root.data.dtype)}
     leaves = 0
     for node in reversed(nodes):
         g = values.pop(id(node))
-        record = node._node
+        record = node.record
         rule, raw, kwargs, number = record.op, record.args, record.kwargs, record.number
         for i, parent in record.parents:
             gi = rule.vjp(i, g, node.data, *raw, **kwargs)
@@ -182,12 +182,12 @@ def _write_backward(writer: _Writer, nodes: list[Tensor], keep: set[int], views:
                 call = f"unbroadcast({call}, {writer.constant(parent.data.shape)})"
             target = writer.grads.get(id(parent))
             if target is not None:
-                if parent._node is not None:
+                if not parent.is_leaf:
                     values[id(parent)] = values[id(parent)] + gi
                 writer.line(f"{target} = {target} + {call}")
                 direct[id(parent)] = None
                 continue
-            if parent._node is None:
+            if parent.is_leaf:
                 target = f"d{leaves}"
                 leaves += 1
                 into = getattr(rule, "vjp_into", None)
@@ -195,7 +195,7 @@ def _write_backward(writer: _Writer, nodes: list[Tensor], keep: set[int], views:
                     args = [views[id(parent)], str(i), f"g{number}", writer.names[id(node.data)]]
                     direct[id(parent)] = (len(writer.lines), writer.call(into, args, raw, kwargs))
             else:
-                target = f"g{parent._node.number}"
+                target = f"g{parent.record.number}"
                 values[id(parent)] = gi
             writer.grads[id(parent)] = target
             writer.line(f"{target} = {call}")

@@ -12,26 +12,17 @@ function), each returns tensors the outer one differentiates: `grad(lambda x: gr
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from autobp.engine import ops
-from autobp.engine.tensor import EngineError, Tensor, _mode, as_float_array, forward_mode, gradients, no_grad
+from autobp.engine.tensor import (
+    EngineError, Tensor, _mode, as_float_array, forward_mode, gradients, no_grad, transform_running,
+)
 
 Function = Callable[..., Tensor]
-
-
-@contextmanager
-def _transform() -> Iterator[None]:
-    """While a transform runs its function, transforms called inside know they are nested."""
-    _mode.nesting += 1
-    try:
-        yield
-    finally:
-        _mode.nesting -= 1
 
 
 def _nested(inputs: Sequence[Any]) -> bool:
@@ -66,10 +57,10 @@ def jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> tuple[An
         return _nested_jvp(f, inputs, tangents)
     xs = _inputs(inputs, requires_grad=False)
     for x, t in zip(xs, tangents, strict=True):
-        x.tangent = np.asarray(t, dtype=x.data.dtype)
+        x.tangent = np.asarray(t.data if type(t) is Tensor else t, dtype=x.data.dtype)
         if x.tangent.shape != x.data.shape:
             raise ValueError(f"jvp: tangent of shape {x.tangent.shape} for an input of shape {x.data.shape}")
-    with forward_mode(), _transform():
+    with forward_mode(), transform_running():
         out = f(*xs)
     tangent = out.tangent if out.tangent is not None else np.zeros_like(out.data)
     return out.data, tangent
@@ -85,7 +76,7 @@ def _nested_jvp(f: Function, inputs: Sequence[Any], tangents: Sequence[Any]) -> 
         x = ops.reshape(value, shape=np.shape(value.data)) if type(value) is Tensor else Tensor(as_float_array(value))
         x.tangent = t if type(t) is Tensor else Tensor(np.asarray(t, dtype=x.data.dtype))
         xs.append(x)
-    with forward_mode(), _transform():
+    with forward_mode(), transform_running():
         out = f(*xs)
     return out, out.tangent if out.tangent is not None else Tensor(np.zeros_like(out.data))
 
@@ -97,13 +88,16 @@ def vjp(f: Function, inputs: Sequence[Any]) -> tuple[Any, Callable[[Any], list[A
     """
     nested = _nested(inputs)
     xs = [_variable(v) for v in inputs]
-    with _transform():
+    with transform_running():
         out = f(*xs)
 
     def pullback(cotangent: Any) -> list[Any]:
-        seed = cotangent if type(cotangent) is Tensor else np.asarray(cotangent, dtype=out.data.dtype)
-        if np.shape(seed) != out.data.shape:
-            raise ValueError(f"vjp: cotangent of shape {np.shape(seed)} for an output of shape {out.data.shape}")
+        if nested and type(cotangent) is Tensor:
+            seed = cotangent
+        else:
+            seed = np.asarray(cotangent.data if type(cotangent) is Tensor else cotangent, dtype=out.data.dtype)
+        if seed.shape != out.data.shape:
+            raise ValueError(f"vjp: cotangent of shape {seed.shape} for an output of shape {out.data.shape}")
         return _zeros_if_none(gradients(out, xs, seed, create_graph=nested), xs, nested)
 
     return (out if nested else out.data), pullback
@@ -119,7 +113,7 @@ def grad(f: Function, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
             xs = list(inputs)
             for k in wanted:
                 xs[k] = _variable(inputs[k])
-            with _transform():
+            with transform_running():
                 out = f(*xs)
             variables = [xs[k] for k in wanted]
             grads = _zeros_if_none(gradients(out, variables, create_graph=True), variables, as_tensor=True)
@@ -127,7 +121,7 @@ def grad(f: Function, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
             xs = _inputs(inputs, requires_grad=False)
             for k in wanted:
                 xs[k].requires_grad = True
-            with _transform():
+            with transform_running():
                 out = f(*xs)
             out.backward()
             grads = _zeros_if_none([xs[k].grad for k in wanted], [xs[k] for k in wanted], as_tensor=False)
@@ -147,7 +141,7 @@ def hvp(f: Function, params: Sequence[np.ndarray], vectors: Sequence[np.ndarray]
         x.tangent = np.asarray(v, dtype=x.data.dtype)
         if x.tangent.shape != x.data.shape:
             raise ValueError(f"hvp: vector of shape {x.tangent.shape} for a parameter of shape {x.data.shape}")
-    with forward_mode(), _transform():
+    with forward_mode(), transform_running():
         out = f(*xs)
         if out.data.size != 1:
             raise ValueError(f"hvp: f must return a scalar, not an array of shape {out.data.shape}")
@@ -159,16 +153,16 @@ def hvp(f: Function, params: Sequence[np.ndarray], vectors: Sequence[np.ndarray]
 def hessian(f: Function, params: Sequence[np.ndarray]) -> np.ndarray:
     """The full Hessian of the scalar f(*params) over all parameters flattened in order, one `hvp` per column
     (for small parameter counts: n² numbers)."""
-    shapes = [np.shape(p) for p in params]
-    sizes = [int(np.prod(s)) for s in shapes]
+    arrays = [as_float_array(p.data if isinstance(p, Tensor) else p) for p in params]
+    sizes = [a.size for a in arrays]
     total = sum(sizes)
     columns = []
     for j in range(total):
         unit = np.zeros(total)
         unit[j] = 1.0
         pieces = np.split(unit, np.cumsum(sizes)[:-1])
-        vectors = [piece.reshape(s).astype(as_float_array(p).dtype) for piece, s, p in zip(pieces, shapes, params)]
-        columns.append(np.concatenate([h.reshape(-1) for h in hvp(f, params, vectors)]))
+        vectors = [piece.reshape(a.shape).astype(a.dtype) for piece, a in zip(pieces, arrays)]
+        columns.append(np.concatenate([h.reshape(-1) for h in hvp(f, arrays, vectors)]))
     return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
 
 

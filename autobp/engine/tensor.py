@@ -2,8 +2,8 @@
 
 A tensor that requires a gradient and was made by a primitive remembers it in a `Node`: that primitive, the raw
 arrays it was called with, and which of its arguments were tensors needing gradients (its parents). `recorded`
-lists a graph's nodes in creation order; `backward()` walks that list from the end, asking each primitive for its
-vector-Jacobian product (VJP) once per parent, and the compiler and the graph view walk the same list. Forward
+lists a graph's nodes in creation order; `backward()` visits them in that order from the end, asking each primitive
+for its vector-Jacobian product (VJP) once per parent, and the compiler and the graph view walk the same list. Forward
 mode rides along the forward pass instead: when a tensor carries a tangent, each primitive also applies its
 Jacobian-vector product (JVP) to it.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from heapq import heappop, heappush
 from itertools import count
-from operator import attrgetter
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
@@ -58,13 +57,22 @@ def no_grad() -> Iterator[None]:
 
 
 @contextmanager
-def forward_mode() -> Iterator[None]:
-    """Inside this block primitives push the tangents of their inputs forward (used by `jvp`)."""
-    _mode.forward += 1
+def _counted(switch: str) -> Iterator[None]:
+    setattr(_mode, switch, getattr(_mode, switch) + 1)
     try:
         yield
     finally:
-        _mode.forward -= 1
+        setattr(_mode, switch, getattr(_mode, switch) - 1)
+
+
+def forward_mode() -> Any:
+    """Inside this block primitives push the tangents of their inputs forward (used by `jvp`)."""
+    return _counted("forward")
+
+
+def transform_running() -> Any:
+    """Inside this block a functional transform runs its function: transforms called there know they are nested."""
+    return _counted("nesting")
 
 
 def as_float_array(value: Any, dtype: Any = None) -> np.ndarray:
@@ -85,8 +93,8 @@ class Tensor:
         self.data = as_float_array(data, dtype)
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
-        self.tangent: np.ndarray | None = None
-        self._node: Node | None = None  # how this tensor was computed; None for leaves, RELEASED after backward
+        self.tangent: np.ndarray | Tensor | None = None  # a tensor when the tangent is itself differentiated
+        self._node: tuple | None = None  # a Node's fields (see `record`); None for leaves, RELEASED after backward
         self._retain = False
 
     # --- plain array facts -------------------------------------------------------------------------------------
@@ -113,7 +121,12 @@ class Tensor:
     @property
     def parents(self) -> tuple[Tensor, ...]:
         """The tensors this one was computed from that need gradients (empty for leaves and released nodes)."""
-        return () if self._node is None else tuple(parent for _, parent in self._node.parents)
+        return () if self._node is None else tuple(parent for _, parent in self._node[_PARENTS])
+
+    @property
+    def record(self) -> Node | None:
+        """How this tensor was computed, as a named `Node`: None for a leaf, `op` None once backward released it."""
+        return None if self._node is None else Node._make(self._node)
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -125,7 +138,8 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self) -> str:
-        op = f", op={self._node.op.name}" if self._node is not None and self._node.op is not None else ""
+        record = self.record
+        op = f", op={record.op.name}" if record is not None and record.op is not None else ""
         flag = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(self.data, precision=4, threshold=8)}{flag}{op})"
 
@@ -329,23 +343,26 @@ class Primitive:
             _dtype_mismatch(self.name, args, out.dtype)
         result = _new_tensor(Tensor)  # the hot path: skip __init__, whose conversions `out` does not need
         result.data = out
-        result.grad = result.tangent = result._node = None
-        result.requires_grad = result._retain = False
+        result.grad = result.tangent = None
+        result._retain = False
         if parents and _mode.record:
             result.requires_grad = True
-            result._node = _new_node(Node, (self, parents, raw, kwargs, next(_created)))
+            result._node = (self, parents, raw, kwargs, next(_created), args)  # a Node's fields, in order
+        else:
+            result.requires_grad = False
+            result._node = None
         if _mode.forward:
             result.tangent = self._push_tangents(args, raw, result, kwargs)
         return result
 
     def _push_tangents(self, args: tuple, raw: list, result: Tensor, kwargs: dict) -> Any:
         # Forward mode: J·t = Σᵢ Jᵢ·tᵢ over the arguments that carry a tangent.
-        if any(type(a) is Tensor and type(a.tangent) is Tensor for a in args):
-            return self._push_tensor_tangents(args, result, kwargs)
         out = result.data
         total = None
         for i, a in enumerate(args):
             if type(a) is Tensor and a.tangent is not None:
+                if type(a.tangent) is Tensor:
+                    return self._push_tensor_tangents(args, result, kwargs)
                 term = self.jvp(i, a.tangent, out, *raw, **kwargs)
                 total = term if total is None else total + term
         if total is None or total.shape == out.shape:
@@ -399,18 +416,28 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 class Node(NamedTuple):
     """How a recorded tensor was computed: the primitive, its parents as (argnum, tensor) pairs (the arguments that
-    needed gradients), the raw arguments and keyword arguments it was called with, and its creation number."""
+    needed gradients), the raw arguments and keyword arguments it was called with, its creation number, and the
+    arguments as given (tensors still tensors, for the rules on tensors: they may carry tangents).
+
+    A tensor holds these fields as a plain tuple in this order, and `Tensor.record` gives them as a Node: building
+    and freeing a Node (a tuple subclass) for every operation cost the interpreter's small steps 3%. Only this
+    module reads the tuple, by these field positions; everything else reads `record`.
+    """
 
     op: Any  # the Primitive; None only in RELEASED
     parents: list[tuple[int, Tensor]]
     args: list[Any]
     kwargs: dict[str, Any]
     number: int
+    inputs: tuple[Any, ...]
 
 
-_new_node = tuple.__new__  # builds a Node without NamedTuple.__new__'s keyword handling (the hot path)
-RELEASED = Node(None, [], [], {}, -1)  # the record of a tensor whose graph backward() has walked and freed
-_number = attrgetter("_node.number")
+_PARENTS, _NUMBER = Node._fields.index("parents"), Node._fields.index("number")
+RELEASED = tuple(Node(None, [], [], {}, -1, ()))  # the record of a tensor whose graph backward() walked and freed
+
+
+def _number(tensor: Tensor) -> int:
+    return tensor._node[_NUMBER]
 
 
 def recorded(root: Tensor) -> list[Tensor]:
@@ -418,14 +445,15 @@ def recorded(root: Tensor) -> list[Tensor]:
 
     The one traversal order of the engine: the compiler writes the forward pass in this order, and `backward`,
     `gradients` and the compiler's reverse pass take it from the end, so each tensor is visited after every
-    tensor that consumed it and gradients are summed in the same order everywhere (which bit-identity needs).
+    tensor that consumed it and gradients are summed in the same order everywhere (which bit-identity needs);
+    the graph view draws it.
     """
     if root._node is RELEASED:
         raise _released()
     seen = {root}
     stack = [root]
     while stack:
-        for _, parent in stack.pop()._node.parents:
+        for _, parent in stack.pop()._node[_PARENTS]:
             if parent._node is not None and parent not in seen:
                 if parent._node is RELEASED:
                     raise _released()
@@ -444,30 +472,40 @@ def _released() -> EngineError:
 def backward(root: Tensor, grad: np.ndarray) -> None:
     """The reverse pass: push `grad` from `root` to every leaf, accumulating in `.grad`, then release the graph.
 
-    Each gradient is freed as soon as it has been used, and each node's record as soon as its VJPs have run.
+    It visits the nodes in `recorded` order from the end, finding them as it goes: a heap on creation numbers
+    pops them newest first, which is that order (every consumer of a node was created after it, so it pops
+    first), without a separate pass over the graph, which would cost the interpreter's step a few percent
+    (tests/test_engine_tensor.py checks the two orders agree). Each gradient is freed as soon as it has been
+    used, and each node's record as soon as its VJPs have run.
     """
     if root._node is None:
         root.grad = grad if root.grad is None else root.grad + grad
         return
-    order = recorded(root)
+    if root._node is RELEASED:
+        raise _released()
     grads = {root: grad}
-    while order:
-        node = order.pop()
+    pending = [(-root._node[_NUMBER], root)]
+    while pending:
+        node = heappop(pending)[1]
         g = grads.pop(node)
         if node._retain:
             node.grad = g if node.grad is None else node.grad + g
-        op, parents, args, kwargs, _ = node._node
+        op, parents, args, kwargs, _, _ = node._node
         out = node.data
         for i, parent in parents:
             gi = op.vjp(i, g, out, *args, **kwargs) if kwargs else op.vjp(i, g, out, *args)
             if gi.shape != parent.data.shape:
                 gi = unbroadcast(gi, parent.data.shape)
-            if parent._node is None:  # a leaf: its gradient accumulates where the user reads it
+            record = parent._node
+            if record is None:  # a leaf: its gradient accumulates where the user reads it
                 parent.grad = gi if parent.grad is None else parent.grad + gi
             elif parent in grads:
                 grads[parent] = grads[parent] + gi
+            elif record is RELEASED:
+                raise _released()
             else:
                 grads[parent] = gi
+                heappush(pending, (-record[_NUMBER], parent))
         # Release the graph: the node keeps its value (and a retained gradient) but no longer pins its inputs.
         node._node = RELEASED
         node.requires_grad = False
@@ -492,12 +530,8 @@ def gradients(root: Tensor, inputs: list[Tensor], seed: Any = None, create_graph
         g = grads.pop(node)
         if node in wanted:
             wanted[node] = g
-        op, parents, args, kwargs, _ = node._node
-        rule, out = (op.vjp_graph, node) if create_graph else (op.vjp, node.data)
-        if create_graph:
-            args = list(args)
-            for i, parent in parents:
-                args[i] = parent
+        op, parents, args, kwargs, _, given = node._node
+        rule, out, args = (op.vjp_graph, node, given) if create_graph else (op.vjp, node.data, args)
         for i, parent in parents:
             gi = rule(i, g, out, *args, **kwargs)
             if create_graph and type(gi) is not Tensor:
@@ -506,7 +540,7 @@ def gradients(root: Tensor, inputs: list[Tensor], seed: Any = None, create_graph
                 gi = unbroadcast(gi, parent.data.shape)
             grads[parent] = grads[parent] + gi if parent in grads else gi
     for x in wanted:
-        if x in grads:  # leaves (and the root itself) are never taken off the order
+        if x in grads:  # leaves are never taken off the order
             wanted[x] = grads[x]
     return [wanted[x] for x in inputs]
 

@@ -9,6 +9,10 @@ The loss on a batch is written as a function of the parameters L(W0, b0, W1, b1,
 Forward and reverse mode apply the same local derivative of each primitive (tanh' = 1 − tanh², …), so their
 agreement checks how the chain rule is wired; only central differences also check the local derivatives.
 Forward mode needs one pass per parameter for the whole gradient, reverse mode one pass: both are timed.
+
+At the second order (`--order 2`), Hessian-vector products H·v by forward over reverse (`hvp`: the VJPs run as
+engine operations that carry v's tangents) are compared, array by array, with central differences of gradients
+(∇L(θ + εv) − ∇L(θ − εv)) / 2ε along random directions v; the cost of one H·v is timed against those two gradients.
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from autobp.engine import Tensor, dense, grad, jvp, numerical_gradient, relative_error
+from autobp.engine import Tensor, grad, hvp, jvp, numerical_gradient, relative_error
 from autobp.model.network import Layer, LossOfParameters, build_network, network_loss
 from autobp.model.prepare import prepare
-from autobp.spec.catalog import ACTIVATIONS, LOSSES
 from autobp.training.metrics import loss_targets
 from autobp.training.progress import WorkProgress
 from autobp.training.state import INIT_STREAM
@@ -46,6 +49,8 @@ FORWARD_MAX_PASSES = 20_000  # beyond this many parameters, forward mode's whole
 FORWARD_SAMPLE = 2_000
 REVERSE_REPEATS = 5
 TIMING_CHUNK = 100  # forward-mode passes timed between two progress updates (kept out of the timed span)
+# Central differences of gradients err by O(ε²) and O(ulp(∇L)/ε): best near ε = 1e-5; the others are retries.
+HVP_STEPS = (1e-5, 1e-4, 1e-6, 1e-3)
 
 @dataclass
 class ArrayCheck:
@@ -105,14 +110,8 @@ class GradcheckReport:
             f"{'':<30}{'central differences':<24}forward mode ({DIRECTIONS} random directions)",
             f"{'layer':<8}{'shape':<10}{'activation':<12}{'weight':<12}{'bias':<12}{'weight':<12}bias",
         ]
-        failing = {a.name for a in self.failures}
-        for layer, weight, bias in zip(self.layers, self.arrays[0::2], self.arrays[1::2]):
-            flag = "FAIL" if {weight.name, bias.name} & failing else "ok"
-            shape = "×".join(map(str, layer.shape))
-            lines.append(
-                f"{layer.name:<8}{shape:<10}{layer.activation:<12}{weight.fd_error:<12.1e}{bias.fd_error:<12.1e}"
-                f"{weight.jvp_error:<12.1e}{bias.jvp_error:<12.1e}{flag}"
-            )
+        lines += _layer_rows(self.layers, self.arrays, self.failures,
+                             lambda w, b: (w.fd_error, b.fd_error, w.jvp_error, b.jvp_error))  # fmt: skip
         for step in FD_STEPS[1:]:
             names = [a.name for a in self.arrays if a.fd_step == step and a.fd_error < TOLERANCE]
             if names:
@@ -153,9 +152,20 @@ class GradcheckReport:
         return lines
 
 
-def check_config(source: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True) -> GradcheckReport:
-    """Build the config's network in float64, take a batch of its training data and check every gradient
-    (with progress on standard error unless `quiet`)."""
+@dataclass
+class _Problem:
+    """The config's network in float64 and its loss on a seeded batch of training rows, as gradcheck checks it."""
+
+    name: str
+    layers: list[Layer]
+    rows: int
+    loss: LossOfParameters
+    params: list[np.ndarray]
+    names: list[str]  # layer0.weight, layer0.bias, …
+    rng: np.random.Generator
+
+
+def _problem(source: str | Path, overrides: Sequence[str]) -> _Problem:
     config, dataset = prepare(source, [*overrides, "training.dtype=float64"])
     network = build_network(config, dataset.n_features, np.random.default_rng([config.seed, INIT_STREAM]))
     rng = np.random.default_rng(config.seed)
@@ -163,16 +173,24 @@ def check_config(source: str | Path, overrides: Sequence[str] = (), *, quiet: bo
     rows = np.sort(rng.choice(n, size=min(BATCH_ROWS, n), replace=False))
     y = loss_targets(dataset.y_train[rows], config.loss, np.dtype(np.float64))
     loss = network_loss(network, dataset.X_train[rows], y, config.loss)
-    params = [p.data.copy() for p in network.parameters()]
-    reverse = grad(loss, list(range(len(params))))(*params)
     names = [f"{layer.name}.{kind}" for layer in network.layers for kind in ("weight", "bias")]
-    progress = WorkProgress(_planned_passes([p.size for p in params]), f"gradcheck {config.name}", "passes", quiet)
+    return _Problem(config.name, network.layers, len(rows), loss, [p.data.copy() for p in network.parameters()],
+                    names, rng)  # fmt: skip
+
+
+def check_config(source: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True) -> GradcheckReport:
+    """Build the config's network in float64, take a batch of its training data and check every gradient
+    (with progress on standard error unless `quiet`)."""
+    problem = _problem(source, overrides)
+    loss, params, rng = problem.loss, problem.params, problem.rng
+    reverse = grad(loss, list(range(len(params))))(*params)
+    progress = WorkProgress(_planned_passes([p.size for p in params]), f"gradcheck {problem.name}", "passes", quiet)
     try:
-        arrays = [_check_array(loss, params, reverse, k, name, rng, progress) for k, name in enumerate(names)]
+        arrays = [_check_array(loss, params, reverse, k, name, rng, progress) for k, name in enumerate(problem.names)]
         timing = _time_whole_gradient(loss, params, reverse, rng, progress)
     finally:
         progress.close()
-    return GradcheckReport(config.name, network.layers, len(rows), arrays, timing)
+    return GradcheckReport(problem.name, problem.layers, problem.rows, arrays, timing)
 
 
 def _planned_passes(sizes: list[int]) -> int:
@@ -296,9 +314,160 @@ def _indices(total: int, limit: int, sample: int, rng: np.random.Generator) -> n
     return np.sort(rng.choice(total, size=sample, replace=False))
 
 
+def _layer_rows(layers: list[Layer], arrays: Sequence[Any], failures: Sequence[Any],
+                errors: Callable[[Any, Any], tuple[float, ...]]) -> list[str]:  # fmt: skip
+    """A table line per layer: name, shape, activation, the `errors` of its weight and bias checks, ok or FAIL."""
+    failing = {a.name for a in failures}
+    lines = []
+    for layer, weight, bias in zip(layers, arrays[0::2], arrays[1::2]):
+        flag = "FAIL" if {weight.name, bias.name} & failing else "ok"
+        shape = "×".join(map(str, layer.shape))
+        values = "".join(f"{e:<12.1e}" for e in errors(weight, bias))
+        lines.append(f"{layer.name:<8}{shape:<10}{layer.activation:<12}{values}{flag}")
+    return lines
+
+
 def _wrapped(lead: str, items: list[str]) -> str:
     return textwrap.fill(f"{lead}: {', '.join(items)}", width=110, subsequent_indent="  ")
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+# --- the second order ---------------------------------------------------------------------------------------------
+@dataclass
+class CurvatureCheck:
+    """One parameter array's block of H·v: forward over reverse against central differences of gradients."""
+
+    name: str
+    error: float  # the largest over the directions
+    step: float
+
+
+@dataclass
+class HvpTiming:
+    """One H·v by forward over reverse against the two gradients its central difference takes (best of repeats)."""
+
+    hvp_seconds: float
+    gradients_seconds: float
+
+
+@dataclass
+class CurvatureReport:
+    """Everything `autobp gradcheck --order 2` found for one network."""
+
+    name: str
+    layers: list[Layer]
+    rows: int
+    parameters: int
+    arrays: list[CurvatureCheck]
+    timing: HvpTiming
+
+    @property
+    def failures(self) -> list[CurvatureCheck]:
+        return [a for a in self.arrays if not a.error < TOLERANCE]  # "not below": NaN fails
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def format(self) -> str:
+        """The report printed by the command: errors per layer, the cost, the verdict."""
+        return "\n".join([*self._error_table(), "", *self._timing_lines(), "", *self._verdict()])
+
+    def _error_table(self) -> list[str]:
+        lines = [
+            f"gradcheck {self.name} --order 2: {len(self.layers)} layers, {self.parameters:,} parameters, float64, "
+            f"a batch of {self.rows} training rows",
+            "largest relative error of Hessian-vector products H·v (forward over reverse) against central",
+            f"differences of gradients, (∇L(θ + εv) − ∇L(θ − εv)) / 2ε, along {DIRECTIONS} random directions v",
+            f"{'layer':<8}{'shape':<10}{'activation':<12}{'weight':<12}bias",
+        ]
+        lines += _layer_rows(self.layers, self.arrays, self.failures, lambda w, b: (w.error, b.error))
+        for step in HVP_STEPS[1:]:
+            names = [a.name for a in self.arrays if a.step == step and a.error < TOLERANCE]
+            if names:
+                lines.append(_wrapped(f"central differences needed the step ε={step:.0e} for", names))
+        return lines
+
+    def _timing_lines(self) -> list[str]:
+        t = self.timing
+        hvp_pass = "1 pass: v's tangents through the forward and the reverse pass"
+        two = "2 gradients, at θ + εv and θ − εv"
+        width = max(len(hvp_pass), len(two)) + 3
+        return [
+            f"the cost of one H·v, {self.parameters:,} numbers:",
+            f"  forward over reverse  {hvp_pass:<{width}}{_duration(t.hvp_seconds)}, best of {REVERSE_REPEATS}",
+            f"  central differences   {two:<{width}}{_duration(t.gradients_seconds)}, best of {REVERSE_REPEATS}",
+            f"Forward over reverse costs {t.hvp_seconds / t.gradients_seconds:.2g}× two gradients here, and is exact:",
+            "no step ε to choose between truncation and rounding.",
+        ]
+
+    def _verdict(self) -> list[str]:
+        if self.ok:
+            return [f"Hessian-vector check passed: every error is below {TOLERANCE:g}"]
+        lines = [f"Hessian-vector check FAILED: errors of {TOLERANCE:g} or more in"]
+        lines += [f"  {a.name}: {a.error:.1e} (best step ε={a.step:.0e})" for a in self.failures]
+        lines.append(textwrap.fill(
+            "The differences are of gradients: if `autobp gradcheck` (order 1) passes on this config, suspect the "
+            "second-order rule (vjp_graph, partial_graph, slope_graph) of an activation or loss these layers use.",
+            width=110, break_on_hyphens=False,
+        ))  # fmt: skip
+        return lines
+
+
+def check_curvature(source: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True) -> CurvatureReport:
+    """Build the config's network in float64, take a batch of its training data and check Hessian-vector products
+    of its loss along random directions (with progress on standard error unless `quiet`)."""
+    problem = _problem(source, overrides)
+    loss, params = problem.loss, problem.params
+    directions = [[problem.rng.standard_normal(p.shape) for p in params] for _ in range(DIRECTIONS)]
+    progress = WorkProgress(3 * DIRECTIONS + 3 * REVERSE_REPEATS, f"gradcheck --order 2 {problem.name}", "passes", quiet)
+    try:
+        progress.start_phase("forward over reverse")
+        exact = []
+        for v in directions:
+            exact.append(hvp(loss, params, v))
+            progress.advance()
+        arrays = _curvature_errors(loss, params, problem.names, directions, exact, progress)
+        timing = _time_hvp(loss, params, directions[0], progress)
+    finally:
+        progress.close()
+    return CurvatureReport(problem.name, problem.layers, problem.rows, sum(p.size for p in params), arrays, timing)
+
+
+def _curvature_errors(
+    loss: LossOfParameters, params: list[np.ndarray], names: list[str], directions: list[list[np.ndarray]],
+    exact: list[list[np.ndarray]], progress: WorkProgress,
+) -> list[CurvatureCheck]:  # fmt: skip
+    """Per array, the smallest error over the steps tried (stopping once every array is within tolerance)."""
+    gradient = grad(loss, list(range(len(params))))
+    best = [(math.inf, HVP_STEPS[0])] * len(params)
+    for step in HVP_STEPS:
+        progress.start_phase(f"central differences of gradients, ε={step:.0e}", more=0 if step == HVP_STEPS[0]
+                             else 2 * len(directions))  # fmt: skip
+        errors = [0.0] * len(params)
+        for v, by_hvp in zip(directions, exact):
+            above = gradient(*[p + step * d for p, d in zip(params, v)])
+            below = gradient(*[p - step * d for p, d in zip(params, v)])
+            progress.advance(2)
+            for k, (a, b, h) in enumerate(zip(above, below, by_hvp)):
+                errors[k] = max(errors[k], relative_error(h, (a - b) / (2 * step), SCALE_FLOOR))
+        best = [min(old, (error, step)) for old, error in zip(best, errors)]
+        if all(error < TOLERANCE for error, _ in best):
+            break
+    return [CurvatureCheck(name, error, step) for name, (error, step) in zip(names, best)]
+
+
+def _time_hvp(loss: LossOfParameters, params: list[np.ndarray], v: list[np.ndarray], progress: WorkProgress) -> HvpTiming:
+    """One H·v against the two gradients of its central difference, each the best of REVERSE_REPEATS."""
+    progress.start_phase("timing forward over reverse against two gradients")
+    gradient = grad(loss, list(range(len(params))))
+    shifted = [p + 1e-5 * d for p, d in zip(params, v)]
+    hvp_seconds, gradients_seconds = math.inf, math.inf
+    for _ in range(REVERSE_REPEATS):  # alternated, so both sides see the same machine load
+        hvp_seconds = min(hvp_seconds, _seconds(lambda: hvp(loss, params, v)))
+        gradients_seconds = min(gradients_seconds, _seconds(lambda: (gradient(*shifted), gradient(*params))))
+        progress.advance(3)
+    return HvpTiming(hvp_seconds, gradients_seconds)

@@ -136,10 +136,10 @@ def _walk(root: Any) -> tuple[list[Any], dict[int, EngineNode]]:
     from autobp.engine import recorded
 
     ops = recorded(root)
-    records = {id(t): t._node for t in ops}
+    records = {id(t): t.record for t in ops}
     leaves: dict[int, Any] = {}
     for tensor in reversed(ops):
-        for _, parent in reversed(tensor._node.parents):
+        for _, parent in reversed(records[id(tensor)].parents):
             if id(parent) not in records:
                 leaves.setdefault(id(parent), parent)
     return list(leaves.values()) + ops, records
