@@ -12,7 +12,14 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from autobp.common.errors import EXIT_FAILED, AutobpError
+from autobp.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutobpError
+
+
+def _say(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """Print for a person: the one way out of the CLI, so no control character from data reaches a terminal."""
+    from autobp.common.text import terminal_safe
+
+    typer.echo(terminal_safe(text), err=err, nl=nl)
 
 
 class _Group(TyperGroup):
@@ -22,12 +29,15 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except AutobpError as err:
-            typer.echo(f"error: {err}", err=True)
+            _say(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
         except OSError as err:  # the machine, not the input: a full disk, a file-size limit, a vanished folder
             where = f"{err.filename}: " if err.filename else ""
-            typer.echo(f"error: {where}{err.strerror or err}", err=True)
+            _say(f"error: {where}{err.strerror or err}", err=True)
             raise typer.Exit(EXIT_FAILED) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a command maps it (what it wrote is cleaned up)
+            _say("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 class _Command(TyperCommand):
@@ -78,7 +88,7 @@ def _print_version(value: bool) -> None:
     if value:
         from autobp import __version__
 
-        typer.echo(f"autobp {__version__}")
+        _say(f"autobp {__version__}")
         raise typer.Exit(0)
 
 
@@ -112,8 +122,8 @@ def validate(
     from autobp.spec.configfile import dump_config
 
     resolved, dataset = prepare(config, overrides or ())
-    typer.echo(dump_config(resolved), nl=False)
-    typer.echo("\n".join(findings(resolved, dataset)))
+    _say(dump_config(resolved), nl=False)
+    _say("\n".join(findings(resolved, dataset)))
 
 
 @app.command()
@@ -137,17 +147,34 @@ def train(
     if resume is not None:
         if config is not None or name is not None or output is not None:
             raise ConfigError("--resume RUN_DIR continues a run in place: give no CONFIG, --name or --output with it")
-        result = resume_run(resume, overrides or (), quiet=quiet, announce=lambda text: typer.echo(text, err=True))
+        result = resume_run(resume, overrides or (), quiet=quiet, announce=lambda text: _say(text, err=True))
     elif config is None:
         raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR")
     else:
         result = run(config, overrides or (), name=name, output=output, quiet=quiet)
     if result.nothing_to_do:
-        typer.echo(f"{result.run_dir}: already {result.status}; nothing to do "
+        _say(f"{result.run_dir}: already {result.status}; nothing to do "
                    "(extend it with --set training.epochs=N or --set training.max_steps=N)")  # fmt: skip
         raise typer.Exit(0)
-    typer.echo(format_summary(result))
+    _say(format_summary(result))
     raise typer.Exit(result.exit_code)
+
+
+JobsOption = Annotated[
+    Optional[int],
+    typer.Option("--jobs", "-j", min=1, help="Trials run at once, each in its own process. [default: number of cores]",
+                 show_default=False),
+]
+ExecutorOption = Annotated[
+    str,
+    typer.Option("--executor", metavar="local|dask", callback=_one_of("local", "dask"),
+                 help="Where trials run: local worker processes, or a Dask cluster (pip install 'autobp[dask]')."),
+]
+SchedulerOption = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", metavar="ADDRESS", help="The Dask scheduler, e.g. tcp://host:8786 (with --executor "
+                 "dask; default: a local cluster, one worker per core)."),
+]
 
 
 @app.command()
@@ -157,11 +184,11 @@ def sweep(
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Sweep name prefix (overrides the sweep file's `name`).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Folder whose sweeps/ subfolder receives the sweep (overrides output.dir).")] = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Trials run at once, each in its own process. [default: number of cores]", show_default=False)] = None,
+    jobs: JobsOption = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop launching trials once this many have failed or diverged. [default: run every trial]", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
-    executor: Annotated[str, typer.Option("--executor", metavar="local|dask", callback=_one_of("local", "dask"), help="Where trials run: local worker processes, or a Dask cluster (pip install 'autobp[dask]').")] = "local",
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="The Dask scheduler, e.g. tcp://host:8786 (with --executor dask; default: a local cluster, one worker per core).")] = None,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run many trials in parallel and rank them: the values of a sweep file, or several configs.
@@ -171,33 +198,65 @@ def sweep(
     early or was pruned (early_terminate), 2 bad sweep file, config or data, 4 some trials did not complete, 130
     interrupted (resume with --resume).
     """
-    from contextlib import nullcontext
-
     from autobp.common.errors import ConfigError
     from autobp.sweeps.plan import format_ranking, resume_sweep, run_sweep
 
     if resume is not None and (sources or overrides or name is not None or output is not None):
         raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
                           "--name or --output with it")  # fmt: skip
-    if scheduler is not None and executor != "dask":
-        raise ConfigError("--scheduler goes with --executor dask")
-    pool = None
-    if executor == "dask":
-        from autobp.sweeps.cluster import DaskExecutor
-
-        pool = DaskExecutor(scheduler, workers=jobs)
-    with pool or nullcontext():
+    with _executor(executor, scheduler, jobs) as pool:
         options = {"jobs": jobs or (pool.slots if pool else None), "max_failures": max_failures, "quiet": quiet,
                    "executor": pool}  # fmt: skip
         if resume is not None:
             result = resume_sweep(resume, **options)
         else:
             result = run_sweep(sources or [], overrides or (), name=name, output=output, **options)
-    typer.echo(format_ranking(result))
+    _say(format_ranking(result))
     for note in result.sweep.notes:
-        typer.echo(f"note: {note}", err=True)
+        _say(f"note: {note}", err=True)
     raise typer.Exit(result.exit_code)
 
+
+@app.command()
+def doctor(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    jobs: JobsOption = None,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="training.epochs of each trial. [default: the run's]", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Verify the run's diagnosis: retrain it with the suggested fix and each alternative, and say which cured it.
+
+    The trials are a sweep in RUN_DIR/doctor/; the verdict, with the metric before and after each change and the
+    `autobp train` command reproducing the best cure, is RUN_DIR/doctor.json (shown by `report`). Running it again
+    resumes. Exit codes: 0 done (also when the run has no diagnosis), 2 bad or damaged run directory, 130
+    interrupted.
+    """
+    from autobp.tools.doctor import format_doctor, run_doctor
+
+    with _executor(executor, scheduler, jobs) as pool:
+        result = run_doctor(run_dir, epochs=epochs, jobs=jobs or (pool.slots if pool else None), quiet=quiet,
+                            executor=pool)  # fmt: skip
+    _say(format_doctor(result))
+    for note in result.notes:
+        _say(f"note: {note}", err=True)
+    raise typer.Exit(result.exit_code)
+
+
+def _executor(executor: str, scheduler: str | None, jobs: int | None) -> Any:
+    """The Dask executor `--executor dask` asks for (a context manager), or an empty context for local processes."""
+    from contextlib import nullcontext
+
+    from autobp.common.errors import ConfigError
+
+    if scheduler is not None and executor != "dask":
+        raise ConfigError("--scheduler goes with --executor dask")
+    if executor != "dask":
+        return nullcontext()
+    from autobp.sweeps.cluster import DaskExecutor
+
+    return DaskExecutor(scheduler, workers=jobs)
 
 
 @app.command()
@@ -211,7 +270,7 @@ def schema() -> None:
 
     from autobp.spec.configfile import config_json_schema
 
-    typer.echo(json.dumps(config_json_schema(), indent=2))
+    _say(json.dumps(config_json_schema(), indent=2))
 
 
 @app.command()
@@ -230,16 +289,19 @@ def predict(
     target column(s), prints the loss and accuracy or R² (to standard error when the predictions go to
     standard output).
     """
+    from autobp.common.files import output_path
     from autobp.tools.predict import load_model, predict_file, write_predictions
 
+    if out is not None:
+        output_path(out, "--out")  # refused before the work, not after
     prediction = predict_file(load_model(run_dir), data)
     if out is None:
-        typer.echo(prediction.csv, nl=False)
+        _say(prediction.csv, nl=False)
     else:
         write_predictions(out, prediction.csv)
-        typer.echo(f"wrote {prediction.rows} predictions to {out}")
+        _say(f"wrote {prediction.rows} predictions to {out}")
     if prediction.metrics is not None:
-        typer.echo(prediction.format_metrics(), err=out is None)
+        _say(prediction.format_metrics(), err=out is None)
 
 
 @app.command()
@@ -264,7 +326,7 @@ def gradcheck(
     from autobp.tools.gradcheck import check_config, check_curvature
 
     report = (check_config if order == 1 else check_curvature)(config, overrides or (), quiet=quiet)
-    typer.echo(report.format())
+    _say(report.format())
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
@@ -304,19 +366,19 @@ def report(
     if html:
         from autobp.tools.html_report import write_report
 
-        typer.echo(f"wrote the HTML report to {write_report(run_dir, out)}")
+        _say(f"wrote the HTML report to {write_report(run_dir, out)}")
         return
     if plot is not None:
         from autobp.tools.plot import check_plot_target
 
         check_plot_target(plot)
     log = read_run(run_dir)
-    typer.echo(render(build_report(log), fmt))
+    _say(render(build_report(log), fmt))
     if plot is not None:
         from autobp.tools.plot import plot_run
 
         plot_run(log, plot)
-        typer.echo(f"wrote the gradient-flow figure to {plot}", err=True)
+        _say(f"wrote the gradient-flow figure to {plot}", err=True)
 
 
 @app.command()
@@ -347,9 +409,9 @@ def compare(
     chosen = None if columns is None else [c.strip() for c in columns.split(",") if c.strip()]
     comparison = compare_runs(runs, sort, chosen)
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else TABLE_WIDTH
-    typer.echo(render_comparison(comparison, fmt, width))
+    _say(render_comparison(comparison, fmt, width))
     for note in comparison.notes:
-        typer.echo(f"note: {note}", err=True)
+        _say(f"note: {note}", err=True)
 
 
 @app.command()
@@ -365,9 +427,9 @@ def runs(
     from autobp.tools.compare import list_runs, render_listing
 
     listed, notes = list_runs(directory)
-    typer.echo(render_listing(listed, fmt))
+    _say(render_listing(listed, fmt))
     for note in notes:
-        typer.echo(f"note: {note}", err=True)
+        _say(f"note: {note}", err=True)
 
 
 @app.command()
@@ -384,7 +446,7 @@ def view(
     """
     from autobp.tools.view import serve
 
-    serve(directory, host, port, lambda text, err: typer.echo(text, err=err))
+    serve(directory, host, port, lambda text, err: _say(text, err=err))
 
 
 EXPORT_FORMATS = ("onnx", "tensorboard")
@@ -407,13 +469,13 @@ def export(
     if fmt == "onnx":
         from autobp.tools.onnx_export import export_onnx
 
-        typer.echo(f"wrote {export_onnx(source, out)}")
+        _say(f"wrote {export_onnx(source, out)}")
         return
     from autobp.tools.tensorboard_export import export_tensorboard
 
     written = export_tensorboard(source, out)
     runs = "1 run" if len(written.runs) == 1 else f"{len(written.runs)} runs"
-    typer.echo(f"wrote {runs}, {written.scalars:,} scalars to {written.directory}; "
+    _say(f"wrote {runs}, {written.scalars:,} scalars to {written.directory}; "
                f"view them with: tensorboard --logdir {written.directory}")  # fmt: skip
 
 
@@ -434,14 +496,17 @@ def graph(
     ∂L/∂· from the reverse pass, and every edge with the local derivative it contributes (σ'(z), Wᵀ, …). SVG is
     laid out by autobp itself (no Graphviz needed); DOT is for Graphviz; HTML wraps the SVG in a page.
     """
+    from autobp.common.files import output_path
     from autobp.tools.graph import build_graph, output_format, render_graph, write_graph
 
+    if out is not None:
+        output_path(out, "-o")  # refused before the work, not after
     text = render_graph(build_graph(source, example), output_format(fmt, out))
     if out is None:
-        typer.echo(text, nl=False)
+        _say(text, nl=False)
         return
     write_graph(text, out)
-    typer.echo(f"wrote the computation graph to {out}", err=True)
+    _say(f"wrote the computation graph to {out}", err=True)
 
 
 def main() -> None:

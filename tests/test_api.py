@@ -114,6 +114,10 @@ def test_report_is_the_data_of_autobp_report_json(deep_sigmoid: Path) -> None:
     code, stdout, _ = cli("report", deep_sigmoid, "--format", "json")
     assert code == 0
     assert [d.kind for d in report.diagnoses] == ["vanishing_gradients"]
+    (diagnosis,) = json.loads(stdout)["diagnoses"]  # the fix and its alternatives, the same in both
+    assert diagnosis["fix"] == report.diagnoses[0].fix and diagnosis["fix"]["model.layers.0.activation"] == "relu"
+    assert diagnosis["alternatives"] == report.diagnoses[0].alternatives != []
+    assert report.diagnoses[0] == autobp.load_run(deep_sigmoid).summary.health.diagnoses[0]
     assert json.loads(to_json(asdict(report))) == json.loads(stdout)
     assert render(report, "json") + "\n" == stdout
 

@@ -441,14 +441,14 @@ def test_fifos_where_files_belong_are_refused_without_hanging(tmp_path: Path) ->
     (done / "summary.json").unlink()
     os.mkfifo(done / "summary.json")
     os.mkfifo(tmp_path / "data.npz")
-    os.mkfifo(tmp_path / "plot-pipe.png")  # an output: replaced (atomically), never waited on
+    os.mkfifo(tmp_path / "plot-pipe.png")  # an output: refused, never replaced nor waited on
     cases = [
         (["validate", str(fifo)], 2, "not a file"),
         (["train", str(fifo)], 2, "not a file"),
         (["predict", str(done), str(fifo)], 2, "pipe: not a regular file (a named pipe)"),
         (["predict", str(done), str(tmp_path / "data.npz")], 2, "data.npz: not a regular file (a named pipe)"),
         (["report", str(done)], 0, "summary.json: not a regular file (a named pipe)"),
-        (["report", str(done), "--plot", str(tmp_path / "plot-pipe.png")], 0, "wrote the gradient-flow figure"),
+        (["report", str(done), "--plot", str(tmp_path / "plot-pipe.png")], 2, "plot-pipe.png: a named pipe; "),
     ]
     processes = [autobp(*args, wait=False) for args, _, _ in cases]  # side by side: each is mostly start-up
     for process, (args, expected, message) in zip(processes, cases):

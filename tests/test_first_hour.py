@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.health import SUGGEST_MORE_DATA, diagnose, summarize_layers
+from autobp.health import diagnose, summarize_layers
 from autobp.rundir.reader import read_run
-from autobp.spec.configfile import load_config
+from autobp.spec.configfile import load_config, override_arguments
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -121,8 +121,13 @@ def test_overfitting_suggests_only_keys_the_config_can_take(tmp_path: Path, sour
     # A validation loss that climbs while the training loss falls, over 12 epochs.
     log.metrics = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.5 + 0.05 * e} for e in range(1, 13)]
     (overfitting,) = [d for d in diagnose(log, summarize_layers(log), []) if d.kind == "overfitting"]
-    assert "`model.dropout: 0.2`" in overfitting.suggestion and "model.layers.<i>" not in overfitting.suggestion
-    assert overfitting.suggestion.endswith(SUGGEST_MORE_DATA) is more_data
+    assert overfitting.fix == {"training.early_stopping": {"monitor": "val_loss", "patience": 10}}
+    # model.dropout would not reach layers whose dropout config.yaml spells out: the layers' own keys are named.
+    assert {"model.layers.0.dropout": 0.2} in overfitting.alternatives
+    assert any("data.n_samples" in change for change in overfitting.alternatives) is more_data
+    for change in [overfitting.fix, *overfitting.alternatives]:
+        changed = load_config(run_dir / "config.yaml", override_arguments(change))
+        assert changed != load_config(run_dir / "config.yaml")
 
 
 def test_predictions_quote_a_class_name_with_a_comma_once(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_the_command_writes_each_format_and_rejects_a_bad_example(tmp_path: Path
     bad = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "--example", "5000"])
     assert bad.exit_code == 2 and "--example 5000: the validation split has" in bad.output
     nowhere = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "-o", str(tmp_path / "missing" / "g.svg")])
-    assert nowhere.exit_code == 2 and "cannot write the file (No such file or directory)" in nowhere.output
+    assert nowhere.exit_code == 2 and f"the folder {tmp_path / 'missing'} does not exist" in nowhere.output
     fmt = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "--format", "png"])
     assert fmt.exit_code == 2 and "--format png: choose one of svg, dot, html" in fmt.output
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.health import SIGNAL_RATIO
 from autobp.rundir.summary import read_summary
+from autobp.spec.configfile import override_value
 from autobp.training.runner import RunResult, conclude, format_summary
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -72,14 +73,18 @@ def test_sgd_at_a_tiny_learning_rate_is_called_out_by_train_too(tmp_path: Path) 
                                 "training.epochs=3")  # fmt: skip
     _, diagnoses = assert_agree(output, run_dir)
     assert "learning_rate_low" in [kind for kind, _ in diagnoses]
-    assert "raise `optimizer.lr` from 1e-05" in output
+    low = next(d for d in read_summary(run_dir / "summary.json").health.diagnoses if d.kind == "learning_rate_low")
+    assert low.fix["optimizer.lr"] >= 1e-4  # raised at least tenfold, and printed as the fix
+    assert f"set `optimizer.lr: {override_value(low.fix['optimizer.lr'])}`" in output
 
 
-def test_a_diverged_run_leads_with_the_blow_up_and_shows_finite_medians(tmp_path: Path) -> None:
+def test_a_run_that_blows_up_after_a_finite_start_leads_with_the_learning_rate(tmp_path: Path) -> None:
     output, run_dir = train_cli(tmp_path, "sine.yaml", "optimizer.name=sgd", "optimizer.lr=1e6", "training.epochs=2")
     assert "sine: diverged" in output
     verdicts, diagnoses = assert_agree(output, run_dir)
-    assert [kind for kind, _ in diagnoses[:2]] == ["exploding_gradients", "learning_rate_high"]
+    assert diagnoses[0][0] == "learning_rate_high" and "exploding_gradients" not in [kind for kind, _ in diagnoses]
+    high = read_summary(run_dir / "summary.json").health.diagnoses[0]
+    assert "non-finite values from step" in high.message and high.fix["optimizer.lr"] <= 1e6 / 1e3
     assert "nan" not in "".join(line for line in output.splitlines() if VERDICT_LINE.match(line))
     health = read_summary(run_dir / "summary.json").health
     assert all(v.signal is not None for v in health.layers)  # medians over the finite logged values

@@ -549,7 +549,7 @@ def damage(model: Path, how: str) -> None:
         ("pickled object", "cannot read array 'layer0.weight' (Object arrays cannot be loaded when allow_pickle=False)"),
         ("a .npy", "not a readable .npz file (not a zip archive of arrays)"),
         ("text weights", "do not fit this network: layer0.weight holds <U32 values, not real numbers"),
-        ("wrong shape", "do not fit this network: layer1.bias has shape (7,), the network needs (2,)"),
+        ("wrong shape", "layer1.weight and layer1.bias have shapes (3, 2) and (7,), not (in, out) and (out,)"),
     ],
 )
 def test_a_damaged_init_from_model_is_a_clear_error(tmp_path: Path, how: str, expected: str) -> None:
@@ -565,7 +565,7 @@ def test_a_damaged_init_from_model_leaves_no_run_directory(tmp_path: Path) -> No
     damage(model, "wrong shape")
     config = tmp_path / "config.yaml"
     config.write_text(GOOD_YAML.replace("[3]", f"[3]\n  init_from: {model}"))
-    assert_error(invoke("train", config, "--output", tmp_path / "again"), "layer1.bias has shape (7,)")
+    assert_error(invoke("train", config, "--output", tmp_path / "again"), "layer1.bias have shapes (3, 2) and (7,)")
     assert not (tmp_path / "again").exists()
 
 

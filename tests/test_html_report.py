@@ -62,7 +62,7 @@ def test_o_without_html_is_refused(deep_report: Path) -> None:
 def test_the_page_is_self_contained(deep_report: Path) -> None:
     page = (deep_report / "report.html").read_text()
     assert "<script src" not in page and "cdn.plot.ly" not in page.replace("https://cdn.plot.ly", "")
-    assert "vanishing_gradients" in page and "use `model.activation: relu`" in page
+    assert "vanishing_gradients" in page and "set `model.layers.0–7.activation: relu`" in page
 
 
 def plotly_data(page, div: str) -> list[dict]:

@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.common.text import format_number
+from autobp.health import INIT_SCALE_HIGH
 from autobp.rundir.reader import read_run
+from autobp.spec.configfile import override_value
 from autobp.tools.plot import plot_run
 from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.training.runner import train
@@ -57,7 +59,7 @@ def logged_median(run_dir: Path, layer: str, column: str) -> float:
 
 
 def test_healthy_run_has_no_diagnoses(runs: Path) -> None:
-    report = report_run(trained(runs, "quickstart.yaml", ["training.epochs=3"]))
+    report = report_run(trained(runs, "quickstart.yaml", ["training.epochs=40"]))
     assert report.status == "completed" and report.diagnoses == []
     assert "None: every check passed." in render(report, "text")
     assert [layer.activation for layer in report.layers] == ["tanh", "tanh", "identity"]
@@ -73,14 +75,21 @@ def test_deep_sigmoid_example_shows_vanishing_gradients(deep_sigmoid: Path) -> N
     assert evidence["signal"] == pytest.approx(first, rel=1e-12)
     assert evidence["signal_output_layer"] == pytest.approx(last, rel=1e-12)
     assert evidence["ratio"] == pytest.approx(last / first) and evidence["ratio"] > 1000
-    assert "model.activation: relu" in report.diagnoses[0].suggestion
+    # config.yaml spells out every layer's activation, so the fix names the hidden layers' own keys.
+    fix = report.diagnoses[0].fix
+    assert fix == {**{f"model.layers.{i}.activation": "relu" for i in range(8)},
+                   **{f"model.layers.{i}.init": "he" for i in range(8)}}
+    assert report.diagnoses[0].suggestion.startswith("set `model.layers.0–7.activation: relu`, `model.layers.0–7.init: he`")
 
 
 def test_huge_init_shows_exploding_gradients(runs: Path) -> None:
     report = report_run(trained(runs, "deep_sigmoid.yaml", DEEP_RELU_HUGE_INIT))
-    assert kinds(report) == [("exploding_gradients", "layer0")]
-    assert report.diagnoses[0].evidence["ratio"] > 1000
-    assert "optimizer.clip_grad_norm" in report.diagnoses[0].suggestion
+    # The initialisation is named, not the dead units or vanishing signal that follow from it.
+    diagnosis = report.diagnoses[0]
+    assert [d.kind for d in report.diagnoses] == ["exploding_gradients"] and "initial weights" in diagnosis.message
+    assert all(scale > INIT_SCALE_HIGH for scale in diagnosis.evidence["scales"].values())
+    assert diagnosis.fix == {f"model.layers.{i}.init": "he" for i in range(6)} | {"model.layers.6.init": "xavier"}
+    assert {"optimizer.clip_grad_norm": 1.0} in diagnosis.alternatives
 
 
 def test_huge_learning_rate_diverges_and_the_report_names_the_first_non_finite_step(runs: Path) -> None:
@@ -89,11 +98,12 @@ def test_huge_learning_rate_diverges_and_the_report_names_the_first_non_finite_s
     report = report_run(run_dir)
     assert report.status == "diverged"
     assert report.ending == f"diverged after 0 of 200 epochs: {summary['diverged']['reason']}"
-    blow_up = next(d for d in report.diagnoses if d.kind == "exploding_gradients" and "step" in d.evidence)
+    # A finite first step, then a blow-up: the steps' doing, named as the learning rate.
+    blow_up = report.diagnoses[0]
+    assert blow_up.kind == "learning_rate_high" and "step" in blow_up.evidence
     first_bad = next(r for r in read_csv(run_dir / "gradients.csv") if r["grad_norm_w"] in ("inf", "nan"))
     assert blow_up.evidence["step"] == int(first_bad["step"]) == summary["diverged"]["step"]
     assert blow_up.layer == first_bad["layer"]
-    assert "learning_rate_high" in [d.kind for d in report.diagnoses]
     text = render(report, "text")
     assert "No epoch was completed." in text and f"non-finite values from step {blow_up.evidence['step']}" in text
     json.loads(render(report, "json"), parse_constant=pytest.fail)  # strict JSON: no NaN or Infinity
@@ -117,24 +127,26 @@ def test_huge_init_saturates_tanh_units(runs: Path) -> None:
     overrides = ["training.epochs=1", "model.hidden=[32, 32]", "model.init=normal", "model.init_scale=20",
                  "optimizer.name=sgd", "optimizer.lr=0.01"]  # fmt: skip
     report = report_run(trained(runs, "xor.yaml", overrides))
-    (diagnosis,) = [d for d in report.diagnoses if d.kind == "saturated_units"]  # one line for every such layer
-    saturated = diagnosis.evidence["fractions"]
-    assert diagnosis.layers == list(saturated) and all(share > 0.5 for share in saturated.values())
-    assert saturated == {layer.name: layer.saturated_fraction for layer in report.layers if layer.name in saturated}
+    diagnosis = report.diagnoses[0]  # the initialisation, named once for every layer it concerns
+    assert diagnosis.kind == "saturated_units" and "initial weights" in diagnosis.message
+    assert diagnosis.layers == list(diagnosis.evidence["scales"]) and {"layer0", "layer1"} <= set(diagnosis.layers)
+    assert all(layer.saturated_fraction > 0.5 for layer in report.layers[:2])
+    assert diagnosis.fix == {f"model.layers.{i}.init": "xavier" for i in range(3)}
 
 
 @pytest.mark.parametrize(
-    ("overrides", "kind", "advice"),
+    ("overrides", "kind", "lr"),
     [
-        (["model.hidden=[8, 8]", "optimizer.name=sgd", "optimizer.lr=2.0"], "learning_rate_high",
-         "lower `optimizer.lr` from 2"),
-        (["optimizer.lr=1e-7"], "learning_rate_low", "raise `optimizer.lr` from 1e-07"),
+        (["model.hidden=[8, 8]", "optimizer.name=sgd", "optimizer.lr=2.0"], "learning_rate_high", 2.0),
+        (["optimizer.lr=1e-7"], "learning_rate_low", 1e-7),
     ],
 )
-def test_learning_rate_off(runs: Path, overrides: list[str], kind: str, advice: str) -> None:
+def test_learning_rate_off(runs: Path, overrides: list[str], kind: str, lr: float) -> None:
     report = report_run(trained(runs, "xor.yaml", ["training.epochs=2", *overrides]))
     (diagnosis,) = [d for d in report.diagnoses if d.kind.startswith("learning_rate")]
-    assert diagnosis.kind == kind and diagnosis.suggestion.startswith(advice)
+    change = diagnosis.fix["optimizer.lr"] / lr  # at least tenfold, in the direction the evidence says
+    assert diagnosis.kind == kind and (change <= 0.1 if kind == "learning_rate_high" else change >= 10)
+    assert diagnosis.suggestion.startswith(f"set `optimizer.lr: {override_value(diagnosis.fix['optimizer.lr'])}`")
     fastest = max(report.layers, key=lambda layer: layer.update_ratio_median)
     assert diagnosis.layer == fastest.name
     assert diagnosis.evidence["update_ratio_median"] == fastest.update_ratio_median
@@ -159,10 +171,11 @@ def test_overfitting_on_a_hand_made_run(tmp_path: Path) -> None:
     report = report_run(write_run(tmp_path / "over", train_loss, val_loss))
     (diagnosis,) = report.diagnoses
     assert diagnosis.kind == "overfitting" and diagnosis.layer is None
-    assert (diagnosis.evidence["from_epoch"], diagnosis.evidence["to_epoch"]) == (21, 30)
     assert diagnosis.evidence["best_epoch"] == 11 and diagnosis.evidence["best_val_loss"] == 0.5
-    assert diagnosis.evidence["val_loss_slope"] > 0 > diagnosis.evidence["train_loss_slope"]
-    assert "training.early_stopping" in diagnosis.suggestion
+    assert diagnosis.evidence["last_val_loss"] == val_loss[-1] and diagnosis.evidence["val_loss_rise"] > 0.2
+    assert diagnosis.evidence["last_train_loss"] < diagnosis.evidence["train_loss_at_best"]
+    # Without a config.yaml no change can be checked against it: the diagnosis says so instead of guessing.
+    assert diagnosis.fix == {} and diagnosis.suggestion.startswith("no config change can be proposed")
     assert report.status == "unfinished"
     assert report.ending == ("summary.json is missing: the run is still going, or its process was killed; "
                              "showing the 30 logged epochs")
@@ -185,7 +198,8 @@ def test_killed_run_with_non_finite_values_and_a_truncated_last_line(tmp_path: P
     ]  # fmt: skip
     (run_dir / "gradients.csv").write_text("\n".join([header, *rows]))
     report = report_run(run_dir)
-    assert [(d.kind, d.layer, d.evidence["step"]) for d in report.diagnoses] == [("exploding_gradients", "layer1", 2)]
+    # Finite at step 1, non-finite at step 2: the steps' doing.
+    assert [(d.kind, d.layer, d.evidence["step"]) for d in report.diagnoses] == [("learning_rate_high", "layer1", 2)]
     assert report.layers[0].grad_norm_w_last == 0.7 and report.layers[0].logged_steps == 3
     assert report.layers[1].grad_norm_w_median == 0.4  # medians skip non-finite values
     assert report.sparkline == "█×▁×"  # × marks an epoch without a finite value
@@ -205,7 +219,8 @@ def test_json_has_the_numbers_the_text_shows(deep_sigmoid: Path) -> None:
     payload = json.loads(render(report, "json"))
     text = render(report, "text").splitlines()
     assert set(payload) == {"run_dir", "name", "status", "ending", "task", "epochs", "steps", "series", "curve",
-                            "sparkline", "layers", "verdicts", "diagnoses", "notes", "instruments"}  # fmt: skip
+                            "sparkline", "layers", "verdicts", "diagnoses", "notes", "instruments", "doctor"}  # fmt: skip
+    assert payload["doctor"] is None  # no `autobp doctor` yet
     for layer in payload["layers"]:
         row = next(line.split() for line in text if line.startswith(layer["name"] + " "))
         numbers = [layer[key] for key in ("grad_norm_w_first", "grad_norm_w_median", "grad_norm_w_last",
@@ -216,7 +231,7 @@ def test_json_has_the_numbers_the_text_shows(deep_sigmoid: Path) -> None:
         assert row[1:] == [format_number(series["first"]), format_number(series["best"]), f"({series['best_epoch']})",
                            format_number(series["final"])]  # fmt: skip
     (diagnosis,) = payload["diagnoses"]
-    assert set(diagnosis) == {"kind", "layer", "layers", "evidence", "message", "suggestion"}
+    assert set(diagnosis) == {"kind", "layer", "layers", "evidence", "message", "suggestion", "fix", "alternatives"}
     line = f"- {diagnosis['kind']} ({diagnosis['layer']}): {diagnosis['message']}."
     assert line in text
     assert f"{payload['curve']} by epoch: {payload['sparkline']}" in text

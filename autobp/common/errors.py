@@ -27,3 +27,9 @@ class DataError(AutobpError):
     """A data file is missing or malformed, or does not fit the config."""
 
     exit_code = EXIT_USAGE
+
+
+class WriteError(AutobpError):
+    """A file could not be written (disk full, file-size limit, no permission): the message names it."""
+
+    exit_code = EXIT_FAILED

@@ -14,9 +14,11 @@ import io
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
 import time
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,12 +26,15 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from autobp.common.errors import DataError
+from autobp.common.errors import ConfigError, DataError, WriteError
 from autobp.common.text import shorten
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive: its first entry, or an empty one
 MAX_NPZ_BYTES = 1_000_000_000  # read before allocating, so a small compressed file cannot claim all memory
 MAX_CSV_BYTES = 1_000_000_000  # a CSV file autobp reads whole (data, logs, trials.csv): ~10 bytes a value
+MAX_ELEMENTS = 2**62  # an .npy shape promising more elements is no array (numpy would overflow counting them)
+MAX_DEPTH = 64  # nesting of a JSON or YAML document autobp reads; its own files nest a few levels
+TMP_SUFFIX = ".tmp"  # a file or folder being written, renamed into place when whole: `.<name>.<pid>-<token>.tmp`
 
 
 def check_regular_file(path: Path) -> None:
@@ -41,10 +46,11 @@ def check_regular_file(path: Path) -> None:
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
-        raise DataError(f"{path}: not a regular file (a {_kind(mode)}); give the path of a file")
+        raise DataError(f"{path}: not a regular file (a {kind(mode)}); give the path of a file")
 
 
-def _kind(mode: int) -> str:
+def kind(mode: int) -> str:
+    """What a file mode names, in words: folder, named pipe, socket, device."""
     kinds = {stat.S_ISDIR: "folder", stat.S_ISFIFO: "named pipe", stat.S_ISSOCK: "socket", stat.S_ISCHR: "device",
              stat.S_ISBLK: "device"}  # fmt: skip
     return next((name for test, name in kinds.items() if test(mode)), "special file")
@@ -56,6 +62,115 @@ def check_csv_size(path: Path) -> None:
     size = path.stat().st_size
     if size > MAX_CSV_BYTES:
         raise DataError(f"{path}: {size:,} bytes is larger than the limit of {MAX_CSV_BYTES:,} for a CSV file")
+
+
+def output_path(path: Path, option: str) -> Path:
+    """Where a user-named output (`-o`, `--out`) is written: the path itself when it is absent or a regular file, or
+    the file a symbolic link ends at (written through the link, which stays). Anything else — a named pipe, a
+    device, a socket, a folder — is refused (ConfigError), never replaced: outputs are written by replacing a file."""
+    target = through_link(path)
+    try:
+        mode: int | None = target.stat().st_mode
+    except OSError:  # absent (the usual case), or out of reach: the write itself says why
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        through = f" (where the link leads: {target})" if target != path else ""
+        raise ConfigError(f"{option} {path}: a {kind(mode)}{through}; autobp writes a file by replacing it in one "
+                          "step and never replaces anything else: give the path of a regular file")  # fmt: skip
+    if not target.parent.is_dir():
+        raise ConfigError(f"{option} {path}: the folder {target.parent} does not exist")
+    return target
+
+
+def through_link(path: Path) -> Path:
+    """Where a user-named output lands: the path, or where a symbolic link there finally leads."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def write_output(path: Path, content: bytes | str, option: str) -> None:
+    """Write a user-named output by the rule of `output_path`; a failed write is a WriteError naming it (exit 1)."""
+    target = output_path(path, option)
+    remove_orphans(target.parent, target.name)  # what an earlier, killed write of it left
+    try:
+        write_atomic(target, content)
+    except OSError as exc:
+        raise WriteError(f"{option} {path}: cannot write it ({exc.strerror or exc})") from None
+
+
+def inside(directory: Path, path: Path) -> Path:
+    """`path`, when it lies in `directory` without a symbolic link leading out of it; DataError otherwise (autobp
+    writes into run and sweep directories, never through them to wherever a link points)."""
+    root = directory.resolve()
+    if path.is_symlink() or not path.resolve().is_relative_to(root):
+        raise DataError(f"{path}: a symbolic link out of {directory}; autobp writes only inside it "
+                        "(replace the link by the folder itself)")  # fmt: skip
+    return path
+
+
+def write_inside(directory: Path, name: str, content: bytes | str) -> None:
+    """Write a file into a run or sweep directory atomically: a link of that name is replaced, never followed (the
+    rename replaces the entry itself). A failed write is a WriteError naming the file."""
+    path = directory / name
+    try:
+        write_atomic(path, content)
+    except OSError as exc:
+        raise WriteError(describe_write_error(exc)) from None
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the file system of `path` (or its nearest existing parent); None when it cannot be told."""
+    try:
+        existing = next((p for p in [path, *path.parents] if p.exists()), None)
+        return shutil.disk_usage(existing).free if existing is not None else None
+    except OSError:  # such as a name too long for the file system: the write reports it
+        return None
+
+
+def check_room(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start writing `what` (about `needed` bytes) into `folder` when the disk lacks the room (WriteError)."""
+    free = free_bytes(folder)
+    if free is not None and free < needed:
+        raise WriteError(f"{folder}: {free / 1e6:.1f} MB free, but {what} take about {needed / 1e6:.1f} MB; "
+                         "free some space first")  # fmt: skip
+
+
+def temporary_name(path: Path, token: str) -> str:
+    """The name a file or folder has while it is written beside `path` (see remove_orphans)."""
+    return f".{path.name}.{os.getpid()}-{token}{TMP_SUFFIX}"
+
+
+def remove_orphans(directory: Path, name: str = "") -> None:
+    """Remove what killed writers left in `directory`: temporaries (files or folders) of processes that no longer
+    run, of the file `name` only if given. Called before writing (--resume, sweep --resume, export, every
+    user-named output); what cannot be removed stays, harmless."""
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            ours = entry.name.startswith(f".{name}.") if name else entry.name.startswith(".")
+            if not ours or not entry.name.endswith(TMP_SUFFIX) or _writer_alive(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that named this temporary runs: `<pid>-<token>` now, `<pid>.<ns>` (TensorBoard staging)
+    or a bare mkstemp token (no pid: written by an earlier autobp, whose writer has long ended) before."""
+    parts = name[: -len(TMP_SUFFIX)].split(".")
+    pid = parts[-1].partition("-")[0] if "-" in parts[-1] else parts[-2] if parts[-1].isdigit() else ""
+    if not pid.isdigit() or int(pid) == 0:
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def naming_the_file(exc: OSError, path: Path) -> OSError:
@@ -107,7 +222,7 @@ def signature(path: Path) -> list[int] | None:
 def write_atomic(path: Path, content: bytes | str) -> None:
     """Replace `path` with `content` in one step: temporary file in the same folder, fsync, rename."""
     data = content.encode() if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_name(path, "")[: -len(TMP_SUFFIX)], suffix=TMP_SUFFIX)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private; a file written directly would not be
         with os.fdopen(fd, "wb") as handle:
@@ -152,10 +267,31 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> Any:
+    """A JSON file autobp wrote; nesting deeper than MAX_DEPTH is a DataError naming it (it is no file of ours)."""
     check_regular_file(path)
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        try:
+            return check_depth(json.load(handle), path)
+        except RecursionError:
+            raise _too_deep(path) from None
+
+
+def check_depth(value: Any, path: Path) -> Any:
+    """`value` (parsed JSON or YAML) when it nests at most MAX_DEPTH lists and mappings; a DataError naming `path`
+    otherwise, before anything recursive walks it."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise _too_deep(path)
+        level = [item for node in level if isinstance(node, (dict, list))
+                 for item in (node.values() if isinstance(node, dict) else node)]  # fmt: skip
+    return value
+
+
+def _too_deep(path: Path) -> DataError:
+    return DataError(f"{path}: nested more than {MAX_DEPTH} levels deep; not a file autobp wrote (it is damaged)")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -298,7 +434,24 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file ({exc}); it may be truncated or corrupted") from None
 
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_npy_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """An .npy header's (shape, Fortran order, dtype), read from `handle` at its start; ValueError for a header no
+    np.save writes: an unknown version, or a shape with a negative size (numpy would read it as 'unknown')."""
+    reader = HEADER_READERS.get(np.lib.format.read_magic(handle))
+    if reader is None:  # version 3 only adds UTF-8 field names, which autobp never writes
+        raise ValueError("unsupported .npy format version (save with np.save)")
+    try:
+        shape, fortran_order, dtype = reader(handle)
+    except (SyntaxError, tokenize.TokenError, OverflowError, TypeError, RecursionError, MemoryError) as exc:
+        raise ValueError(f"a header numpy cannot parse ({type(exc).__name__})") from None
+    if any(size < 0 for size in shape):
+        raise ValueError(f"a negative size in its shape {shape}")
+    if math.prod(max(size, 1) for size in shape) >= MAX_ELEMENTS:  # numpy counts elements in int64
+        raise ValueError(f"a shape larger than any array {shape}")
+    return shape, fortran_order, dtype
 
 
 def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
@@ -306,10 +459,7 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -
     the array: a header claiming a huge shape would otherwise claim the memory first."""
     with archive.open(info) as member:
         try:
-            read_header = _HEADER_READERS.get(np.lib.format.read_magic(member))
-            if read_header is None:  # version 3 only adds UTF-8 field names, which autobp never writes
-                raise ValueError("unsupported .npy format version")
-            shape, _, dtype = read_header(member)
+            shape, _, dtype = read_npy_header(member)
         except (ValueError, EOFError) as exc:
             raise DataError(f"{path}: array {shorten(repr(info.filename))} has a damaged header ({exc})") from None
         header = member.tell()

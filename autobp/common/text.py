@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Sequence
 
 
@@ -40,6 +41,7 @@ def plural(n: int, singular: str, plural_form: str | None = None) -> str:
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> list[str]:
     """Lines of a table: aligned columns for a terminal, or a GitHub markdown table."""
+    headers, rows = _cells(headers), [_cells(row) for row in rows]
     if markdown:
         escape = lambda cell: cell.replace("|", "\\|")  # noqa: E731
         return [
@@ -51,9 +53,15 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markd
     return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (headers, *rows)]
 
 
+def _cells(row: Sequence[object]) -> list[str]:
+    """A table's cells on one line each, whatever a file put in them."""
+    return [terminal_safe(str(cell), one_line=True) for cell in row]
+
+
 def format_wide_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, keep: int = 1) -> list[str]:
     """An aligned table at most `width` characters wide: columns past the edge continue in further blocks below,
     each led again by the first `keep` columns (a single column wider than `width` still gets a block of its own)."""
+    headers, rows = _cells(headers), [_cells(row) for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
     blocks: list[list[int]] = [[]]
     for index in range(keep, len(headers)):
@@ -66,6 +74,21 @@ def format_wide_table(headers: Sequence[str], rows: Sequence[Sequence[str]], wid
         chosen = [*range(keep), *block]
         lines += [""] * bool(lines) + format_table([headers[i] for i in chosen], [[row[i] for i in chosen] for row in rows])
     return lines
+
+
+# What a terminal obeys instead of showing: C0 controls (ESC starts colour, title, clear-screen and hyperlink
+# sequences; BEL; CR overwrites a line), DEL and C1 controls, line and paragraph separators, and the bidi controls
+# that reorder what is shown (Trojan Source). Newline and tab are kept where a whole text is shown.
+_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+_UNSAFE_TEXT = re.compile(f"[{_UNSAFE}]")
+_UNSAFE_LINE = re.compile(f"[\t\n{_UNSAFE}]")
+
+
+def terminal_safe(text: str, *, one_line: bool = False) -> str:
+    """Text as a terminal may show it: every control character and bidi control written as a `\\uXXXX` escape (also a
+    valid JSON escape, so JSON stays JSON); newline and tab kept unless `one_line`. Every output passes here."""
+    pattern = _UNSAFE_LINE if one_line else _UNSAFE_TEXT
+    return pattern.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def shorten(text: str, limit: int = 60) -> str:

@@ -12,18 +12,19 @@ read in groups of rows, and before a group could take the mapped pages past the 
 
 from __future__ import annotations
 
+import math
 import mmap
 from pathlib import Path
 
 import numpy as np
 
 from autobp.common.errors import DataError
+from autobp.common.files import read_npy_header
 
 RESIDENT_BUDGET = 256 * 2**20  # bytes of a map that may be resident at once
 # What touching one row may map beyond the row itself: the page cache holds large folios (up to 2 MiB on x86-64),
 # and a fault maps the whole folio, on each side of a row that straddles two.
 FOLIO = 2 * 2**20
-HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def read_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -31,11 +32,7 @@ def read_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, bool,
     whose data is all there is a DataError (`what` names the file in the message, e.g. `data.path`)."""
     try:
         with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            reader = HEADER_READERS.get(version)
-            if reader is None:
-                raise DataError(f"{what}: {path}: .npy format version {version} is not supported (save with np.save)")
-            shape, fortran_order, dtype = reader(handle)
+            shape, fortran_order, dtype = read_npy_header(handle)
             offset = handle.tell()
         size = path.stat().st_size
     except (ValueError, EOFError) as exc:
@@ -44,7 +41,7 @@ def read_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, bool,
         raise DataError(f"{what}: {path}: cannot read it ({exc.strerror or exc})") from None
     if dtype.hasobject:
         raise DataError(f"{what}: {path}: the array holds Python objects; save plain numbers with np.save")
-    needed = offset + int(np.prod(shape)) * dtype.itemsize
+    needed = offset + math.prod(shape) * dtype.itemsize  # Python ints: a huge shape cannot overflow
     if size < needed:
         raise DataError(f"{what}: {path}: the file has {size:,} bytes, its header describes {needed:,}; "
                         "it is truncated")  # fmt: skip

@@ -36,7 +36,85 @@ def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.ran
     raise ValueError(f"unknown init {kind!r}")
 
 
+def fitting_init(activation: str) -> str:
+    """The initialisation that keeps a layer's signal about the same size through it: He for the ReLU family, whose
+    units pass half their input, Xavier for the others."""
+    return "he" if ACTIVATIONS[activation].family == "relu" else "xavier"
+
+
+def fitting_std(activation: str, fan_in: int, fan_out: int) -> float:
+    """The standard deviation of the weights `fitting_init` draws for a (fan_in, fan_out) layer."""
+    return float(np.sqrt(2.0 / fan_in if fitting_init(activation) == "he" else 2.0 / (fan_in + fan_out)))
+
+
 MODEL_FILE = "model.npz"  # a trained network's weights (and what prediction needs), in every run directory
+
+
+def load_model_file(path: Path) -> dict[str, np.ndarray]:
+    """A model.npz's arrays, checked as a whole (see check_model) before anything uses them."""
+    arrays = load_npz(path)
+    problems = check_model(arrays)
+    if problems:
+        raise DataError(f"{path}: " + "; ".join(problems[:5]) + " — the file is damaged or was not written by autobp")
+    return arrays
+
+
+def check_model(arrays: dict[str, np.ndarray]) -> list[str]:
+    """What makes a model.npz inconsistent: layers that do not chain, names and statistics that do not fit the
+    first layer's inputs or the last layer's outputs, statistics that are not finite or a scale that is not > 0."""
+    weights = []
+    while f"layer{len(weights)}.weight" in arrays:
+        weights.append(arrays[f"layer{len(weights)}.weight"])
+    problems = []
+    fan_in = None
+    for index, weight in enumerate(weights):
+        bias = arrays.get(f"layer{index}.bias")
+        if weight.ndim != 2 or bias is None or bias.shape != weight.shape[1:]:
+            shapes = f"{weight.shape} and {None if bias is None else bias.shape}"
+            problems.append(f"layer{index}.weight and layer{index}.bias have shapes {shapes}, not (in, out) and (out,)")
+        elif fan_in is not None and weight.shape[0] != fan_in:
+            problems.append(f"layer{index}.weight takes {weight.shape[0]} inputs, the layer before gives {fan_in}")
+        elif weight.dtype.kind == bias.dtype.kind == "f" and not all(np.isfinite(a).all() for a in (weight, bias)):
+            problems.append(f"layer{index} holds weights that are not finite (a run that diverged keeps them: train "
+                            "it again with a smaller optimizer.lr)")  # fmt: skip
+        fan_in = weight.shape[-1] if weight.ndim == 2 else None
+    if problems or not weights:
+        return problems or ["no layer0.weight"]
+    inputs, outputs = weights[0].shape[0], weights[-1].shape[1]
+    problems += _names(arrays, "feature_names", {inputs}, f"the {inputs} inputs of layer0")
+    problems += _statistics(arrays, "x", inputs)
+    if "class_names" in arrays:
+        choices = {outputs, 2} if outputs == 1 else {outputs}  # bce: one logit for two classes
+        problems += _names(arrays, "class_names", choices, f"the {outputs} outputs of the last layer")
+        problems += _names(arrays, "target_names", None, "")
+    else:
+        problems += _names(arrays, "target_names", {outputs}, f"the {outputs} outputs of the last layer")
+        problems += _statistics(arrays, "y", outputs)
+    return problems
+
+
+def _names(arrays: dict[str, np.ndarray], key: str, lengths: set[int] | None, what: str) -> list[str]:
+    """A list of names, if the file has it: text, one dimension, and one of `lengths` long (any, if None)."""
+    names = arrays.get(key)
+    if names is None:
+        return []
+    if names.ndim != 1 or names.dtype.kind != "U" or not names.size:
+        return [f"{key} is {names.dtype} {names.shape}, not a list of names"]
+    return [] if lengths is None or len(names) in lengths else [f"{key} has {len(names)} names for {what}"]
+
+
+def _statistics(arrays: dict[str, np.ndarray], prefix: str, size: int) -> list[str]:
+    """The standardization statistics {prefix}_mean, {prefix}_std: both or neither, (size,) finite, the scale > 0."""
+    mean, std = arrays.get(f"{prefix}_mean"), arrays.get(f"{prefix}_std")
+    if mean is None and std is None:
+        return []
+    for key, value in ((f"{prefix}_mean", mean), (f"{prefix}_std", std)):
+        if value is None or value.shape != (size,) or value.dtype.kind not in "iuf":
+            found = "missing" if value is None else f"{value.dtype} {value.shape}"
+            return [f"{key} is {found}, not {size} numbers"]
+        if not np.isfinite(value).all():
+            return [f"{key} holds values that are not finite"]
+    return [] if (std > 0).all() else [f"{prefix}_std holds a scale ≤ 0"]
 
 
 def weights_file(path: Path) -> Path:
@@ -187,6 +265,6 @@ def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Ne
         fan_in = spec.units
     network = Network(layers)
     if config.model.init_from:
-        network.load_state_dict(load_npz(weights_file(Path(config.model.init_from))),
+        network.load_state_dict(load_model_file(weights_file(Path(config.model.init_from))),
                                 f"model.init_from ({config.model.init_from})")
     return network

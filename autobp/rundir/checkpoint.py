@@ -49,6 +49,10 @@ def load(run_dir: Path) -> Checkpoint | None:
     missing = [key for key in ("epoch", "step") if key not in arrays]
     if missing:
         raise DataError(f"{path}: not an autobp checkpoint (missing {', '.join(missing)})")
+    for key in ("epoch", "step"):
+        if arrays[key].shape != () or arrays[key].dtype.kind not in "iu" or arrays[key] < 0:
+            raise DataError(f"{path}: not an autobp checkpoint ({key} is {arrays[key].dtype} {arrays[key].shape}, "
+                            "not a count)")  # fmt: skip
     return Checkpoint(
         epoch=int(arrays["epoch"]),
         step=int(arrays["step"]),

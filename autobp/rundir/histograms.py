@@ -185,8 +185,25 @@ def read(run_dir: Path) -> Histograms | None:
     missing = [key for key in ("steps", "epochs", "layers", "counts", "nan_counts") if key not in arrays]
     if missing:
         raise DataError(f"{path}: missing {', '.join(missing)}; not a histograms file written by autobp train")
-    counts = arrays["counts"]
-    expected = (len(arrays["steps"]), len(arrays["layers"]), len(QUANTITIES), BINS)
-    if counts.shape != expected:
-        raise DataError(f"{path}: counts has shape {counts.shape}, expected {expected}")
-    return Histograms(arrays["steps"], arrays["epochs"], arrays["layers"].tolist(), counts, arrays["nan_counts"])
+    problem = _inconsistency(arrays)
+    if problem:
+        raise DataError(f"{path}: {problem}; not a histograms file written by autobp train (it is damaged)")
+    return Histograms(arrays["steps"], arrays["epochs"], arrays["layers"].tolist(), arrays["counts"],
+                      arrays["nan_counts"])  # fmt: skip
+
+
+def _inconsistency(arrays: dict[str, np.ndarray]) -> str:
+    """What makes the arrays of a histograms file disagree with the format above ('' when nothing does)."""
+    steps, epochs, layers = arrays["steps"], arrays["epochs"], arrays["layers"]
+    if steps.ndim != 1 or steps.dtype.kind not in "iu" or epochs.shape != steps.shape or epochs.dtype.kind not in "iu":
+        return f"steps and epochs must be lists of whole numbers of one length (got {steps.dtype} {steps.shape}, " \
+               f"{epochs.dtype} {epochs.shape})"
+    if (steps < 0).any() or (np.diff(steps) <= 0).any():
+        return "steps must increase"
+    if layers.ndim != 1 or layers.dtype.kind != "U":
+        return f"layers must be a list of names (got {layers.dtype} {layers.shape})"
+    for key, shape in (("counts", (len(steps), len(layers), len(QUANTITIES), BINS)),
+                       ("nan_counts", (len(steps), len(layers), len(QUANTITIES)))):  # fmt: skip
+        if arrays[key].shape != shape or arrays[key].dtype.kind not in "u":
+            return f"{key} has {arrays[key].dtype} values of shape {arrays[key].shape}; expected counts of shape {shape}"
+    return ""

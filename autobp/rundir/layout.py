@@ -8,10 +8,10 @@ are appended row by row and flushed as training goes, so a killed run keeps its 
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import datetime
 from pathlib import Path
 
+from autobp.common import files
 from autobp.common.errors import ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -50,11 +50,7 @@ def create_run_dir(output: Path, name: str, now: datetime | None = None) -> Path
 
 def check_free_space(output: Path, needed: int) -> None:
     """Refuse to start a run that would fill the disk: a clear error now beats a failed run later."""
-    try:
-        existing = next((p for p in [output, *output.parents] if p.exists()), None)
-        free = shutil.disk_usage(existing).free if existing is not None else None
-    except OSError:  # such as a name too long for the file system: create_run_dir reports it
-        return
+    free = files.free_bytes(output)
     if free is not None and free < needed:
         raise ConfigError(
             f"output directory {output}: {free / 1e6:.1f} MB free, but this run writes about {needed / 1e6:.1f} MB; "

@@ -182,14 +182,14 @@ def attribute_docstrings(cls: type) -> dict[str, str]:
 # --- reading YAML -----------------------------------------------------------------------------------------------
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
     """A config-like file's text, with clear errors for a missing, oversized, unreadable or non-UTF-8 file."""
     try:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {MAX_FILE_BYTES:,})")
+        if size > limit:
+            raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {limit:,})")
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
@@ -421,6 +421,20 @@ def _apply_override(raw: dict, text: str) -> KeyPath:
         value = os.path.abspath(Path(value).expanduser())
     container[step] = value
     return (*path, step)
+
+
+def override_arguments(changes: dict[str, Any]) -> list[str]:
+    """The `--set` arguments (`key.path=value`) that make `changes`, a mapping of dotted keys to plain values; each
+    value is written so that `--set` reads it back equal (a string that would read as a number or a boolean is
+    quoted)."""
+    return [f"{key}={override_value(value)}" for key, value in changes.items()]
+
+
+def override_value(value: Any) -> str:
+    """A plain value as `--set` reads it back: JSON (which is YAML flow) unless a bare string reads back as itself."""
+    if isinstance(value, str) and value and yaml.load(value, Loader=_Loader) == value:
+        return value
+    return json.dumps(value)
 
 
 def _override_step(container: Any, part: str, path: KeyPath) -> str | int:

@@ -33,6 +33,12 @@ FINISHED = tuple(str(status) for status in Status if status.finished)  # trials 
 KEPT = (*FINISHED, str(Status.PRUNED))  # what a resumed sweep does not run again: pruned trials stay pruned
 PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 
+# autobp's own record, not a file people write: read back up to this size (a sweep at its 10,000-trial cap writes
+# ~2 MB with four swept keys), and never written larger.
+MAX_RECORD_BYTES = 32_000_000
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 Mode = Literal["min", "max"]
 Stage = Literal["saved", "final", "best"]
 
@@ -122,14 +128,30 @@ class SweepRecord(_Record):
         return Ranking(self.monitor, self.mode, self.rank)
 
 
+def record_text(record: SweepRecord) -> str:
+    """sweep.yaml's text; a record larger than read_record reads back is a ConfigError (refused before it is written)."""
+    text = yaml.dump(record.model_dump(mode="json"), Dumper=_DUMPER, sort_keys=False)
+    if len(text.encode()) > MAX_RECORD_BYTES:
+        raise ConfigError(f"{SWEEP_FILE} of this sweep would take {len(text.encode()):,} bytes, more than the limit "
+                          f"of {MAX_RECORD_BYTES:,}: sweep fewer trials or shorter values")  # fmt: skip
+    return text
+
+
+def load_record_yaml(text: str) -> Any:
+    """sweep.yaml's plain values (libyaml's parser where PyYAML has it: a record of 10,000 trials is megabytes)."""
+    return yaml.load(text, Loader=_LOADER)
+
+
 def read_record(directory: Path) -> SweepRecord:
     """sweep.yaml of a sweep directory (ConfigError naming it if missing or damaged)."""
     path = directory / SWEEP_FILE
     if not path.is_file():
         raise ConfigError(f"{directory}: not a sweep directory (it has no {SWEEP_FILE})")
     try:
-        return SweepRecord.model_validate(yaml.safe_load(read_text(path)))
-    except (yaml.YAMLError, ValidationError, ConfigError) as err:
+        return SweepRecord.model_validate(files.check_depth(load_record_yaml(read_text(path, MAX_RECORD_BYTES)), path))
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply; not a sweep record written by autobp sweep") from None
+    except (yaml.YAMLError, ValidationError, AutobpError) as err:
         problem = shorten(str(err), 200)
         raise ConfigError(f"{path}: not a sweep record written by autobp sweep ({problem}); its trials are ordinary "
                           "run directories, which `autobp compare` and `autobp report` still read") from None
@@ -148,7 +170,7 @@ class Outcome:
         if self.summary is None:
             return ""
         if self.status == Status.PRUNED:
-            return f"stopped at epoch {self.summary.epochs} by early_terminate"
+            return self.summary.reason or f"stopped at epoch {self.summary.epochs} by early_terminate"
         if self.summary.diverged is not None:
             return self.summary.diverged.reason
         return self.summary.error or ""

@@ -437,14 +437,10 @@ def render_graph(graph: ComputationGraph, fmt: str) -> str:
 
 
 def write_graph(text: str, out: Path) -> None:
-    """Write a rendered graph atomically (ConfigError naming -o when that fails)."""
+    """Write a rendered graph by the output rule of `files.write_output`."""
     from autobp.common import files
-    from autobp.common.errors import ConfigError
 
-    try:
-        files.write_atomic(out, text)
-    except OSError as exc:
-        raise ConfigError(f"-o {out}: cannot write the file ({exc.strerror or exc})") from None
+    files.write_output(out, text, "-o")
 
 
 def output_format(fmt: str | None, out: Path | None) -> str:

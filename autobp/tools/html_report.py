@@ -19,6 +19,7 @@ import html
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,7 @@ from autobp.common.errors import AutobpError, ConfigError
 from autobp.common.files import signature
 from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
+from autobp.rundir.doctor import DOCTOR_FILE
 from autobp.rundir.histograms import HISTOGRAMS_FILE
 from autobp.rundir.instruments import INSTRUMENTS_FILE, TOTAL
 
@@ -58,6 +60,9 @@ padding:8px 12px;margin:10px 0}.healthy{border-left:4px solid #2e7d32;background
 .evidence{font-size:12px;color:#555}.note{color:#8a5a00}
 .graph{overflow:auto;max-height:80vh;border:1px solid #ddd}#graph-fit:checked~.graph svg{width:100%;height:auto}
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{color:#555;font-size:14px}
+.cured{color:#2e7d32;font-weight:bold}.uncured{color:#c62828}
+pre.command{white-space:pre-wrap;overflow-wrap:anywhere;margin:6px 0 0}
+#verified-fixes :is(td,th):is(:nth-child(2),:nth-child(3)){text-align:left}
 .legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}
 .verdict-ok{color:#2e7d32}.verdict-bad{color:#c62828;font-weight:bold}.instruments td:nth-child(4),.instruments td:last-child{text-align:left}"""
 # A click on the fitted drawing shows it at full size, scrolled so that the clicked place is in the middle.
@@ -69,6 +74,7 @@ frame.scrollTop = y * frame.scrollHeight - frame.clientHeight / 2; }); })();"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_TICKS = 8  # labels on a log axis or colour bar
 SHOWN_DIGITS = 4  # significant digits of the numbers in a chart: what hovers show, in a third of the bytes of all 17
+PAGE_DATA_BYTES = 1_000_000  # a run page's own data beside plotly's JavaScript: curves, histograms, the graph
 FRACTIONS = ("dead_fraction", "saturated_fraction")  # between 0 and 1: their axes start at 0
 
 
@@ -83,19 +89,31 @@ def plotly_objects() -> Any:
 def write_report(path: Path, out: Path | None = None) -> Path:
     """Write the HTML report of a run or sweep directory (default DIR/report.html); return where it went. A sweep's
     trials get their own reports, all sharing one copy of plotly.js in the sweep directory."""
+    from autobp.common import files
     from autobp.sweeps.record import is_sweep_dir
 
     plotly_objects()
+    if out is not None:
+        files.output_path(out, "-o")  # refused before the work, not after
     target = out or path / REPORT_FILE
     if is_sweep_dir(path):
+        from autobp.sweeps.record import read_record
+
+        read_record(path)  # a damaged sweep.yaml refuses the report (the live view shows it as a note instead)
+        trials = _sweep_trials(path)
+        _check_trial_pages(path, trials)
         asset = _write_asset(path)
-        for trial in _sweep_trials(path):
-            _write(trial / REPORT_FILE, page(RunContext(trial), _linked(asset, trial)))
-        _write(target, page(SweepContext(path, lambda trial: _relative(trial / REPORT_FILE, target.parent)),
-                            _linked(asset, target.parent)))  # fmt: skip
-        return target
-    in_sweep = out is None and is_sweep_dir(path.parent)  # a trial shares its sweep's plotly.js
-    _write(target, page(RunContext(path), _linked(_write_asset(path.parent), path) if in_sweep else _inline()))
+        for trial in trials:
+            files.write_inside(trial, REPORT_FILE, page(RunContext(trial), _linked(asset, trial)))
+        text = page(SweepContext(path, lambda trial: _relative(trial / REPORT_FILE, target.parent)),
+                    _linked(asset, target.parent))  # fmt: skip
+    else:
+        in_sweep = out is None and is_sweep_dir(path.parent)  # a trial shares its sweep's plotly.js
+        text = page(RunContext(path), _linked(_write_asset(path.parent), path) if in_sweep else _inline())
+    if out is None:
+        files.write_inside(path, REPORT_FILE, text)
+    else:
+        files.write_output(out, text, "-o")
     return target
 
 
@@ -105,23 +123,28 @@ def _sweep_trials(sweep_dir: Path) -> list[Path]:
     return trial_dirs(sweep_dir)
 
 
-def _write(target: Path, text: str | bytes) -> None:
+def _check_trial_pages(sweep_dir: Path, trial_dirs: list[Path]) -> None:
+    """Before the first page: every trial folder inside the sweep (none a link out of it), and room for the pages
+    and the one copy of plotly's JavaScript."""
+    from plotly.offline import get_plotlyjs
+
     from autobp.common import files
 
-    try:
-        files.write_atomic(target, text)
-    except OSError as exc:
-        raise ConfigError(f"{target}: cannot write the HTML report ({exc.strerror or exc})") from None
+    for trial_dir in trial_dirs:
+        files.inside(sweep_dir, trial_dir)
+    files.check_room(sweep_dir, len(get_plotlyjs()) + (len(trial_dirs) + 1) * PAGE_DATA_BYTES, "the HTML reports")
 
 
 def _write_asset(sweep_dir: Path) -> Path:
     """The sweep's copy of plotly.js, written once (again only if a different plotly made it)."""
     from plotly.offline import get_plotlyjs
 
+    from autobp.common import files
+
     script = get_plotlyjs().encode()
     asset = sweep_dir / PLOTLY_ASSET
     if not asset.is_file() or asset.stat().st_size != len(script):
-        _write(asset, script)
+        files.write_inside(sweep_dir, PLOTLY_ASSET, script)
     return asset
 
 
@@ -294,6 +317,48 @@ def _run_header(report: Any, metrics: list[dict]) -> str:
                      f"{html.escape(diagnosis.message)}.<br><b>Suggestion:</b> {html.escape(diagnosis.suggestion)}."
                      f'<div class="evidence">evidence: {evidence}</div></div>')  # fmt: skip
     return "".join(parts)
+
+
+def verified_fixes_section(record: Any) -> str:
+    """The run page's "Verified fixes" section: doctor.json's changes, best first, and the command of the best
+    (empty when `autobp doctor` has not run)."""
+    if record is None:
+        return ""
+    from autobp.common.text import format_number
+    from autobp.health import describe_change
+    from autobp.tools.report import fix_headers, fix_rows
+
+    cause = html.escape(record.cause.kind)
+    source = "the run itself" if record.before_source == "run" else f"the config unchanged, {record.epochs} epochs"
+    parts = ['<section id="verified-fixes"><h2>Verified fixes (autobp doctor)</h2>',
+             f'<p class="explain">Each change the diagnosis <b>{cause}</b> proposes, retrained for {record.epochs} '
+             f"epochs; a change cured it when its trial finished and its own judgement no longer names {cause} "
+             f"first. {html.escape(record.monitor)} before: {format_number(record.before)} "
+             f"({html.escape(source)}).</p>"]  # fmt: skip
+    rows = [[_code_spans(cell) for cell in row] for row in fix_rows(record)]
+    for row, treatment in zip(rows, record.treatments):
+        row[-1] = f'<span class="{"cured" if treatment.cured else "uncured"}">{row[-1]}</span>'
+    parts.append(_table(fix_headers(record), rows))
+    if record.status != "completed":
+        parts.append(f'<p class="note">doctor {html.escape(record.status)}: not every trial finished; '
+                     f"<code>autobp doctor {html.escape(record.run_dir)}</code> finishes them.</p>")  # fmt: skip
+    best = next((t for t in record.treatments if t.trial == record.best), None)
+    if best is not None:
+        parts.append(f'<div class="healthy"><b>Best:</b> {_code_spans(describe_change(best.change))} cured {cause}: '
+                     f"{html.escape(record.monitor)} {format_number(record.before)} → {format_number(best.value)}."
+                     f'<pre class="command">{html.escape(record.command)}</pre></div>')  # fmt: skip
+    elif record.status == "completed":
+        parts.append(f'<p class="diagnosis">No change cured {cause}.</p>')
+    return "".join(parts) + "</section>"
+
+
+def _code_spans(text: str) -> str:
+    """Escaped text whose `quoted` parts are shown as code."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+
+
+def _verified_fixes(context: RunContext) -> str | None:
+    return verified_fixes_section(context.report.doctor) or None
 
 
 def _evidence(value: Any) -> str:
@@ -778,6 +843,7 @@ def _dimension(key: str, values: list[Any]) -> dict:
 
 RUN_SECTIONS: list[Section] = [
     Section("summary", "", _summary),
+    Section("verified-fixes", "", _verified_fixes, (DOCTOR_FILE,)),
     Section("curves", "Loss and metrics by epoch", _curves),
     Section("gradient-flow", "Gradient flow", _gradient_flow),
     Section("instruments", "Instruments", _instruments),

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 import autobp
+from autobp.common import files
 from autobp.common.errors import ConfigError
 from autobp.sweeps.record import is_sweep_dir
-from autobp.tools.predict import TrainedModel, load_model, write_predictions
+from autobp.tools.predict import TrainedModel, load_model
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: runtimes that read opset 17 read this file
@@ -49,12 +50,16 @@ def export_onnx(run_dir: Path, out: Path | None = None) -> Path:
     if is_sweep_dir(run_dir):
         raise ConfigError(f"{run_dir}: a sweep directory; --format onnx exports one run's model, so give one of its "
                           f"trials, e.g. {run_dir / 'trial-000'}")  # fmt: skip
+    if out is not None:
+        files.output_path(out, "--out")  # refused before the work, not after
     model = load_model(run_dir)
     proto = build_onnx(model, run_dir.resolve().name)
     onnx.checker.check_model(proto)
-    path = out if out is not None else run_dir / MODEL_FILE
-    write_predictions(path, proto.SerializeToString())
-    return path
+    if out is None:
+        files.write_inside(run_dir, MODEL_FILE, proto.SerializeToString())
+        return run_dir / MODEL_FILE
+    files.write_output(out, proto.SerializeToString(), "--out")
+    return out
 
 
 def _onnx() -> Any:

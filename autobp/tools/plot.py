@@ -34,6 +34,7 @@ def check_plot_target(path: Path) -> None:
     or matplotlib missing (ConfigError, exit code 2)."""
     if path.suffix.lower() not in FORMATS:
         raise ConfigError(f"--plot {path}: use a file name ending in {', '.join(FORMATS)}")
+    files.output_path(path, "--plot")
     _matplotlib()
 
 
@@ -64,11 +65,7 @@ def plot_run(log: RunLog, path: Path) -> None:
     figure.suptitle(f"{log.name} ({log.status})", fontsize=12)
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=DPI, format=path.suffix.lower().removeprefix("."))
-    try:
-        # Written atomically, like every file autobp writes: a named pipe in its place is replaced, not waited on.
-        files.write_atomic(path, buffer.getvalue())
-    except OSError as exc:
-        raise ConfigError(f"--plot {path}: cannot write the file ({exc.strerror or exc})") from None
+    files.write_output(path, buffer.getvalue(), "--plot")
 
 
 def _matplotlib() -> tuple[Any, Any]:

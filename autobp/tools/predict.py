@@ -19,11 +19,11 @@ from typing import Callable
 import numpy as np
 
 from autobp.common import files
-from autobp.common.errors import ConfigError, DataError
+from autobp.common.errors import DataError
 from autobp.common.files import load_npz
 from autobp.model.data import Dataset, check_finite_rows, read_table
 from autobp.model.mapped import MappedArray, MappedRows
-from autobp.model.network import MODEL_FILE, Network, build_network
+from autobp.model.network import MODEL_FILE, Network, build_network, load_model_file
 from autobp.rundir import layout as rundir
 from autobp.spec.catalog import task_of_loss
 from autobp.spec.config import Config
@@ -72,11 +72,15 @@ def load_model(run_dir: Path) -> TrainedModel:
     config = load_config(config_path)
     config = config.model_copy(update={"model": config.model.model_copy(update={"init_from": None})})
     model_path = run_dir / MODEL_FILE
-    arrays = load_npz(model_path)
+    arrays = load_model_file(model_path)
     missing = [key for key in REQUIRED_ARRAYS if key not in arrays]
     if missing:
         names = ", ".join(map(repr, missing))
         raise DataError(f"{model_path}: no array {names} — it was not written by `autobp train`")
+    if (task_of_loss(config.loss) == "classification") != ("class_names" in arrays):
+        has = "has" if "class_names" in arrays else "has no"
+        raise DataError(f"{model_path}: {has} class_names, but the run's loss {config.loss} is "
+                        f"{task_of_loss(config.loss)} — the file is damaged or belongs to another run")  # fmt: skip
     data = _training_data(config, arrays)
     network = build_network(config, data.n_features, np.random.default_rng(config.seed))
     network.load_state_dict(arrays, str(model_path))
@@ -205,18 +209,14 @@ def evaluate(
 ) -> tuple[np.ndarray, dict[str, float | None] | None]:
     """Network outputs for X and, with targets y, the metrics — measured exactly as training measures them."""
     meter = Meter(model.data.task, model.config.loss, model.data)
-    outputs = evaluate_network(model.network, meter, X, y)
+    with np.errstate(over="ignore", invalid="ignore"):  # weights near overflow predict inf or NaN, shown as such
+        outputs = evaluate_network(model.network, meter, X, y)
     return outputs, None if y is None else meter.result()
 
 
-def write_predictions(path: Path, text: str | bytes) -> None:
-    """Write the predictions file in one step (see files.write_atomic); a place that cannot take it is an error."""
-    if not path.parent.is_dir():
-        raise ConfigError(f"--out {path}: the folder {path.parent} does not exist")
-    try:
-        files.write_atomic(path, text)
-    except OSError as exc:
-        raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
+def write_predictions(path: Path, text: str) -> None:
+    """Write the predictions file by the output rule of `files.write_output`."""
+    files.write_output(path, text, "--out")
 
 
 def prediction_csv(model: TrainedModel, outputs: np.ndarray) -> str:

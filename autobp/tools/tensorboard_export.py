@@ -10,16 +10,22 @@ with the config keys that differ between trials as their hyperparameters, so the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import stat
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autobp.common.errors import ConfigError, DataError
+from autobp.common import files
+from autobp.common.errors import ConfigError, DataError, WriteError
 from autobp.common.text import flatten
 from autobp.rundir.histograms import QUANTITIES, bin_edges
 from autobp.rundir.histograms import read as read_histograms
@@ -44,28 +50,77 @@ class TensorboardExport:
 
 
 def export_tensorboard(source: Path, out: Path | None = None) -> TensorboardExport:
-    """Write a run's (or each trial's) events into `out` (default SOURCE/tensorboard), replacing an earlier export."""
-    writer_class = _summary_writer()
-    out = out if out is not None else source / EXPORT_DIR
+    """Write a run's (or each trial's) events into `out` (default SOURCE/tensorboard), replacing an earlier export.
+    A failed write is a WriteError (exit 1); SIGTERM ends it as Ctrl-C does; either way no staging folder is left."""
+    _tensorboardx()
+    shown = out if out is not None else source / EXPORT_DIR
+    target = files.through_link(out) if out is not None else shown  # the default, inside SOURCE: never followed
     runs = _runs(source)
-    _check_destination(out)
-    staging = out.with_name(f".{out.name}.{os.getpid()}.{time.time_ns()}.tmp")
-    staging.mkdir()  # not tempfile.mkdtemp: the export keeps the folder, so it gets the user's usual permissions
+    _check_destination(target, shown)
+    files.remove_orphans(target.parent)
+    staging = target.with_name(files.temporary_name(target, str(time.time_ns())))
     try:
-        scalars = sum(_write_run(writer_class, staging / folder, log, hparams) for folder, log, hparams in runs)
-        _replace(out, staging)
-    except BaseException:
+        with _terminate_as_interrupt():
+            staging.mkdir()  # not tempfile.mkdtemp: the export keeps the folder, so it gets the usual permissions
+            scalars = sum(_write_run(staging / folder, log, hparams) for folder, log, hparams in runs)
+            _replace(target, staging)
+    except OSError as exc:
+        raise WriteError(f"{shown}: cannot write the TensorBoard export ({exc.strerror or exc}); "
+                         "nothing was replaced") from None  # fmt: skip
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return TensorboardExport(out, [folder for folder, _, _ in runs], scalars)
+    return TensorboardExport(shown, [folder for folder, _, _ in runs], scalars)
 
 
-def _summary_writer() -> Any:
+def _tensorboardx() -> None:
     try:
-        from tensorboardX import SummaryWriter
+        import tensorboardX  # noqa: F401
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
-    return SummaryWriter
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, timeout) raises KeyboardInterrupt while the block runs, so it cleans up as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Events:
+    """One TensorBoard run's event file, written in the calling thread (tensorboardX's SummaryWriter writes from a
+    thread of its own, which hangs the process when a write fails): a failed write is an OSError right here."""
+
+    def __init__(self, directory: Path) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file = EventsWriter(str(directory / "events"))
+
+    def add(self, summary: Any, step: int | None = None) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        event = Event(summary=summary, wall_time=time.time())
+        if step is not None:
+            event.step = int(step)
+        self._file.write_event(event)
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.summary import scalar
+
+        self.add(scalar(tag, value), step)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _runs(source: Path) -> list[tuple[str, RunLog, dict[str, Any]]]:
@@ -88,9 +143,9 @@ def _flat_config(log: RunLog) -> dict[str, Any]:
     return flatten(log.config.model_dump(mode="json")) if log.config is not None else {}
 
 
-def _write_run(writer_class: Any, directory: Path, log: RunLog, hparams: dict[str, Any]) -> int:
+def _write_run(directory: Path, log: RunLog, hparams: dict[str, Any]) -> int:
     """Write one run's scalars and hyperparameters into `directory`; returns the number of scalars."""
-    writer = writer_class(logdir=str(directory), max_queue=1000, flush_secs=3600)
+    writer = _Events(directory)
     try:
         count = _add_metrics(writer, log) + _add_gradients(writer, log) + _add_instruments(writer, log)
         _add_distributions(writer, log)
@@ -100,7 +155,7 @@ def _write_run(writer_class: Any, directory: Path, log: RunLog, hparams: dict[st
     return count
 
 
-def _add_metrics(writer: Any, log: RunLog) -> int:
+def _add_metrics(writer: _Events, log: RunLog) -> int:
     count = 0
     for row in log.metrics:
         step = row.get("step")
@@ -111,15 +166,15 @@ def _add_metrics(writer: Any, log: RunLog) -> int:
     return count
 
 
-def _add_gradients(writer: Any, log: RunLog) -> int:
+def _add_gradients(writer: _Events, log: RunLog) -> int:
     return _add_columns(writer, log.layers, "")
 
 
-def _add_instruments(writer: Any, log: RunLog) -> int:
+def _add_instruments(writer: _Events, log: RunLog) -> int:
     return _add_columns(writer, log.instruments.blocks if log.instruments is not None else [], "instruments/")
 
 
-def _add_columns(writer: Any, logs: Any, prefix: str) -> int:
+def _add_columns(writer: _Events, logs: Any, prefix: str) -> int:
     """Every value of each log's columns (a layer's or an instruments block's) as `<prefix><name>/<column>`."""
     count = 0
     for log in logs:
@@ -131,9 +186,11 @@ def _add_columns(writer: Any, logs: Any, prefix: str) -> int:
     return count
 
 
-def _add_distributions(writer: Any, log: RunLog) -> int:
+def _add_distributions(writer: _Events, log: RunLog) -> int:
     """histograms.npz, where the run has one, as TensorBoard histograms `<layer>/distribution/<quantity>`: the same
     fixed bins (the open outer bins end at one decade past the last edge), the empty ends left out."""
+    from tensorboardX.summary import histogram_raw
+
     histograms = read_histograms(log.path)
     if histograms is None:
         return 0
@@ -151,38 +208,43 @@ def _add_distributions(writer: Any, log: RunLog) -> int:
                     continue
                 first, last = used[0], used[-1] + 1
                 lows = np.where(np.isfinite(edges[:-1]), edges[:-1], limits[0] * 10.0)
-                writer.add_histogram_raw(
+                writer.add(histogram_raw(
                     f"{layer}/distribution/{quantity}", min=float(lows[first]), max=float(limits[last - 1]),
                     num=int(counts.sum()), sum=float(counts @ centers), sum_squares=float(counts @ centers**2),
                     bucket_limits=limits[first:last].tolist(), bucket_counts=counts[first:last].tolist(),
-                    global_step=step,
-                )  # fmt: skip
+                ), step)  # fmt: skip
                 written += 1
     return written
 
 
-def _add_hparams(writer: Any, log: RunLog, hparams: dict[str, Any]) -> None:
+def _add_hparams(writer: _Events, log: RunLog, hparams: dict[str, Any]) -> None:
     """The HParams view shows each metric tag's last value: the final metrics, from the curves already written."""
     from tensorboardX.summary import hparams as hparams_summaries
 
     metrics = {f"{METRICS_GROUP}/{name}": None for name in _metric_columns(log)}
     for summary in hparams_summaries(hparams, metrics):
-        writer.file_writer.add_summary(summary)
+        writer.add(summary)
 
 
 def _metric_columns(log: RunLog) -> list[str]:
     return [name for name in (log.metrics[0] if log.metrics else {}) if name not in NOT_METRICS]
 
 
-def _check_destination(out: Path) -> None:
-    """`out` may be new, or an earlier export: a folder holding only TensorBoard event files."""
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
-    if not out.exists():
+def _check_destination(target: Path, shown: Path) -> None:
+    """The export goes to a new folder, or replaces an earlier export: a folder holding only TensorBoard event files
+    (never a file, a named pipe, a device or a folder of anything else)."""
+    if not target.parent.is_dir():
+        raise ConfigError(f"--out {shown}: the folder {target.parent} does not exist")
+    if not target.exists():
         return
-    files = [path for path in out.rglob("*") if not path.is_dir()] if out.is_dir() else [out]
-    if any(not path.name.startswith(EVENTS_PREFIX) for path in files):
-        raise ConfigError(f"--out {out}: exists and holds other files than TensorBoard events; choose another folder")
+    if not target.is_dir():
+        mode = target.stat().st_mode
+        what = files.kind(mode) if not stat.S_ISREG(mode) else "file"
+        raise ConfigError(f"--out {shown}: a {what}, not a folder; the export is a folder of event files: choose a "
+                          "new folder or an earlier export")  # fmt: skip
+    found = [path for path in target.rglob("*") if path.is_symlink() or not path.is_dir()]
+    if any(path.is_symlink() or not path.name.startswith(EVENTS_PREFIX) for path in found):
+        raise ConfigError(f"--out {shown}: exists and holds other files than TensorBoard events; choose another folder")
 
 
 def _replace(out: Path, staging: Path) -> None:
@@ -190,7 +252,11 @@ def _replace(out: Path, staging: Path) -> None:
     if not out.exists():
         os.replace(staging, out)
         return
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    old = out.with_name(files.temporary_name(out, "old"))
     os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(old, out)  # the earlier export back in place
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -239,8 +239,8 @@ def open_view(directory: Path) -> View:
     return View(directory.resolve())
 
 
-def serve(directory: Path, host: str, port: int, echo: Callable[[str, bool], None]) -> None:
-    """Serve `directory` until Ctrl-C or SIGTERM; `echo(text, err)` prints the address and warnings."""
+def serve(directory: Path, host: str, port: int, say: Callable[[str, bool], None]) -> None:
+    """Serve `directory` until Ctrl-C or SIGTERM; `say(text, err)` prints the address and warnings."""
     from plotly.offline import get_plotlyjs
 
     view = open_view(directory)
@@ -253,17 +253,17 @@ def serve(directory: Path, host: str, port: int, echo: Callable[[str, bool], Non
                           "port with --port (0 picks a free one)") from None  # fmt: skip
     server.daemon_threads = True
     if not loopback:
-        echo(f"warning: --host {host}: anyone who can reach this machine at that address can read these runs", True)
+        say(f"warning: --host {host}: anyone who can reach this machine at that address can read these runs", True)
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        echo(f"autobp view: serving {view.root} at http://{host}:{server.server_port}/ (Ctrl-C to stop)", False)
+        say(f"autobp view: serving {view.root} at http://{host}:{server.server_port}/ (Ctrl-C to stop)", False)
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
         signal.signal(signal.SIGTERM, previous)
-    echo("autobp view: stopped", True)
+    say("autobp view: stopped", True)
 
 
 def _stop(signum: int, frame: Any) -> None:

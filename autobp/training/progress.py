@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any
 
-from autobp.common.text import format_number
+from autobp.common.text import format_number, terminal_safe
 
 PLAIN_LINES = 10  # how many progress lines a non-terminal gets per training run
 LINE_SECONDS = 5.0  # a long check (gradcheck) writes a plain progress line at most this often
@@ -26,15 +26,16 @@ class _Report:
         from tqdm import tqdm  # lazy: only a terminal needs it
 
         # tqdm redraws at most every mininterval seconds however often it is updated, and shows the ETA.
-        self._bar = tqdm(total=total, initial=done, desc=name, unit=unit, file=self.stream, dynamic_ncols=True,
+        self._bar = tqdm(total=total, initial=done, desc=terminal_safe(name, one_line=True), unit=unit, file=self.stream, dynamic_ncols=True,
                          leave=False, mininterval=0.1)  # fmt: skip
 
     def _advance(self, done: int, shown: dict[str, Any]) -> None:
-        self._bar.set_postfix(shown, refresh=False)
+        self._bar.set_postfix({key: terminal_safe(str(value), one_line=True) for key, value in shown.items()},
+                              refresh=False)  # fmt: skip
         self._bar.update(done - self._bar.n)
 
     def _line(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(terminal_safe(text), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -111,7 +112,7 @@ class WorkProgress(_Report):
         self.total += more
         if self._bar is not None:
             self._bar.total = self.total
-            self._bar.set_description_str(f"{self.name}: {phase}", refresh=False)
+            self._bar.set_description_str(terminal_safe(f"{self.name}: {phase}", one_line=True), refresh=False)
 
     def advance(self, count: int = 1) -> None:
         self.done += count

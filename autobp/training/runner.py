@@ -10,6 +10,7 @@ logs and writes model.npz and summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -25,7 +26,7 @@ import autobp
 from autobp.common import files
 from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.common.runtime import keep_freed_memory
-from autobp.common.text import flatten, format_number, plural
+from autobp.common.text import flatten, format_number, plural, shorten
 from autobp.health import describe, judge
 from autobp.model.data import Dataset
 from autobp.model.mapped import MappedRows
@@ -52,9 +53,9 @@ from autobp.training.state import INIT_STREAM, STOP_SIGNALS, Clock, EarlyStoppin
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
-# Called at each epoch end that training would continue past, with the epoch and its metrics row; True stops the
-# run there as `pruned` (a sweep's early termination).
-EpochHook = Callable[[int, dict[str, Any]], bool]
+# Called at each epoch end that training would continue past, with the epoch and its metrics row; True, or the
+# reason as text, stops the run there as `pruned` (a sweep's early termination; the text is summary.json's reason).
+EpochHook = Callable[[int, dict[str, Any]], "bool | str"]
 
 
 @dataclass
@@ -174,12 +175,17 @@ def _continue(
     keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet))
     trainer.resumed = [*(previous.resumed if previous else []), now()]
+    where = trainer.restore(state, notes)  # every file read and checked before the first write
     try:
-        trainer.mark_running()  # first: from here on, nothing on disk may say the run has finished
-        where = trainer.restore(state, notes)
+        trainer.mark_running()  # first write: from here on, nothing on disk may say the run has finished
+        files.remove_orphans(run_dir)  # temporaries of writers killed mid-write (a checkpoint is ~ the model's size)
+        trainer.cut_logs()
         files.write_atomic(saved_path, dump_config(config))
     except OSError as exc:
-        raise _nothing_trained(exc) from None
+        error = _nothing_trained(exc)
+        with contextlib.suppress(OSError):  # if even summary.json cannot be written, it says running: resumable
+            conclude(run_dir, trainer.summary_now(Status.FAILED, {"error": str(error)}))
+        raise error from None
     if announce is not None:
         announce(where)
     return trainer.run()
@@ -298,6 +304,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self._kept_rows: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], [])  # set by restore
         stopping = training.early_stopping
         self.stopper = None if stopping is None else EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
         self.clock = Clock()
@@ -306,14 +313,16 @@ class Trainer:
         self._logs: tuple[files.CsvLog, ...] = ()  # synced to disk before each checkpoint
         self._epoch_start: EpochStart | None = None  # set while an epoch is under way (or was cut short)
         self._restored_epoch: int | None = None  # the epoch whose weights early stopping put back
+        self._pruned_reason: str | None = None  # what `on_epoch` said when it stopped the run
         self._last_checkpoint = time.monotonic()
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
         self.instruments = None if training.instruments is None else Instruments(
             self.network, training.instruments, training.log_every, self.total_steps, config.loss)  # fmt: skip
 
     def restore(self, state: checkpoint.Checkpoint | None, notes: Sequence[str] = ()) -> str:
-        """Continue from a checkpoint: state, counters, and the logs cut back to it (None: start over). Returns
-        where the run continues, in words, with `notes` and what was found damaged on the way."""
+        """Continue from a checkpoint: state and counters, and the log rows up to it, all read and checked without
+        writing anything (`cut_logs` then writes the logs back to it); None: start over. Returns where the run
+        continues, in words, with `notes` and what was found damaged on the way."""
         notes = list(notes)
         where = self._restore(state, notes)
         return "; ".join([where, *notes])
@@ -325,8 +334,7 @@ class Trainer:
         logged = _intact_rows(metrics_path, self._metric_columns(), notes)
         metrics = [r for r in logged if int(r["epoch"]) <= epoch]
         gradients = [r for r in _intact_rows(gradients_path, GRADIENT_COLUMNS, notes) if int(r["step"]) <= step]
-        files.rewrite_rows(metrics_path, self._metric_columns(), metrics)
-        files.rewrite_rows(gradients_path, GRADIENT_COLUMNS, gradients)
+        self._kept_rows = (metrics, gradients)
         self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
         dropped = len(logged) - len(metrics)
         if state is None:
@@ -335,13 +343,16 @@ class Trainer:
         self.histograms.keep_until(self._earlier_histograms(notes), step)
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
         self.network.load_state_dict(state.parameters, str(path))
-        self.optimizer.load_state_dict(state.optimizer)
         try:
+            self.optimizer.load_state_dict(state.optimizer)
             for owner in self._state_owners():
                 owner.load_state_dict(state.state)
             self._epoch_start = EpochStart.from_state(state.state, self._new_meter())
         except KeyError as missing:
             raise DataError(f"{path}: not an autobp checkpoint (missing {missing})") from None
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a state of the wrong kind: text, JSON
+            problem = shorten(str(exc) or type(exc).__name__, 200)
+            raise DataError(f"{path}: not an autobp checkpoint ({problem})") from None
         self.epoch, self.step = state.epoch, state.step
         if self.instruments is not None:  # rows the checkpoint holds as pending are written again, with α
             pending = self.instruments.resume_step
@@ -351,6 +362,12 @@ class Trainer:
             batches = step - self._epoch_start.first_step
             where = f"the checkpoint inside epoch {epoch + 1}, after {plural(batches, 'batch', 'batches')} (step {step})"
         return f"resuming from {where}{_dropped(dropped)}"
+
+    def cut_logs(self) -> None:
+        """Rewrite metrics.csv and gradients.csv with the rows `restore` kept (the ones up to the checkpoint)."""
+        metrics, gradients = self._kept_rows
+        files.rewrite_rows(self.run_dir / rundir.METRICS_FILE, self._metric_columns(), metrics)
+        files.rewrite_rows(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS, gradients)
 
     def _earlier_histograms(self, notes: list[str]) -> Histograms | None:
         try:
@@ -393,7 +410,11 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------------------
     def mark_running(self) -> None:
         """summary.json says `running` while the run trains, so that a run killed outright never reads as finished."""
-        write_summary(self.run_dir / rundir.SUMMARY_FILE, self._summary(Status.RUNNING, self.clock.seconds(), {}))
+        write_summary(self.run_dir / rundir.SUMMARY_FILE, self.summary_now(Status.RUNNING, {}))
+
+    def summary_now(self, status: str, outcome: dict[str, Any]) -> Summary:
+        """summary.json as it stands: `status` and `outcome` with what the run has trained so far."""
+        return self._summary(status, self.clock.seconds(), outcome)
 
     def run(self) -> RunResult:
         self.clock.start()
@@ -418,6 +439,8 @@ class Trainer:
             # Overflow is how divergence starts; it is detected and reported, so numpy need not warn about it.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 status = self._train(metrics_log)
+            if self._pruned_reason is not None:
+                outcome["reason"] = self._pruned_reason
         except Diverged as exc:
             status = "diverged"
             outcome["diverged"] = Divergence(step=exc.step, epoch=self.epoch, layer=exc.layer, reason=str(exc))
@@ -484,7 +507,10 @@ class Trainer:
             stop = self.stopper is not None and self.stopper.update(row[self.stopper.monitor], self.epoch,
                                                                     self.network.state_dict)  # fmt: skip
             ending = stop or self.epoch >= training.epochs or self.step >= self.total_steps
-            pruned = not ending and self.on_epoch is not None and self.on_epoch(self.epoch, row)
+            verdict = not ending and self.on_epoch is not None and self.on_epoch(self.epoch, row)
+            pruned = bool(verdict)
+            if pruned and isinstance(verdict, str):
+                self._pruned_reason = verdict
             if self._checkpoint_due(ending or pruned):
                 self._save_checkpoint()
             if stop:
