@@ -584,8 +584,8 @@ def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict], course: C
     epoch = _steps_per_epoch(log) * batch  # about the training set's size
     # The noise scale grows as the loss falls (McCandlish et al. 2018), so a batch of the early estimate soon falls
     # below it again: the proposal leaves it the verdict's factor of room to grow.
-    grown = NOISE_SCALE_FACTOR * verdict.value if verdict.value is not None else epoch
-    proposal = min(epoch, int(float(f"{grown:.1g}")))
+    grown = NOISE_SCALE_FACTOR * verdict.value if verdict.value is not None else None
+    proposal = min(epoch, int(float(f"{grown:.1g}"))) if grown is not None else epoch
 
     def changes(config: Config) -> list[dict[str, Any]]:
         # A larger batch averages the noise away; a rate lowered in proportion averages it over more steps.
