@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from autobp.api import Run, Sweep, load_run, load_sweep, sweep, validate
+    from autobp.api import Run, Sweep, doctor, load_run, load_sweep, sweep, validate
     from autobp.training.runner import RunResult
 
-API = ("load_run", "load_sweep", "validate", "sweep", "Run", "Sweep")  # from autobp.api, imported on first use
+API = ("load_run", "load_sweep", "validate", "sweep", "doctor", "Run", "Sweep")  # from autobp.api, imported on first use
 
 
 def train(config: Any, overrides: Any = (), **options: Any) -> RunResult:

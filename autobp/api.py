@@ -25,6 +25,7 @@ from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 
 if TYPE_CHECKING:
+    from autobp.rundir.doctor import DoctorRecord
     from autobp.rundir.reader import RunLog
     from autobp.rundir.summary import Summary
     from autobp.spec.config import Config
@@ -176,6 +177,17 @@ def sweep(
     paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
     result = run_sweep(paths, overrides, name=name, output=output, jobs=jobs, max_failures=max_failures, quiet=quiet)
     return load_sweep(result.directory)
+
+
+def doctor(
+    run_dir: str | Path, *, epochs: int | None = None, jobs: int | None = None, quiet: bool = True
+) -> DoctorRecord | None:  # fmt: skip
+    """Verify a run's diagnosis as `autobp doctor` does, and return doctor.json's content (None: no diagnosis, or
+    one that proposes no change).
+    Its `cures` are the changes that cured the cause, best first; `command` reproduces the best."""
+    from autobp.tools.doctor import run_doctor
+
+    return run_doctor(run_dir, epochs=epochs, jobs=jobs, quiet=quiet).record
 
 
 def records(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> np.recarray:

@@ -160,6 +160,23 @@ def train(
     raise typer.Exit(result.exit_code)
 
 
+JobsOption = Annotated[
+    Optional[int],
+    typer.Option("--jobs", "-j", min=1, help="Trials run at once, each in its own process. [default: number of cores]",
+                 show_default=False),
+]
+ExecutorOption = Annotated[
+    str,
+    typer.Option("--executor", metavar="local|dask", callback=_one_of("local", "dask"),
+                 help="Where trials run: local worker processes, or a Dask cluster (pip install 'autobp[dask]')."),
+]
+SchedulerOption = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", metavar="ADDRESS", help="The Dask scheduler, e.g. tcp://host:8786 (with --executor "
+                 "dask; default: a local cluster, one worker per core)."),
+]
+
+
 @app.command()
 def sweep(
     sources: Annotated[Optional[list[Path]], typer.Argument(metavar="SWEEP_OR_CONFIG", help="A sweep file "
@@ -167,11 +184,11 @@ def sweep(
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Sweep name prefix (overrides the sweep file's `name`).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Folder whose sweeps/ subfolder receives the sweep (overrides output.dir).")] = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Trials run at once, each in its own process. [default: number of cores]", show_default=False)] = None,
+    jobs: JobsOption = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop launching trials once this many have failed or diverged. [default: run every trial]", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
-    executor: Annotated[str, typer.Option("--executor", metavar="local|dask", callback=_one_of("local", "dask"), help="Where trials run: local worker processes, or a Dask cluster (pip install 'autobp[dask]').")] = "local",
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="The Dask scheduler, e.g. tcp://host:8786 (with --executor dask; default: a local cluster, one worker per core).")] = None,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run many trials in parallel and rank them: the values of a sweep file, or several configs.
@@ -181,22 +198,13 @@ def sweep(
     early or was pruned (early_terminate), 2 bad sweep file, config or data, 4 some trials did not complete, 130
     interrupted (resume with --resume).
     """
-    from contextlib import nullcontext
-
     from autobp.common.errors import ConfigError
     from autobp.sweeps.plan import format_ranking, resume_sweep, run_sweep
 
     if resume is not None and (sources or overrides or name is not None or output is not None):
         raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
                           "--name or --output with it")  # fmt: skip
-    if scheduler is not None and executor != "dask":
-        raise ConfigError("--scheduler goes with --executor dask")
-    pool = None
-    if executor == "dask":
-        from autobp.sweeps.cluster import DaskExecutor
-
-        pool = DaskExecutor(scheduler, workers=jobs)
-    with pool or nullcontext():
+    with _executor(executor, scheduler, jobs) as pool:
         options = {"jobs": jobs or (pool.slots if pool else None), "max_failures": max_failures, "quiet": quiet,
                    "executor": pool}  # fmt: skip
         if resume is not None:
@@ -208,6 +216,47 @@ def sweep(
         _say(f"note: {note}", err=True)
     raise typer.Exit(result.exit_code)
 
+
+@app.command()
+def doctor(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    jobs: JobsOption = None,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="training.epochs of each trial. [default: the run's]", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Verify the run's diagnosis: retrain it with the suggested fix and each alternative, and say which cured it.
+
+    The trials are a sweep in RUN_DIR/doctor/; the verdict, with the metric before and after each change and the
+    `autobp train` command reproducing the best cure, is RUN_DIR/doctor.json (shown by `report`). Running it again
+    resumes. Exit codes: 0 done (also when the run has no diagnosis), 2 bad or damaged run directory, 130
+    interrupted.
+    """
+    from autobp.tools.doctor import format_doctor, run_doctor
+
+    with _executor(executor, scheduler, jobs) as pool:
+        result = run_doctor(run_dir, epochs=epochs, jobs=jobs or (pool.slots if pool else None), quiet=quiet,
+                            executor=pool)  # fmt: skip
+    typer.echo(format_doctor(result))
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    raise typer.Exit(result.exit_code)
+
+
+def _executor(executor: str, scheduler: str | None, jobs: int | None) -> Any:
+    """The Dask executor `--executor dask` asks for (a context manager), or an empty context for local processes."""
+    from contextlib import nullcontext
+
+    from autobp.common.errors import ConfigError
+
+    if scheduler is not None and executor != "dask":
+        raise ConfigError("--scheduler goes with --executor dask")
+    if executor != "dask":
+        return nullcontext()
+    from autobp.sweeps.cluster import DaskExecutor
+
+    return DaskExecutor(scheduler, workers=jobs)
 
 
 @app.command()

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from autobp.common.text import format_number
 from autobp.model.network import fitting_init, fitting_std
 from autobp.rundir.instruments import BlockLog
-from autobp.rundir.reader import RunLog
+from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.summary import Diagnosis, Health, InstrumentVerdict, LayerVerdict
 from autobp.spec.catalog import ACTIVATIONS, task_metric, task_of_loss
 from autobp.spec.config import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config, TrainingConfig
@@ -65,6 +66,16 @@ WEIGHT_DECAY = 1e-3
 DROPOUT = 0.2
 CLIP_GRAD_NORM = 1.0
 ADAPTIVE = {"name": "adam", "lr": 1e-3}  # the optimizer a plain-SGD run is moved to as an alternative
+
+# The causes for which `early_terminate: health` stops a sweep's trial: a blow-up, vanishing, dead or saturated
+# layers, a learning rate far off. Overfitting, underfitting, not converging and noise are left to the trial's own
+# end (early stopping, its ranking): a few epochs in, they are no reason to give up on it.
+FATAL_KINDS = frozenset({"exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units",
+                         "learning_rate_high", "learning_rate_low"})  # fmt: skip
+# A learning rate is far off, and fatal, when the update ratio is this many times beyond its threshold, or (too
+# high) the loss or a single step shows it too: the first steps of a good rate can cross the threshold itself
+# (Adam's first steps move small weights a lot) while the loss falls as it should.
+FAR_OFF = 10.0
 
 # Gradient-log columns whose non-finite values mean the run blew up; update_ratio is left out because it is
 # infinite by definition for a weight matrix of zeros.
@@ -165,6 +176,27 @@ def judge(log: RunLog, layers: list[LayerSummary] | None = None) -> Health:
     verdicts = layer_verdicts(layers)
     instruments = instrument_verdicts(log)
     return Health(layers=verdicts, diagnoses=diagnose(log, layers, verdicts, instruments), instruments=instruments)
+
+
+def fatal_cause(run_dir: Path) -> Diagnosis | None:
+    """The cause (first diagnosis) of the run's judgement from its files so far, if it is fatal."""
+    diagnoses = judge(read_run(run_dir)).diagnoses
+    return diagnoses[0] if diagnoses and is_fatal(diagnoses[0]) else None
+
+
+def is_fatal(diagnosis: Diagnosis) -> bool:
+    """Whether a diagnosis is a reason to give up on a run: one of FATAL_KINDS, a learning rate FAR_OFF."""
+    if diagnosis.kind not in FATAL_KINDS:
+        return False
+    evidence = diagnosis.evidence
+    ratio = evidence.get("update_ratio_median")
+    if diagnosis.kind == "learning_rate_high":
+        # A single step larger than the weights, a loss that climbs or swings, layers the steps broke.
+        beside = {"update_ratio_max", "lowest_train_loss", "unstable", "appeared_later"} & evidence.keys()
+        return bool(beside) or ratio is not None and ratio >= FAR_OFF * UPDATE_RATIO_HIGH
+    if diagnosis.kind == "learning_rate_low":
+        return ratio is not None and ratio * FAR_OFF <= UPDATE_RATIO_LOW
+    return True
 
 
 def layer_verdicts(layers: list[LayerSummary]) -> list[LayerVerdict]:

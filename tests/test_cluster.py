@@ -162,3 +162,25 @@ def test_the_cli_runs_a_sweep_on_a_local_cluster(tmp_path: Path) -> None:
                                       "--output", str(tmp_path / "out")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "2 completed" in result.output
+
+
+def test_doctor_and_health_pruning_run_on_the_cluster_as_on_the_local_pool(cluster, tmp_path: Path) -> None:
+    """Doctor's trials and a trial's own health check need nothing but the executor: the same verdicts either way."""
+    import shutil
+
+    from test_sweep_health import sweep_file
+
+    from autobp.tools.doctor import run_doctor
+    from autobp.training.runner import train
+
+    run = train(Path(__file__).parent.parent / "configs" / "deep_sigmoid.yaml",
+                ["training.epochs=6", f"output.dir={tmp_path / 'runs'}"]).run_dir  # fmt: skip
+    shutil.copytree(run, tmp_path / "copy")
+    remote = run_doctor(run, jobs=cluster.slots, executor=cluster).record
+    local = run_doctor(tmp_path / "copy", jobs=2).record
+    assert remote.best is not None and remote.treatments[0].cured
+    assert [t.model_dump() for t in remote.treatments] == [t.model_dump() for t in local.treatments]
+    path = sweep_file(tmp_path, {"optimizer.lr": [0.05, 5.0]}, {"method": "health", "min_epochs": 3})
+    swept = run_sweep([path], output=tmp_path / "dask", jobs=cluster.slots, executor=cluster)
+    assert [(o.status, o.epochs) for o in swept.outcomes] == [("completed", 12), ("pruned", 3)]
+    assert swept.outcomes[1].reason.startswith("health at epoch 3: learning_rate_high")

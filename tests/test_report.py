@@ -219,7 +219,8 @@ def test_json_has_the_numbers_the_text_shows(deep_sigmoid: Path) -> None:
     payload = json.loads(render(report, "json"))
     text = render(report, "text").splitlines()
     assert set(payload) == {"run_dir", "name", "status", "ending", "task", "epochs", "steps", "series", "curve",
-                            "sparkline", "layers", "verdicts", "diagnoses", "notes", "instruments"}  # fmt: skip
+                            "sparkline", "layers", "verdicts", "diagnoses", "notes", "instruments", "doctor"}  # fmt: skip
+    assert payload["doctor"] is None  # no `autobp doctor` yet
     for layer in payload["layers"]:
         row = next(line.split() for line in text if line.startswith(layer["name"] + " "))
         numbers = [layer[key] for key in ("grad_norm_w_first", "grad_norm_w_median", "grad_norm_w_last",

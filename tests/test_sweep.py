@@ -179,7 +179,7 @@ def test_one_bad_trial_stops_the_sweep_before_any_trial_starts(tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(path)])
     assert result.exit_code == 2
     assert result.stderr.startswith(
-        "error: trial-003 (model.activation=reluu): --set model.activation=\"reluu\": model.activation: 'reluu' is "
+        "error: trial-003 (model.activation=reluu): --set model.activation=reluu: model.activation: 'reluu' is "
         "not allowed (allowed: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, sin) — did you mean 'relu'?"
     )
     assert not (tmp_path / "runs").exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -140,6 +140,8 @@ class Summary(_Record):
     status: Status
     diverged: Divergence | None = None
     error: str | None = None
+    reason: str | None = None
+    """Why a pruned run was stopped, when its stopper said (a fatal diagnosis of `early_terminate: health`)."""
     name: str = ""
     run_dir: str = ""
     task: str | None = None
@@ -164,8 +166,9 @@ class Summary(_Record):
     health: Health | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON (what summary.json holds); `diverged`, `error` and `health` only where they apply."""
-        optional = {key for key in ("diverged", "error", "health") if getattr(self, key) is None}
+        """Plain data for JSON (what summary.json holds); `diverged`, `error`, `reason` and `health` only where they
+        apply."""
+        optional = {key for key in ("diverged", "error", "reason", "health") if getattr(self, key) is None}
         return self.model_dump(mode="json", exclude=optional)
 
 
@@ -176,8 +179,16 @@ def write_summary(path: Path, summary: Summary) -> None:
 
 def read_summary(path: Path) -> Summary:
     """summary.json as a Summary (DataError naming the file if it is not valid JSON or not a summary)."""
+    return read_record(path, Summary)
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def read_record(path: Path, model: type[R]) -> R:
+    """A JSON file of the run directory as its model (DataError naming the file if unreadable or unexpected)."""
     try:
-        return Summary.model_validate(files.read_json(path))
+        return model.model_validate(files.read_json(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from None
     except ValidationError as exc:

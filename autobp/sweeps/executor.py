@@ -52,10 +52,13 @@ class TrialExecutor(Protocol):
 Decide = Callable[[str, int, float], bool]  # (trial, epoch, monitored value) -> stop it?
 
 
-def run_trial(config: dict[str, Any], run_dir: str, reporter: Reporter | None = None) -> dict[str, Any]:
+def run_trial(
+    config: dict[str, Any], run_dir: str, reporter: Reporter | None = None, health_from: int | None = None
+) -> dict[str, Any]:
     """Train a trial's resolved config into `run_dir` (an earlier attempt's files there are replaced): the function
     workers run. Plain data in and out, so that any executor can ship it: returns {"status", "summary"}. A
-    `reporter` tells the sweep each epoch's monitored metric and may stop the trial (`pruned`).
+    `reporter` tells the sweep each epoch's monitored metric and may stop the trial (`pruned`); from epoch
+    `health_from` on, the trial also judges its own logs at each epoch end and stops on a fatal cause.
 
     The folder is emptied here, in the worker, so that a retry cannot race a worker of a broken pool that is still
     writing its files (the pool is rebuilt only once those workers have exited)."""
@@ -69,7 +72,8 @@ def run_trial(config: dict[str, Any], run_dir: str, reporter: Reporter | None = 
         resolved, dataset = prepare(config)
     except AutobpError as err:  # the sweep validated the trial, but its data file may have changed since
         return {"status": "failed", "summary": Summary(status=Status.FAILED, error=str(err)).to_dict()}
-    result = run(resolved, dataset, Path(run_dir), quiet=True, on_epoch=reporter, stop_signals=(signal.SIGINT,))
+    hook = reporter if health_from is None else HealthCheck(Path(run_dir), health_from, reporter)
+    result = run(resolved, dataset, Path(run_dir), quiet=True, on_epoch=hook, stop_signals=(signal.SIGINT,))
     if _orphaned.is_set():  # no sweep process will record how this trial ended: trials.csv must not say running
         from autobp.sweeps.record import settle
 
@@ -102,6 +106,30 @@ class Reporter:
     def exchange(self, message: tuple[str, int, float]) -> bool:
         """Send (trial, epoch, value) and wait for the decision."""
         raise NotImplementedError
+
+
+class HealthCheck:
+    """`early_terminate: health`, in the trial's own process: at epochs min_epochs × 2^k, judge the trial's logs and
+    stop it on a fatal cause (the diagnosis is the reason); otherwise ask `then`, the reporter of a pruner combined
+    with it, if any. Needs no Optuna and no exchange with the sweep.
+
+    Judging reads the whole gradient log (tens of milliseconds, as long as an epoch of a small network), so it is
+    done at doubling epochs: a few times per trial, not at every epoch."""
+
+    def __init__(self, run_dir: Path, min_epochs: int, then: Reporter | None = None) -> None:
+        self.run_dir = run_dir
+        self.due = min_epochs
+        self.then = then
+
+    def __call__(self, epoch: int, row: dict[str, Any]) -> bool | str:
+        if epoch >= self.due:
+            from autobp.health import fatal_cause
+
+            self.due = 2 * epoch
+            cause = fatal_cause(self.run_dir)
+            if cause is not None:
+                return f"health at epoch {epoch}: {cause.kind}: {cause.message}"
+        return False if self.then is None else self.then(epoch, row)
 
 
 class SocketReporter(Reporter):

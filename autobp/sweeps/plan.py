@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,8 @@ from autobp.spec.configfile import (
     Positions,
     Problem,
     duplicate_key_problems,
+    override_arguments,
+    override_value,
     parse_yaml,
     problems_from,
     read_text,
@@ -75,14 +78,16 @@ from autobp.sweeps.record import (
     record_text,
     refuse_if_running,
     running_sweep,
+    trial_dirs,
 )
 from autobp.training.progress import SweepProgress
 from autobp.training.runner import estimated_size
 
 Method = Literal["grid", "random", "tpe"]
-Pruner = Literal["asha", "median", "hyperband"]
+HEALTH = "health"  # the trial's own gradient-health judgement, decided in the trial's process
+Terminator = Literal[(HEALTH, *search.PRUNERS)]  # search.PRUNERS: Optuna's pruners, decided in the sweep's process
 _CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode),
-            "early_terminate": get_args(Pruner)}  # fmt: skip
+            "early_terminate": get_args(Terminator)}  # fmt: skip
 
 
 # --- the sweep file -----------------------------------------------------------------------------------------------
@@ -141,14 +146,29 @@ Parameter = Annotated[
 
 
 class EarlyTerminate(_Strict):
-    """Stop losing trials at an epoch end: each reports its monitored metric, an Optuna pruner decides."""
+    """Stop trials at an epoch end: broken ones by their own health judgement, losing ones by an Optuna pruner to
+    which each reports its monitored metric."""
 
-    method: Pruner
-    """asha (successive halving), median (below the median of earlier trials at that epoch) or hyperband."""
+    method: Annotated[list[Terminator], Field(min_length=1)]
+    """health (a fatal diagnosis of the trial's logs), asha (successive halving), median (below the median of
+    earlier trials at that epoch) or hyperband; one name, or a list of health and at most one pruner."""
     min_epochs: Annotated[int, Field(ge=1)] = 1
     """No trial is stopped before this epoch."""
     reduction_factor: Annotated[int, Field(ge=2)] = 3
     """asha and hyperband: about 1 in reduction_factor trials goes on at each rung (min_epochs × factor^k)."""
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _one_or_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> EarlyTerminate:
+        if len(set(self.method)) < len(self.method):
+            raise_problems((("method",), "lists a method twice"))
+        if len([name for name in self.method if name != HEALTH]) > 1:
+            raise_problems((("method",), f"combine health with at most one of {', '.join(search.PRUNERS)}"))
+        return self
 
 
 MAX_TRIALS = 10_000  # trials one sweep may expand to (each is a run directory of its own)
@@ -255,7 +275,7 @@ def _validate_sweep_file(path: Path, root: Node, raw: dict) -> SweepFile:
         problems += [problem for error in err.errors() for problem in _sweep_file_problems(error, raw, positions)]
     if problems:
         raise ConfigError(report_problems(str(path), problems))
-    if (spec.method == "tpe" or spec.early_terminate is not None) and not search.available():
+    if (spec.method == "tpe" or search.pruner_of(spec.model_dump(mode="json"))) and not search.available():
         key, what = (("method",), "'tpe' ") if spec.method == "tpe" else (("early_terminate",), "")
         raise ConfigError(positions.problem(key, f"{what}{search.INSTALL_HINT}").text)
     if not (path.parent / spec.base).is_file():
@@ -328,8 +348,19 @@ class Sweep:
 
     @property
     def searching(self) -> bool:
-        """Whether an Optuna study runs beside the trials: tpe proposes them, early_terminate prunes them."""
-        return self.method == "tpe" or bool(self.settings and self.settings.get("early_terminate"))
+        """Whether an Optuna study runs beside the trials: tpe proposes them, an early_terminate pruner prunes them."""
+        return self.method == "tpe" or self.pruner is not None
+
+    @property
+    def pruner(self) -> str | None:
+        """The Optuna pruner of early_terminate, if it has one."""
+        return None if self.settings is None else search.pruner_of(self.settings)
+
+    @property
+    def health_from(self) -> int | None:
+        """The epoch from which trials judge their own health and stop on a fatal cause (early_terminate: health)."""
+        early = (self.settings or {}).get("early_terminate")
+        return early["min_epochs"] if early and HEALTH in early["method"] else None
 
     @property
     def size(self) -> int:
@@ -338,8 +369,10 @@ class Sweep:
 
     @property
     def keys(self) -> list[str]:
-        """The swept keys, the columns of the trial tables."""
-        return list(self.settings["parameters"]) if self.settings else ["config"]
+        """The swept keys, the columns of the trial tables (a sweep of configs: `config`, of changes: `change`)."""
+        if self.settings:
+            return list(self.settings["parameters"])
+        return list(self.trials[0].values) if self.trials else ["config"]
 
     def new_trial(self, index: int, values: dict[str, Any]) -> Trial:
         """Trial number `index` of a tpe sweep, with the values the study proposed (ConfigError/DataError)."""
@@ -361,7 +394,7 @@ def plan_sweep(
             check_name(name)
     except ValueError as err:
         raise ConfigError(f"--name {name!r}: {err}") from None
-    overrides = [*overrides, *([_override("output.dir", os.path.abspath(output))] if output is not None else [])]
+    overrides = [*overrides, *([override("output.dir", os.path.abspath(output))] if output is not None else [])]
     files = [(Path(path), *parse_yaml(read_text(Path(path)), str(path))) for path in paths]
     sweep_files = [path for path, _, raw in files if _is_sweep_file(raw)]
     if len(files) == 1 and sweep_files:
@@ -376,6 +409,34 @@ def plan_sweep(
     trials = _trials(variants, "val_loss", same="two of the files describe the same training")
     sources = [trial.values["config"] for trial in trials]
     return Sweep(name or "sweep", sources, overrides, "val_loss", "min", trials, notes=notes)
+
+
+def plan_changes(
+    name: str, base: Path, changes: Sequence[dict[str, Any]], overrides: Sequence[str], monitor: str
+) -> tuple[Sweep, list[str | None]]:  # fmt: skip
+    """A sweep of `changes` to one config file, each a mapping of dotted keys to values as --set takes them (each
+    trial's value `change` is its --set text, see `change_arguments`). Returns the sweep and, per change, None if
+    it is a trial or the error that leaves it out (it does not validate). `overrides` come before each change, so a
+    change of the same key wins; two changes may train the same config."""
+    trials: list[Trial] = []
+    errors: list[str | None] = []
+    for change in changes:
+        values = {"change": change_arguments(change)}
+        try:
+            trial = _trials([(values, base, [*overrides, *override_arguments(change)])], monitor, same=None,
+                            first=len(trials))[0]  # fmt: skip
+        except (ConfigError, DataError) as err:
+            errors.append(str(err))
+            continue
+        trials.append(trial)
+        errors.append(None)
+    mode = "min" if lower_is_better(monitor) else "max"
+    return Sweep(name, [str(base)], list(overrides), monitor, mode, trials), errors
+
+
+def change_arguments(change: dict[str, Any]) -> str:
+    """A change as its --set arguments, `optimizer.lr=0.01 model.init=he`, or `(none)` for no change."""
+    return " ".join(override_arguments(change)) or "(none)"
 
 
 def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: str | None) -> Sweep:
@@ -396,14 +457,14 @@ def _plan_sweep_file(path: Path, spec: SweepFile, overrides: list[str], name: st
 
 def _variant_overrides(values: dict[str, Any], overrides: list[str], base: Path) -> list[str]:
     """--set overrides for one trial's values; a file path written in the sweep file is relative to its folder."""
-    return [*(_override(key, value, base) for key, value in values.items()), *overrides]
+    return [*(override(key, value, base) for key, value in values.items()), *overrides]
 
 
-def _override(key: str, value: Any, base: Path | None = None) -> str:
+def override(key: str, value: Any, base: Path | None = None) -> str:
     """`key=value` for --set; a file path written in the sweep file is relative to the sweep file's folder."""
     if base is not None and tuple(key.split(".")) in FILE_PATH_KEYS and isinstance(value, str):
         value = os.path.abspath(base / Path(value).expanduser())
-    return f"{key}={json.dumps(value)}"  # JSON is YAML: the value reads back exactly, a string stays a string
+    return f"{key}={override_value(value)}"
 
 
 def _trials(
@@ -564,6 +625,31 @@ def resume_sweep(
     return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
 
 
+def run_in(
+    directory: Path, sweep: Sweep, *, jobs: int | None = None, quiet: bool = True,
+    executor: TrialExecutor | None = None,
+) -> SweepResult:  # fmt: skip
+    """Run a planned sweep in a fixed `directory` (made if needed), for tools whose trials live beside what they
+    study. Trials that an earlier sweep there finished with the same config are kept; other trial folders go."""
+    rundir.ensure_output_dir(directory)
+    refuse_if_running(directory)
+    earlier: dict[str, TrialRecord] = {}
+    if (directory / SWEEP_FILE).is_file():
+        try:
+            earlier = {old.trial: old for old in read_record(directory).trials}
+        except ConfigError as err:
+            sweep.notes.append(f"{err}: its trials run again")
+    outcomes = [_earlier_outcome(directory, trial, earlier[trial.name], sweep.notes) if trial.name in earlier
+                else Outcome() for trial in sweep.trials]  # fmt: skip
+    planned = {trial.name for trial in sweep.trials}
+    for stale in trial_dirs(directory):
+        if stale.name not in planned:
+            shutil.rmtree(stale)
+    _check_free_space(directory, sweep, outcomes)
+    _write_record(directory, sweep)
+    return _run(sweep, directory, outcomes, jobs, None, quiet, executor)
+
+
 def _check_trials_csv(directory: Path, notes: list[str]) -> None:
     """trials.csv is only a table of the trials' own summary.json files: a damaged one is a note, and rewritten."""
     path = directory / TRIALS_FILE
@@ -611,7 +697,7 @@ def _run(
         with local as pool, contextlib.ExitStack() as stack:
             study = _open_search(sweep, directory)
             reports = None
-            if study is not None and sweep.settings.get("early_terminate"):
+            if study is not None and sweep.pruner is not None:
                 reports = stack.enter_context(open_reports(pool, study.should_stop))
             progress = SweepProgress(to_run, sweep.name, quiet)
             limit = math.inf if max_failures is None else max_failures
@@ -691,8 +777,9 @@ class _Scheduler:
         while self._may_launch():
             index = self.queue.popleft()
             trial = self._open(index)
-            reporter = () if self.reports is None else (self.reports.reporter(trial.name, self.sweep.monitor),)
-            future = self.executor.submit(run_trial, trial.config, str(self.directory / trial.name), *reporter)
+            reporter = None if self.reports is None else self.reports.reporter(trial.name, self.sweep.monitor)
+            extra = () if reporter is None and self.sweep.health_from is None else (reporter, self.sweep.health_from)
+            future = self.executor.submit(run_trial, trial.config, str(self.directory / trial.name), *extra)
             if self.running:
                 self.shared.update([index, *self.running.values()])
             self.running[future] = index

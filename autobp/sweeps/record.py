@@ -170,7 +170,7 @@ class Outcome:
         if self.summary is None:
             return ""
         if self.status == Status.PRUNED:
-            return f"stopped at epoch {self.summary.epochs} by early_terminate"
+            return self.summary.reason or f"stopped at epoch {self.summary.epochs} by early_terminate"
         if self.summary.diverged is not None:
             return self.summary.diverged.reason
         return self.summary.error or ""

@@ -21,6 +21,7 @@ from autobp.common import files
 from autobp.common.errors import AutobpError, DataError
 from autobp.common.text import shorten
 
+PRUNERS = ("asha", "median", "hyperband")  # the early_terminate methods an Optuna pruner decides
 INSTALL_HINT = "needs Optuna: pip install 'autobp[search]'"
 JOURNAL_FILE = "study.journal"
 STUDY_NAME = "sweep"  # fixed, so that a renamed sweep (Hyperband's brackets hash it) searches the same way
@@ -193,17 +194,25 @@ class Search:
                 self.study.tell(trial, state=TrialState.FAIL)
 
 
+def pruner_of(settings: dict[str, Any]) -> str | None:
+    """The Optuna pruner a resolved sweep file's early_terminate names, or None (`health` is judged by each trial
+    itself, see autobp.sweeps.executor.HealthCheck)."""
+    early = settings.get("early_terminate") or {"method": []}
+    return next((name for name in early["method"] if name in PRUNERS), None)
+
+
 def _pruner(settings: dict[str, Any], max_epochs: int) -> Any:
     """The pruner `early_terminate` asks for; none (never prune) without it."""
     from optuna import pruners
 
-    early = settings.get("early_terminate")
-    if early is None:
+    name = pruner_of(settings)
+    if name is None:
         return pruners.NopPruner()
+    early = settings["early_terminate"]
     first, factor = early["min_epochs"], early["reduction_factor"]
-    if early["method"] == "median":
+    if name == "median":
         return pruners.MedianPruner(n_warmup_steps=first)
-    if early["method"] == "hyperband":
+    if name == "hyperband":
         return pruners.HyperbandPruner(min_resource=first, max_resource=max(max_epochs, first), reduction_factor=factor)
     return pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=factor)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +40,9 @@ td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 padding:8px 12px;margin:10px 0}.healthy{border-left:4px solid #2e7d32;background:#f1f8f1;padding:8px 12px}
 .evidence{font-size:12px;color:#555}.note{color:#8a5a00}.graph{overflow-x:auto;border:1px solid #ddd}
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{color:#555;font-size:14px}
+.cured{color:#2e7d32;font-weight:bold}.uncured{color:#c62828}
+pre.command{white-space:pre-wrap;overflow-wrap:anywhere;margin:6px 0 0}
+#verified-fixes :is(td,th):is(:nth-child(2),:nth-child(3)){text-align:left}
 .legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}
 .verdict-ok{color:#2e7d32}.verdict-bad{color:#c62828;font-weight:bold}.instruments td:nth-child(4),.instruments td:last-child{text-align:left}"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -126,7 +130,7 @@ def run_page(run_dir: Path) -> str:
     log = read_run(run_dir)
     report = build_report(log)
     diverged = log.summary.diverged if log.summary else None
-    body = [_run_header(report)]
+    body = [_run_header(report), verified_fixes_section(report.doctor)]
     body += ["<h2>Loss and metrics by epoch</h2>", _curves(log, diverged)]
     body += ["<h2>Gradient flow</h2>", _gradient_flow(log, diverged)]
     if log.instruments is not None:
@@ -160,6 +164,44 @@ def _run_header(report: Any) -> str:
                      f"{html.escape(diagnosis.message)}.<br><b>Suggestion:</b> {html.escape(diagnosis.suggestion)}."
                      f'<div class="evidence">evidence: {evidence}</div></div>')  # fmt: skip
     return "".join(parts)
+
+
+def verified_fixes_section(record: Any) -> str:
+    """The run page's "Verified fixes" section: doctor.json's changes, best first, and the command of the best
+    (empty when `autobp doctor` has not run)."""
+    if record is None:
+        return ""
+    from autobp.common.text import format_number
+    from autobp.health import describe_change
+    from autobp.tools.report import fix_headers, fix_rows
+
+    cause = html.escape(record.cause.kind)
+    source = "the run itself" if record.before_source == "run" else f"the config unchanged, {record.epochs} epochs"
+    parts = ['<section id="verified-fixes"><h2>Verified fixes (autobp doctor)</h2>',
+             f'<p class="explain">Each change the diagnosis <b>{cause}</b> proposes, retrained for {record.epochs} '
+             f"epochs; a change cured it when its trial finished and its own judgement no longer names {cause} "
+             f"first. {html.escape(record.monitor)} before: {format_number(record.before)} "
+             f"({html.escape(source)}).</p>"]  # fmt: skip
+    rows = [[_code_spans(cell) for cell in row] for row in fix_rows(record)]
+    for row, treatment in zip(rows, record.treatments):
+        row[-1] = f'<span class="{"cured" if treatment.cured else "uncured"}">{row[-1]}</span>'
+    parts.append(_table(fix_headers(record), rows))
+    if record.status != "completed":
+        parts.append(f'<p class="note">doctor {html.escape(record.status)}: not every trial finished; '
+                     f"<code>autobp doctor {html.escape(record.run_dir)}</code> finishes them.</p>")  # fmt: skip
+    best = next((t for t in record.treatments if t.trial == record.best), None)
+    if best is not None:
+        parts.append(f'<div class="healthy"><b>Best:</b> {_code_spans(describe_change(best.change))} cured {cause}: '
+                     f"{html.escape(record.monitor)} {format_number(record.before)} → {format_number(best.value)}."
+                     f'<pre class="command">{html.escape(record.command)}</pre></div>')  # fmt: skip
+    elif record.status == "completed":
+        parts.append(f'<p class="diagnosis">No change cured {cause}.</p>')
+    return "".join(parts) + "</section>"
+
+
+def _code_spans(text: str) -> str:
+    """Escaped text whose `quoted` parts are shown as code."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
 def _evidence(value: Any) -> str:

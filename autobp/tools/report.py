@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from autobp.common.errors import AutobpError
 from autobp.common.text import format_number, format_table, to_json
-from autobp.health import LayerSummary, finite, first_value, judge, last_value, summarize_layers
+from autobp.health import LayerSummary, describe_change, finite, first_value, judge, last_value, summarize_layers
 from autobp.rundir import layout as rundir
+from autobp.rundir.doctor import DoctorRecord, read_doctor
 from autobp.rundir.reader import KILLED, RunLog, read_run
 from autobp.rundir.summary import Diagnosis, InstrumentVerdict, LayerVerdict
 from autobp.spec.catalog import lower_is_better
@@ -59,6 +61,8 @@ class Report:
     diagnoses: list[Diagnosis]
     notes: list[str]
     instruments: list[InstrumentVerdict]
+    doctor: DoctorRecord | None = None
+    """doctor.json: the changes `autobp doctor` retrained and which cured the cause (None if not run)."""
 
 
 def summarize_series(metrics: list[dict[str, float | None]]) -> list[SeriesSummary]:
@@ -139,6 +143,11 @@ def build_report(log: RunLog) -> Report:
     curve = "val_loss" if any(s.name == "val_loss" for s in series) else "train_loss"
     summary = log.summary
     health = judge(log, layers)
+    notes = list(log.notes)
+    try:
+        doctor = read_doctor(log.path)
+    except AutobpError as err:
+        doctor, notes = None, [*notes, str(err)]
     return Report(
         run_dir=str(log.path),
         name=log.name,
@@ -153,8 +162,9 @@ def build_report(log: RunLog) -> Report:
         layers=layers,
         verdicts=health.layers,
         diagnoses=health.diagnoses,
-        notes=log.notes,
+        notes=notes,
         instruments=health.instruments,
+        doctor=doctor,
     )
 
 
@@ -199,7 +209,49 @@ def _render_document(report: Report, *, markdown: bool) -> str:
         where = f" ({diagnosis.layer})" if diagnosis.layer else ""
         lines.append(f"- {_code(diagnosis.kind, markdown)}{where}: {diagnosis.message}.")
         lines.append(f"  Suggestion: {diagnosis.suggestion}.")
+    if report.doctor is not None:
+        lines += ["", heading("Verified fixes (autobp doctor)"), "", *verified_fix_lines(report.doctor, markdown=markdown)]
     return "\n".join(lines)
+
+
+# --- autobp doctor's verdict ----------------------------------------------------------------------------------
+
+FIX_COLUMNS = ("rank", "role", "change", "status", "first diagnosis", "cured")
+
+
+def fix_rows(record: DoctorRecord) -> list[list[str]]:
+    """doctor.json's treatments as table rows, best first, under FIX_COLUMNS with the monitor after `status`."""
+    return [[str(place) if t.cured else "-", t.role, _change(t.change), t.status,
+             format_number(t.value), t.diagnosis or "none", "yes" if t.cured else "no"]
+            for place, t in enumerate(record.treatments, start=1)]  # fmt: skip
+
+
+def _change(change: dict) -> str:
+    return describe_change(change) or "(none: the config as it is)"
+
+
+def fix_headers(record: DoctorRecord) -> list[str]:
+    return [*FIX_COLUMNS[:4], record.monitor, *FIX_COLUMNS[4:]]
+
+
+def verified_fix_lines(record: DoctorRecord, *, markdown: bool = False) -> list[str]:
+    """What doctor found: each change with the metric before and after, best first, and the command of the best."""
+    cause = record.cause
+    source = "the run itself" if record.before_source == "run" else f"the config unchanged, {record.epochs} epochs"
+    lines = [f"Treated {_code(cause.kind, markdown)} with {len(record.treatments)} trainings of {record.epochs} "
+             f"epochs; {record.monitor} before: {format_number(record.before)} ({source}).", ""]  # fmt: skip
+    lines += format_table(fix_headers(record), fix_rows(record), markdown=markdown)
+    lines += [f"- {t.role} {_change(t.change)}: {t.error}" for t in record.treatments if t.status == "invalid"]
+    if record.status != "completed":
+        lines.append(f"doctor {record.status}: not every trial finished; `autobp doctor {record.run_dir}` finishes them")
+    best = next((t for t in record.treatments if t.trial == record.best), None)
+    if best is None and record.status == "completed":
+        lines.append(f"No change cured {cause.kind}.")
+    elif best is not None:
+        lines += [f"Best: {_change(best.change)} cured {cause.kind}: {record.monitor} "
+                  f"{format_number(record.before)} → {format_number(best.value)}.",
+                  f"Reproduce: {_code(record.command, markdown)}"]  # fmt: skip
+    return lines
 
 
 def _code(text: str, markdown: bool) -> str:

@@ -53,9 +53,9 @@ from autobp.training.state import INIT_STREAM, STOP_SIGNALS, Clock, EarlyStoppin
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
-# Called at each epoch end that training would continue past, with the epoch and its metrics row; True stops the
-# run there as `pruned` (a sweep's early termination).
-EpochHook = Callable[[int, dict[str, Any]], bool]
+# Called at each epoch end that training would continue past, with the epoch and its metrics row; True, or the
+# reason as text, stops the run there as `pruned` (a sweep's early termination; the text is summary.json's reason).
+EpochHook = Callable[[int, dict[str, Any]], "bool | str"]
 
 
 @dataclass
@@ -313,6 +313,7 @@ class Trainer:
         self._logs: tuple[files.CsvLog, ...] = ()  # synced to disk before each checkpoint
         self._epoch_start: EpochStart | None = None  # set while an epoch is under way (or was cut short)
         self._restored_epoch: int | None = None  # the epoch whose weights early stopping put back
+        self._pruned_reason: str | None = None  # what `on_epoch` said when it stopped the run
         self._last_checkpoint = time.monotonic()
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
         self.instruments = None if training.instruments is None else Instruments(
@@ -438,6 +439,8 @@ class Trainer:
             # Overflow is how divergence starts; it is detected and reported, so numpy need not warn about it.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 status = self._train(metrics_log)
+            if self._pruned_reason is not None:
+                outcome["reason"] = self._pruned_reason
         except Diverged as exc:
             status = "diverged"
             outcome["diverged"] = Divergence(step=exc.step, epoch=self.epoch, layer=exc.layer, reason=str(exc))
@@ -504,7 +507,10 @@ class Trainer:
             stop = self.stopper is not None and self.stopper.update(row[self.stopper.monitor], self.epoch,
                                                                     self.network.state_dict)  # fmt: skip
             ending = stop or self.epoch >= training.epochs or self.step >= self.total_steps
-            pruned = not ending and self.on_epoch is not None and self.on_epoch(self.epoch, row)
+            verdict = not ending and self.on_epoch is not None and self.on_epoch(self.epoch, row)
+            pruned = bool(verdict)
+            if pruned and isinstance(verdict, str):
+                self._pruned_reason = verdict
             if self._checkpoint_due(ending or pruned):
                 self._save_checkpoint()
             if stop:
