@@ -431,7 +431,7 @@ def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdic
     started_sick = any(finding.rank == AT_START for finding in found)
     later = [] if started_sick else [finding for finding in found if finding.rank == LATER]
     found += _rate_high(layers, course, config, later, rate_evidence,
-                        blow_up if blow_up is not None and not blow_up.at_start else None, noise_swings(instruments))
+                        blow_up if blow_up is not None and not blow_up.at_start else None, _noise_swings(instruments))
     found += _gradient_noise(log, instruments, course, found)
     if not found:
         found += _rate_low(log, layers, course, config, rate_evidence)
@@ -1014,7 +1014,7 @@ def instrument_rate_evidence(instruments: list[InstrumentVerdict]) -> RateEviden
     return None
 
 
-def noise_swings(instruments: list[InstrumentVerdict]) -> bool:
+def _noise_swings(instruments: list[InstrumentVerdict]) -> bool:
     """The batch is far below the noise scale while the step quality α is in range: a loss that rises from epoch to
     epoch then follows the noisy batches, not steps that overshoot."""
     by_name = {v.instrument: v for v in instruments}
