@@ -623,7 +623,8 @@ def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict], course: C
         # A larger batch averages the noise away; a rate lowered in proportion averages it over more steps.
         return [{"training.batch_size": proposal}, _lr_change(config, batch / proposal)]
 
-    remedy = _remedy(config, "a batch about the noise scale makes each step mostly signal", changes)
+    remedy = _remedy(config, "a batch above the noise scale, which grows as the loss falls, makes each step mostly "
+                     "signal", changes)  # fmt: skip
     return [Finding(NOISE, diagnosis(
         "gradient_noise", None, f"over {verdict.window} the {verdict.message}",
         {"noise_scale_smoothed": verdict.value, "batch_size": batch, "threshold": NOISE_SCALE_FACTOR,
