@@ -238,9 +238,9 @@ def doctor(
     with _executor(executor, scheduler, jobs) as pool:
         result = run_doctor(run_dir, epochs=epochs, jobs=jobs or (pool.slots if pool else None), quiet=quiet,
                             executor=pool)  # fmt: skip
-    typer.echo(format_doctor(result))
+    _say(format_doctor(result))
     for note in result.notes:
-        typer.echo(f"note: {note}", err=True)
+        _say(f"note: {note}", err=True)
     raise typer.Exit(result.exit_code)
 
 

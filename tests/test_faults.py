@@ -8,12 +8,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from autobp.cli import app
 from autobp.common import files
 from autobp.common.errors import DataError
 from autobp.engine import Tensor, numerical_gradient, ops, relative_error
+from autobp.rundir import layout as rundir
 from autobp.tools import gradcheck
 from autobp.training.progress import WorkProgress
 from autobp.training.runner import resume, train
@@ -275,13 +278,14 @@ def test_a_file_size_limit_mid_run_fails_cleanly_and_resume_completes_it(tmp_pat
 
 
 def test_a_limit_too_small_for_the_first_file_is_a_clear_error(tmp_path: Path) -> None:
-    """A limit so small that even config.yaml cannot be written: a message naming it, exit 1, nothing claimed."""
+    """A limit so small that even config.yaml cannot be written: a message naming it, exit 1, no run directory (a
+    run directory is made with its config.yaml in it, or not at all) and no temporary left."""
     settings = config(tmp_path, epochs=2)
     code, output = finished(autobp("train", str(write_config(tmp_path, settings)), "--quiet", limit_file_size=300))
-    run_dir = next((tmp_path / "runs").iterdir())
     assert code == 1, output
-    assert f"error: {run_dir / 'config.yaml'}: cannot write it (File too large); nothing was trained" in output
-    assert list(run_dir.iterdir()) == []  # no half-written file, no summary claiming anything
+    assert re.search(r"error: \S+/runs/r-[0-9-]+/config\.yaml: cannot write it \(File too large\); nothing was trained",
+                     output), output
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 # --- damaged files ------------------------------------------------------------------------------------------------
@@ -480,3 +484,19 @@ def test_gradcheck_passes_a_gradient_that_is_exactly_zero() -> None:
     wrong = np.full(3, 1e-9)  # a real error is still one: above the floor's 1e-11
     assert gradcheck._central_difference_error(loss, [c], 0, np.arange(3), wrong, quiet, "w")[0] > gradcheck.TOLERANCE
 
+
+
+def test_a_run_directory_appears_with_its_config_or_not_at_all(tmp_path: Path) -> None:
+    """The run directory is staged under a hidden name with config.yaml inside and renamed into place; what a start
+    killed before the rename left (its writer gone) is removed by the next run in that folder."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    orphan = runs / ".r-20260101-000000.999999999-new.tmp"  # no process has that pid
+    orphan.mkdir()
+    (orphan / "config.yaml").write_text("name: r\n")
+    made = rundir.create_run_dir(runs, "r", {"config.yaml": "name: r\n"})
+    assert sorted(p.name for p in runs.iterdir()) == [made.name]
+    assert [p.name for p in made.iterdir()] == ["config.yaml"]
+    stamp = datetime.strptime(made.name[2:17], "%Y%m%d-%H%M%S")
+    again = rundir.create_run_dir(runs, "r", {"config.yaml": "name: r\n"}, now=stamp)
+    assert again.name == made.name + "-2"  # the taken name is never reused

@@ -595,8 +595,7 @@ def run_sweep(
     rundir.ensure_output_dir(sweeps)
     _check_free_space(sweeps, sweep, outcomes)
     record = _record(sweep)  # refused before the sweep directory exists
-    directory = rundir.create_run_dir(sweeps, sweep.name)
-    _write_record(directory, record)
+    directory = rundir.create_run_dir(sweeps, sweep.name, {SWEEP_FILE: record})  # never a sweep without its record
     return _run(sweep, directory, outcomes, jobs, max_failures, quiet, executor)
 
 
@@ -646,7 +645,7 @@ def run_in(
         if stale.name not in planned:
             shutil.rmtree(stale)
     _check_free_space(directory, sweep, outcomes)
-    _write_record(directory, sweep)
+    _write_record(directory, _record(sweep))
     return _run(sweep, directory, outcomes, jobs, None, quiet, executor)
 
 

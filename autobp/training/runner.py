@@ -99,7 +99,10 @@ def train(
     config, dataset = prepare(config, [*overrides, *extra])
     rundir.ensure_output_dir(Path(config.output.dir))  # before the free-space check, which needs the folder
     rundir.check_free_space(Path(config.output.dir), estimated_size(config, dataset))
-    run_dir = rundir.create_run_dir(Path(config.output.dir), config.name)
+    try:
+        run_dir = rundir.create_run_dir(Path(config.output.dir), config.name, {rundir.CONFIG_FILE: dump_config(config)})
+    except OSError as exc:
+        raise _nothing_trained(exc) from None
     return run(config, dataset, run_dir, quiet=quiet)
 
 
