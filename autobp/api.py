@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autobp.common import files
-from autobp.common.errors import DataError
+from autobp.common.errors import AutobpError, DataError
 from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 
@@ -171,11 +171,19 @@ def sweep(
     sources: str | Path | Sequence[str | Path], overrides: Sequence[str] = (), *, name: str | None = None,
     output: str | Path | None = None, jobs: int | None = None, max_failures: int | None = None, quiet: bool = True,
 ) -> Sweep:  # fmt: skip
-    """Run a sweep file, or several configs, as `autobp sweep` does (quiet unless asked), and read the result."""
+    """Run a sweep file, or several configs, as `autobp sweep` does (quiet unless asked), and read the result.
+    AutobpError, naming the sweep directory, if trials failed because their worker processes could not start.
+
+    Safe from a script without an `if __name__ == "__main__":` guard, from `python -` and from notebooks: the
+    worker processes never run the caller's main module."""
     from autobp.sweeps.plan import run_sweep
 
     paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
     result = run_sweep(paths, overrides, name=name, output=output, jobs=jobs, max_failures=max_failures, quiet=quiet)
+    if result.unstarted:
+        reason = next(o.reason for t, o in zip(result.sweep.trials, result.outcomes) if t.name in result.unstarted)
+        raise AutobpError(f"{result.directory}: {len(result.unstarted)} of {len(result.outcomes)} trials did not "
+                          f"run: {reason}; `autobp sweep --resume {result.directory}` runs them again")  # fmt: skip
     return load_sweep(result.directory)
 
 

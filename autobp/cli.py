@@ -299,7 +299,7 @@ def predict(
         _say(prediction.csv, nl=False)
     else:
         write_predictions(out, prediction.csv)
-        _say(f"wrote {prediction.rows} predictions to {out}")
+        _say(f"wrote {prediction.rows:,} predictions to {out}")
     if prediction.metrics is not None:
         _say(prediction.format_metrics(), err=out is None)
 

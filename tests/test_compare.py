@@ -185,3 +185,31 @@ def test_cli_compare_of_two_example_configs_fits_120_columns(tmp_path: Path) -> 
     assert ratios == sorted(ratios) and chosen.stdout.rstrip().endswith("sorted by signal_ratio")
     unknown = runner.invoke(app, ["compare", *map(str, made), "--columns", "val_loss,speed"])
     assert unknown.exit_code == 2 and "error: --columns speed: not a column of these runs" in unknown.stderr
+
+
+def test_a_sweep_of_per_layer_keys_and_epochs_shows_what_was_swept(tmp_path: Path) -> None:
+    """Swept per-layer keys are columns with every trial's real value (a tanh layer agreeing with the defaults is
+    still `tanh`, not `-`), `--columns` takes them, and `epochs` is not repeated beside `training.epochs`."""
+    base = {"data": {"source": "xor", "n_samples": 40}, "loss": "cross_entropy",
+            "model": {"layers": [{"units": 4}, {"units": 4}, {}], "activation": "tanh"}}  # fmt: skip
+    (tmp_path / "base.yaml").write_text(json.dumps(base))
+    sweep_file = tmp_path / "layers.yaml"
+    sweep_file.write_text("base: base.yaml\nparameters:\n  model.layers.0.activation: [tanh, relu]\n"
+                          "  model.layers.0.units: [4, 6]\n  training.epochs: [1, 2]\n")  # fmt: skip
+    directory = run_sweep([sweep_file], name="layers", output=tmp_path, jobs=1).directory
+    comparison = compare_runs([directory])
+    assert "epochs" not in comparison.columns and "training.epochs" in comparison.columns
+    activations = [run.value("model.layers.0.activation") for run in comparison.runs]
+    assert sorted(activations) == ["relu"] * 4 + ["tanh"] * 4
+    text = CliRunner().invoke(app, ["compare", str(directory)]).stdout
+    assert text.count(" tanh ") == 4 and " - " not in text.split("\n\n")[0]
+    result = CliRunner().invoke(app, ["compare", str(directory), "--columns",
+                                      "model.layers.0.units,model.layers.0.activation,training.epochs,val_loss"])
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.split("\n\n")[0].splitlines()
+    assert header.split() == ["run", "model.layers.0.units", "model.layers.0.activation", "training.epochs",
+                              "val_loss"]  # fmt: skip
+    trials = {row.split()[0].split("/")[1]: row.split()[1:4] for row in rows}
+    assert trials["trial-000"] == ["4", "tanh", "1"] and trials["trial-007"] == ["6", "relu", "2"]
+    by_units = compare_runs([directory], sort="model.layers.0.units")
+    assert [run.value("model.layers.0.units") for run in by_units.runs] == [4] * 4 + [6] * 4

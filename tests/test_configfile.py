@@ -264,10 +264,12 @@ def test_dump_fills_every_default_and_writes_absolute_paths():
 # --- JSON Schema ------------------------------------------------------------------------------------------------
 
 
-def test_committed_schema_file_is_up_to_date():
-    assert json.loads((CONFIGS / "autobp.schema.json").read_text()) == config_json_schema(), (
+def test_committed_schema_file_is_what_autobp_schema_prints_byte_for_byte():
+    printed = subprocess.run([sys.executable, "-m", "autobp", "schema"], capture_output=True, check=True).stdout
+    assert printed == (CONFIGS / "autobp.schema.json").read_bytes(), (
         "regenerate it: autobp schema > configs/autobp.schema.json"
     )
+    assert json.loads(printed) == config_json_schema()
 
 
 def test_schema_forbids_unknown_keys_everywhere_and_requires_the_three_sections():

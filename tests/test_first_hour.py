@@ -82,8 +82,8 @@ def test_a_diverged_run_says_where_and_one_epoch_is_singular(tmp_path: Path) -> 
     code, output = cli("train", CONFIGS / "sine.yaml", "--quiet", "--output", tmp_path,
                        *(part for o in overrides for part in ("--set", o)))  # fmt: skip
     assert code == 3
-    assert "after 1 epoch," in output and "1 epochs" not in output
-    assert "  diverged at step " in output and "(epoch 1): " in output
+    assert "after 0 epochs and 2 batches, 2 steps" in output and "1 epochs" not in output  # the 3rd step diverged
+    assert "  diverged at step 3 (epoch 1): " in output
 
 
 def test_paths_given_with_set_are_relative_to_the_current_folder(tmp_path: Path, monkeypatch) -> None:

@@ -425,3 +425,49 @@ def test_a_sweep_killed_mid_trial_resumes_to_the_same_trials_bit_for_bit(tmp_pat
     for trial in ("trial-000", "trial-001", "trial-002"):
         for name in ("gradients.csv", "model.npz"):
             assert (directory / trial / name).read_bytes() == (reference.directory / trial / name).read_bytes(), trial
+
+
+def test_pruned_trials_show_what_they_reported_and_one_that_beat_the_winner_is_marked(tmp_path):
+    """A pruned trial is not ranked, but the table shows the value it last reported (its epoch in `epochs`), lists
+    pruned trials by it, and marks one whose best epoch beat the winner's ranked value."""
+    from autobp.sweeps.plan import Sweep, SweepResult, Trial
+
+    def ended(status, epochs, final, best):
+        return Outcome(status, Summary(status=status, epochs=epochs, final={"val_loss": final}, saved={"val_loss": final},
+                                       best={"val_loss": Best(value=best, epoch=epochs)}))  # fmt: skip
+
+    outcomes = [ended("pruned", 3, 0.9, 0.5), ended("completed", 8, 0.2, 0.15), ended("pruned", 5, 0.3, 0.1),
+                Outcome("failed", Summary(status="failed", error="boom"))]  # fmt: skip
+    trials = [Trial(f"trial-00{i}", {"optimizer.lr": lr}, {}, str(i), 0) for i, lr in enumerate([0.1, 0.01, 0.3, 1.0])]
+    sweep = Sweep("s", [], [], "val_loss", "min", trials, settings={"parameters": {"optimizer.lr": []}})
+    result = SweepResult(tmp_path, sweep, outcomes, 1.0)
+    assert result.ranking() == [1, 2, 0, 3]
+    lines = format_ranking(result).splitlines()
+    rows = [line.split()[:5] for line in lines[2:6]]
+    assert rows == [["1", "trial-001", "completed", "0.01", "0.2"], ["-*", "trial-002", "pruned", "0.3", "0.3"],
+                    ["-", "trial-000", "pruned", "0.1", "0.9"], ["-", "trial-003", "failed", "1", "-"]]  # fmt: skip
+    assert lines[6] == "pruned trials (rank -) show the val_loss they last reported, at the epoch in `epochs`"
+    assert lines[7] == ("* trial-002 was pruned at epoch 5, but its best_val_loss 0.1 beats the winner's val_loss 0.2 "
+                        "(trial-001): early_terminate stopped it before it could finish")  # fmt: skip
+
+
+def test_a_sweep_of_configs_mixing_losses_ranks_by_a_metric_they_share_and_says_so(tmp_path):
+    """cross_entropy and bce values do not compare, accuracies do; across tasks no metric does, and the header says
+    so. Configs of one loss rank by val_loss with nothing said."""
+    base = base_config(tmp_path, training={"epochs": 1, "batch_size": 16, "checkpoint_every": None})
+    ce = write(tmp_path / "ce.yaml", base)
+    bce = write(tmp_path / "bce.yaml", {**base, "loss": "bce"})
+    sine = write(tmp_path / "sine.yaml", {**base, "data": {"source": "sine", "n_samples": 80}, "loss": "mse"})
+    same = plan_sweep([ce, write(tmp_path / "seed.yaml", {**base, "seed": 9})])
+    assert (same.monitor, same.mode, same.mix) == ("val_loss", "min", None)
+    classifiers = run_sweep([ce, bce], jobs=1)
+    assert (classifiers.sweep.monitor, classifiers.sweep.mode) == ("val_accuracy", "max")
+    header = format_ranking(classifiers).splitlines()[:3]
+    assert header[0].endswith("ranked by val_accuracy of the saved model (its best epoch where early stopping "
+                              "restored it), higher is better; ties broken by val_loss")  # fmt: skip
+    assert header[1] == "the trials mix losses (bce, cross_entropy): their val_loss values do not compare"
+    assert header[2].split()[:5] == ["rank", "trial", "status", "config", "val_accuracy"]
+    mixed = plan_sweep([ce, sine])
+    assert (mixed.monitor, mixed.mix) == ("val_loss", "the trials mix losses (cross_entropy, mse) and tasks "
+                                          "(classification, regression): no metric they share compares them, so "
+                                          "this ranking compares val_loss values of different losses")  # fmt: skip

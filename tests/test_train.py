@@ -320,6 +320,9 @@ def test_summary_records_what_a_user_needs(tmp_path: Path) -> None:
     assert summary["final"]["epoch"] == 4
     assert set(summary["best"]) == {"train_loss", "val_loss", "train_accuracy", "val_accuracy"}
     assert summary["versions"]["numpy"] == np.__version__
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]  # what numpy's BLAS is: same machine + BLAS
+    assert summary["versions"]["blas"] == f"{blas['name']} {blas['version']}"
+    assert summary["versions"]["blas_build"] == " ".join(blas.get("openblas configuration", "").split())
     assert summary["samples_per_second"] > 0
     assert summary["started"] <= summary["ended"]
 

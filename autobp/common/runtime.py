@@ -51,3 +51,14 @@ def limit_blas_threads(threads: int) -> bool:
         if not (already.isdigit() and 0 < int(already) <= threads):
             os.environ[name] = str(threads)
     return True
+
+
+def blas_build() -> dict[str, str]:
+    """The BLAS numpy was built with, for summary.json: `blas` (name and version) and `blas_build` (its build
+    configuration), both empty strings where numpy does not say. Results are bit for bit only on the same machine
+    with the same numpy and BLAS: BLAS kernels, chosen by build and CPU, may sum in a different order."""
+    import numpy as np
+
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    name = " ".join(str(blas[key]) for key in ("name", "version") if blas.get(key))
+    return {"blas": name, "blas_build": " ".join(str(blas.get("openblas configuration", "")).split())}

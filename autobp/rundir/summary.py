@@ -73,7 +73,8 @@ class EarlyStop(_Record):
     best_epoch: int
     best_value: float
     restored: bool = True
-    """Whether model.npz holds the best epoch's weights (not after an interruption, a divergence or a failure)."""
+    """Whether the best epoch's weights were put back into model.npz: not when the last epoch was the best (they
+    are already there), nor after an interruption, a divergence or a failure."""
 
 
 class Best(_Record):

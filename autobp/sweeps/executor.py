@@ -14,12 +14,14 @@ can limit its BLAS threads first.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import multiprocessing.context
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -221,9 +223,9 @@ def available_cores() -> int:
 class LocalExecutor:
     """Trials in `jobs` worker processes on this machine, each allowed cores // jobs BLAS threads.
 
-    Workers are spawned (not forked) so that each limits its BLAS threads before it imports numpy. A worker that
-    dies (killed, out of memory) breaks the pool: the futures then running fail with BrokenProcessPool, and the
-    next `submit` starts a fresh pool.
+    Workers are spawned (not forked) so that each limits its BLAS threads before it imports numpy, and without the
+    caller's main module (see `_WorkerProcess`). A worker that dies (killed, out of memory) breaks the pool: the
+    futures then running fail with BrokenProcessPool, and the next `submit` starts a fresh pool.
     """
 
     def __init__(self, jobs: int, cores: int | None = None) -> None:
@@ -233,7 +235,7 @@ class LocalExecutor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+            self.jobs, mp_context=_WorkerContext(), initializer=_start_worker,
             initargs=(self.threads, os.getpid()),
         )  # fmt: skip
 
@@ -264,6 +266,29 @@ class LocalExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+class _WorkerProcess(multiprocessing.context.SpawnProcess):
+    """A spawned worker that does not run the caller's main module again.
+
+    Spawning normally re-imports `__main__` in the child (by its path, or its module name under `python -m`), so that
+    functions defined there can be unpickled. A worker runs only autobp's functions, and re-running the caller is
+    harmful: a script without an `if __name__ == "__main__":` guard would start its sweep again in every worker,
+    and `python -` or `-c` have no file to re-import. So `__main__` is hidden while the child's start-up data is
+    taken."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__, no __spec__: nothing to re-import
+        try:
+            return multiprocessing.context.SpawnProcess._Popen(process_obj)
+        finally:
+            sys.modules["__main__"] = main
+
+
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    Process = _WorkerProcess
 
 
 def _start_worker(threads: int, parent: int) -> None:

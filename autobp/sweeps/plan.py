@@ -337,6 +337,7 @@ class Sweep:
     stage: str = "saved"  # which value of the monitor ranks the trials (see Ranking)
     notes: list[str] = field(default_factory=list)  # files left out, for the user
     probes: list[Trial] = field(default_factory=list)  # random, tpe: the configs that checked every value
+    mix: str | None = None  # a sweep of configs mixing losses or tasks: what the ranked table's header says of it
 
     @property
     def ranking(self) -> Ranking:
@@ -408,7 +409,23 @@ def plan_sweep(
     variants = [({"config": str(path.resolve())}, path, overrides) for path in configs]
     trials = _trials(variants, "val_loss", same="two of the files describe the same training")
     sources = [trial.values["config"] for trial in trials]
-    return Sweep(name or "sweep", sources, overrides, "val_loss", "min", trials, notes=notes)
+    monitor, mix = _shared_monitor(trials)
+    mode = "min" if lower_is_better(monitor) else "max"
+    return Sweep(name or "sweep", sources, overrides, monitor, mode, trials, notes=notes, mix=mix)
+
+
+def _shared_monitor(trials: list[Trial]) -> tuple[str, str | None]:
+    """What a sweep of configs ranks by, and what its header says of a mix: val_loss when the trials share a loss;
+    when they mix the losses of one task, that task's validation metric (accuracy or R²), which compares them."""
+    losses = sorted({trial.config["loss"] for trial in trials})
+    tasks = sorted({trial.config["data"]["task"] for trial in trials})
+    if len(losses) == 1:
+        return "val_loss", None
+    if len(tasks) == 1:
+        metric = f"val_{task_metric(tasks[0])}"
+        return metric, f"the trials mix losses ({', '.join(losses)}): their val_loss values do not compare"
+    return "val_loss", (f"the trials mix losses ({', '.join(losses)}) and tasks ({', '.join(tasks)}): no metric they "
+                        "share compares them, so this ranking compares val_loss values of different losses")
 
 
 def plan_changes(
@@ -565,6 +582,7 @@ class SweepResult:
     outcomes: list[Outcome]
     seconds: float
     interrupted: bool = False
+    unstarted: list[str] = field(default_factory=list)  # trials that failed because their worker never ran them
 
     @property
     def exit_code(self) -> int:
@@ -702,7 +720,8 @@ def _run(
             limit = math.inf if max_failures is None else max_failures
             scheduler = _Scheduler(sweep, directory, outcomes, pool, jobs, limit, progress, study, reports)
             interrupted = scheduler.run()
-    return SweepResult(directory, sweep, outcomes, time.perf_counter() - started, interrupted)
+    seconds = time.perf_counter() - started
+    return SweepResult(directory, sweep, outcomes, seconds, interrupted, sorted(scheduler.unstarted))
 
 
 def _open_search(sweep: Sweep, directory: Path) -> search.Search | None:
@@ -742,6 +761,7 @@ class _Scheduler:
         self.shared: set[int] = set()  # running trials that have had others beside them
         self.alone: set[int] = set()  # trials to run again with nothing beside them
         self.done = self.failed = 0
+        self.unstarted: set[str] = set()
 
     def run(self) -> bool:
         """Run the queued trials; True if interrupted by Ctrl-C (running trials end `interrupted`)."""
@@ -810,7 +830,7 @@ class _Scheduler:
             self.outcomes[index] = Outcome()
             return
         if error is not None:
-            outcome = Outcome("failed", Summary(status=Status.FAILED, error=f"{type(error).__name__}: {error}"))
+            outcome = Outcome("failed", Summary(status=Status.FAILED, error=self._failure(index, error)))
         else:
             outcome = _outcome(future.result())
         self.shared.discard(index)
@@ -821,6 +841,14 @@ class _Scheduler:
         self.done += 1
         self.failed += outcome.status not in KEPT
         self.show(self.sweep.trials[index], outcome)
+
+    def _failure(self, index: int, error: BaseException) -> str:
+        """Why a trial whose worker failed did not run; a worker that started it made its folder first (run_trial)."""
+        trial = self.sweep.trials[index].name
+        if (self.directory / trial).exists():
+            return f"{type(error).__name__}: {error}"
+        self.unstarted.add(trial)
+        return f"its worker process ended before the trial started ({type(error).__name__}: {error})"
 
     def _interrupt(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -853,18 +881,27 @@ def format_ranking(result: SweepResult) -> str:
     monitor = sweep.monitor
     statuses = ", ".join(f"{count} {status}" for status, count in Counter(o.status for o in outcomes).items())
     lines = [f"sweep {sweep.name}: {len(outcomes)} trials ({statuses}) in {result.seconds:.1f} s; "
-             f"{sweep.ranking.describe()}"]  # fmt: skip
+             f"{sweep.ranking.describe()}", *([sweep.mix] if sweep.mix else [])]  # fmt: skip
     keys = sweep.keys
     rows = [["rank", "trial", "status", *keys, monitor, f"best_{monitor}", "epochs", "seconds", "reason"]]
     ranking = result.ranking()
+    beaten = _pruned_winners(sweep, outcomes, ranking)
     for place, index in enumerate(ranking, start=1):
         trial, outcome = sweep.trials[index], outcomes[index]
-        ranked = sweep.ranking.value(outcome) is not None
+        rank = place if sweep.ranking.value(outcome) is not None else "-*" if index in beaten else "-"
         rows.append([
-            place if ranked else "-", trial.name, outcome.status, *trial.values.values(), sweep.ranking.value(outcome),
+            rank, trial.name, outcome.status, *trial.values.values(), sweep.ranking.shown(outcome),
             outcome.best(monitor), outcome.epochs, outcome.seconds, outcome.reason,
         ])  # fmt: skip
     lines += format_table(rows[0], [[_cell(cell) for cell in row] for row in rows[1:]])
+    if any(outcome.status == Status.PRUNED for outcome in outcomes):
+        lines.append(f"pruned trials (rank -) show the {monitor} they last reported, at the epoch in `epochs`")
+    winner = outcomes[ranking[0]]
+    for index in beaten:
+        trial, outcome = sweep.trials[index], outcomes[index]
+        lines.append(f"* {trial.name} was pruned at epoch {outcome.epochs}, but its best_{monitor} "
+                     f"{_cell(outcome.best(monitor))} beats the winner's {monitor} {_cell(sweep.ranking.value(winner))}"
+                     f" ({sweep.trials[ranking[0]].name}): early_terminate stopped it before it could finish")  # fmt: skip
     best = _best_text(sweep, outcomes)
     if best is None:
         lines.append(f"best: none — no trial completed with a {monitor}")
@@ -873,6 +910,16 @@ def format_ranking(result: SweepResult) -> str:
         lines.append(f"best: {best}, config {config}")
     lines.append(f"sweep directory: {result.directory}")
     return "\n".join(lines)
+
+
+def _pruned_winners(sweep: Sweep, outcomes: list[Outcome], ranking: list[int]) -> list[int]:
+    """Pruned trials, in table order, whose best value beats the value the winner is ranked by."""
+    winner = sweep.ranking.value(outcomes[ranking[0]])
+    return [
+        index for index in ranking
+        if winner is not None and outcomes[index].status == Status.PRUNED
+        and (best := outcomes[index].best(sweep.monitor)) is not None and sweep.ranking.better(best, winner)
+    ]  # fmt: skip
 
 
 def _best_text(sweep: Sweep, outcomes: list[Outcome]) -> str | None:

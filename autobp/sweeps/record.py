@@ -224,14 +224,24 @@ class Ranking:
         """The value a trial is ranked by; None for a trial that did not finish."""
         return outcome.value(self.monitor, self.stage) if outcome.status in FINISHED else None
 
+    def shown(self, outcome: Outcome) -> float | None:
+        """The value a trial shows in the ranked column: the ranked one, or for a pruned trial the last value it
+        reported (at the epoch it was stopped), which it is not ranked by."""
+        return outcome.final(self.monitor) if outcome.status == Status.PRUNED else self.value(outcome)
+
+    def better(self, value: float, than: float) -> bool:
+        return value < than if self.mode == "min" else value > than
+
     def order(self, outcomes: list[Outcome]) -> list[int]:
-        """Trial indices, best first."""
+        """Trial indices, best first; then the pruned trials by the value they last reported; then the rest."""
         sign = 1.0 if self.mode == "min" else -1.0
 
-        def key(index: int) -> tuple[bool, float, float, int]:
-            value = self.value(outcomes[index])
-            tie = None if self.tie_breaker is None else outcomes[index].value(self.tie_breaker, self.stage)
-            return value is None, 0.0 if value is None else sign * value, math.inf if tie is None else tie, index
+        def key(index: int) -> tuple[int, float, float, int]:
+            outcome = outcomes[index]
+            shown = self.shown(outcome)
+            tier = 0 if self.value(outcome) is not None else 1 if shown is not None else 2
+            tie = None if self.tie_breaker is None else outcome.value(self.tie_breaker, self.stage)
+            return tier, 0.0 if shown is None else sign * shown, math.inf if tie is None else tie, index
 
         return sorted(range(len(outcomes)), key=key)
 

@@ -9,7 +9,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,11 @@ class ComparedRun:
     run_dir: str
     status: str
     epochs: int
-    config: dict[str, Any]
+    config: dict[str, Any]  # the resolved config, flattened, its layers folded back (see fold_layers)
     metrics: dict[str, float | None]
     signal_ratio: float | None
     diagnoses: list[str]
+    unfolded: dict[str, Any] = field(default_factory=dict)  # the resolved config, flattened, every layer key kept
 
     def value(self, column: str) -> Any:
         if column == SIGNAL_RATIO:
@@ -52,7 +53,10 @@ class ComparedRun:
             return getattr(self, column)
         if column == "diagnoses":
             return ", ".join(dict.fromkeys(self.diagnoses)) or None
-        return self.metrics[column] if column in self.metrics else self.config.get(column)
+        if column in self.metrics:
+            return self.metrics[column]
+        # A per-layer key is folded away where the layer agrees with the defaults; its real value is still there.
+        return self.config[column] if column in self.config else self.unfolded.get(column)
 
 
 @dataclass
@@ -81,7 +85,8 @@ def compare_runs(paths: Sequence[Path], sort: str | None = None, columns: Sequen
         runs.append(_compared(label, build_report(log), log.config))
     differing = differing_keys([run.config for run in runs])
     metrics = list(dict.fromkeys(name for run in runs for name in run.metrics))
-    sortable = [*metrics, SIGNAL_RATIO, "epochs", *differing]
+    per_layer = [key for key in differing_keys([run.unfolded for run in runs]) if key.startswith(LAYER_PREFIX)]
+    sortable = [*metrics, SIGNAL_RATIO, "epochs", *dict.fromkeys([*differing, *per_layer])]
     sort = sort or ("val_loss" if "val_loss" in metrics else "train_loss")
     if sort not in sortable:
         raise ConfigError(f"--sort {sort}: not a column of this comparison; choose one of {', '.join(sortable)}")
@@ -89,9 +94,12 @@ def compare_runs(paths: Sequence[Path], sort: str | None = None, columns: Sequen
     shared = {}
     if columns is None:
         shared = {c: runs[0].value(c) for c in FOLDABLE_COLUMNS if len(runs) > 1 and _same(runs, c)}
+        # Each run trained its training.epochs, a differing key: an `epochs` column would repeat that column.
+        repeated = "training.epochs" in differing and all(run.epochs == run.value("training.epochs") for run in runs)
         columns = [c for c in _default_columns(sort, metrics, differing) if c not in shared]
+        columns = [c for c in columns if not (repeated and c == "epochs")]
     else:
-        _check_columns(columns, [*RUN_COLUMNS, *metrics], {key for run in runs for key in run.config})
+        _check_columns(columns, [*RUN_COLUMNS, *metrics], {key for run in runs for key in [*run.config, *run.unfolded]})
     return Comparison(sort, differing, metrics, runs, notes, [c for c in columns if c != "run"], shared)
 
 
@@ -134,15 +142,17 @@ def _compared(label: str, report: Report, config: Any) -> ComparedRun:
         metrics[f"best_{series.name}"] = series.best
     layers = report.layers
     first, last = (layers[0].out_grad_norm_median, layers[-1].out_grad_norm_median) if layers else (None, None)
+    unfolded = flatten(config.model_dump(mode="json")) if config is not None else {}
     return ComparedRun(
         label=label,
         run_dir=report.run_dir,
         status=report.status,
         epochs=report.epochs,
-        config=fold_layers(flatten(config.model_dump(mode="json"))) if config is not None else {},
+        config=fold_layers(unfolded),
         metrics=metrics,
         signal_ratio=first / last if first is not None and last else None,
         diagnoses=[diagnosis.kind for diagnosis in report.diagnoses],
+        unfolded=unfolded,
     )
 
 

@@ -58,7 +58,7 @@ class Prediction:
         if self.metrics is None:
             return ""
         values = ", ".join(f"{key} {'-' if value is None else f'{value:.4g}'}" for key, value in self.metrics.items())
-        return f"metrics on {self.rows} rows: {values}"
+        return f"metrics on {self.rows:,} rows: {values}"
 
 
 def load_model(run_dir: Path) -> TrainedModel:

@@ -111,10 +111,10 @@ def ending(log: RunLog) -> str:
         why = "is unreadable" if damaged else "is missing: the run is still going, or its process was killed"
         return f"{rundir.SUMMARY_FILE} {why}; showing the {len(log.metrics)} logged epochs"
     planned = log.config.training.epochs if log.config else None
-    done = f"{summary.epochs_completed} of {planned} epochs" if planned else f"{summary.epochs_completed} epochs"
+    done = f"{summary.epochs_completed:,} of {planned:,} epochs" if planned else f"{summary.epochs_completed:,} epochs"
     if summary.status == "completed":
         stopped_by_steps = log.config and planned and summary.epochs_completed < planned
-        return f"completed {done}, {summary.steps} steps" + (" (training.max_steps)" if stopped_by_steps else "")
+        return f"completed {done}, {summary.steps:,} steps" + (" (training.max_steps)" if stopped_by_steps else "")
     if summary.status == "stopped_early" and summary.early_stopping:
         stop = summary.early_stopping
         return (f"stopped early after {done}: {stop.monitor} had not improved since epoch {stop.best_epoch} "

@@ -25,7 +25,7 @@ import numpy as np
 import autobp
 from autobp.common import files
 from autobp.common.errors import AutobpError, ConfigError, DataError
-from autobp.common.runtime import keep_freed_memory
+from autobp.common.runtime import blas_build, keep_freed_memory
 from autobp.common.text import flatten, format_number, plural, shorten
 from autobp.health import describe, judge
 from autobp.model.data import Dataset
@@ -526,6 +526,8 @@ class Trainer:
         return "pruned" if pruned else "completed"
 
     def _restore_best(self) -> None:
+        if self.stopper.best_epoch == len(self.history):  # the last epoch was the best: nothing to put back
+            return
         self.network.load_state_dict(self.stopper.best_weights)
         self._restored_epoch = self.stopper.best_epoch
 
@@ -666,7 +668,8 @@ class Trainer:
             started=self.clock.started,
             resumed=self.resumed,
             ended=now(),
-            versions={"autobp": autobp.__version__, "numpy": np.__version__, "python": platform.python_version()},
+            versions={"autobp": autobp.__version__, "numpy": np.__version__, **blas_build(),
+                      "python": platform.python_version()},
         )
 
     def _metrics_of(self, epoch: int) -> dict[str, Any]:
@@ -706,8 +709,8 @@ def format_summary(result: RunResult) -> str:
     """The end-of-run report: status, final and best metrics, speed, each layer's gradient verdict, the diagnoses
     with their suggestions (the same judgement as `autobp report`), and the path."""
     summary = result.summary
-    lines = [f"{summary.name}: {summary.status} after {plural(summary.epochs, 'epoch')}, "
-             f"{plural(summary.steps, 'step')} in {summary.seconds:.2f} s ({summary.steps_per_second or 0:.0f} steps/s)"]
+    lines = [f"{summary.name}: {summary.status} after {trained(summary)}, {plural(summary.steps, 'step')} in "
+             f"{summary.seconds:.2f} s ({summary.steps_per_second or 0:,.0f} steps/s)"]
     if summary.diverged is not None:
         diverged = summary.diverged
         lines.append(f"  diverged at step {diverged.step} (epoch {diverged.epoch}): {diverged.reason}")
@@ -736,6 +739,13 @@ def format_summary(result: RunResult) -> str:
     if summary.status in (Status.INTERRUPTED, Status.FAILED):
         lines.append(f"continue it with: autobp train --resume {result.run_dir}")
     return "\n".join(lines)
+
+
+def trained(summary: Summary) -> str:
+    """`723 epochs and 1 batch`: the epochs finished, and the batches of an epoch cut short (Ctrl-C, max_steps)."""
+    batches = summary.steps - int(summary.final.get("step") or 0)  # the last finished epoch's row ends at its step
+    text = plural(summary.epochs_completed, "epoch")
+    return text + (f" and {plural(batches, 'batch', 'batches')}" if batches > 0 else "")
 
 
 def layer_gradients_finite(layer: Layer) -> bool:
