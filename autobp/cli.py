@@ -432,6 +432,23 @@ def runs(
         _say(f"note: {note}", err=True)
 
 
+@app.command()
+def view(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The folder to show (output.dir).")] = Path("runs"),
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port to listen on (0: any free one).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="The address to listen on; anything but 127.0.0.1 or "
+                                      "localhost lets other machines read your runs.")] = "127.0.0.1",
+) -> None:
+    """Show the runs and sweeps in DIR in the browser, live: a local, read-only web server.
+
+    Lists them as `autobp runs` does and shows each as its HTML report, updated as it trains (needs pip install
+    'autobp[report]'). Prints its address; Ctrl-C stops it.
+    """
+    from autobp.tools.view import serve
+
+    serve(directory, host, port, lambda text, err: _say(text, err=err))
+
+
 EXPORT_FORMATS = ("onnx", "tensorboard")
 
 

@@ -127,3 +127,17 @@ def test_the_command_writes_each_format_and_rejects_a_bad_example(tmp_path: Path
     assert nowhere.exit_code == 2 and f"the folder {tmp_path / 'missing'} does not exist" in nowhere.output
     fmt = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "--format", "png"])
     assert fmt.exit_code == 2 and "--format png: choose one of svg, dot, html" in fmt.output
+
+
+def test_zeros_print_without_a_sign_and_the_input_says_whether_it_is_standardized(tmp_path: Path) -> None:
+    from autobp.common.text import format_number
+    from autobp.tools.graph import describe
+
+    assert format_number(-0.0) == "0" and describe(np.array([-0.0, 1.5, -2.0])) == ["[0, 1.5, -2]"]
+    graph = build_graph(CONFIGS / "iris.yaml", 0)
+    assert [n.title for n in graph.nodes if n.kind == "input"] == ["x (the example, standardized)"]
+    svg = render_graph(graph, "svg")
+    assert "x (the example, standardized)" in svg and not any(f"-0{end}" in svg for end in (",", "]", "<"))
+    raw = tmp_path / "iris.yaml"
+    raw.write_text((CONFIGS / "iris.yaml").read_text().replace("path: data/iris.csv", f"path: {CONFIGS / 'data' / 'iris.csv'}\n  standardize: false"))
+    assert [n.title for n in build_graph(raw, 0).nodes if n.kind == "input"] == ["x (the example)"]

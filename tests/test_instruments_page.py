@@ -42,7 +42,7 @@ def test_the_instruments_section_in_a_browser(browser, tmp_path: Path) -> None:
     total = read(run_dir).total
     smoothed = next(trace for trace in charts if trace["name"] == "noise_scale_smoothed")
     assert smoothed["x"] == total.series("noise_scale_smoothed")[0]
-    assert smoothed["y"] == pytest.approx(total.series("noise_scale_smoothed")[1], rel=1e-12)
+    assert smoothed["y"] == pytest.approx(total.series("noise_scale_smoothed")[1], rel=5e-4)  # charts carry 4 digits
     curvature = next(trace for trace in charts if trace["name"] == "per step" and trace["xaxis"] == "x6")
     assert curvature["x"] == [20, 40, 60, 80, 100, 120, 140, 160, 180]
     # The bands: α's three verdicts meet at its two thresholds; the noise scale's red band starts at 4× the batch.

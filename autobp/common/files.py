@@ -210,6 +210,15 @@ def _take_lock(fd: int) -> bool:
     return True
 
 
+def signature(path: Path) -> list[int] | None:
+    """What changes when a file is rewritten or grows: its identity, size and modification time (None if missing)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
 def write_atomic(path: Path, content: bytes | str) -> None:
     """Replace `path` with `content` in one step: temporary file in the same folder, fsync, rename."""
     data = content.encode() if isinstance(content, str) else content

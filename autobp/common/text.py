@@ -14,12 +14,12 @@ def format_number(value: float | int | None) -> str:
         return "-"
     if isinstance(value, int):
         return str(value)
-    return f"{value:.4g}"
+    return f"{value + 0.0:.4g}"  # + 0.0 turns -0.0 into 0.0: a zero has no sign worth printing
 
 
-def to_json(payload: Any) -> str:
+def to_json(payload: Any, indent: int | None = 2) -> str:
     """Strict JSON: non-finite floats become null (as JavaScript's JSON.stringify does)."""
-    return json.dumps(_strict(payload), indent=2, ensure_ascii=False, allow_nan=False)
+    return json.dumps(_strict(payload), indent=indent, ensure_ascii=False, allow_nan=False)
 
 
 def _strict(value: Any) -> Any:

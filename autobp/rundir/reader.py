@@ -6,6 +6,8 @@ or were killed read the same way everywhere.
 
 from __future__ import annotations
 
+import csv
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from autobp.common.errors import AutobpError, DataError
 from autobp.common.files import load_npz
 from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
-from autobp.rundir.instruments import InstrumentLog
+from autobp.rundir.instruments import INSTRUMENTS_FILE, InstrumentLog
 from autobp.rundir.instruments import read as read_instruments
 from autobp.rundir.summary import Status, Summary, read_summary
 from autobp.spec.config import Config
@@ -26,6 +28,8 @@ from autobp.spec.configfile import load_config
 
 RUN_FILES = (rundir.SUMMARY_FILE, rundir.METRICS_FILE, rundir.GRADIENTS_FILE, rundir.CONFIG_FILE)
 KILLED = "killed"  # what readers call a run whose summary.json says `running` when nothing trains it
+APPENDED_LOGS = (rundir.METRICS_FILE, rundir.GRADIENTS_FILE, INSTRUMENTS_FILE)  # logs that grow by whole rows
+TAIL_CHUNK = 1 << 16  # how far back from its end a log is read to find its last complete line
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
 T = TypeVar("T")
@@ -63,15 +67,26 @@ class RunLog:
     @property
     def status(self) -> str:
         """How the run ended; `killed` when summary.json still says `running` but no process is training it."""
-        if self.summary is None:
-            return "unfinished"
-        if self.summary.status == Status.RUNNING and not is_training(self.path):
-            return KILLED
-        return str(self.summary.status)
+        return status_of(self.path, self.summary)
 
     def activations(self) -> list[str]:
         """Each layer's activation, input to output (empty without a readable config)."""
         return [spec.activation for spec in self.config.model.layers] if self.config else []
+
+
+def status_of(path: Path, summary: Summary | None) -> str:
+    """A run's status by its summary.json: `unfinished` without one, `killed` if it says `running` untrained."""
+    if summary is None:
+        return "unfinished"
+    if summary.status == Status.RUNNING and not is_training(path):
+        return KILLED
+    return str(summary.status)
+
+
+def read_status(path: Path) -> str:
+    """The status of a run directory as `runs` and `report` show it, reading only its summary.json."""
+    summary = _optional(path / rundir.SUMMARY_FILE, read_summary, [])
+    return status_of(path, summary)
 
 
 def is_training(path: Path) -> bool:
@@ -171,3 +186,63 @@ def _layer_index(name: str) -> int:
 def _read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     arrays = load_npz(path)
     return {key.removesuffix(".weight"): value.shape for key, value in arrays.items() if key.endswith(".weight")}
+
+
+# --- following a log as it grows ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Appended:
+    """The whole rows appended to a log from byte `start` to `end` (the end of its last complete line).
+
+    `file_id` tells a file replaced since (a resumed run rewrites its logs) from the same file grown."""
+
+    file_id: int
+    start: int
+    end: int
+    columns: list[str]
+    rows: list[list[Any]]
+    notes: list[str]
+
+
+def log_mark(path: Path) -> tuple[int, int] | None:
+    """(file id, byte offset just past its last complete line) of a log, or None if it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - TAIL_CHUNK))
+            chunk = handle.read(size - handle.tell())
+            return os.fstat(handle.fileno()).st_ino, size - len(chunk) + chunk.rfind(b"\n") + 1
+    except OSError:
+        return None
+
+
+def has_rows(path: Path) -> bool:
+    """Whether a log has a complete row below its header."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(TAIL_CHUNK).count(b"\n") >= 2
+    except OSError:
+        return False
+
+
+def read_appended(path: Path, start: int) -> Appended:
+    """The complete rows of a CSV log from byte `start` on (a half-written last line waits for the next call), each
+    parsed as `read_numbers` does; a row that does not parse is a note. Reads the header and the new bytes only."""
+    with open(path, "rb") as handle:
+        file_id, size = os.fstat(handle.fileno()).st_ino, os.fstat(handle.fileno()).st_size
+        header = handle.readline()
+        columns = next(csv.reader([header.decode("utf-8", "replace")]), []) if header.endswith(b"\n") else []
+        start = max(start, len(header)) if columns else 0
+        if not columns or start >= size:
+            return Appended(file_id, start, start, columns, [], [])
+        handle.seek(start)
+        data = handle.read(size - start)
+    end = start + data.rfind(b"\n") + 1
+    rows, notes = [], []
+    for number, cells in enumerate(csv.reader(data[: end - start].decode("utf-8", "replace").splitlines())):
+        try:
+            rows.append([files.parse_cell(column, cell) for column, cell in zip(columns, cells)])
+        except ValueError:
+            notes.append(f"{path}: a row at byte {start} + line {number + 1} is not numbers; skipped")
+    return Appended(file_id, start, end, columns, rows, notes)

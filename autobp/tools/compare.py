@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from autobp.common.errors import AutobpError, ConfigError, DataError
+from autobp.common.files import signature
 from autobp.common.text import flatten, format_number, format_table, format_wide_table, to_json
-from autobp.rundir.reader import is_run_dir, read_run, run_date
+from autobp.rundir import layout as rundir
+from autobp.rundir.reader import is_run_dir, read_run, read_status, run_date
 from autobp.spec.catalog import METRICS, lower_is_better
 from autobp.sweeps.record import is_sweep_dir, read_outcomes, read_record, trial_dirs
 from autobp.tools.report import Report, build_report, summarize_series
@@ -254,16 +256,17 @@ class ListedRun:
     path: str
 
 
-def list_runs(directory: Path) -> tuple[list[ListedRun], list[str]]:
+def list_runs(directory: Path, cache: dict[Path, tuple[Any, ListedRun]] | None = None) -> tuple[list[ListedRun], list[str]]:
     """Run and sweep directories in `directory` (and one level down, e.g. `sweeps/`), newest first; notes name
-    the directories skipped because they could not be read."""
+    the directories skipped because they could not be read. A `cache` kept between calls spares reading again the
+    runs whose files and status did not change."""
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory; pass the folder your runs are in (output.dir)")
     listed, notes = [], []
     for path in _candidates(directory, notes):
         try:
             name = str(path.relative_to(directory))
-            listed.append(_sweep_entry(path, name, notes) if is_sweep_dir(path) else _run_entry(path, name))
+            listed.append(_sweep_entry(path, name, notes) if is_sweep_dir(path) else _cached(path, name, cache))
         except (OSError, AutobpError) as exc:
             notes.append(f"skipped {path}: {exc}")
     listed.sort(key=lambda entry: entry.date, reverse=True)
@@ -286,6 +289,16 @@ def _candidates(directory: Path, notes: list[str], depth: int = 1) -> Iterator[P
             yield child
         elif depth > 0:
             yield from _candidates(child, notes, depth - 1)
+
+
+def _cached(path: Path, name: str, cache: dict[Path, tuple[Any, ListedRun]] | None) -> ListedRun:
+    if cache is None:
+        return _run_entry(path, name)
+    files = (rundir.SUMMARY_FILE, rundir.METRICS_FILE, rundir.CONFIG_FILE)  # what a line of the list is read from
+    token = [*(signature(path / file) for file in files), read_status(path)]
+    if path not in cache or cache[path][0] != token:
+        cache[path] = token, _run_entry(path, name)
+    return cache[path][1]
 
 
 def _run_entry(path: Path, name: str) -> ListedRun:

@@ -61,10 +61,12 @@ class Node:
     adjoint: np.ndarray | None
     column: int = 0
     row: int = 0
+    standardized: bool = False  # an input whose features were standardized (data.standardize) says so
 
     @property
     def title(self) -> str:
-        names = {"input": "x (the example)", "target": "y (the target)"}
+        example = "x (the example, standardized)" if self.standardized else "x (the example)"
+        names = {"input": example, "target": "y (the target)"}
         if self.kind in names:
             return names[self.kind]
         return f"{self.op} · {self.layer}" if self.layer else f"{self.op} (the loss L)"
@@ -237,6 +239,8 @@ def build_graph(source: Path, example: int = 0) -> ComputationGraph:
     target = loss_targets(y[example : example + 1], config.loss, dtype)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverged run's weights: shown as they are
         nodes, edges = record(network, X[example].astype(dtype), target, config.loss)
+    for node in nodes:
+        node.standardized = node.kind == "input" and config.data.standardize
     weights = "trained weights" if from_run else "initial weights"
     graph = ComputationGraph(f"{config.name}: computation graph", "", nodes, edges)
     graph.subtitle = f"{split} example {example}, {weights}, {config.training.dtype}; loss {_number(graph.loss)}"
@@ -348,8 +352,9 @@ def _positions(graph: ComputationGraph) -> tuple[dict[str, tuple[float, float, f
     return places, width, y - ROW_GAP + 20
 
 
-def to_svg(graph: ComputationGraph) -> str:
-    """A standalone SVG drawing of the graph, laid out by autobp."""
+def to_svg(graph: ComputationGraph, values: bool = True) -> str:
+    """A standalone SVG drawing of the graph, laid out by autobp; `values` keeps every node's full values and adjoints
+    in data-* attributes (for tools; the drawing shows them either way)."""
     places, width, height = _positions(graph)
     esc = html.escape
     parts = [
@@ -364,7 +369,7 @@ def to_svg(graph: ComputationGraph) -> str:
     for edge in graph.edges:
         parts.append(_svg_edge(edge, places))
     for node in graph.nodes:
-        parts.append(_svg_node(node, places[node.id]))
+        parts.append(_svg_node(node, places[node.id], values))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -385,13 +390,13 @@ def _svg_edge(edge: Edge, places: dict[str, tuple[float, float, float]]) -> str:
             f'paint-order="stroke">{text}</text></g>')  # fmt: skip
 
 
-def _svg_node(node: Node, place: tuple[float, float, float]) -> str:
+def _svg_node(node: Node, place: tuple[float, float, float], values: bool) -> str:
     x, y, height = place
     esc = html.escape
     attributes = {
         "data-id": node.id, "data-kind": node.kind, "data-op": node.op, "data-layer": node.layer or "",
-        "data-shape": json.dumps(list(node.value.shape)), "data-value": _data(node.value),
-        "data-adjoint": _data(node.adjoint), "data-value-norm": repr(_norm(node.value)),
+        "data-shape": json.dumps(list(node.value.shape)), "data-value": _data(node.value) if values else "",
+        "data-adjoint": _data(node.adjoint) if values else "", "data-value-norm": repr(_norm(node.value)),
         "data-adjoint-norm": repr(_norm(node.adjoint)),
     }  # fmt: skip
     attrs = " ".join(f'{key}="{esc(value)}"' for key, value in attributes.items())

@@ -1,26 +1,44 @@
-"""`autobp report RUN_OR_SWEEP --html`: one self-contained HTML file per run or sweep, with interactive charts.
+"""`autobp report RUN_OR_SWEEP --html`: one HTML page per run or sweep, with interactive charts; `autobp view` serves
+the same pages live.
 
-Charts are drawn by plotly (the optional `report` extra), whose JavaScript is inlined into the page once: the file
-opens offline from disk and makes no network request. A run's page reads the run directory through the report's
-own reader (`autobp.rundir.reader.read_run`, `autobp.tools.report.build_report`), histograms.npz through `autobp.rundir.histograms.read`, and embeds
-the computation graph of one validation example (`autobp.tools.graph`). A sweep's page ranks its trials with
-`autobp.tools.compare.compare_runs` and links each to its own page, written beside it.
+A page is a list of sections (RUN_SECTIONS, SWEEP_SECTIONS), each built from the run's files by one function, so
+the static report and the live view show the same thing. Charts are drawn by plotly (the optional `report` extra):
+a run's report.html inlines its JavaScript (one self-contained file); the pages of a sweep share one copy written
+in the sweep directory (PLOTLY_ASSET), referenced by relative path, so they open offline and from a copied folder.
+Each chart that grows as a run trains carries, in `data-live`, which log columns its traces are drawn from and the
+byte offset of the logs it was drawn from: the live view appends the rows written since (autobp.tools.view).
+A run's page reads the run directory through `autobp.rundir.reader.read_run` and `autobp.tools.report.build_report`,
+histograms.npz through `autobp.rundir.histograms.read`, and embeds the computation graph of one validation example
+(`autobp.tools.graph`). A sweep's page ranks its trials with `autobp.tools.compare.compare_runs`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import math
+import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from autobp.common.errors import AutobpError, ConfigError
+from autobp.common.files import signature
+from autobp.model.network import MODEL_FILE
+from autobp.rundir import layout as rundir
+from autobp.rundir.doctor import DOCTOR_FILE
+from autobp.rundir.histograms import HISTOGRAMS_FILE
+from autobp.rundir.instruments import INSTRUMENTS_FILE, TOTAL
 
 REPORT_FILE = "report.html"
-INSTALL_HINT = "--html needs plotly: pip install 'autobp[report]'"
+PLOTLY_ASSET = "plotly.min.js"  # a sweep's one copy of plotly.js, beside sweep.yaml
+INSTALL_HINT = "the HTML pages (--html, autobp view) need plotly: pip install 'autobp[report]'"
 BANDS = (0, 16, 50, 84, 100)  # percentiles of the distributions view: min–max, ±1σ of a normal, the median
 BAND_TRACES = 5  # a band's traces: the lower and upper edge of each of the two bands, the median
 LAYER_CURVES = (
@@ -36,21 +54,31 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px soli
 td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 .status{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-size:14px;vertical-align:middle}
 .completed,.stopped_early{background:#2e7d32}.diverged,.failed{background:#c62828}
-.interrupted,.unfinished{background:#ef6c00}.diagnosis{border-left:4px solid #c62828;background:#fdf3f3;
+.interrupted,.unfinished{background:#ef6c00}.running{background:#1565c0}.killed{background:#6d4c41}
+.pruned,.pending{background:#757575}.diagnosis{border-left:4px solid #c62828;background:#fdf3f3;
 padding:8px 12px;margin:10px 0}.healthy{border-left:4px solid #2e7d32;background:#f1f8f1;padding:8px 12px}
-.evidence{font-size:12px;color:#555}.note{color:#8a5a00}.graph{overflow-x:auto;border:1px solid #ddd}
+.evidence{font-size:12px;color:#555}.note{color:#8a5a00}
+.graph{overflow:auto;max-height:80vh;border:1px solid #ddd}#graph-fit:checked~.graph svg{width:100%;height:auto}
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow-x:auto}.explain{color:#555;font-size:14px}
 .cured{color:#2e7d32;font-weight:bold}.uncured{color:#c62828}
 pre.command{white-space:pre-wrap;overflow-wrap:anywhere;margin:6px 0 0}
 #verified-fixes :is(td,th):is(:nth-child(2),:nth-child(3)){text-align:left}
 .legend span{display:inline-block;padding:1px 7px;margin-right:6px;border-radius:4px;border:1px solid;font-size:12px}
 .verdict-ok{color:#2e7d32}.verdict-bad{color:#c62828;font-weight:bold}.instruments td:nth-child(4),.instruments td:last-child{text-align:left}"""
+# A click on the fitted drawing shows it at full size, scrolled so that the clicked place is in the middle.
+ZOOM_SCRIPT = """(() => { const fit = document.getElementById('graph-fit'), frame = document.querySelector('.graph');
+frame.addEventListener('click', (event) => { if (!fit.checked) return; const box = frame.querySelector('svg')
+.getBoundingClientRect(), x = (event.clientX - box.left) / box.width, y = (event.clientY - box.top) / box.height;
+fit.checked = false; frame.scrollLeft = x * frame.scrollWidth - frame.clientWidth / 2;
+frame.scrollTop = y * frame.scrollHeight - frame.clientHeight / 2; }); })();"""
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_TICKS = 8  # labels on a log axis or colour bar
+SHOWN_DIGITS = 4  # significant digits of the numbers in a chart: what hovers show, in a third of the bytes of all 17
 PAGE_DATA_BYTES = 1_000_000  # a run page's own data beside plotly's JavaScript: curves, histograms, the graph
+FRACTIONS = ("dead_fraction", "saturated_fraction")  # between 0 and 1: their axes start at 0
 
 
-def _plotly() -> Any:
+def plotly_objects() -> Any:
     try:
         import plotly.graph_objects as go
     except ImportError:
@@ -59,43 +87,139 @@ def _plotly() -> Any:
 
 
 def write_report(path: Path, out: Path | None = None) -> Path:
-    """Write the HTML report of a run or sweep directory (default RUN/report.html); return where it went."""
+    """Write the HTML report of a run or sweep directory (default DIR/report.html); return where it went. A sweep's
+    trials get their own reports, all sharing one copy of plotly.js in the sweep directory."""
+    from autobp.common import files
     from autobp.sweeps.record import is_sweep_dir
 
-    from autobp.common import files
-
-    _plotly()
+    plotly_objects()
     if out is not None:
         files.output_path(out, "-o")  # refused before the work, not after
     target = out or path / REPORT_FILE
-    page = sweep_page(path, target) if is_sweep_dir(path) else run_page(path)
-    if out is None:
-        files.write_inside(path, REPORT_FILE, page)
+    if is_sweep_dir(path):
+        from autobp.sweeps.record import read_record
+
+        read_record(path)  # a damaged sweep.yaml refuses the report (the live view shows it as a note instead)
+        trials = _sweep_trials(path)
+        _check_trial_pages(path, trials)
+        asset = _write_asset(path)
+        for trial in trials:
+            files.write_inside(trial, REPORT_FILE, page(RunContext(trial), _linked(asset, trial)))
+        text = page(SweepContext(path, lambda trial: _relative(trial / REPORT_FILE, target.parent)),
+                    _linked(asset, target.parent))  # fmt: skip
     else:
-        files.write_output(out, page, "-o")
+        in_sweep = out is None and is_sweep_dir(path.parent)  # a trial shares its sweep's plotly.js
+        text = page(RunContext(path), _linked(_write_asset(path.parent), path) if in_sweep else _inline())
+    if out is None:
+        files.write_inside(path, REPORT_FILE, text)
+    else:
+        files.write_output(out, text, "-o")
     return target
+
+
+def _sweep_trials(sweep_dir: Path) -> list[Path]:
+    from autobp.sweeps.record import trial_dirs
+
+    return trial_dirs(sweep_dir)
+
+
+def _check_trial_pages(sweep_dir: Path, trial_dirs: list[Path]) -> None:
+    """Before the first page: every trial folder inside the sweep (none a link out of it), and room for the pages
+    and the one copy of plotly's JavaScript."""
+    from plotly.offline import get_plotlyjs
+
+    from autobp.common import files
+
+    for trial_dir in trial_dirs:
+        files.inside(sweep_dir, trial_dir)
+    files.check_room(sweep_dir, len(get_plotlyjs()) + (len(trial_dirs) + 1) * PAGE_DATA_BYTES, "the HTML reports")
+
+
+def _write_asset(sweep_dir: Path) -> Path:
+    """The sweep's copy of plotly.js, written once (again only if a different plotly made it)."""
+    from plotly.offline import get_plotlyjs
+
+    from autobp.common import files
+
+    script = get_plotlyjs().encode()
+    asset = sweep_dir / PLOTLY_ASSET
+    if not asset.is_file() or asset.stat().st_size != len(script):
+        files.write_inside(sweep_dir, PLOTLY_ASSET, script)
+    return asset
+
+
+def _inline() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+
+
+def _linked(asset: Path, page_dir: Path) -> str:
+    return f'<script type="text/javascript" src="{html.escape(_relative(asset, page_dir))}"></script>'
 
 
 # --- the page ---------------------------------------------------------------------------------------------------
 
 
-def _page(title: str, body: Sequence[str]) -> str:
-    from plotly.offline import get_plotlyjs
+@dataclass(frozen=True)
+class Section:
+    """One part of a page: built from the run's (or sweep's) files by `build` (None: the run has nothing for it);
+    `watches` names the files, besides the page's own state (summary.json, the status and whether each appended log
+    has rows yet, or the sweep's trials), whose change makes the live view rebuild it. A chart that grows with a log
+    says how in `data-live` (`_live`)."""
 
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<style>{STYLE}</style><script type="text/javascript">{get_plotlyjs()}</script></head>'
-            f'<body>{"".join(body)}</body></html>\n')  # fmt: skip
+    id: str
+    title: str
+    build: Callable[[Any], str]
+    watches: tuple[str, ...] = ()
 
 
-def _figure(figure: Any, div_id: str) -> str:
+def page(context: RunContext | SweepContext, scripts: str, live_dir: str | None = None) -> str:
+    """A whole page: its sections in order; `scripts` loads plotly (and, in the live view, its updater)."""
+    live = "" if live_dir is None else f' data-dir="{html.escape(live_dir)}"'
+    body = "".join(section_html(section, context, live_dir is not None) for section in context.sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(context.title)}</title>'
+            f'<style>{STYLE}</style>{scripts}</head><body><main id="autobp-page"{live}>{body}</main></body></html>\n')  # fmt: skip
+
+
+def section_html(section: Section, context: RunContext | SweepContext, live: bool = False) -> str:
+    """One section; a file it cannot read is a note in its place (as `report` says it), not an error."""
+    try:
+        content = section.build(context)
+    except (AutobpError, OSError) as err:
+        content = _note(str(err))
+    heading = f"<h2>{html.escape(section.title)}</h2>" if section.title and content is not None else ""
+    version = f' data-version="{context.version(section)}"' if live else ""
+    return f'<section id="section-{section.id}"{version}>{heading}{content or ""}</section>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _digest(state: Any) -> str:
+    return hashlib.sha1(json.dumps(state, default=str).encode()).hexdigest()[:16]
+
+
+def _figure(figure: Any, div_id: str, live: dict | None = None) -> str:
+    """A chart; `live` says how its traces grow from appended log rows (see the module's docstring)."""
     import plotly.io as pio
 
-    return pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id, config=PLOT_CONFIG)
+    chart = pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id, config=PLOT_CONFIG)
+    return chart if live is None else f'<div class="live" data-live="{html.escape(json.dumps(live))}">{chart}</div>'
+
+
+def _live(traces: list[dict], marks: dict[str, tuple[int, int] | None], **more: Any) -> dict:
+    """A chart's `data-live`: per trace (None: one that does not grow) its log (`source`, relative to the page's
+    directory), its `x` and `y` columns and the rows it takes (`match`: column values), and the (file id, byte
+    offset) up to which each log was read when the chart was drawn."""
+    return {"traces": traces, "marks": {name: mark for name, mark in marks.items() if mark is not None}, **more}
 
 
 def _clean(values: Sequence[float | None]) -> list[float | None]:
-    """Non-finite values become gaps (plotly cannot draw inf or NaN)."""
-    return [v if v is not None and math.isfinite(v) else None for v in values]
+    """Values as charts carry them: to SHOWN_DIGITS significant digits (the most a hover shows), and non-finite ones
+    as gaps (plotly cannot draw inf or NaN)."""
+    return [float(f"{v:.{SHOWN_DIGITS}g}") if v is not None and math.isfinite(v) else None for v in values]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -121,35 +245,64 @@ def _log_toggle(axes: Sequence[str], log_first: bool) -> dict:
 # --- a run --------------------------------------------------------------------------------------------------------
 
 
-def run_page(run_dir: Path) -> str:
-    """The HTML report of one run directory."""
-    from autobp.rundir.histograms import read as read_histograms
-    from autobp.rundir.reader import read_run
-    from autobp.tools.report import build_report
+class RunContext:
+    """What a run page's sections read, each file once and only if a section needs it. The logs' marks are taken
+    first: rows appended while the page is built are sent again by the live view, and dropped by the page."""
 
-    log = read_run(run_dir)
-    report = build_report(log)
-    diverged = log.summary.diverged if log.summary else None
-    body = [_run_header(report), verified_fixes_section(report.doctor)]
-    body += ["<h2>Loss and metrics by epoch</h2>", _curves(log, diverged)]
-    body += ["<h2>Gradient flow</h2>", _gradient_flow(log, diverged)]
-    if log.instruments is not None:
-        body += ["<h2>Instruments</h2>", instruments_section(log, report.instruments)]
-    try:
-        histograms = read_histograms(run_dir)
-    except AutobpError as err:
-        histograms, body = None, [*body, f'<p class="note">{html.escape(str(err))}</p>']
-    body += ["<h2>Distributions over time</h2>", _distributions(histograms)]
-    body += ["<h2>The computation graph</h2>", _graph(run_dir)]
-    body += ["<h2>Config</h2>", _config(run_dir)]
-    return _page(f"{report.name}: autobp report", body)
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.title = f"{run_dir.name}: autobp report"
+        self.sections = RUN_SECTIONS
+
+    @cached_property
+    def marks(self) -> dict[str, tuple[int, int] | None]:
+        from autobp.rundir.reader import APPENDED_LOGS, log_mark
+
+        return {name: log_mark(self.run_dir / name) for name in APPENDED_LOGS}
+
+    @cached_property
+    def log(self) -> Any:
+        from autobp.rundir.reader import read_run
+
+        _ = self.marks  # taken before the logs are read: rows appended meanwhile come again, none is lost
+        return read_run(self.run_dir)
+
+    @cached_property
+    def report(self) -> Any:
+        from autobp.tools.report import build_report
+
+        return build_report(self.log)
+
+    @property
+    def diverged(self) -> Any:
+        return self.log.summary.diverged if self.log.summary else None
+
+    @cached_property
+    def state(self) -> list:
+        """What every section is drawn from: summary.json, the run's status, and whether each log has rows yet."""
+        from autobp.rundir.reader import APPENDED_LOGS, has_rows, read_status
+
+        return [signature(self.run_dir / rundir.SUMMARY_FILE), read_status(self.run_dir),
+                [has_rows(self.run_dir / name) for name in APPENDED_LOGS]]  # fmt: skip
+
+    def version(self, section: Section) -> str:
+        """Changes whenever the section would be drawn differently (bar rows appended to the logs it follows)."""
+        return _digest([self.state, [signature(self.run_dir / name) for name in section.watches]])
 
 
-def _run_header(report: Any) -> str:
+def _summary(context: RunContext) -> str:
+    return _run_header(context.report, context.log.metrics)
+
+
+def _run_header(report: Any, metrics: list[dict]) -> str:
     from autobp.common.text import format_number
 
-    parts = [f'<h1>{html.escape(report.name)} <span class="status {report.status}">{report.status}</span></h1>',
-             f"<p>{html.escape(report.ending)}.<br>Run directory: <code>{html.escape(report.run_dir)}</code></p>"]  # fmt: skip
+    status = html.escape(report.status)
+    epoch = max((row["epoch"] for row in metrics if row.get("epoch") is not None), default=0)
+    counter = f'<b class="live-count" data-source="{rundir.METRICS_FILE}" data-column="epoch">{epoch}</b>'
+    parts = [f'<h1>{html.escape(report.name)} <span class="status {status}">{status}</span></h1>',
+             f"<p>{html.escape(report.ending)}.<br>Epochs logged: {counter}. "
+             f"Run directory: <code>{html.escape(report.run_dir)}</code></p>"]  # fmt: skip
     parts += [f'<p class="note">Note: {html.escape(note)}</p>' for note in report.notes]
     rows = [[html.escape(s.name), format_number(s.first), f"{format_number(s.best)} ({s.best_epoch or '-'})",
              format_number(s.final)] for s in report.series]  # fmt: skip
@@ -204,16 +357,21 @@ def _code_spans(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
+def _verified_fixes(context: RunContext) -> str | None:
+    return verified_fixes_section(context.report.doctor) or None
+
+
 def _evidence(value: Any) -> str:
     from autobp.common.text import format_number
 
     return format_number(value) if isinstance(value, (int, float)) else str(value)
 
 
-def _curves(log: Any, diverged: Any) -> str:
+def _curves(context: RunContext) -> str:
     from plotly.subplots import make_subplots
 
-    go = _plotly()
+    go = plotly_objects()
+    log, diverged, traces = context.log, context.diverged, []
     epochs = [row.get("epoch") for row in log.metrics]
     metric = next((name.removeprefix("val_") for row in log.metrics[:1] for name in row
                    if name.startswith("val_") and name != "val_loss"), None)  # fmt: skip
@@ -223,6 +381,7 @@ def _curves(log: Any, diverged: Any) -> str:
             key = f"{split}_{kind}"
             if kind is None or not any(row.get(key) is not None for row in log.metrics):
                 continue
+            traces.append({"source": rundir.METRICS_FILE, "x": "epoch", "y": key})
             figure.add_trace(go.Scatter(x=epochs, y=_clean([row.get(key) for row in log.metrics]), name=key,
                                         mode="lines+markers", marker=dict(size=4), line=dict(color=color),
                                         legendgroup=split, showlegend=column == 1,
@@ -238,11 +397,12 @@ def _curves(log: Any, diverged: Any) -> str:
     figure.update_layout(height=380, margin=dict(t=70, b=40, l=60, r=20), hovermode="closest",
                          updatemenus=[_log_toggle(["yaxis"], log_first=False)],
                          legend=dict(orientation="h", y=-0.2, title="blue: training, red: validation"))  # fmt: skip
-    return _figure(figure, "curves")
+    return _figure(figure, "curves", _live(traces, context.marks))
 
 
-def _gradient_flow(log: Any, diverged: Any) -> str:
-    go = _plotly()
+def _gradient_flow(context: RunContext) -> str:
+    go = plotly_objects()
+    log, diverged = context.log, context.diverged
     if not log.layers:
         return "<p>No gradient log.</p>"
     steps = sorted({step for layer in log.layers for step in layer.steps})
@@ -251,7 +411,7 @@ def _gradient_flow(log: Any, diverged: Any) -> str:
     for row, layer in zip(raw, log.layers):
         for step, value in zip(layer.steps, layer.values("out_grad_norm")):
             row[column[step]] = value
-    logs = [[math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row] for row in raw]
+    logs = [_clean([math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row]) for row in raw]
     finite = [v for row in logs for v in row if v is not None]
     low, high = (math.floor(min(finite)), math.ceil(max(finite))) if finite else (-1, 0)
     ticks = list(range(low, high + 1, _decade_step(high - low)))
@@ -269,13 +429,16 @@ def _gradient_flow(log: Any, diverged: Any) -> str:
     explain = ('<p class="explain">‖∂L/∂f_i‖, the backpropagated signal reaching each layer\'s output, at every '
                "logged step, on a log colour scale: a signal that vanishes on its way back to the input shows as "
                "a dark bottom, one that explodes as a bright bottom.</p>")  # fmt: skip
-    return explain + _figure(figure, "gradient-flow") + _layer_curves(log, steps, diverged)
+    live = _live([{"source": rundir.GRADIENTS_FILE, "x": "step", "z": "out_grad_norm", "rows": "layer"}],
+                 context.marks, kind="heatmap", max_ticks=MAX_TICKS)  # fmt: skip
+    return explain + _figure(figure, "gradient-flow", live) + _layer_curves(context)
 
 
-def _layer_curves(log: Any, steps: list[int], diverged: Any) -> str:
+def _layer_curves(context: RunContext) -> str:
     from plotly.subplots import make_subplots
 
-    go = _plotly()
+    go = plotly_objects()
+    log, diverged, traces = context.log, context.diverged, []
     shown = [(c, t, lg) for c, t, lg in LAYER_CURVES if any(v is not None for l in log.layers for v in l.values(c))]
     figure = make_subplots(rows=1, cols=len(shown), subplot_titles=[title for _, title, _ in shown],
                            horizontal_spacing=0.06)  # fmt: skip
@@ -285,15 +448,19 @@ def _layer_curves(log: Any, steps: list[int], diverged: Any) -> str:
                                         legendgroup=layer.name, showlegend=col == 1, line=dict(color=color, width=1.4),
                                         hovertemplate=f"{layer.name} step %{{x}}<br>{column} %{{y:.3g}}<extra></extra>"),
                              row=1, col=col)  # fmt: skip
+            traces.append({"source": rundir.GRADIENTS_FILE, "x": "step", "y": column, "match": {"layer": layer.name}})
     for col, (column, _, log_scale) in enumerate(shown, start=1):
+        values = [v for layer in log.layers for v in layer.values(column)]
         if log_scale:  # labels on whole decades only: minor labels crowd a short axis
-            decades = _decades([v for layer in log.layers for v in layer.values(column)])
-            figure.update_yaxes(type="log", dtick=_decade_step(decades), exponentformat="e", row=1, col=col)
+            figure.update_yaxes(type="log", dtick=_decade_step(_decades(values)), exponentformat="e", row=1, col=col)
+        if column in FRACTIONS:  # a fraction's axis starts at 0; at 0..1 while every value is 0 (not −1..1)
+            zero = all(v == 0 for v in values if v is not None)
+            figure.update_yaxes(rangemode="tozero", range=[0, 1] if zero else None, row=1, col=col)
         if diverged is not None:
             figure.add_vline(x=diverged.step, line=dict(color="crimson", dash="dash"), row=1, col=col)
     figure.update_xaxes(title_text="step")
     figure.update_layout(height=380, margin=dict(t=40, b=40, l=60, r=20), legend=dict(title="input → output"))
-    return _figure(figure, "layer-curves")
+    return _figure(figure, "layer-curves", _live(traces, context.marks))
 
 
 INSTRUMENT_CHARTS = (
@@ -306,12 +473,16 @@ BAND_COLORS = {"ok": "rgba(46,125,50,0.12)", "steps too short": "rgba(239,108,0,
 BAD_BAND = "rgba(198,40,40,0.15)"
 
 
-def instruments_section(log: Any, verdicts: Sequence[Any]) -> str:
+def _instruments(context: RunContext) -> str | None:
     """The "Instruments" part of a run's page: each instrument's verdict with its threshold, and its curve over
-    the steps on the verdict bands (instruments.csv's `total` rows; thresholds from autobp.health)."""
+    the steps on the verdict bands (instruments.csv's `total` rows; thresholds from autobp.health); none without
+    instruments.csv."""
     from autobp.common.text import format_number
     from autobp.health import instrument_bands
 
+    log, verdicts = context.log, context.report.instruments
+    if log.instruments is None:
+        return None
     rows = [[html.escape(v.instrument), format_number(v.value), html.escape(v.trend),
              f'<span class="{"verdict-ok" if v.verdict == "ok" else "verdict-bad"}">{html.escape(v.verdict)}</span>',
              format_number(v.threshold), html.escape(v.window), html.escape(v.message)] for v in verdicts]  # fmt: skip
@@ -324,14 +495,15 @@ def instruments_section(log: Any, verdicts: Sequence[Any]) -> str:
                "dashed: the judged value over the steps it was judged on. Shaded: the verdict each value would get "
                "(green ok, red or orange not).</p>")  # fmt: skip
     batch = log.config.training.batch_size if log.config is not None else None
-    return explain + table + _instrument_charts(log.instruments.total, instrument_bands(batch), verdicts)
+    charts = _instrument_charts(log.instruments.total, instrument_bands(batch), verdicts, context.marks)
+    return explain + table + charts
 
 
 def _instrument_charts(total: Any, bands: dict[str, list[tuple[float | None, float | None, str]]],
-                       verdicts: Sequence[Any]) -> str:  # fmt: skip
+                       verdicts: Sequence[Any], marks: dict[str, Any]) -> str:  # fmt: skip
     from plotly.subplots import make_subplots
 
-    go = _plotly()
+    go = plotly_objects()
     if total is None:
         return "<p>No instrumented step.</p>"
     shown = [chart for chart in INSTRUMENT_CHARTS if any(v is not None for v in total.values(chart[0]))]
@@ -341,6 +513,8 @@ def _instrument_charts(total: Any, bands: dict[str, list[tuple[float | None, flo
     rows = math.ceil(len(shown) / cols)
     figure = make_subplots(rows=rows, cols=cols, subplot_titles=[title for _, title, _ in shown],
                            horizontal_spacing=0.07, vertical_spacing=0.16)  # fmt: skip
+    traces: list[dict | None] = []  # the live view grows the per-step dots and the smoothed noise scale; the rest
+    follow = {"source": INSTRUMENTS_FILE, "x": "step", "match": {"block": TOTAL}}  # is redrawn when the run ends
     for index, (column, _, log_scale) in enumerate(shown):
         row, col = index // cols + 1, index % cols + 1
         steps, values = total.series(column)
@@ -351,7 +525,9 @@ def _instrument_charts(total: Any, bands: dict[str, list[tuple[float | None, flo
                                     marker=dict(size=3, color="#8a8a8a"),
                                     hovertemplate="step %{x}<br>per step %{y:.4g}<extra></extra>"),
                          row=row, col=col)  # fmt: skip
+        traces.append({**follow, "y": "noise_scale" if smoothed else column})
         line = values if smoothed else _running_median(values)
+        traces.append({**follow, "y": column} if smoothed else None)
         figure.add_trace(go.Scatter(x=steps, y=line, mode="lines", name=column, showlegend=False,
                                     line=dict(color="#1f3b73", width=1.8),
                                     hovertemplate=f"step %{{x}}<br>{'' if smoothed else 'running median '}"
@@ -359,6 +535,7 @@ def _instrument_charts(total: Any, bands: dict[str, list[tuple[float | None, flo
                          row=row, col=col)  # fmt: skip
         judged = next((v for v in verdicts if v.instrument == column and v.value is not None), None)
         if judged is not None:  # the judged value across the steps it was judged over
+            traces.append(None)
             first, last = (int(step) for step in judged.window.removeprefix("steps ").split("–"))
             figure.add_trace(go.Scatter(x=[first, last], y=[judged.value] * 2, mode="lines", showlegend=False,
                                         line=dict(color="#000", dash="dash", width=2), name="judged value",
@@ -369,7 +546,7 @@ def _instrument_charts(total: Any, bands: dict[str, list[tuple[float | None, flo
     figure.update_xaxes(title_text="step")
     figure.update_layout(height=330 * rows, margin=dict(t=40, b=40, l=60, r=20), hovermode="closest",
                          plot_bgcolor="white")  # fmt: skip
-    return _figure(figure, "instruments")
+    return _figure(figure, "instruments", _live(traces, marks))
 
 
 def _running_median(values: list[float | None]) -> list[float | None]:
@@ -425,12 +602,14 @@ def _decade_step(decades: int) -> int:
     return max(1, math.ceil(decades / MAX_TICKS))
 
 
-def _distributions(histograms: Any) -> str:
+def _distributions(context: RunContext) -> str:
     from plotly.subplots import make_subplots
 
     from autobp.rundir.histograms import QUANTITIES
+    from autobp.rundir.histograms import read as read_histograms
 
-    go = _plotly()
+    go = plotly_objects()
+    histograms = read_histograms(context.run_dir)
     if histograms is None:
         return "<p>This run has no histograms.npz (it was trained by an autobp that did not write one).</p>"
     figure = make_subplots(rows=1, cols=len(QUANTITIES), subplot_titles=[QUANTITY_TITLES[q] for q in QUANTITIES],
@@ -470,23 +649,24 @@ def _band_traces(go: Any, steps: list[int], bands: Any, layer: str, *, visible: 
     ]  # fmt: skip
 
 
-def _graph(run_dir: Path) -> str:
+def _graph(context: RunContext) -> str:
     from autobp.tools.graph import build_graph, legend, to_svg
 
     try:
-        graph = build_graph(run_dir, 0)
+        graph = build_graph(context.run_dir, 0)
     except AutobpError as err:
         return f'<p class="note">The computation graph needs the run\'s data and model.npz: {html.escape(str(err))}</p>'
     explain = ('<p class="explain">The engine\'s recorded graph for one validation example with the trained weights: '
                "every operation it ran, with its forward value and its adjoint ∂L/∂· from the reverse pass; each edge "
                "carries the local derivative it contributes. <code>autobp graph</code> draws it alone.</p>")  # fmt: skip
-    return explain + legend() + f'<div class="graph">{to_svg(graph)}</div>'
+    fit = ('<input type="checkbox" id="graph-fit"> <label for="graph-fit">fit the drawing to the page width</label> '
+           "(click a fitted drawing to see that place at full size; else scroll it)")  # fmt: skip
+    drawing = to_svg(graph, values=False)  # the drawing shows the numbers; their full lists are `autobp graph`'s
+    return explain + legend() + fit + f'<div class="graph">{drawing}</div><script>{ZOOM_SCRIPT}</script>'
 
 
-def _config(run_dir: Path) -> str:
-    from autobp.rundir import layout as rundir
-
-    path = run_dir / rundir.CONFIG_FILE
+def _config(context: RunContext) -> str:
+    path = context.run_dir / rundir.CONFIG_FILE
     text = path.read_text(encoding="utf-8") if path.is_file() else "(no config.yaml)"
     return f"<details><summary>the resolved config.yaml</summary><pre>{html.escape(text)}</pre></details>"
 
@@ -494,57 +674,116 @@ def _config(run_dir: Path) -> str:
 # --- a sweep ----------------------------------------------------------------------------------------------------
 
 
-def sweep_page(sweep_dir: Path, target: Path) -> str:
-    """The HTML report of a sweep: ranked trials linked to their own reports, curves, parallel coordinates."""
+@dataclass
+class _Trial:
+    """A row of the sweep's table: the trial, how it ended, its compared run and the values the sweep gave it."""
+
+    name: str
+    outcome: Any
+    run: Any
+    values: dict[str, Any]
+    metrics: list[dict] = field(default_factory=list)
+
+
+class SweepContext:
+    """What a sweep page's sections read; `link` turns a trial directory into the address of its page."""
+
+    def __init__(self, sweep_dir: Path, link: Callable[[Path], str]) -> None:
+        self.sweep_dir, self.link = sweep_dir, link
+        self.trial_dirs = _sweep_trials(sweep_dir)
+        self.sections = SWEEP_SECTIONS
+
+    @cached_property
+    def marks(self) -> dict[str, tuple[int, int] | None]:
+        from autobp.rundir.reader import log_mark
+
+        return {f"{trial.name}/{rundir.METRICS_FILE}": log_mark(trial / rundir.METRICS_FILE)
+                for trial in self.trial_dirs}  # fmt: skip
+
+    @property
+    def title(self) -> str:
+        try:
+            name = self.record.name
+        except AutobpError:
+            name = self.sweep_dir.name
+        return f"{name}: autobp sweep report"
+
+    @cached_property
+    def record(self) -> Any:
+        from autobp.sweeps.record import read_record
+
+        return read_record(self.sweep_dir)
+
+    @cached_property
+    def outcomes(self) -> list[Any]:
+        from autobp.sweeps.record import read_outcomes
+
+        return read_outcomes(self.sweep_dir, self.record, [])
+
+    @cached_property
+    def ranked(self) -> list[_Trial]:
+        """The trials with a run directory, best first, as the sweep ranks them."""
+        from autobp.rundir.reader import read_run
+        from autobp.tools.compare import compare_runs
+
+        if not self.trial_dirs:
+            return []
+        _ = self.marks  # taken before the logs are read: rows appended meanwhile come again, none is lost
+        by_trial = {Path(run.run_dir).name: run for run in compare_runs([self.sweep_dir], "epochs").runs}
+        trials = self.record.trials
+        ranked = [_Trial(trials[i].trial, self.outcomes[i], by_trial[trials[i].trial], trials[i].values)
+                  for i in self.record.ranking.order(self.outcomes) if trials[i].trial in by_trial]  # fmt: skip
+        for trial in ranked:
+            trial.metrics = read_run(Path(trial.run.run_dir), with_gradients=False).metrics
+        return ranked
+
+    @property
+    def keys(self) -> list[str]:
+        """The swept keys."""
+        return list(self.record.trials[0].values) if self.record.trials else []
+
+    @cached_property
+    def state(self) -> list:
+        """What the sections are drawn from: sweep.yaml, trials.csv, the trials' directories and statuses."""
+        from autobp.common.errors import AutobpError
+        from autobp.sweeps.record import SWEEP_FILE, TRIALS_FILE
+
+        try:
+            statuses = [outcome.status for outcome in self.outcomes]
+        except AutobpError as err:
+            statuses = [str(err)]
+        return [signature(self.sweep_dir / SWEEP_FILE), signature(self.sweep_dir / TRIALS_FILE),
+                [trial.name for trial in self.trial_dirs], statuses]  # fmt: skip
+
+    def version(self, section: Section) -> str:
+        return _digest([self.state, [signature(self.sweep_dir / name) for name in section.watches]])
+
+
+def _sweep_table(context: SweepContext) -> str:
     from autobp.common.text import format_number
-    from autobp.rundir.reader import read_run
-    from autobp.sweeps.record import read_outcomes, read_record
-    from autobp.tools.compare import compare_runs
 
-    record = read_record(sweep_dir)
-    ranking = record.ranking
-    outcomes = read_outcomes(sweep_dir, record, [])
-    by_trial = {Path(run.run_dir).name: run for run in compare_runs([sweep_dir], record.monitor).runs}
-    keys = list(record.trials[0].values) if record.trials else []
-    ranked = [(record.trials[i].trial, outcomes[i]) for i in ranking.order(outcomes) if record.trials[i].trial in by_trial]
-    _check_trial_pages(sweep_dir, [Path(by_trial[name].run_dir) for name, _ in ranked])
-    rows, curves, runs = [], [], []
-    for place, (name, outcome) in enumerate(ranked, start=1):
-        run = by_trial[name]
-        trial_dir = Path(run.run_dir)
-        trial_report = write_report(trial_dir)
-        link = html.escape(_relative(trial_report, target.parent))
-        values = [_cell(run.config.get(key)) for key in keys]
-        value = ranking.value(outcome)
-        metrics = [format_number(value), format_number(outcome.best(record.monitor))]
-        rows.append([str(place) if value is not None else "-", f'<a class="trial" href="{link}">{html.escape(name)}</a>',
-                     outcome.status, *values, *metrics, str(run.epochs)])  # fmt: skip
-        curves.append((name, run, read_run(trial_dir, with_gradients=False).metrics))
-        runs.append(run)
-    headers = ["rank", "trial", "status", *keys, record.monitor, f"best_{record.monitor}", "epochs"]
-    body = [f"<h1>{html.escape(record.name)} <span class=\"status completed\">sweep</span></h1>",
-            f"<p>{len(ranked)} trials, {html.escape(ranking.describe())}. Each trial links to its own report.<br>"
-            f"Sweep directory: <code>{html.escape(str(sweep_dir))}</code></p>", _table(headers, rows),
-            "<h2>Validation curves</h2>", _sweep_curves(curves, keys, record.monitor),
-            "<h2>Swept parameters against the result</h2>", _parallel(runs, keys, record.monitor)]  # fmt: skip
-    return _page(f"{record.name}: autobp sweep report", body)
+    record, ranking = context.record, context.record.ranking
+    rows = []
+    for place, trial in enumerate(context.ranked, start=1):
+        value = ranking.value(trial.outcome)
+        link = html.escape(context.link(Path(trial.run.run_dir)))
+        metrics = [format_number(value), format_number(trial.outcome.best(record.monitor))]
+        rows.append([str(place) if value is not None else "-", f'<a class="trial" href="{link}">{html.escape(trial.name)}</a>',
+                     _badge(trial.outcome.status), *(_cell(trial.values.get(key)) for key in context.keys), *metrics,
+                     str(trial.run.epochs)])  # fmt: skip
+    headers = ["rank", "trial", "status", *context.keys, record.monitor, f"best_{record.monitor}", "epochs"]
+    return (f'<h1>{html.escape(record.name)} <span class="status completed">sweep</span></h1>'
+            f"<p>{len(rows)} trials, {html.escape(ranking.describe())}. Each trial links to its own report.<br>"
+            f"Sweep directory: <code>{html.escape(str(context.sweep_dir))}</code></p>"
+            + _table(headers, rows))  # fmt: skip
 
 
-def _check_trial_pages(sweep_dir: Path, trial_dirs: list[Path]) -> None:
-    """Before the first page: every trial folder inside the sweep (none a link out of it), and room for the pages,
-    each of which inlines plotly's JavaScript (~5 MB)."""
-    from plotly.offline import get_plotlyjs
-
-    from autobp.common import files
-
-    for trial_dir in trial_dirs:
-        files.inside(sweep_dir, trial_dir)
-    files.check_room(sweep_dir, (len(trial_dirs) + 1) * (len(get_plotlyjs()) + PAGE_DATA_BYTES), "the HTML reports")
+def _badge(status: str) -> str:
+    status = html.escape(status)
+    return f'<span class="status {status}">{status}</span>'
 
 
 def _relative(path: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(path.resolve(), start.resolve()).replace(os.sep, "/")
 
 
@@ -554,26 +793,30 @@ def _cell(value: Any) -> str:
     return html.escape(format_number(value) if isinstance(value, float) else str(value))
 
 
-def _sweep_curves(curves: list[tuple[str, Any, list[dict]]], keys: list[str], monitor: str) -> str:
-    go = _plotly()
+def _sweep_curves(context: SweepContext) -> str:
+    go = plotly_objects()
+    monitor, keys = context.record.monitor, context.keys
     curve = monitor if monitor.startswith("val_") else "val_loss"
-    figure = go.Figure()
-    for (name, run, metrics), color in zip(curves, _layer_colors(len(curves))):
-        params = "<br>".join(f"{key} = {_cell(run.config.get(key))}" for key in keys)
-        figure.add_trace(go.Scatter(x=[row.get("epoch") for row in metrics], y=_clean([row.get(curve) for row in metrics]),
-                                    name=name, mode="lines", line=dict(color=color, width=1.5),
+    figure, traces = go.Figure(), []
+    for trial, color in zip(context.ranked, _layer_colors(len(context.ranked))):
+        params = "<br>".join(f"{html.escape(key)} = {_cell(trial.values.get(key))}" for key in keys)
+        name = html.escape(trial.name)
+        figure.add_trace(go.Scatter(x=[row.get("epoch") for row in trial.metrics], y=_clean([row.get(curve) for row in trial.metrics]),
+                                    name=trial.name, mode="lines", line=dict(color=color, width=1.5),
                                     hovertemplate=f"<b>{name}</b><br>{params}<br>epoch %{{x}}: {curve} %{{y:.4g}}<extra></extra>"))  # fmt: skip
+        traces.append({"source": f"{trial.name}/{rundir.METRICS_FILE}", "x": "epoch", "y": curve})
     log_first = curve.endswith("loss")
     figure.update_layout(height=420, margin=dict(t=60, b=40, l=60, r=20), xaxis_title="epoch", yaxis_title=curve,
                          yaxis_type="log" if log_first else "linear",
                          updatemenus=[_log_toggle(["yaxis"], log_first=log_first)])  # fmt: skip
-    return _figure(figure, "sweep-curves")
+    return _figure(figure, "sweep-curves", _live(traces, context.marks))
 
 
-def _parallel(runs: list[Any], keys: list[str], monitor: str) -> str:
-    go = _plotly()
-    dimensions = [_dimension(key, [run.config.get(key) for run in runs]) for key in keys]
-    scores = [run.metrics.get(monitor) for run in runs]
+def _parallel(context: SweepContext) -> str:
+    go = plotly_objects()
+    monitor, trials = context.record.monitor, context.ranked
+    dimensions = [_dimension(key, [trial.values.get(key) for trial in trials]) for key in context.keys]
+    scores = [trial.run.metrics.get(monitor) for trial in trials]
     finite = [s for s in scores if s is not None and math.isfinite(s)]
     if not finite:
         return "<p>No trial has a finite monitored metric yet.</p>"
@@ -596,3 +839,20 @@ def _dimension(key: str, values: list[Any]) -> dict:
     categories = sorted({str(v) for v in values})
     return dict(label=key, values=[categories.index(str(v)) for v in values], tickvals=list(range(len(categories))),
                 ticktext=categories)  # fmt: skip
+
+
+RUN_SECTIONS: list[Section] = [
+    Section("summary", "", _summary),
+    Section("verified-fixes", "", _verified_fixes, (DOCTOR_FILE,)),
+    Section("curves", "Loss and metrics by epoch", _curves),
+    Section("gradient-flow", "Gradient flow", _gradient_flow),
+    Section("instruments", "Instruments", _instruments),
+    Section("distributions", "Distributions over time", _distributions, (HISTOGRAMS_FILE,)),
+    Section("graph", "The computation graph", _graph, (MODEL_FILE,)),
+    Section("config", "Config", _config, (rundir.CONFIG_FILE,)),
+]
+SWEEP_SECTIONS: list[Section] = [
+    Section("trials", "", _sweep_table),
+    Section("sweep-curves", "Validation curves", _sweep_curves),
+    Section("parallel", "Swept parameters against the result", _parallel),
+]
