@@ -431,8 +431,8 @@ def diagnose(log: RunLog, layers: list[LayerSummary], verdicts: list[LayerVerdic
     started_sick = any(finding.rank == AT_START for finding in found)
     later = [] if started_sick else [finding for finding in found if finding.rank == LATER]
     found += _rate_high(layers, course, config, later, rate_evidence,
-                        blow_up if blow_up is not None and not blow_up.at_start else None)
-    found += _gradient_noise(log, instruments, found)
+                        blow_up if blow_up is not None and not blow_up.at_start else None, _noise_swings(instruments))
+    found += _gradient_noise(log, instruments, course, found)
     if not found:
         found += _rate_low(log, layers, course, config, rate_evidence)
     if course is not None and not found:
@@ -505,10 +505,11 @@ def _vanishing_at_start(layers: list[LayerSummary]) -> bool:
 
 
 def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config | None, later: list[Finding],
-               rate_evidence: RateEvidence | None, blow_up: BlowUp | None) -> list[Finding]:  # fmt: skip
-    """A blow-up after a finite start, steps far larger than the weights, a loss that climbs back or swings, layers
-    that were healthy at the first logged step and broke later (nothing but the steps changed them), or the
-    instruments' overshooting steps or curvature beyond the stability limit."""
+               rate_evidence: RateEvidence | None, blow_up: BlowUp | None, noisy: bool) -> list[Finding]:  # fmt: skip
+    """A blow-up after a finite start, steps far larger than the weights, a loss that climbs back or swings (unless
+    `noisy`: the batch's noise explains the swings), layers that were healthy at the first logged step and broke later
+    (nothing but the steps changed them), or the instruments' overshooting steps or curvature beyond the stability
+    limit."""
     moving = [layer for layer in layers if layer.update_ratio_median]
     fastest = max(moving, key=lambda layer: layer.update_ratio_median) if moving else None
     jumping = [layer for layer in layers if layer.update_ratio_max]
@@ -530,7 +531,7 @@ def _rate_high(layers: list[LayerSummary], course: Course | None, config: Config
         evidence.update(lowest_train_loss=course.lowest, last_train_loss=course.last)
         reasons.append(f"the training loss climbed back from {format_number(course.lowest)} to "
                        f"{format_number(course.last)}")  # fmt: skip
-    elif course is not None and course.unstable():
+    elif course is not None and course.unstable() and not noisy:
         evidence.update(unstable=True)
         reasons.append(f"the training loss rose in at least {UNSTABLE_SHARE:.0%} of the epochs")
     if rate_evidence is not None and rate_evidence[0]:
@@ -598,22 +599,32 @@ def _rate_low(log: RunLog, layers: list[LayerSummary], course: Course | None, co
         "; ".join(reasons) + ", and the training loss is not done falling", evidence, remedy))]  # fmt: skip
 
 
-def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict], found: list[Finding]) -> list[Finding]:
+def _gradient_noise(log: RunLog, instruments: list[InstrumentVerdict], course: Course | None,
+                    found: list[Finding]) -> list[Finding]:  # fmt: skip
     """The batch is far smaller than the smoothed gradient noise scale (instruments.csv): its steps are mostly
-    noise. Not where the start or the learning rate already explains the run."""
+    noise. Not where the start or the learning rate already explains the run, nor where the run fitted its data."""
     verdict = next((v for v in instruments if v.instrument == "noise_scale_smoothed" and v.verdict != "ok"), None)
     config = log.config
     if verdict is None or config is None or config.training.batch_size is None or found:
         return []
+    # A small batch costs steps, not quality: it is the most data-efficient (McCandlish et al. 2018). It is the
+    # cause only of a run that ran out of steps before it fitted: the loss still falling, or a poor training fit.
+    score = _training_score(log, config)
+    if course is not None and not course.still_falling() and (score is None or score >= UNDERFIT_SCORE):
+        return []
     batch = config.training.batch_size
     epoch = _steps_per_epoch(log) * batch  # about the training set's size
-    proposal = min(epoch, int(float(f"{verdict.value:.1g}"))) if verdict.value is not None else epoch
+    # The noise scale grows as the loss falls (McCandlish et al. 2018), so a batch of the early estimate soon falls
+    # below it again: the proposal leaves it the verdict's factor of room to grow.
+    grown = NOISE_SCALE_FACTOR * verdict.value if verdict.value is not None else None
+    proposal = min(epoch, int(float(f"{grown:.1g}"))) if grown is not None else epoch
 
     def changes(config: Config) -> list[dict[str, Any]]:
         # A larger batch averages the noise away; a rate lowered in proportion averages it over more steps.
         return [{"training.batch_size": proposal}, _lr_change(config, batch / proposal)]
 
-    remedy = _remedy(config, "a batch about the noise scale makes each step mostly signal", changes)
+    remedy = _remedy(config, "a batch above the noise scale, which grows as the loss falls, makes each step mostly "
+                     "signal", changes)  # fmt: skip
     return [Finding(NOISE, diagnosis(
         "gradient_noise", None, f"over {verdict.window} the {verdict.message}",
         {"noise_scale_smoothed": verdict.value, "batch_size": batch, "threshold": NOISE_SCALE_FACTOR,
@@ -1002,6 +1013,14 @@ def instrument_rate_evidence(instruments: list[InstrumentVerdict]) -> RateEviden
         high = alpha.verdict == "overshooting"
         return high, {"alpha_median": alpha.value, "alpha_threshold": alpha.threshold}, alpha.message
     return None
+
+
+def _noise_swings(instruments: list[InstrumentVerdict]) -> bool:
+    """The batch is far below the noise scale while the step quality α is in range: a loss that rises from epoch to
+    epoch then follows the noisy batches, not steps that overshoot."""
+    by_name = {v.instrument: v for v in instruments}
+    noise, alpha = by_name.get("noise_scale_smoothed"), by_name.get("alpha")
+    return noise is not None and noise.verdict != "ok" and alpha is not None and alpha.verdict == "ok"
 
 
 def instrument_bands(batch: int | None) -> dict[str, list[tuple[float | None, float | None, str]]]:

@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 from bench_diagnosis import FAULTS, HEALTHY, load_labels, reached, train_case  # noqa: E402
 
 KINDS = ("vanishing_gradients", "exploding_gradients", "dead_units", "saturated_units", "learning_rate_high",
-         "learning_rate_low", "overfitting", "underfitting", "not_converged")  # fmt: skip
-# A few seconds each, one per family of cause: the learning rate, the start, the units, the fit; and a control.
+         "learning_rate_low", "overfitting", "underfitting", "not_converged", "gradient_noise")  # fmt: skip
+# A few seconds each, one per family of cause: the learning rate, the start, the units, the fit, the batch; and
+# controls (one with the instruments on).
 FAST = ["lr_high_sgd50_blobs", "lr_low_rmsprop_wine", "unstandardized_sigmoid_wine", "narrow_relu_blobs",
-        "tiny_circles", "short_sgd_moons", "ok_iris"]  # fmt: skip
+        "tiny_circles", "short_sgd_moons", "noise_momentum_circles", "ok_iris", "ok_iris_instruments"]  # fmt: skip
 
 
 def test_the_corpus_covers_every_kind_data_set_depth_and_optimizer() -> None:

@@ -33,7 +33,8 @@ def test_a_batch_far_below_the_noise_scale_is_gradient_noise_and_a_big_batch_is_
     noise = next(d for d in small.summary.health.diagnoses if d.kind == "gradient_noise")
     assert noise.evidence["batch_size"] == 4
     assert noise.evidence["noise_scale_smoothed"] >= NOISE_SCALE_FACTOR * 4
-    assert noise.evidence["suggested_batch_size"] == int(float(f"{noise.evidence['noise_scale_smoothed']:.1g}"))
+    grown = NOISE_SCALE_FACTOR * noise.evidence["noise_scale_smoothed"]  # room for the noise scale to grow
+    assert noise.evidence["suggested_batch_size"] == min(240, int(float(f"{grown:.1g}")))
     assert noise.fix == {"training.batch_size": noise.evidence["suggested_batch_size"]}
     assert f"`training.batch_size: {noise.evidence['suggested_batch_size']}`" in noise.suggestion
     verdict = next(v for v in small.summary.health.instruments if v.instrument == "noise_scale_smoothed")
