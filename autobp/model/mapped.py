@@ -1,30 +1,27 @@
-"""Features larger than memory: an .npy file memory-mapped and read a window of rows at a time (`source: npy`).
+"""Features larger than memory: an .npy file memory-mapped and read a batch of rows at a time (`source: npy`).
 
 The file's header is checked before anything is mapped. Rows are gathered from the map on demand (a batch, a
 chunk), converted to float64 and standardized with the same arithmetic the in-memory path applies to the whole
 array, so both give the same numbers bit for bit.
 
-Pages of a map that the process has touched count as its resident memory. A file of up to `RESIDENT_BUDGET` bytes
-stays mapped as it is read (as fast as an array in memory once its pages are in the page cache). A larger file is
-read in groups of rows, and before a group could take the mapped pages past the budget they are dropped
-(madvise): they stay in the page cache, and the process's own memory stays bounded whatever the file's size.
+The map's pages are the page cache's: clean, file-backed, shared with every process that maps the file and
+reclaimed by the kernel under pressure without any writing, so they are kept mapped (dropping them would only make
+every later read a page fault). The process's own memory (anonymous pages) holds one batch or chunk at a time,
+whatever the file's size. A batch's rows are gathered in file order (then put back in the batch's order), and the
+next batch can be read on a background thread while the current step computes (`prefetch`).
 """
 
 from __future__ import annotations
 
 import math
 import mmap
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from autobp.common.errors import DataError
 from autobp.common.files import read_npy_header
-
-RESIDENT_BUDGET = 256 * 2**20  # bytes of a map that may be resident at once
-# What touching one row may map beyond the row itself: the page cache holds large folios (up to 2 MiB on x86-64),
-# and a fault maps the whole folio, on each side of a row that straddles two.
-FOLIO = 2 * 2**20
 
 
 def read_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -61,36 +58,59 @@ class MappedArray:
                             "is scattered over the file; save it with np.save(path, np.ascontiguousarray(X))")
         self.path = path
         self.shape: tuple[int, int] = shape
-        self.row_bytes = shape[1] * dtype.itemsize
         with open(path, "rb") as handle:
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         self.values = np.ndarray(shape, dtype, buffer=self._map, offset=offset)
-        # A file that fits the budget is never dropped: its pages stay mapped from epoch to epoch.
-        self._dropping = len(self._map) > RESIDENT_BUDGET
-        self._folios_per_row = self.row_bytes // FOLIO + 2  # a row straddles at most this many folios
-        self._group = max(1, RESIDENT_BUDGET // (FOLIO * self._folios_per_row))  # rows a budget surely covers
-        self._mapped = 0  # at most this many bytes of the map are resident
+
+    def advise(self, shuffled: bool) -> None:
+        """Tell the kernel how the map is about to be read: shuffled batches (read only the pages touched, no
+        read-around: on a file larger than the page cache it would read and evict many times the data) or chunks in
+        order (the default readahead)."""
+        self._map.madvise(mmap.MADV_RANDOM if shuffled else mmap.MADV_NORMAL)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """The rows at these indices, as float64 in a new array."""
-        if not self._dropping:
-            return self.values[rows].astype(np.float64, copy=False)
-        out = np.empty((len(rows), self.shape[1]), self.values.dtype)
-        for start in range(0, len(rows), self._group):
-            group = rows[start : start + self._group]
-            touched = self._touched(group)
-            if self._mapped + touched > RESIDENT_BUDGET:
-                self._map.madvise(mmap.MADV_DONTNEED)
-                self._mapped = 0
-            np.take(self.values, group, axis=0, out=out[start : start + len(group)])
-            self._mapped += touched
-        return out.astype(np.float64, copy=False)
+        """The rows at these indices, as float64 in a new array: gathered in file order, so that the reads go
+        forward through the file and neighbouring rows share their pages, then put back in the order asked."""
+        ordering = np.argsort(rows, kind="stable")
+        gathered = self.values.take(rows[ordering], axis=0)
+        out = np.empty(gathered.shape, np.float64)
+        out[ordering] = gathered
+        return out
 
-    def _touched(self, rows: np.ndarray) -> int:
-        """At most how many bytes of the map reading these rows makes resident: whole folios, of each row or of
-        the span the rows lie in, whichever is fewer."""
-        span = (int(rows.max()) - int(rows.min()) + 1) * self.row_bytes
-        return FOLIO * min(len(rows) * self._folios_per_row, span // FOLIO + 2)
+
+class BatchReader:
+    """An epoch's batches of mapped rows, `reader(begin)` = rows[order[begin : begin + batch_size]]: each call
+    starts reading the next batch on a background thread (numpy releases the GIL while it copies and while a page
+    is read from disk), so that the step computes while the disk works. `scattered`: the order jumps all over the
+    file (an exact permutation), rather than through windows of contiguous rows."""
+
+    def __init__(self, rows: MappedRows, order: np.ndarray, batch_size: int, scattered: bool = True) -> None:
+        self.rows = rows
+        self.order = order
+        self.batch_size = batch_size
+        self._pending: tuple[int, Future[np.ndarray]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        rows.array.advise(shuffled=scattered)  # windows of contiguous rows keep the readahead
+
+    def __call__(self, begin: int) -> np.ndarray:
+        pending, self._pending = self._pending, None
+        batch = pending[1].result() if pending is not None and pending[0] == begin else self._batch(begin)
+        following = begin + self.batch_size
+        if following < len(self.order):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="autobp-rows")
+            self._pending = (following, self._pool.submit(self._batch, following))
+        return batch
+
+    def close(self) -> None:
+        """Wait for a batch still being read and end the thread; later reads (validation chunks) go in order."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = self._pending = None
+        self.rows.array.advise(shuffled=False)
+
+    def _batch(self, begin: int) -> np.ndarray:
+        return self.rows[self.order[begin : begin + self.batch_size]]
 
 
 class MappedRows:

@@ -44,6 +44,7 @@ SYNTHETIC_DEFAULTS: dict[str, dict[str, int | float]] = {
 FILE_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "csv": ("path", "target", "features"), "npz": ("path",), "npy": ("path", "target_path"),
 }
+SHUFFLE_WINDOW = 65_536  # rows per window of data.shuffle: window unless data.shuffle_window says otherwise
 SOURCE_KEYS = (
     "n_samples", "noise", "n_classes", "n_features", "n_outputs", "path", "target", "features", "target_path",
 )
@@ -141,6 +142,11 @@ class DataConfig(_Section):
     """Share of examples held out for validation (seeded, stratified for classification); 0 = none."""
     standardize: bool = True
     """Standardize features (and regression targets) with training-split statistics."""
+    shuffle: Literal["exact", "window"] = "exact"
+    """Each epoch's order: exact = a permutation of all training rows; window = windows of data.shuffle_window
+    contiguous rows in a shuffled order, each shuffled within itself (for disks that are slow at random reads)."""
+    shuffle_window: Annotated[int, Field(ge=2)] | None = None
+    """shuffle: window: rows per window (default 65,536)."""
 
     @field_validator("target", mode="before")
     @classmethod
@@ -177,7 +183,11 @@ class DataConfig(_Section):
             for name, count in Counter(names).items()
             if count > 1
         ]
+        if self.shuffle == "exact" and self.shuffle_window is not None:
+            problems.append((("shuffle_window",), "only used with data.shuffle: window"))
         raise_problems(*problems)
+        if self.shuffle == "window" and self.shuffle_window is None:
+            self.shuffle_window = SHUFFLE_WINDOW
         for key, default in SYNTHETIC_DEFAULTS.get(self.source, {}).items():
             if getattr(self, key) is None:
                 setattr(self, key, default)

@@ -16,7 +16,6 @@ import math
 import platform
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,7 +28,7 @@ from autobp.common.runtime import blas_build, keep_freed_memory
 from autobp.common.text import flatten, format_number, plural, shorten
 from autobp.health import describe, judge
 from autobp.model.data import Dataset
-from autobp.model.mapped import MappedRows
+from autobp.model.mapped import BatchReader, MappedRows
 from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
 from autobp.model.prepare import prepare
 from autobp.rundir import checkpoint
@@ -539,24 +538,29 @@ class Trainer:
             start = self._epoch_start = EpochStart(self.streams.shuffle.bit_generator.state, self.step, self._new_meter())
         else:
             self.streams.shuffle.bit_generator.state = start.shuffle
-        order = self.streams.shuffle.permutation(len(self.X))
+        order = self.streams.epoch_order(len(self.X), self.config.data.shuffle_window)
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
         tick = self.progress.tick
-        rows_of = _row_gatherer(self.X)
-        first = (self.step - start.first_step) * self.batch_size
-        for begin in range(first, len(order), self.batch_size):
-            batch = order[begin : begin + self.batch_size]
-            step = self.step + 1
-            last_batch = begin + self.batch_size >= len(order)
-            ends = step == self.total_steps or (may_end and last_batch)
-            self._train_step(step, rows_of(batch), self.y.take(batch, 0), lr, start.meter, self.grads.wants(step, ends),
-                             self.instruments is not None and self.instruments.observes(step))  # fmt: skip
-            self.step = step  # counts completed updates only
-            tick(step)
-            self.requests.check()
-            if self.step >= self.total_steps:
-                return start.meter.result(), last_batch
-        return start.meter.result(), True
+        rows_of = _row_gatherer(self.X, order, self.batch_size, self.config.data.shuffle == "exact")
+        try:
+            first = (self.step - start.first_step) * self.batch_size
+            for begin in range(first, len(order), self.batch_size):
+                batch = order[begin : begin + self.batch_size]
+                step = self.step + 1
+                last_batch = begin + self.batch_size >= len(order)
+                ends = step == self.total_steps or (may_end and last_batch)
+                self._train_step(step, rows_of(begin), self.y.take(batch, 0), lr, start.meter,
+                                 self.grads.wants(step, ends),
+                                 self.instruments is not None and self.instruments.observes(step))  # fmt: skip
+                self.step = step  # counts completed updates only
+                tick(step)
+                self.requests.check()
+                if self.step >= self.total_steps:
+                    return start.meter.result(), last_batch
+            return start.meter.result(), True
+        finally:
+            if isinstance(rows_of, BatchReader):
+                rows_of.close()
 
     def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool,
                     observed: bool = False) -> None:  # fmt: skip
@@ -689,10 +693,13 @@ class Trainer:
         return best
 
 
-def _row_gatherer(X: np.ndarray | MappedRows) -> Callable[[np.ndarray], np.ndarray]:
-    """X[rows] as a function: for an array, `take`, the same copy several times faster than fancy indexing at
-    batch size (a memory-mapped source reads its rows itself)."""
-    return partial(X.take, axis=0) if isinstance(X, np.ndarray) else X.__getitem__
+def _row_gatherer(X: np.ndarray | MappedRows, order: np.ndarray, batch_size: int,
+                  scattered: bool) -> Callable[[int], np.ndarray]:  # fmt: skip
+    """The batch starting at position `begin` of the epoch's order, as a function of `begin`: for an array, `take`,
+    the same copy several times faster than fancy indexing at batch size; mapped rows read ahead (BatchReader)."""
+    if isinstance(X, MappedRows):
+        return BatchReader(X, order, batch_size, scattered)
+    return lambda begin: X.take(order[begin : begin + batch_size], axis=0)
 
 
 def _dropped(count: int) -> str:

@@ -80,6 +80,14 @@ class RandomStreams:
         self.shuffle = np.random.default_rng([seed, SHUFFLE_STREAM])
         self.dropout = np.random.default_rng([seed, DROPOUT_STREAM]) if dropout else None
 
+    def epoch_order(self, n: int, window: int | None) -> np.ndarray:
+        """An epoch's order of n rows: a permutation of them all, or (window) windows of that many contiguous rows
+        in a shuffled order, each shuffled within itself; a window of n rows or more is the whole permutation."""
+        if window is None or window >= n:
+            return self.shuffle.permutation(n)
+        starts = self.shuffle.permutation(np.arange(0, n, window))
+        return np.concatenate([start + self.shuffle.permutation(min(window, n - start)) for start in starts])
+
     def state_dict(self) -> State:
         states = {"shuffle": self.shuffle.bit_generator.state}
         if self.dropout is not None:
