@@ -102,7 +102,7 @@ def train(
         run_dir = rundir.create_run_dir(Path(config.output.dir), config.name, {rundir.CONFIG_FILE: dump_config(config)})
     except OSError as exc:
         raise _nothing_trained(exc) from None
-    return run(config, dataset, run_dir, quiet=quiet)
+    return _train_in(config, dataset, run_dir, quiet)  # config.yaml is in the folder from the start
 
 
 def estimated_size(config: Config, dataset: Dataset) -> int:
@@ -126,11 +126,19 @@ def run(
     """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder; `on_epoch` may prune it.
     `stop_signals` end the run cleanly at the next step (a pool worker leaves SIGTERM to its pool, which uses it to
     end broken workers)."""
-    keep_freed_memory()
     try:
         files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
     except OSError as exc:
         raise _nothing_trained(exc) from None
+    return _train_in(config, dataset, run_dir, quiet, on_epoch, stop_signals)
+
+
+def _train_in(
+    config: Config, dataset: Dataset, run_dir: Path, quiet: bool, on_epoch: EpochHook | None = None,
+    stop_signals: Sequence[int] = STOP_SIGNALS,
+) -> RunResult:
+    """Train into `run_dir`, which already holds the config.yaml of `config`."""
+    keep_freed_memory()
     trainer = Trainer(config, dataset, run_dir, Progress(quiet), on_epoch)
     trainer.requests = StopRequests(stop_signals)
     with files.exclusive(run_dir):  # a new folder: nobody else holds it, but --resume of it must wait its turn
