@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from autobp.rundir.doctor import DoctorRecord
     from autobp.rundir.reader import RunLog
     from autobp.rundir.summary import Summary
-    from autobp.spec.config import Config
+    from autobp.config.models import Config
     from autobp.tools.predict import TrainedModel
     from autobp.tools.report import Report
 

@@ -119,7 +119,7 @@ def validate(
     problem found (exit code 2).
     """
     from autobp.model.prepare import findings, prepare
-    from autobp.spec.configfile import dump_config
+    from autobp.config.configfile import dump_config
 
     resolved, dataset = prepare(config, overrides or ())
     _say(dump_config(resolved), nl=False)
@@ -268,7 +268,7 @@ def schema() -> None:
     """
     import json
 
-    from autobp.spec.configfile import config_json_schema
+    from autobp.config.configfile import config_json_schema
 
     _say(json.dumps(config_json_schema(), indent=2))
 

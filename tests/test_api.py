@@ -22,7 +22,7 @@ from autobp.cli import app
 from autobp.common.errors import ConfigError, DataError
 from autobp.common.text import to_json
 from autobp.model.prepare import prepare
-from autobp.spec.configfile import dump_config, load_config
+from autobp.config.configfile import dump_config, load_config
 from autobp.tools.report import render
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

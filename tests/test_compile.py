@@ -13,7 +13,7 @@ import pytest
 
 from autobp.engine import EngineError, Tensor, dense, numerical_gradient, ops
 from autobp.engine.compile import compile_graph
-from autobp.spec.catalog import ACTIVATIONS, LOSSES
+from autobp.config.catalog import ACTIVATIONS, LOSSES
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -3,9 +3,9 @@
 import pytest
 
 from autobp.common.errors import ConfigError
-from autobp.spec.catalog import task_of_loss
-from autobp.spec.config import Config, ConstantSchedule, CosineSchedule, StepSchedule
-from autobp.spec.configfile import config_from_dict
+from autobp.config.catalog import task_of_loss
+from autobp.config.models import Config, ConstantSchedule, CosineSchedule, StepSchedule
+from autobp.config.configfile import config_from_dict
 
 
 def make(**sections) -> dict:

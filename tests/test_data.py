@@ -7,7 +7,7 @@ import pytest
 
 from autobp.common.errors import ConfigError, DataError
 from autobp.model.data import load_dataset, read_table, resolve_config
-from autobp.spec.configfile import config_from_dict
+from autobp.config.configfile import config_from_dict
 
 ARRAYS = ("X_train", "y_train", "X_val", "y_val")
 

@@ -19,7 +19,7 @@ from autobp.common import files
 from autobp.common.text import format_number
 from autobp.rundir.doctor import DOCTOR_FILE, read_doctor
 from autobp.rundir.summary import Status, read_summary
-from autobp.spec.configfile import load_config
+from autobp.config.configfile import load_config
 from autobp.tools.doctor import run_doctor
 from autobp.training.runner import train
 
@@ -145,7 +145,7 @@ def test_a_damaged_run_directory_is_exit_2_naming_the_file(vanishing: Path, tmp_
 def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Path, tmp_path: Path, sig: int) -> None:
     run = tmp_path / "run"
     _copy(vanishing, run)
-    process = subprocess.Popen([sys.executable, "-m", "autobp", "doctor", str(run), "--epochs", "600", "-j", "2", "-q"],
+    process = subprocess.Popen([sys.executable, "-m", "autobp", "doctor", str(run), "--epochs", "100000", "-j", "2", "-q"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + DEADLINE
     while not [log for log in run.glob("doctor/trial-*/metrics.csv") if len(log.read_text().splitlines()) > 2]:
@@ -156,7 +156,8 @@ def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Pa
     assert code == 130 and "interrupted" in text
     record = read_doctor(run)
     assert record.status == "interrupted" and record.best is None
-    # Two of the three trials (two changes and the control: the trials are longer than the run) ran on two jobs.
+    # Two of the three trials (two changes and the control) ran on two jobs; trials far longer than the run, so that
+    # none can finish before the signal.
     statuses = [t.status for t in sorted(record.treatments, key=lambda t: t.trial)]
     assert statuses == ["interrupted", "interrupted", "pending"]
     assert [row["status"] for row in files.read_rows(run / "doctor" / "trials.csv")] == statuses

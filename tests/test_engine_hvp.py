@@ -8,7 +8,7 @@ import pytest
 
 from autobp.engine import Tensor, grad, gradients, hessian, hvp, relative_error
 from autobp.model.network import Layer, Network, network_loss
-from autobp.spec.catalog import ACTIVATIONS, LOSSES
+from autobp.config.catalog import ACTIVATIONS, LOSSES
 
 EPS = 1e-5  # central differences of gradients: O(ε²) truncation, O(ulp/ε) rounding, both far below 1e-6 here
 ROWS, FEATURES, HIDDEN, OUTPUTS = 12, 3, 5, 3

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.model.prepare import prepare
-from autobp.spec.catalog import ACTIVATIONS
+from autobp.config.catalog import ACTIVATIONS
 from autobp.tools.onnx_export import ACTIVATION_OPS, OPSET
 from autobp.training.runner import train
 

@@ -11,7 +11,7 @@ from autobp.cli import app
 from autobp.common.files import load_npz
 from autobp.model.network import build_network
 from autobp.model.prepare import prepare
-from autobp.spec.catalog import LOSSES
+from autobp.config.catalog import LOSSES
 from autobp.tools.graph import build_graph, render_graph
 from autobp.training.metrics import loss_targets
 from autobp.training.runner import train

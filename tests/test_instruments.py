@@ -13,7 +13,7 @@ from test_resume import interrupt_at
 from autobp.model.network import build_network
 from autobp.model.prepare import prepare
 from autobp.rundir import instruments as instrument_file
-from autobp.spec.catalog import ACTIVATIONS, LOSSES
+from autobp.config.catalog import ACTIVATIONS, LOSSES
 from autobp.training.instruments import EMA_DECAY, Instruments
 from autobp.training.metrics import loss_targets
 from autobp.training.runner import resume, train

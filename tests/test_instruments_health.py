@@ -14,7 +14,7 @@ from autobp.health import ALPHA_HIGH, ALPHA_LOW, NOISE_SCALE_FACTOR, STABILITY_L
 from autobp.rundir.instruments import TOTAL, VALUES, BlockLog, InstrumentLog
 from autobp.rundir.reader import LayerLog, RunLog, read_run
 from autobp.rundir.summary import read_summary
-from autobp.spec.configfile import config_from_dict
+from autobp.config.configfile import config_from_dict
 from autobp.training.runner import train
 
 

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "autobp"
 
 # Lowest first: a module may import its own layer and the layers before it.
-LAYERS = ("engine", "common", "spec", "model", "rundir", "health", "training", "sweeps", "tools", "api", "cli")
+LAYERS = ("engine", "common", "config", "model", "rundir", "health", "training", "sweeps", "tools", "api", "cli")
 # Entry points above everything: the package's lazy front door and `python -m autobp`.
 TOP = ("__init__", "__main__")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from autobp.health import median
 from autobp.model import data
-from autobp.spec.configfile import config_from_dict
+from autobp.config.configfile import config_from_dict
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -81,8 +81,8 @@ def test_loading_an_npz_holds_little_more_than_the_data(tmp_path: Path, monkeypa
 
 
 def test_config_models_read_no_docstrings_at_start_up_yet_the_schema_has_them() -> None:
-    from autobp.spec.config import DataConfig
-    from autobp.spec.configfile import config_json_schema
+    from autobp.config.models import DataConfig
+    from autobp.config.configfile import config_json_schema
 
     assert all(field.description is None for field in DataConfig.model_fields.values())  # not parsed at import
     described = config_json_schema()["$defs"]["DataConfig"]["properties"]

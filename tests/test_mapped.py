@@ -18,7 +18,7 @@ from autobp.common.errors import ConfigError, DataError
 from autobp.model.data import load_dataset
 from autobp.model.mapped import MappedArray, MappedRows
 from autobp.model.prepare import prepare
-from autobp.spec.configfile import config_from_dict, load_config
+from autobp.config.configfile import config_from_dict, load_config
 from autobp.sweeps.cluster import run_shipped
 from autobp.tools.predict import load_model, predict_file
 from autobp.training.runner import train

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.rundir.summary import Status, Summary
-from autobp.spec.configfile import load_config
+from autobp.config.configfile import load_config
 from autobp.training.runner import RunResult, format_summary, train
 
 ROOT = Path(__file__).resolve().parent.parent

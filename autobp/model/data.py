@@ -3,7 +3,7 @@ standardization.
 
 Synthetic sources are deterministic functions of the seed. `noise` is the std of Gaussian noise added to each
 input coordinate (blobs: the cluster std; sine and linear: noise on the target). Defaults are in
-`autobp.spec.config.SYNTHETIC_DEFAULTS`.
+`autobp.config.models.SYNTHETIC_DEFAULTS`.
  - xor: 2 features, 2 classes; points around the corners (±1, ±1), class 1 where the signs differ.
  - moons: 2 features, 2 classes; two interleaved half circles.
  - circles: 2 features, 2 classes; a circle of radius 1 (class 0) around one of radius 0.5 (class 1).
@@ -28,8 +28,8 @@ from autobp.common.errors import ConfigError, DataError
 from autobp.common.files import check_csv_size, load_npz
 from autobp.common.text import plural, shorten
 from autobp.model.mapped import MappedArray, MappedRows, read_header
-from autobp.spec.catalog import LOSSES, Task, task_of_loss
-from autobp.spec.config import MAX_PARAMETERS, Config, DataConfig
+from autobp.config.catalog import LOSSES, Task, task_of_loss
+from autobp.config.models import MAX_PARAMETERS, Config, DataConfig
 
 SPLIT_CHUNK_BYTES = 16 * 2**20  # rows per step when splitting and standardizing: bounds each temporary
 

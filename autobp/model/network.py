@@ -15,8 +15,8 @@ import numpy as np
 from autobp.common.errors import ConfigError, DataError
 from autobp.common.files import load_npz
 from autobp.engine import Tensor, dense
-from autobp.spec.catalog import ACTIVATIONS, LOSSES
-from autobp.spec.config import Config
+from autobp.config.catalog import ACTIVATIONS, LOSSES
+from autobp.config.models import Config
 
 
 def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.random.Generator) -> np.ndarray:

@@ -17,8 +17,8 @@ from autobp.common.errors import ConfigError, DataError
 from autobp.common.text import format_number, shorten
 from autobp.model.data import Dataset, load_dataset, resolve_config
 from autobp.model.network import build_network
-from autobp.spec.config import Config
-from autobp.spec.configfile import config_from_dict, load_config
+from autobp.config.models import Config
+from autobp.config.configfile import config_from_dict, load_config
 
 DatasetCache = dict[str, Dataset]
 

@@ -23,8 +23,8 @@ from autobp.rundir import layout as rundir
 from autobp.rundir.instruments import INSTRUMENTS_FILE, InstrumentLog
 from autobp.rundir.instruments import read as read_instruments
 from autobp.rundir.summary import Status, Summary, read_summary
-from autobp.spec.config import Config
-from autobp.spec.configfile import load_config
+from autobp.config.models import Config
+from autobp.config.configfile import load_config
 
 RUN_FILES = (rundir.SUMMARY_FILE, rundir.METRICS_FILE, rundir.GRADIENTS_FILE, rundir.CONFIG_FILE)
 KILLED = "killed"  # what readers call a run whose summary.json says `running` when nothing trains it

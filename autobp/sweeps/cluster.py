@@ -29,8 +29,8 @@ from autobp.common.errors import ConfigError, DataError
 from autobp.common.runtime import BLAS_THREAD_VARIABLES
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Summary, read_summary, write_summary
-from autobp.spec.config import FILE_PATH_KEYS
-from autobp.spec.configfile import config_from_dict, dump_config
+from autobp.config.models import FILE_PATH_KEYS
+from autobp.config.configfile import config_from_dict, dump_config
 from autobp.sweeps.executor import Decide, Reporter, available_cores, fresh_dir
 
 INSTALL_HINT = "the dask executor needs Dask's distributed: pip install 'autobp[dask]'"

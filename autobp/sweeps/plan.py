@@ -38,9 +38,9 @@ from autobp.common.text import format_number, format_table
 from autobp.model.prepare import DatasetCache, prepare
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Status, Summary, read_summary, summary_from_dict
-from autobp.spec.catalog import lower_is_better, task_metric
-from autobp.spec.config import FILE_PATH_KEYS, Config, Monitor, check_name, monitor_problem, raise_problems
-from autobp.spec.configfile import (
+from autobp.config.catalog import lower_is_better, task_metric
+from autobp.config.models import FILE_PATH_KEYS, Config, Monitor, check_name, monitor_problem, raise_problems
+from autobp.config.configfile import (
     Positions,
     Problem,
     duplicate_key_problems,

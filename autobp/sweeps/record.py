@@ -22,9 +22,9 @@ from autobp.common.text import shorten
 from autobp.rundir import layout as rundir
 from autobp.rundir.reader import KILLED, is_run_dir, is_training
 from autobp.rundir.summary import Status, Summary, read_summary
-from autobp.spec.catalog import metric_of
-from autobp.spec.config import Monitor
-from autobp.spec.configfile import read_text
+from autobp.config.catalog import metric_of
+from autobp.config.models import Monitor
+from autobp.config.configfile import read_text
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"

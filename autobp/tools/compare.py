@@ -19,7 +19,7 @@ from autobp.common.files import signature
 from autobp.common.text import flatten, format_number, format_table, format_wide_table, to_json
 from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir, read_run, read_status, run_date
-from autobp.spec.catalog import METRICS, lower_is_better
+from autobp.config.catalog import METRICS, lower_is_better
 from autobp.sweeps.record import is_sweep_dir, read_outcomes, read_record, trial_dirs
 from autobp.tools.report import Report, build_report, summarize_series
 

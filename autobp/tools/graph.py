@@ -103,7 +103,7 @@ class ComputationGraph:
 def record(network: Any, x: np.ndarray, target: np.ndarray, loss_name: str) -> tuple[list[Node], list[Edge]]:
     """Run one example forward and backward on the engine, copying its recorded graph before the reverse pass."""
     from autobp.engine import Tensor
-    from autobp.spec.catalog import LOSSES
+    from autobp.config.catalog import LOSSES
 
     leaf_names = {id(layer.weight): ("W", layer.name) for layer in network.layers}
     leaf_names.update({id(layer.bias): ("b", layer.name) for layer in network.layers})

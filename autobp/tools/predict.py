@@ -25,9 +25,9 @@ from autobp.model.data import Dataset, check_finite_rows, read_table
 from autobp.model.mapped import MappedArray, MappedRows
 from autobp.model.network import MODEL_FILE, Network, build_network, load_model_file
 from autobp.rundir import layout as rundir
-from autobp.spec.catalog import task_of_loss
-from autobp.spec.config import Config
-from autobp.spec.configfile import load_config
+from autobp.config.catalog import task_of_loss
+from autobp.config.models import Config
+from autobp.config.configfile import load_config
 from autobp.training.metrics import Meter, class_probabilities, loss_targets, predicted_classes, to_original_units
 from autobp.training.metrics import evaluate as evaluate_network
 

@@ -21,7 +21,7 @@ from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DoctorRecord, read_doctor
 from autobp.rundir.reader import KILLED, RunLog, read_run
 from autobp.rundir.summary import Diagnosis, InstrumentVerdict, LayerVerdict
-from autobp.spec.catalog import lower_is_better
+from autobp.config.catalog import lower_is_better
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 60

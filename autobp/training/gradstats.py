@@ -16,7 +16,7 @@ import numpy as np
 from autobp.common.files import CsvLog
 from autobp.health import SATURATION
 from autobp.model.network import Network, Trace
-from autobp.spec.catalog import ACTIVATIONS
+from autobp.config.catalog import ACTIVATIONS
 
 COLUMNS = [
     "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",

@@ -24,7 +24,7 @@ from autobp.common.files import CsvLog
 from autobp.engine.functional import hvp as hessian_vector_product
 from autobp.model.network import Network, Trace, network_loss
 from autobp.rundir.instruments import TOTAL
-from autobp.spec.config import InstrumentsConfig
+from autobp.config.models import InstrumentsConfig
 from autobp.training.gradstats import log_interval
 
 EMA_DECAY = 0.99  # per instrumented step, for the smoothed noise scale's averages of S and of |G|²

@@ -13,7 +13,7 @@ import numpy as np
 from autobp.engine import no_grad
 from autobp.model.data import Dataset
 from autobp.model.network import Network
-from autobp.spec.catalog import LOSSES, task_metric
+from autobp.config.catalog import LOSSES, task_metric
 
 EVAL_CHUNK = 4096  # evaluation batch size: bounds memory on large sets
 

@@ -20,7 +20,7 @@ import numpy as np
 from autobp.common.errors import ConfigError, DataError
 from autobp.engine import Tensor
 from autobp.engine.compile import flat_views
-from autobp.spec.catalog import OPTIMIZERS, SCHEDULES
+from autobp.config.catalog import OPTIMIZERS, SCHEDULES
 
 
 class Optimizer:

@@ -38,9 +38,9 @@ from autobp.rundir.histograms import HistogramLog, Histograms
 from autobp.rundir.histograms import read as read_histograms
 from autobp.rundir.reader import read_run
 from autobp.rundir.summary import Best, Divergence, EarlyStop, Status, Summary, read_summary, write_summary
-from autobp.spec.catalog import LOSSES, lower_is_better, task_metric
-from autobp.spec.config import Config, check_name
-from autobp.spec.configfile import dump_config, load_config
+from autobp.config.catalog import LOSSES, lower_is_better, task_metric
+from autobp.config.models import Config, check_name
+from autobp.config.configfile import dump_config, load_config
 from autobp.training.compiled import CompiledSteps
 from autobp.training.gradstats import COLUMNS as GRADIENT_COLUMNS
 from autobp.training.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from autobp.spec.catalog import lower_is_better
+from autobp.config.catalog import lower_is_better
 
 State = dict[str, np.ndarray]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what ends a run cleanly at the next step

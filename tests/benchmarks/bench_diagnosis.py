@@ -31,8 +31,8 @@ import yaml
 
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Summary
-from autobp.spec.catalog import lower_is_better
-from autobp.spec.configfile import load_config, override_arguments
+from autobp.config.catalog import lower_is_better
+from autobp.config.configfile import load_config, override_arguments
 from autobp.training.runner import train
 
 FAULTS = Path(__file__).resolve().parent / "faults"

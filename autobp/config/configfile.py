@@ -26,7 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from autobp.common.errors import ConfigError
 from autobp.common.text import shorten
-from autobp.spec.config import CROSS_FIELD_ERROR, FILE_PATH_KEYS, Config
+from autobp.config.models import CROSS_FIELD_ERROR, FILE_PATH_KEYS, Config
 
 MAX_FILE_BYTES = 1_000_000
 # A real config has a few hundred values; far more means an alias bomb ("billion laughs").
@@ -143,7 +143,7 @@ def dump_config(config: Config) -> str:
 
 def config_json_schema() -> dict:
     """JSON Schema of the config file format, for editors that complete and check keys; each key is described by
-    the docstring written under its field in autobp.spec.config."""
+    the docstring written under its field in autobp.config.models."""
     schema = Config.model_json_schema()
     sections = {cls.__name__: cls for cls in _sections(Config)}
     for name, part in [(Config.__name__, schema), *schema.get("$defs", {}).items()]:

@@ -20,8 +20,8 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from autobp.spec import catalog
-from autobp.spec.catalog import Task, task_of_loss
+from autobp.config import catalog
+from autobp.config.catalog import Task, task_of_loss
 
 # The allowed names come from the catalog, which owns what each name means.
 Activation = Literal[tuple(catalog.ACTIVATIONS)]
