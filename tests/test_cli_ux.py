@@ -130,7 +130,7 @@ def on_a_terminal(*args: str) -> tuple[int, str]:
 
 def test_train_bar_moves_by_steps_within_an_epoch_with_an_eta(tmp_path: Path) -> None:
     steps = 4000  # one epoch of 32,000 training rows in batches of 8: about a second
-    code, drawn = on_a_terminal("train", str(CONFIGS / "xor.yaml"), "--output", str(tmp_path), "--set",
+    code, drawn = on_a_terminal("train", str(CONFIGS / "xor.yaml"), "--output-dir", str(tmp_path), "--set",
                                 "data.n_samples=40000", "--set", "training.epochs=1", "--set", "training.batch_size=8")  # fmt: skip
     assert code == 0, drawn
     frames = re.findall(rf"(\d+)/{steps} \[(\d\d:\d\d)<(\d\d:\d\d)", drawn)

@@ -159,7 +159,7 @@ def test_the_cli_runs_a_sweep_on_a_local_cluster(tmp_path: Path) -> None:
 
     sweep_file = write_sweep(tmp_path, [0.01, 0.003], epochs=2)
     result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--executor", "dask", "--jobs", "2", "--quiet",
-                                      "--output", str(tmp_path / "out")])  # fmt: skip
+                                      "--output-dir", str(tmp_path / "out")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "2 completed" in result.output
 

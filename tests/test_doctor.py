@@ -60,7 +60,7 @@ def test_doctor_cures_vanishing_gradients_and_the_command_reproduces_the_best(do
     # The printed command, run as printed, trains the best trial again, bit for bit.
     words = shlex.split(record.command)
     assert words[:3] == ["autobp", "train", str(doctored / "config.yaml")]
-    code, _ = cli("train", *words[2:], "--output", str(tmp_path), "--quiet")
+    code, _ = cli("train", *words[2:], "--output-dir", str(tmp_path), "--quiet")
     assert code == 0
     again = read_summary(next(tmp_path.glob("deep-sigmoid-*")) / "summary.json")
     assert again.final == trial.final

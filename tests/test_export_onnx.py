@@ -146,7 +146,7 @@ def test_bad_input_and_missing_extra_exit_2_with_a_message(tmp_path: Path, monke
     run_dir = tiny_run(tmp_path, "relu", "bce", "float32")
     result = runner.invoke(app, ["export", str(run_dir), "--format", "onnx", "-o", str(tmp_path / "no" / "m.onnx")])
     assert result.exit_code == 2
-    assert result.stderr == f"error: --out {tmp_path / 'no' / 'm.onnx'}: the folder {tmp_path / 'no'} does not exist\n"
+    assert result.stderr == f"error: -o {tmp_path / 'no' / 'm.onnx'}: the folder {tmp_path / 'no'} does not exist\n"
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
     result = runner.invoke(app, ["export", str(run_dir), "--format", "onnx"])
     assert result.exit_code == 2

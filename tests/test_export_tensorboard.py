@@ -176,7 +176,7 @@ def test_exporting_again_replaces_the_export_and_never_other_files(tmp_path: Pat
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     result = CliRunner().invoke(app, ["export", str(run_dir), "--format", "tensorboard", "-o", str(run_dir)])
     assert result.exit_code == 2
-    assert result.stderr == (f"error: --out {run_dir}: exists and holds other files than TensorBoard events; "
+    assert result.stderr == (f"error: -o {run_dir}: exists and holds other files than TensorBoard events; "
                              "choose another folder\n")  # fmt: skip
     assert (run_dir / "metrics.csv").is_file()
     assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind

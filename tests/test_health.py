@@ -25,7 +25,7 @@ DIAGNOSIS_LINE = re.compile(r"^  (\w+)(?: \((layer\d+)\))?: ")
 
 def train_cli(tmp_path: Path, config: str, *overrides: str) -> tuple[str, Path]:
     """`autobp train` as a user runs it: its printed output and the run directory."""
-    args = ["train", str(CONFIGS / config), "--quiet", "--output", str(tmp_path)]
+    args = ["train", str(CONFIGS / config), "--quiet", "--output-dir", str(tmp_path)]
     result = CliRunner().invoke(app, [*args, *(item for o in overrides for item in ("--set", o))])
     assert result.exit_code in (0, 3), result.output
     return result.output, Path(result.output.strip().splitlines()[-1].removeprefix("run directory: "))
@@ -115,7 +115,7 @@ def test_a_signal_exactly_100_times_smaller_is_vanishing_everywhere(tmp_path: Pa
 def test_a_sweep_with_a_missing_init_from_stops_before_any_trial_naming_it(tmp_path: Path, missing: str) -> None:
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"base: {CONFIGS / 'xor.yaml'}\nparameters:\n  seed: [0, 1]\n")
-    result = CliRunner().invoke(app, ["sweep", str(sweep), "--set", missing, "--output", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["sweep", str(sweep), "--set", missing, "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "trial-000 (seed=0)" in result.output and "no-such-model.npz" in result.output
     assert not (tmp_path / "out").exists()  # nothing started, nothing written

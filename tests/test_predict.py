@@ -66,7 +66,7 @@ def iris_validation_csv(run_dir: Path, path: Path) -> tuple[Path, np.ndarray]:
 def test_predicting_the_validation_rows_reproduces_the_validation_accuracy(iris_run: Path, tmp_path: Path) -> None:
     data, labels = iris_validation_csv(iris_run, tmp_path / "val.csv")
     out = tmp_path / "predictions.csv"
-    result = CliRunner().invoke(app, ["predict", str(iris_run), str(data), "--out", str(out)])
+    result = CliRunner().invoke(app, ["predict", str(iris_run), str(data), "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert list(rows[0]) == ["prediction", "p_setosa", "p_versicolor", "p_virginica"]
@@ -88,7 +88,7 @@ def test_regression_predictions_reproduce_the_validation_loss_in_the_data_units(
     y = (dataset.y_val * dataset.y_std + dataset.y_mean)[:, 0]
     data = write_csv(tmp_path / "val.csv", ["x0", "y"], np.stack([X[:, 0], y], axis=1).tolist())
     out = tmp_path / "predictions.csv"
-    result = CliRunner().invoke(app, ["predict", str(sine_run), str(data), "--out", str(out)])
+    result = CliRunner().invoke(app, ["predict", str(sine_run), str(data), "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert list(rows[0]) == ["y"]

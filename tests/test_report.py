@@ -245,7 +245,7 @@ def test_cli_report_formats(deep_sigmoid: Path) -> None:
     as_json = runner.invoke(app, ["report", str(deep_sigmoid), "--format", "json"])
     assert json.loads(as_json.stdout)["diagnoses"][0]["kind"] == "vanishing_gradients"
     wrong = runner.invoke(app, ["report", str(deep_sigmoid), "--format", "yaml"])
-    assert wrong.exit_code == 2 and "'yaml' is not one of text, markdown, json" in wrong.output
+    assert wrong.exit_code == 2 and "'yaml' is not one of 'text', 'markdown', 'json', 'html'" in wrong.output
 
 
 def test_cli_report_on_a_folder_that_is_not_a_run(tmp_path: Path) -> None:

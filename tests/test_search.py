@@ -153,7 +153,7 @@ def test_pruning_stops_the_bad_trial_at_min_epochs_and_no_good_one(tmp_path, poo
 def test_pruned_shows_in_every_output(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["sweep", str(pruning_sweep(tmp_path)), "--jobs", "1", "--quiet",
-                                      "--output", str(out)])  # fmt: skip
+                                      "--output-dir", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "(6 completed, 1 pruned)" in result.output
     line = next(line for line in result.output.splitlines() if "trial-005" in line)

@@ -100,7 +100,7 @@ def writers(run: Path) -> dict[str, list[object]]:
         "report --html": ["report", run, "--html", "-o"],
         "report --plot": ["report", run, "--plot"],
         "export onnx": ["export", run, "--format", "onnx", "-o"],
-        "predict": ["predict", run, run.parent.parent / "examples.npz", "--out"],
+        "predict": ["predict", run, run.parent.parent / "examples.npz", "-o"],
     }
 
 

@@ -267,7 +267,7 @@ def test_several_configs_are_compared_through_the_command_line(tmp_path):
     a = write(tmp_path / "a.yaml", base_config(tmp_path, name="a"))
     b = write(tmp_path / "b.yaml", base_config(tmp_path, name="b", optimizer={"name": "sgd", "lr": 0.001}))
     result = CliRunner().invoke(app, ["sweep", str(a), str(b), "--set", "training.epochs=3", "--name", "ab",
-                                      "--output", str(tmp_path / "out"), "--jobs", "2"])  # fmt: skip
+                                      "--output-dir", str(tmp_path / "out"), "--jobs", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     (directory,) = (tmp_path / "out" / "sweeps").iterdir()
     assert directory.name.startswith("ab-")

@@ -56,7 +56,7 @@ def small_config(tmp_path: Path, **changes) -> dict:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_trains_through_the_cli(example: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["train", str(example), "--set", "training.epochs=2", "--output", str(tmp_path), "--quiet"]
+        app, ["train", str(example), "--set", "training.epochs=2", "--output-dir", str(tmp_path), "--quiet"]
     )
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
