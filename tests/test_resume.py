@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.common import files
+from autobp.rundir import checkpoint
 from autobp.common.errors import ConfigError, DataError
 from autobp.training.runner import Trainer, resume, train
 
@@ -126,8 +127,6 @@ def test_ctrl_c_before_the_first_automatic_checkpoint_still_leaves_one(tmp_path:
 
 def test_resume_says_where_it_continues_and_what_it_drops(tmp_path: Path, monkeypatch) -> None:
     """Killed after epoch 4 was logged, with the last checkpoint at epoch 2: two logged epochs are trained again."""
-    from autobp.rundir import checkpoint
-
     settings = config(tmp_path, epochs=4, checkpoint_every=2)
     reference = train(settings)
     original = checkpoint.save
@@ -230,27 +229,45 @@ def test_signals_leave_a_truthful_resumable_run(tmp_path: Path, signals: list[in
     assert_same_run(train(settings).run_dir, run_dir)
 
 
-def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
-    """Simulate dying inside the atomic write: the rename never happens, the old checkpoint stays loadable."""
+# Run `autobp train` and SIGKILL it from inside the fsync of its N-th checkpoint.npz write, after cutting what that
+# write put on disk to half: a kill at a known instant in the middle of the write, with no timing involved.
+KILLED_IN_CHECKPOINT = """
+import os, signal, sys
+from autobp.cli import main
 
-    reference = train(config(tmp_path))
-    calls = {"n": 0}
-    original = files.write_npz
+fsync, writes, kill_at = os.fsync, [], int(sys.argv[1])
 
-    def dies_on_third_checkpoint(path, arrays):
-        if path.name == "checkpoint.npz":
-            calls["n"] += 1
-            if calls["n"] == 3:
-                partial = path.with_name(".checkpoint.npz.partial.tmp")
-                partial.write_bytes(b"PK\x03\x04 half a zip file")
-                raise KeyboardInterrupt  # the process is gone mid-write
-        return original(path, arrays)
+def dying_fsync(fd):
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith((".checkpoint.npz", "checkpoint.npz")):
+        writes.append(fd)
+        if len(writes) == kill_at:
+            os.ftruncate(fd, os.fstat(fd).st_size // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+    fsync(fd)
 
-    monkeypatch.setattr(files, "write_npz", dies_on_third_checkpoint)
-    broken = train(config(tmp_path))
-    monkeypatch.undo()
-    assert broken.status == "interrupted"
-    assert_same_run(reference.run_dir, resume(broken.run_dir).run_dir)
+os.fsync = dying_fsync
+sys.argv = ["autobp", "train", sys.argv[2], "--quiet"]
+main()
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path) -> None:
+    """SIGKILL in the middle of writing epoch 4's checkpoint: what is on disk is epoch 3's, whole, and resumes."""
+    settings = config(tmp_path)  # a checkpoint every epoch
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_CHECKPOINT, "4", str(path)], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    saved = checkpoint.load(run_dir)  # loads: a whole file
+    logged = {row["epoch"]: int(row["step"]) for row in csv.DictReader((run_dir / "metrics.csv").open())}
+    assert saved is not None and (saved.epoch, saved.step) == (3, logged["3"])
+    (partial,) = run_dir.glob(".checkpoint.npz.*.tmp")  # epoch 4's, cut in half when the process died
+    assert partial.stat().st_size < (run_dir / "checkpoint.npz").stat().st_size
+    resumed = resume(run_dir)
+    assert resumed.status == "completed" and not partial.exists()  # the dead writer's half file is cleared
+    assert_same_run(train(settings).run_dir, run_dir)
 
 
 def test_init_from_starts_from_saved_parameters(tmp_path: Path) -> None:
