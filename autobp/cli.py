@@ -61,7 +61,10 @@ def _usage_name(argument: click.Parameter) -> str:
 
 
 class _App(typer.Typer):
-    """Every command gets the plain usage line of `_Command`."""
+    """Every command gets the plain usage line of `_Command`.
+
+    Path parameters say `readable=False`: autobp opens its files itself, so an unreadable one is the usual
+    `error: PATH: cannot read the file: Permission denied` (exit 2), not click's usage error."""
 
     def command(self, *args: Any, cls: type[TyperCommand] = _Command, **kwargs: Any) -> Callable[..., Any]:
         return super().command(*args, cls=cls, **kwargs)
@@ -99,9 +102,9 @@ SetOption = Annotated[
 
 OutputDirOption = Annotated[
     Optional[Path],
-    typer.Option("--output-dir", metavar="DIR", help="Folder receiving the run directory (overrides output.dir)."),
+    typer.Option("--output-dir", readable=False, metavar="DIR", help="Folder receiving the run directory (overrides output.dir)."),
 ]
-RenamedOutputOption = Annotated[Optional[Path], typer.Option("--output", hidden=True)]
+RenamedOutputOption = Annotated[Optional[Path], typer.Option("--output", readable=False, hidden=True)]
 
 
 def _refuse_renamed_output(given: Path | None) -> None:
@@ -115,7 +118,7 @@ def _refuse_renamed_output(given: Path | None) -> None:
 
 @app.command()
 def validate(
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
+    config: Annotated[Path, typer.Argument(readable=False, metavar="CONFIG", help="The YAML config file.")],
     overrides: SetOption = None,
 ) -> None:
     """Check a config and its data, and print it resolved.
@@ -134,12 +137,12 @@ def validate(
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="The YAML config file.", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Argument(readable=False, metavar="CONFIG", help="The YAML config file.", show_default=False)] = None,
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name prefix (overrides `name`).")] = None,
     output_dir: OutputDirOption = None,
     renamed: RenamedOutputOption = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", help="Continue this run from its last checkpoint (or extend it with --set training.epochs=N).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", readable=False, metavar="RUN_DIR", help="Continue this run from its last checkpoint (or extend it with --set training.epochs=N).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train the network a config describes and write a run directory.
@@ -187,16 +190,16 @@ SchedulerOption = Annotated[
 
 @app.command()
 def sweep(
-    sources: Annotated[Optional[list[Path]], typer.Argument(metavar="SWEEP_OR_CONFIG", help="A sweep file "
+    sources: Annotated[Optional[list[Path]], typer.Argument(readable=False, metavar="SWEEP_OR_CONFIG", help="A sweep file "
                        "(a base config and the values to try), or config files to compare.", show_default=False)] = None,
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Sweep name prefix (overrides the sweep file's `name`).")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", metavar="DIR", help="Folder whose sweeps/ "
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", readable=False, metavar="DIR", help="Folder whose sweeps/ "
                           "subfolder receives the sweep (overrides output.dir).")] = None,
     renamed: RenamedOutputOption = None,
     jobs: JobsOption = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop launching trials once this many have failed or diverged. [default: run every trial]", show_default=False)] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", readable=False, metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
     executor: ExecutorOption = "local",
     scheduler: SchedulerOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -230,7 +233,7 @@ def sweep(
 
 @app.command()
 def doctor(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    run_dir: Annotated[Path, typer.Argument(readable=False, metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
     scheduler: SchedulerOption = None,
@@ -286,11 +289,11 @@ def schema() -> None:
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="A CSV file with the training feature columns "
+    run_dir: Annotated[Path, typer.Argument(readable=False, metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    data: Annotated[Path, typer.Argument(readable=False, metavar="DATA", help="A CSV file with the training feature columns "
                                          "(by name), an .npz with X (and optionally y), or an .npy of "
                                          "features (memory-mapped).")],
-    out: Annotated[Optional[Path], typer.Option("-o", "--output", "--out", metavar="FILE", help="Write the "
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", "--out", readable=False, metavar="FILE", help="Write the "
                                                 "predictions to this CSV file instead of standard output.")] = None,
 ) -> None:
     """Predict with a trained run on new examples.
@@ -317,7 +320,7 @@ def predict(
 
 @app.command()
 def gradcheck(
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
+    config: Annotated[Path, typer.Argument(readable=False, metavar="CONFIG", help="The YAML config file.")],
     overrides: SetOption = None,
     order: Annotated[int, typer.Option("--order", min=1, max=2, help="1: gradients; 2: Hessian-vector products "
                                        "(forward over reverse) against central differences of gradients.")] = 1,
@@ -349,15 +352,15 @@ FormatOption = Annotated[
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train` "
+    run_dir: Annotated[Path, typer.Argument(readable=False, metavar="RUN_DIR", help="A run directory made by `autobp train` "
                                             "(or, with --html, a sweep directory).")],
     fmt: Annotated[Literal[formats.REPORT], typer.Option("--format", help="text for a terminal, markdown for notes "
                    "and issues, json (stable keys) for scripts, html for a self-contained interactive page written to "
                    "RUN_DIR/report.html or -o FILE (needs pip install 'autobp[report]').")] = "text",
-    plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Also draw the gradient-flow "
+    plot: Annotated[Optional[Path], typer.Option("--plot", readable=False, metavar="FILE.png", help="Also draw the gradient-flow "
                                                  "figure (.png, .svg or .pdf; needs pip install 'autobp[plot]').")] = None,
     html: Annotated[bool, typer.Option("--html", help="The same as --format html.")] = False,
-    out: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="With --format html: where to "
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", readable=False, metavar="FILE", help="With --format html: where to "
                                                 "write the page.")] = None,
 ) -> None:
     """Report on a run: its loss curves, a per-layer gradient table and diagnoses.
@@ -395,7 +398,7 @@ def report(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SWEEP...", help="Run directories, or sweep "
+    runs: Annotated[list[Path], typer.Argument(readable=False, metavar="RUN_OR_SWEEP...", help="Run directories, or sweep "
                                                "directories (each stands for all its trials).")],
     sort: Annotated[Optional[str], typer.Option("--sort", metavar="COLUMN", help="Sort by a metric (val_loss, "
                     "best_val_accuracy, …), signal_ratio, epochs or a differing config key; losses ascending, "
@@ -428,7 +431,7 @@ def compare(
 
 @app.command()
 def runs(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The folder to look in (output.dir).")] = Path("runs"),
+    directory: Annotated[Path, typer.Argument(readable=False, metavar="DIR", help="The folder to look in (output.dir).")] = Path("runs"),
     fmt: FormatOption = "text",
 ) -> None:
     """List the run and sweep directories in DIR (default: runs), newest first.
@@ -446,7 +449,7 @@ def runs(
 
 @app.command()
 def view(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The folder to show (output.dir).")] = Path("runs"),
+    directory: Annotated[Path, typer.Argument(readable=False, metavar="DIR", help="The folder to show (output.dir).")] = Path("runs"),
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port to listen on (0: any free one).")] = 8765,
     host: Annotated[str, typer.Option("--host", help="The address to listen on; anything but 127.0.0.1 or "
                                       "localhost lets other machines read your runs.")] = "127.0.0.1",
@@ -463,11 +466,11 @@ def view(
 
 @app.command()
 def export(
-    source: Annotated[Path, typer.Argument(metavar="RUN_OR_SWEEP", help="A run directory (onnx, tensorboard) or "
+    source: Annotated[Path, typer.Argument(readable=False, metavar="RUN_OR_SWEEP", help="A run directory (onnx, tensorboard) or "
                                            "a sweep directory (tensorboard).")],
     fmt: Annotated[Literal[formats.EXPORT], typer.Option("--format", help="onnx: the trained model; tensorboard: "
                                                          "the logs as event files.")],
-    out: Annotated[Optional[Path], typer.Option("-o", "--output", "--out", metavar="PATH", help="The ONNX file [default: "
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", "--out", readable=False, metavar="PATH", help="The ONNX file [default: "
                    "RUN/model.onnx] or the TensorBoard log directory [default: RUN_OR_SWEEP/tensorboard].",
                    show_default=False)] = None,
 ) -> None:
@@ -490,13 +493,13 @@ def export(
 
 @app.command()
 def graph(
-    source: Annotated[Path, typer.Argument(metavar="CONFIG_OR_RUN", help="A config file (initial weights) or a run "
+    source: Annotated[Path, typer.Argument(readable=False, metavar="CONFIG_OR_RUN", help="A config file (initial weights) or a run "
                                            "directory (trained weights).")],
     example: Annotated[int, typer.Option("--example", metavar="I", help="Which example of the validation split "
                                          "(the training split without one).")] = 0,
     fmt: Annotated[Optional[Literal[formats.GRAPH]], typer.Option("--format", help="Output format. [default: from "
                    "-o's suffix, else svg]", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Write here instead of "
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", readable=False, metavar="FILE", help="Write here instead of "
                                                 "standard output.")] = None,
 ) -> None:
     """Draw the network's computation graph for one example, from the engine's recorded graph.

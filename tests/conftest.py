@@ -1,16 +1,25 @@
-"""Shared fixtures: one headless Chromium per test session for the browser tests.
+"""Shared fixtures and helpers: one headless Chromium per test session for the browser tests, the optional extras,
+and commands run as a user whom file permissions bind.
 
 The browser is Debian's `chromium`, launched by its path (no browser download). Without it (or without
-playwright) the browser tests skip, unless AUTOBP_NEED_BROWSER=1, as CI sets, which turns that into a failure.
+playwright) the browser tests skip, and so do the tests of an extra that is not installed (plotly, optuna, …) and,
+when the suite runs as root, the permission tests if `setpriv` is missing. AUTOBP_NEED_ALL=1, as CI sets, turns
+every such skip into a failure (AUTOBP_NEED_BROWSER=1 only the browser's).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import pytest
 
@@ -19,10 +28,61 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
+NOBODY = 65534  # the user and group a permission test runs its command as when the suite runs as root
+
+
+def unavailable(reason: str, *switches: str) -> NoReturn:
+    """Skip the test (or the module) for want of `reason`; fail instead under AUTOBP_NEED_ALL=1 or `switches`."""
+    for switch in ("AUTOBP_NEED_ALL", *switches):
+        if os.environ.get(switch) == "1":
+            pytest.fail(f"{switch}=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """The module an optional extra provides, for the tests of that extra (see `unavailable`)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        unavailable(f"{module} is not installed (pip install -e '.[{extra}]')")
+
+
 def _unavailable(reason: str) -> None:
-    if os.environ.get("AUTOBP_NEED_BROWSER") == "1":
-        pytest.fail(f"AUTOBP_NEED_BROWSER=1 but {reason}")
-    pytest.skip(reason)
+    unavailable(reason, "AUTOBP_NEED_BROWSER")
+
+
+def as_unprivileged(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m autobp ARGS` as a user whom permissions bind: this one, or `nobody` when the suite runs as root
+    (as CI does), which reads and writes whatever the permissions say."""
+    command = [sys.executable, "-m", "autobp", *map(str, args)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            unavailable("the suite runs as root and setpriv (util-linux) is missing to run a command as nobody")
+        command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+        reach = subprocess.run([*command[:4], sys.executable, "-c", "import autobp"], capture_output=True, text=True)
+        if reach.returncode != 0:
+            unavailable(f"user nobody cannot run {sys.executable} with autobp (make the checkout and the venv "
+                        f"readable by others): {reach.stderr.strip()[-300:]}")  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.fixture
+def unprivileged_folder() -> Iterator[Path]:
+    """An empty folder that the user of `as_unprivileged` owns (tmp_path is root's own when the suite runs as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="autobp-unprivileged-"))
+    folder.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(folder, NOBODY, NOBODY)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def give_to_unprivileged(path: Path, mode: int) -> None:
+    """Make `path` the unprivileged user's (see `as_unprivileged`), with permissions `mode`."""
+    if os.geteuid() == 0:
+        os.chown(path, NOBODY, NOBODY)
+    path.chmod(mode)
 
 
 @pytest.fixture(scope="session")

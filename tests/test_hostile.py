@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from autobp.cli import app
+from conftest import as_unprivileged, give_to_unprivileged
 from autobp.config.configfile import config_json_schema
 
 MAX_MESSAGE = 2_000  # characters of an error message
@@ -344,12 +345,13 @@ def test_config_paths_that_are_not_files(tmp_path: Path) -> None:
     assert_error(invoke("validate", tmp_path / ("x" * 300)), "cannot read the file: File name too long")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
-def test_an_unreadable_config_file(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
+def test_an_unreadable_config_file(unprivileged_folder: Path) -> None:
+    config = unprivileged_folder / "config.yaml"
     config.write_text(GOOD_YAML)
-    config.chmod(0)
-    assert_error(invoke("validate", config), f"{config}: cannot read the file: Permission denied")
+    give_to_unprivileged(config, 0)
+    result = as_unprivileged("validate", config, cwd=unprivileged_folder)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"error: {config}: cannot read the file: Permission denied\n"
 
 
 # --- CSV -----------------------------------------------------------------------------------------------------------
@@ -591,11 +593,13 @@ def test_an_output_directory_under_a_file_fails_before_training(tmp_path: Path) 
     assert_error(invoke("train", config), ":7:15: output.dir: must not be empty")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to folders without write permission")
-def test_an_unwritable_output_directory_fails_before_training(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
+def test_an_unwritable_output_directory_fails_before_training(unprivileged_folder: Path) -> None:
+    config = unprivileged_folder / "config.yaml"
     config.write_text(GOOD_YAML)
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    assert_error(invoke("train", config, "--output-dir", locked), f"output directory {locked}: not writable")
+    locked = unprivileged_folder / "locked"
+    locked.mkdir()
+    give_to_unprivileged(locked, 0o500)
+    result = as_unprivileged("train", config, "--output-dir", locked, cwd=unprivileged_folder)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: output directory {locked}: not writable")
     assert not any(locked.iterdir())
