@@ -44,7 +44,8 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        unavailable(f"{module} is not installed (pip install -e '.[{extra}]')")
+        pass
+    unavailable(f"{module} is not installed (pip install -e '.[{extra}]')")
 
 
 def _unavailable(reason: str) -> None:

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("distributed")
+require("distributed", "dask")
 
+from conftest import require
 from autobp.common.errors import ConfigError  # noqa: E402
 from autobp.sweeps.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
 from autobp.sweeps.executor import run_trial  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import open_file
+from conftest import open_file, require
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -19,7 +19,7 @@ from autobp.sweeps.plan import run_sweep
 from autobp.training.runner import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-pytest.importorskip("plotly")
+require("plotly", "report")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import require
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.common.text import format_number
@@ -274,7 +275,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plot_writes_a_png(deep_sigmoid: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "plot")
     figure = tmp_path / "flow.png"
     result = CliRunner().invoke(app, ["report", str(deep_sigmoid), "--plot", str(figure)])
     assert result.exit_code == 0, result.output

@@ -18,12 +18,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import require
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.sweeps.executor import LocalExecutor
 from autobp.sweeps.plan import format_ranking, plan_sweep, resume_sweep, run_sweep
 
-optuna = pytest.importorskip("optuna")
+optuna = require("optuna", "search")
 
 from autobp.sweeps.search import JOURNAL_FILE, Search  # noqa: E402
 
@@ -259,7 +260,7 @@ def resumed_study(directory: Path):
 
 
 def test_the_same_pruning_sweep_on_a_dask_local_cluster(tmp_path, pool):
-    pytest.importorskip("distributed")
+    require("distributed", "dask")
     from autobp.sweeps.cluster import DaskExecutor
 
     path = pruning_sweep(tmp_path, method="asha")

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 from typer.testing import CliRunner
 
+from conftest import require
 from autobp.cli import app
 from autobp.rundir.reader import is_run_dir, read_appended
 from autobp.training.runner import train
@@ -29,7 +30,7 @@ from autobp.training.runner import train
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 180.0  # seconds: generous, for a loaded 2-core machine
-pytest.importorskip("plotly")
+require("plotly", "report")
 
 
 def wait_for(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
