@@ -21,12 +21,15 @@ Task = Literal["classification", "regression"]
 # refuses a name missing here, and a test checks that every entry has a reader).
 
 
+SourceKind = Literal["synthetic", "file"]
+
+
 @dataclass(frozen=True)
 class Source:
     """Where examples come from: generated from the seed or read from a file; the `data` keys it takes (those of no
     other source are refused), the defaults it fills in for omitted ones, and those it requires with what they are."""
 
-    kind: Literal["synthetic", "file"]
+    kind: SourceKind
     keys: tuple[str, ...]
     defaults: Mapping[str, int | float] = field(default_factory=dict)
     required: Mapping[str, str] = field(default_factory=dict)

@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from autobp.common.errors import DataError
 from autobp.common.files import load_npz
-from autobp.config.catalog import SOURCES, Task
+from autobp.config.catalog import SOURCES, SourceKind, Task
 from autobp.config.models import DataConfig
 from autobp.model.csvtable import existing, listing, quoted, read_table
 from autobp.model.mapped import MappedArray, MappedRows, read_header
@@ -71,7 +70,7 @@ def generates(name: str) -> Callable[[Synthesizer], Synthesizer]:
     return register
 
 
-def _register(name: str, kind: Literal["synthetic", "file"], read: Reader) -> None:
+def _register(name: str, kind: SourceKind, read: Reader) -> None:
     # A reader without its catalog entry would be unreachable: the config refuses every name not in the catalog.
     if name not in SOURCES or SOURCES[name].kind != kind:
         raise ValueError(f"no {kind} source {name!r} in autobp.config.catalog.SOURCES")
