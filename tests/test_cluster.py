@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import require
 
 require("distributed", "dask")
 
-from conftest import require
 from autobp.common.errors import ConfigError  # noqa: E402
 from autobp.sweeps.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
 from autobp.sweeps.executor import run_trial  # noqa: E402
