@@ -126,7 +126,7 @@ def test_the_command_writes_each_format_and_rejects_a_bad_example(tmp_path: Path
     nowhere = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "-o", str(tmp_path / "missing" / "g.svg")])
     assert nowhere.exit_code == 2 and f"the folder {tmp_path / 'missing'} does not exist" in nowhere.output
     fmt = runner.invoke(app, ["graph", str(CONFIGS / "xor.yaml"), "--format", "png"])
-    assert fmt.exit_code == 2 and "--format png: choose one of svg, dot, html" in fmt.output
+    assert fmt.exit_code == 2 and "'png' is not one of 'svg', 'dot', 'html'" in fmt.output
 
 
 def test_zeros_print_without_a_sign_and_the_input_says_whether_it_is_standardized(tmp_path: Path) -> None:
