@@ -353,7 +353,7 @@ FormatOption = Annotated[
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(readable=False, metavar="RUN_DIR", help="A run directory made by `autobp train` "
-                                            "(or, with --html, a sweep directory).")],
+                                            "(or, with --format html, a sweep directory).")],
     fmt: Annotated[Literal[formats.REPORT], typer.Option("--format", help="text for a terminal, markdown for notes "
                    "and issues, json (stable keys) for scripts, html for a self-contained interactive page written to "
                    "RUN_DIR/report.html or -o FILE (needs pip install 'autobp[report]').")] = "text",
