@@ -24,7 +24,7 @@ from autobp.common.text import shorten
 from autobp.rundir import layout as rundir
 from autobp.rundir.reader import KILLED, is_run_dir, is_training
 from autobp.rundir.summary import Status, Summary, read_summary
-from autobp.config.catalog import metric_of
+from autobp.config.catalog import metric_of, task_metric
 from autobp.config.models import Monitor
 from autobp.config.configfile import read_text
 
@@ -262,6 +262,14 @@ class TrialsCsv:
     keys: Sequence[str]
     monitor: str
     others: Sequence[str] = ()
+
+    @classmethod
+    def of(cls, keys: Sequence[str], monitor: str, tasks: Iterable[str]) -> TrialsCsv:
+        """The columns of a sweep whose trials have these tasks: beside the monitored metric, the other metrics of the
+        saved model: losses, then accuracy and/or R² as the tasks report them."""
+        reported = sorted({task_metric(task) for task in tasks})
+        metrics = [f"{split}_{measure}" for measure in ("loss", *reported) for split in ("train", "val")]
+        return cls(keys, monitor, [metric for metric in metrics if metric != monitor])
 
     def header(self, run_dir: bool = True) -> list[str]:
         """The columns in order; without run_dir for the ranked table, which names the sweep directory below it."""

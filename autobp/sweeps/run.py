@@ -25,7 +25,6 @@ from autobp.common import files
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Status, Summary, read_summary, summary_from_dict
-from autobp.config.catalog import task_metric
 from autobp.sweeps import search
 from autobp.sweeps.executor import (
     LocalExecutor,
@@ -69,16 +68,9 @@ def _write_record(directory: Path, text: str) -> None:
     files.write_atomic(directory / SWEEP_FILE, text)
 
 
-def _other_metrics(sweep: Sweep) -> list[str]:
-    """The final metrics trials.csv shows beside the monitored one: losses, then accuracy and/or R² as the tasks
-    in the sweep report them."""
-    reported = sorted({task_metric(trial.config["data"]["task"]) for trial in [*sweep.trials, *sweep.probes]})
-    metrics = [f"{split}_{measure}" for measure in ("loss", *reported) for split in ("train", "val")]
-    return [metric for metric in metrics if metric != sweep.monitor]
-
-
 def _write_trials_csv(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
-    schema = TrialsCsv(sweep.keys, sweep.monitor, _other_metrics(sweep))
+    tasks = [trial.config["data"]["task"] for trial in [*sweep.trials, *sweep.probes]]
+    schema = TrialsCsv.of(sweep.keys, sweep.monitor, tasks)
     rows = [schema.row(trial.name, trial.values.values(), outcome, sweep.stage, directory / trial.name)
             for trial, outcome in zip(sweep.trials, outcomes)]  # fmt: skip
     write_trials_csv(directory, schema.header(), rows)
