@@ -81,6 +81,11 @@ def untimed(row: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if key != SECONDS}
 
 
+def measured_in(row: dict[str, Any]) -> list[str]:
+    """The loss and metric columns of a metrics.csv row as read, in file order (whatever the run's task)."""
+    return [name for name in row if name not in METRICS_BOOKKEEPING]
+
+
 def open_gradient_log(run_dir: Path) -> files.CsvLog:
     """gradients.csv as the trainer appends to it (its header written if the file is new)."""
     return files.CsvLog(run_dir / layout.GRADIENTS_FILE, GRADIENT_COLUMNS)
