@@ -6,8 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from autobp.common import files
 from autobp.common.text import format_number, plural
 from autobp.health import describe, judge
+from autobp.model.data import Dataset
+from autobp.model.network import MODEL_FILE, Network
 from autobp.rundir import layout as rundir
 from autobp.rundir.logs import STEP
 from autobp.rundir.reader import read_run
@@ -26,6 +31,19 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return self.status.exit_code
+
+
+def save_model(run_dir: Path, network: Network, data: Dataset) -> None:
+    """model.npz: the weights and what prediction needs of the data (standardization, names)."""
+    arrays = network.state_dict()
+    extras = {
+        "x_mean": data.x_mean, "x_std": data.x_std, "y_mean": data.y_mean, "y_std": data.y_std,
+        "feature_names": np.array(data.feature_names, dtype=str),
+        "target_names": np.array(data.target_names, dtype=str),
+        "class_names": None if data.class_names is None else np.array(data.class_names, dtype=str),
+    }  # fmt: skip
+    arrays.update({key: value for key, value in extras.items() if value is not None})
+    files.write_npz(run_dir / MODEL_FILE, arrays)
 
 
 def conclude(run_dir: Path, summary: Summary) -> None:

@@ -3,11 +3,9 @@ everything it writes as it goes (metrics.csv, gradients.csv, histograms, instrum
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,7 +20,7 @@ from autobp.config.catalog import LOSSES, task_metric
 from autobp.config.models import Config
 from autobp.model.data import Dataset
 from autobp.model.mapped import BatchReader, MappedRows
-from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
+from autobp.model.network import Layer, Network, Trace, build_network
 from autobp.rundir import checkpoint
 from autobp.rundir import instruments as instrument_file
 from autobp.rundir import layout as rundir
@@ -31,13 +29,13 @@ from autobp.rundir.logs import MetricsColumns, open_gradient_log, untimed
 from autobp.rundir.summary import Divergence, EarlyStop, Status, Summary, write_summary
 from autobp.training import recovery
 from autobp.training.compiled import CompiledSteps
-from autobp.training.ending import RunResult, conclude
+from autobp.training.ending import RunResult, conclude, save_model
 from autobp.training.gradstats import GradientLog, log_interval, total
 from autobp.training.instruments import Instruments
 from autobp.training.metrics import Meter, evaluate, loss_targets
 from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.training.progress import Progress
-from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, RandomStreams, StopRequests, now
+from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, EpochStart, RandomStreams, StopRequests, now
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 # Called at each epoch end that training would continue past, with the epoch and its metrics row; True, or the
@@ -57,29 +55,6 @@ class Diverged(Exception):
 def nothing_trained(exc: OSError) -> AutobpError:
     """A write that failed before training began (exit 1)."""
     return AutobpError(f"{files.describe_write_error(exc)}; nothing was trained")
-
-
-@dataclass
-class EpochStart:
-    """Where the epoch under way began: the shuffling stream's state before it drew the epoch's order, the step
-    count, and the epoch's training metrics so far. A checkpoint taken inside an epoch (Ctrl-C, max_steps) carries
-    it, so that resuming replays the same order from the same batch: bit for bit the uninterrupted run."""
-
-    shuffle: dict
-    first_step: int
-    meter: Meter
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        state = {"epoch_start.shuffle": np.array(json.dumps(self.shuffle)), "epoch_start.step": np.array(self.first_step)}
-        return state | {f"epoch_meter.{key}": value for key, value in self.meter.state_dict().items()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], meter: Meter) -> EpochStart | None:
-        """The epoch start a checkpoint holds, or None for a checkpoint taken between epochs."""
-        if "epoch_start.step" not in state:
-            return None
-        meter.load_state_dict({k.removeprefix("epoch_meter."): v for k, v in state.items() if k.startswith("epoch_meter.")})
-        return cls(json.loads(str(state["epoch_start.shuffle"])), int(state["epoch_start.step"]), meter)
 
 
 class Trainer:
@@ -270,7 +245,7 @@ class Trainer:
         try:
             if summary.status == Status.INTERRUPTED and self.config.training.checkpoint_every is not None:
                 self._save_checkpoint()
-            self._save_model()
+            save_model(self.run_dir, self.network, self.dataset)
         except OSError as exc:
             summary.status, summary.error = Status.FAILED, files.describe_write_error(exc)
         try:
@@ -414,18 +389,6 @@ class Trainer:
         return self.columns.row(self.epoch, self.step, train, self.evaluate(self.X_val, self.y_val), lr, seconds)
 
     # --- what the run leaves -----------------------------------------------------------------------------------
-    def _save_model(self) -> None:
-        arrays = self.network.state_dict()
-        data = self.dataset
-        extras = {
-            "x_mean": data.x_mean, "x_std": data.x_std, "y_mean": data.y_mean, "y_std": data.y_std,
-            "feature_names": np.array(data.feature_names, dtype=str),
-            "target_names": np.array(data.target_names, dtype=str),
-            "class_names": None if data.class_names is None else np.array(data.class_names, dtype=str),
-        }  # fmt: skip
-        arrays.update({key: value for key, value in extras.items() if value is not None})
-        files.write_npz(self.run_dir / MODEL_FILE, arrays)
-
     def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> Summary:
         # Only an epoch's last batch can be short, so whole epochs plus full batches count the examples exactly.
         epochs, batches = divmod(self.step, self.steps_per_epoch)
