@@ -32,7 +32,8 @@ def _modules(root: Path) -> Iterator[tuple[str, ast.Module]]:
 
 def _docstrings(tree: ast.Module) -> set[int]:
     """ids of the bare string expressions (docstrings): prose, not code."""
-    return {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    bare = (node.value for node in ast.walk(tree) if isinstance(node, ast.Expr))
+    return {id(value) for value in bare if isinstance(value, ast.Constant)}
 
 
 def literals_outside(root: Path, owner: str, names: Iterable[str]) -> list[str]:

@@ -37,7 +37,8 @@ def kept_logs(run_dir: Path, columns: MetricsColumns, epoch: int, step: int, not
     """The whole log rows up to `epoch` (metrics) and `step` (gradients), read without writing anything."""
     logged = intact_rows(run_dir / rundir.METRICS_FILE, columns.columns, notes)
     metrics = [r for r in logged if int(r[EPOCH]) <= epoch]
-    gradients = [r for r in intact_rows(run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS, notes) if int(r[STEP]) <= step]
+    gradients = intact_rows(run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS, notes)
+    gradients = [r for r in gradients if int(r[STEP]) <= step]
     return KeptLogs(metrics, gradients, len(logged) - len(metrics))
 
 

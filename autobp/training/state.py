@@ -1,5 +1,6 @@
 """The parts of a run's state that a checkpoint must carry besides the weights and the optimizer: early stopping,
-the random streams, the clock and where the epoch under way began. Each owns its state and its `state_dict` / `load_state_dict`, as the optimizers do.
+the random streams, the clock and where the epoch under way began. Each owns its state and its `state_dict` /
+`load_state_dict`, as the optimizers do.
 
 State dicts hold plain arrays keyed by name, so checkpoint.npz stays readable with `np.load`.
 """
