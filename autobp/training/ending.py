@@ -11,7 +11,7 @@ import numpy as np
 from autobp.common import files
 from autobp.common.text import format_number, plural
 from autobp.health import describe, judge
-from autobp.model.data import Dataset
+from autobp.model.dataset import Dataset
 from autobp.model.network import MODEL_FILE, Network
 from autobp.rundir import layout as rundir
 from autobp.rundir.logs import STEP

@@ -22,7 +22,7 @@ from autobp.common.runtime import keep_freed_memory
 from autobp.common.text import flatten
 from autobp.config.configfile import dump_config, load_config
 from autobp.config.models import Config, check_name
-from autobp.model.data import Dataset
+from autobp.model.dataset import Dataset
 from autobp.model.prepare import prepare
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Status

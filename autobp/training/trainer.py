@@ -18,7 +18,7 @@ from autobp.common.runtime import blas_build
 from autobp.common.text import plural, shorten
 from autobp.config.catalog import LOSSES, task_metric
 from autobp.config.models import Config
-from autobp.model.data import Dataset
+from autobp.model.dataset import Dataset
 from autobp.model.mapped import BatchReader, MappedRows
 from autobp.model.network import Layer, Network, Trace, build_network
 from autobp.rundir import checkpoint
