@@ -1,93 +1,94 @@
-"""Every file schema has one owner: its column names are spelled as string literals only in the module that owns them.
+"""Every file schema has one owner: its column names are written as string literals only in the module that owns
+them, and every other module of the package reads them from there. (Tests spell the columns out on purpose: they
+check the file format independently of the code that writes it.)
 
-To guard another file, add a Schema to SCHEMAS: its owner module, its columns (read from the owner) and, per other
-module, the words that name something else there (a summary.json field, a config key) with what they name.
+metrics.csv's loss and metric columns (`train_loss`, `val_accuracy`, …) are the catalog's metric names with a split
+prefix (`config.catalog.METRICS`, `MONITORS`): a module may name one as the monitor or curve it means. What the file
+alone owns is its list of columns and its bookkeeping columns (`lr`, `seconds`), so a literal list holding them is
+what this test refuses.
+
+trials.csv's columns are owned by `sweeps/record.py` (`TrialsCsv`): its status, epochs, seconds and reason are
+summary.json's fields under their own names, so only a list holding `trial` or `run_dir` beside them copies its header.
 """
 
 from __future__ import annotations
 
 import ast
-import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from autobp.sweeps.record import TRIALS_FILE, TrialsCsv, best_column
+import autobp
+from autobp.config.catalog import METRICS
+from autobp.rundir.logs import (
+    GRADIENT_COLUMNS, GRADIENT_VALUES, LAYER, LR, METRICS_BOOKKEEPING, SECONDS, SPLITS,
+)  # fmt: skip
+from autobp.sweeps.record import RUN_DIR, TRIAL, TrialsCsv
 
-PACKAGE = Path(__file__).resolve().parent.parent / "autobp"
-
-
-@dataclass(frozen=True)
-class Schema:
-    file: str
-    owner: str  # the module, relative to the package, that spells the columns
-    columns: frozenset[str]
-    elsewhere: dict[str, tuple[set[str], str]] = field(default_factory=dict)  # module -> (words, what they name)
-
-
-def _fixed_trials_columns() -> frozenset[str]:
-    """trials.csv's columns that do not depend on the sweep (its swept keys and metrics do)."""
-    monitor = "val_loss"
-    return frozenset(TrialsCsv((), monitor).header()) - {monitor, best_column(monitor)}
+PACKAGE = Path(autobp.__file__).parent
+LOGS_OWNER = "rundir/logs.py"
+TRIALS_OWNER = "sweeps/record.py"
+METRICS_COLUMNS = [*METRICS_BOOKKEEPING, *(f"{split}_{metric}" for metric in METRICS for split in SPLITS)]
 
 
-SCHEMAS = [
-    Schema(TRIALS_FILE, "sweeps/record.py", _fixed_trials_columns(), {
-        "health.py": ({"epochs"}, "the config key training.epochs and health.json's field"),
-        "rundir/histograms.py": ({"epochs"}, "histograms.npz's array"),
-        "rundir/summary.py": ({"reason"}, "summary.json's field"),
-        "sweeps/cluster.py": ({"run_dir"}, "summary.json's field"),
-        "sweeps/executor.py": ({"status"}, "the key of run_trial's result"),
-        "sweeps/plan.py": ({"trial"}, "the prefix of the trial folders' names, trial-000"),
-        "sweeps/run.py": ({"epochs", "status"}, "the config key training.epochs; the key of run_trial's result"),
-        "sweeps/search.py": ({"trial"}, "the Optuna trial's attribute holding the trial's name"),
-        "tools/compare.py": ({"epochs", "run_dir", "seconds", "status"},
-                             "summary.json's fields in compare's own table and JSON; isoformat's timespec"),
-        "tools/doctor.py": ({"status"}, "doctor.json's field"),
-        "tools/html_report.py": ({"epochs"}, "compare's column to sort the runs by"),
-        "tools/report.py": ({"seconds", "status"}, "metrics.csv's column; the verified-fix table's column"),
-        "tools/tensorboard_export.py": ({"seconds"}, "metrics.csv's column"),
-        "tools/view.py": ({"epochs", "run_dir", "status"}, "the page's JSON keys, from summary.json"),
-        "training/progress.py": ({"trial"}, "the unit the sweep's progress bar counts"),
-        "training/runner.py": ({"reason", "seconds"}, "summary.json's field; metrics.csv's column"),
-        "training/state.py": ({"seconds"}, "checkpoint.npz's array; isoformat's timespec"),
-    }),  # fmt: skip
-]
+def _modules(root: Path) -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(root.rglob("*.py")):
+        yield path.relative_to(root).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
 
 
-def _literals(path: Path) -> set[str]:
-    """Every string constant of a module (docstrings and f-string parts included: they never equal a bare name)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+def _docstrings(tree: ast.Module) -> set[int]:
+    """ids of the bare string expressions (docstrings): prose, not code."""
+    bare = (node.value for node in ast.walk(tree) if isinstance(node, ast.Expr))
+    return {id(value) for value in bare if isinstance(value, ast.Constant)}
 
 
-def _spelled_outside(schema: Schema) -> dict[str, set[str]]:
-    """Modules other than the owner that spell a column of the schema, with the words not explained there."""
-    found = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = path.relative_to(PACKAGE).as_posix()
-        if module == schema.owner:
+def literals_outside(root: Path, owner: str, names: Iterable[str]) -> list[str]:
+    """`module:line: 'name'` for each string literal equal to one of `names` in a module of `root` other than
+    `owner`."""
+    names = set(names)
+    found = []
+    for module, tree in _modules(root):
+        if module == owner:
             continue
-        words = _literals(path) & schema.columns
-        words -= schema.elsewhere.get(module, (set(), ""))[0]
-        if words:
-            found[module] = words
-    return found
+        prose = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in prose:
+                found.append((module, node.lineno, f"{module}:{node.lineno}: {node.value!r}"))
+    return [text for *_, text in sorted(found)]
 
 
-def test_every_column_is_spelled_only_by_its_owner() -> None:
-    for schema in SCHEMAS:
-        assert (PACKAGE / schema.owner).is_file(), schema.owner
-        spelled = _spelled_outside(schema)
-        assert not spelled, (f"{schema.file}'s columns are spelled outside {schema.owner}: {spelled}; import the "
-                             "owner's names, or if the word names something else there, say what in `elsewhere`")  # fmt: skip
+def lists_outside(root: Path, owner: str, columns: Iterable[str], own: Iterable[str]) -> list[str]:
+    """`module:line: [...]` for each tuple, list or set literal outside `owner` that holds two or more of a file's
+    `columns`, one of them among the columns only that file has (`own`): a copy of part of its header."""
+    columns, own = set(columns), set(own)
+    found = []
+    for module, tree in _modules(root):
+        if module == owner:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                held = [e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in columns]
+                if len(held) >= 2 and own & set(held):
+                    found.append((module, node.lineno, f"{module}:{node.lineno}: {held}"))
+    return [text for *_, text in sorted(found)]
 
 
-def test_the_guard_finds_a_column_spelled_outside_its_owner(tmp_path, monkeypatch) -> None:
-    """The scan sees a header copied into another module, and not the same word inside a longer text."""
-    module = tmp_path / "tools" / "copy.py"
-    module.parent.mkdir()
-    module.write_text('HEADER = ["trial", "status"]\nTEXT = f"{1} trial"\n', encoding="utf-8")
-    (tmp_path / "sweeps").mkdir()
-    (tmp_path / "sweeps" / "record.py").write_text('TRIAL = "trial"\n', encoding="utf-8")
-    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path)
-    assert _spelled_outside(SCHEMAS[0]) == {"tools/copy.py": {"trial", "status"}}
+def test_the_finders_find_a_column_spelled_outside_its_owner(tmp_path: Path) -> None:
+    (tmp_path / "owner.py").write_text('COLUMNS = ["epoch", "lr"]\n')
+    (tmp_path / "reader.py").write_text('"""Reads lr."""\nSKIP = ("epoch", "lr")\nX = "lr"\nY = "epoch"\n')
+    assert literals_outside(tmp_path, "owner.py", ["lr"]) == ["reader.py:2: 'lr'", "reader.py:3: 'lr'"]
+    assert lists_outside(tmp_path, "owner.py", ["epoch", "lr"], ["lr"]) == ["reader.py:2: ['epoch', 'lr']"]
+    assert lists_outside(tmp_path, "owner.py", ["epoch", "lr"], ["seconds"]) == []  # shares only common names
+
+
+def test_gradients_csv_columns_are_spelled_only_in_their_owner() -> None:
+    assert literals_outside(PACKAGE, LOGS_OWNER, GRADIENT_VALUES) == []
+    assert lists_outside(PACKAGE, LOGS_OWNER, GRADIENT_COLUMNS, [LAYER, *GRADIENT_VALUES]) == []
+
+
+def test_metrics_csv_columns_are_listed_only_in_their_owner() -> None:
+    assert lists_outside(PACKAGE, LOGS_OWNER, METRICS_COLUMNS, [LR, SECONDS]) == []
+
+
+def test_trials_csv_columns_are_listed_only_in_their_owner() -> None:
+    columns = TrialsCsv.of(["optimizer.lr"], "val_loss", ["classification", "regression"]).header()
+    assert lists_outside(PACKAGE, TRIALS_OWNER, columns, [TRIAL, RUN_DIR]) == []

@@ -28,7 +28,7 @@ from autobp.sweeps import search
 from autobp.sweeps.record import Ranking
 from autobp.sweeps.sweepfile import HEALTH, Range, SweepFile, is_sweep_file, validate_sweep_file
 from autobp.sweeps.table import cell
-from autobp.training.runner import estimated_size
+from autobp.training.entry import estimated_size
 
 
 def expand(spec: SweepFile) -> list[dict[str, Any]]:
