@@ -150,9 +150,9 @@ def train(
     Exit codes: 0 completed or stopped early, 1 failed, 2 bad config or data, 3 diverged, 130 interrupted.
     """
     from autobp.common.errors import ConfigError
-    from autobp.training.runner import format_summary
-    from autobp.training.runner import resume as resume_run
-    from autobp.training.runner import train as run
+    from autobp.training.ending import format_summary
+    from autobp.training.entry import resume as resume_run
+    from autobp.training.entry import train as run
 
     _refuse_renamed_output(renamed)
     if resume is not None:
@@ -212,7 +212,8 @@ def sweep(
     interrupted (resume with --resume).
     """
     from autobp.common.errors import ConfigError
-    from autobp.sweeps.plan import format_ranking, resume_sweep, run_sweep
+    from autobp.sweeps.run import resume_sweep, run_sweep
+    from autobp.sweeps.table import format_ranking
 
     _refuse_renamed_output(renamed)
     if resume is not None and (sources or overrides or name is not None or output_dir is not None):

@@ -20,7 +20,7 @@ require("distributed", "dask")
 from autobp.common.errors import ConfigError  # noqa: E402
 from autobp.sweeps.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
 from autobp.sweeps.executor import run_trial  # noqa: E402
-from autobp.sweeps.plan import run_sweep  # noqa: E402
+from autobp.sweeps.run import run_sweep  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_doctor_and_health_pruning_run_on_the_cluster_as_on_the_local_pool(clust
     from test_sweep_health import sweep_file
 
     from autobp.tools.doctor import run_doctor
-    from autobp.training.runner import train
+    from autobp.training.entry import train
 
     run = train(Path(__file__).parent.parent / "configs" / "deep_sigmoid.yaml",
                 ["training.epochs=6", f"output.dir={tmp_path / 'runs'}"]).run_dir  # fmt: skip

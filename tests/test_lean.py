@@ -31,7 +31,7 @@ def test_median_is_numpys_median_of_the_finite_values() -> None:
 def test_a_training_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     script = (
         "import sys, json\n"
-        "from autobp.training.runner import train\n"
+        "from autobp.training.entry import train\n"
         f"train({str(CONFIGS / 'xor.yaml')!r}, ['training.epochs=2'], output={str(tmp_path)!r})\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'autobp'))))\n"
     )
@@ -39,7 +39,7 @@ def test_a_training_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     modules = set(json.loads(done.stdout))
     assert "autobp.training.compiled" in modules  # the run went through the compiled path
     # numpy.ma (via np.median), sweeps, reports' plotting and predictions are not a training run's business.
-    assert not modules & {"numpy.ma", "autobp.sweeps.plan", "autobp.tools.plot", "autobp.tools.predict"}
+    assert not modules & {"numpy.ma", "autobp.sweeps.plan", "autobp.sweeps.run", "autobp.tools.plot", "autobp.tools.predict"}
 
 
 # --- memory: split by index in place, statistics in chunks, standardize in place -----------------------------------

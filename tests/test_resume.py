@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.rundir import checkpoint
 from autobp.common.errors import ConfigError, DataError
-from autobp.training.runner import Trainer, resume, train
+from autobp.training.trainer import Trainer
+from autobp.training.entry import resume, train
 
 LOGS = ("metrics.csv", "gradients.csv")
 

@@ -22,7 +22,9 @@ from conftest import require
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.sweeps.executor import LocalExecutor
-from autobp.sweeps.plan import format_ranking, plan_sweep, resume_sweep, run_sweep
+from autobp.sweeps.plan import plan_sweep
+from autobp.sweeps.run import resume_sweep, run_sweep
+from autobp.sweeps.table import format_ranking
 
 optuna = require("optuna", "search")
 
@@ -178,7 +180,7 @@ def test_pruned_shows_in_every_output(tmp_path):
 
 def test_a_pruned_run_exits_0_and_can_be_resumed_to_the_end(tmp_path):
     from autobp.model.prepare import prepare
-    from autobp.training.runner import resume, run
+    from autobp.training.entry import resume, run
 
     config, dataset = prepare(base_config(tmp_path, training={"epochs": 6, "batch_size": 32, "checkpoint_every": 1}))
     seen = []
