@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import autobp
 from autobp.cli import app
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 COMMANDS = ("train", "validate", "sweep", "schema", "predict", "gradcheck", "report", "compare", "runs", "export")
