@@ -373,14 +373,22 @@ def to_svg(graph: ComputationGraph, values: bool = True) -> str:
 def _svg_edge(edge: Edge, places: dict[str, tuple[float, float, float]]) -> str:
     sx, sy, sh = places[edge.source]
     tx, ty, th = places[edge.target]
-    x1, y1, x2, y2 = sx + NODE_WIDTH, sy + sh / 2, tx, ty + th / 2
-    bend = (x2 - x1) / 2
     label = edge_label(edge)
-    mx, my = (x1 + x2) / 2, (y1 + y2) / 2 - 4 - 6 * (len(label) - 1)
+    if tx - sx > NODE_WIDTH + COLUMN_GAP and sy + sh / 2 == ty + th / 2:
+        # Past the operations between them on the row (an activation made of several): an arc over their tops.
+        x1, y1, x2, y2 = sx + NODE_WIDTH / 2, sy, tx + NODE_WIDTH / 2, ty
+        lift = 0.75 * ROW_GAP
+        curve = f"C {x1:.1f} {y1 - lift:.1f}, {x2:.1f} {y2 - lift:.1f}, {x2:.1f} {y2:.1f}"
+        mx, my = (x1 + x2) / 2, y1 - lift / 2 - 12 * len(label)
+    else:
+        x1, y1, x2, y2 = sx + NODE_WIDTH, sy + sh / 2, tx, ty + th / 2
+        bend = (x2 - x1) / 2
+        curve = f"C {x1 + bend:.1f} {y1:.1f}, {x2 - bend:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}"
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2 - 4 - 6 * (len(label) - 1)
     text = "".join(f'<tspan x="{mx:.1f}" dy="{0 if i == 0 else 12}">{html.escape(line)}</tspan>'
                    for i, line in enumerate(label))  # fmt: skip
     return (f'<g class="edge" data-source="{edge.source}" data-target="{edge.target}" data-argnum="{edge.argnum}">'
-            f'<path d="M {x1:.1f} {y1:.1f} C {x1 + bend:.1f} {y1:.1f}, {x2 - bend:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}" '
+            f'<path d="M {x1:.1f} {y1:.1f} {curve}" '
             'fill="none" stroke="#777" stroke-width="1.3" marker-end="url(#arrow)"/>'
             f'<text text-anchor="middle" y="{my:.1f}" font-size="10" fill="#333" stroke="#fff" stroke-width="3" '
             f'paint-order="stroke">{text}</text></g>')  # fmt: skip
