@@ -12,7 +12,7 @@ import numpy as np
 
 from autobp.engine import no_grad
 from autobp.engine.ops import logistic
-from autobp.model.data import Dataset
+from autobp.model.dataset import Dataset
 from autobp.model.network import Network
 from autobp.config.catalog import LOSSES, task_metric
 
