@@ -104,6 +104,16 @@ def test_onnxruntime_predicts_what_autobp_does(trained: Path, registered: None, 
     assert np.array_equal(class_id[clear], expected.argmax(axis=1)[clear])
 
 
+def test_an_activation_without_an_onnx_operator_is_a_clear_export_error(trained: Path, tmp_path: Path) -> None:
+    ACTIVATIONS["softsign"] = Activation(softsign, "squashing", "1 / (1 + |z|)²")
+    try:
+        with pytest.raises(ConfigError, match="activation 'softsign' has no ONNX operator in autobp's catalog"):
+            export_onnx(trained, tmp_path / "softsign.onnx")
+    finally:
+        del ACTIVATIONS["softsign"]
+    assert not (tmp_path / "softsign.onnx").exists()
+
+
 def _onnx_nodes(path: Path) -> list:
     import onnx
 

@@ -171,7 +171,6 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 
 
-
 @dataclass(frozen=True)
 class Schedule:
     """A learning-rate schedule: the `optimizer.schedule` keys it reads besides `name` (their defaults are its config
