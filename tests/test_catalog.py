@@ -22,7 +22,7 @@ from autobp.tools.graph import build_graph, render_graph
 from autobp.tools.onnx_export import export_onnx
 from autobp.tools.predict import evaluate, load_model, network_inputs
 from autobp.training.metrics import class_probabilities, loss_targets
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 
 def softsign(z: Tensor) -> Tensor:
