@@ -17,6 +17,7 @@ from autobp.health.thresholds import (
     SIGNAL_RATIO,
 )
 from autobp.model.network import fitting_init, fitting_std
+from autobp.rundir.logs import DEAD_FRACTION, SATURATED_FRACTION
 from autobp.rundir.reader import RunLog
 from autobp.rundir.summary import LayerVerdict
 
@@ -164,8 +165,8 @@ def inactive_findings(layers: list[LayerSummary], config: Config | None) -> list
     logged step already shows them (the initial weights, or inputs that are not standardized)."""
     found = []
     for kind, field_name, word in (
-        ("dead_units", "dead_fraction", "dead (pre-activation ≤ 0 for the whole batch)"),
-        ("saturated_units", "saturated_fraction", f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)"),
+        ("dead_units", DEAD_FRACTION, "dead (pre-activation ≤ 0 for the whole batch)"),
+        ("saturated_units", SATURATED_FRACTION, f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)"),
     ):  # fmt: skip
         judged = [layer for layer in layers if kind == "saturated_units" or layer.activation in DYING]
         hit = [(layer, getattr(layer, field_name)) for layer in judged

@@ -11,6 +11,7 @@ import numpy as np
 from autobp.common.text import format_number
 from autobp.config.catalog import ACTIVATIONS
 from autobp.health.thresholds import DYING, INACTIVE_FRACTION, MIN_GRAD_NORM, SIGNAL_RATIO
+from autobp.rundir.logs import DEAD_FRACTION, GRAD_NORM_W, OUT_GRAD_NORM, SATURATED_FRACTION, UPDATE_RATIO, WEIGHT_NORM
 from autobp.rundir.reader import RunLog
 from autobp.rundir.summary import LayerVerdict
 
@@ -75,13 +76,13 @@ def _at_first_step(values: Sequence[float | None]) -> float | None:
 
 # Each summarised field: how it reduces which gradients.csv column over the logged steps.
 _REDUCTIONS = {
-    "grad_norm_w_first": (first_value, "grad_norm_w"), "grad_norm_w_median": (median, "grad_norm_w"),
-    "grad_norm_w_last": (last_value, "grad_norm_w"), "out_grad_norm_median": (median, "out_grad_norm"),
-    "update_ratio_median": (median, "update_ratio"), "dead_fraction": (last_value, "dead_fraction"),
-    "saturated_fraction": (last_value, "saturated_fraction"), "out_grad_norm_first": (_at_first_step, "out_grad_norm"),
-    "update_ratio_max": (_largest, "update_ratio"), "weight_norm_first": (_at_first_step, "weight_norm"),
-    "update_ratio_first": (_at_first_step, "update_ratio"), "dead_fraction_first": (_at_first_step, "dead_fraction"),
-    "saturated_fraction_first": (_at_first_step, "saturated_fraction"),
+    "grad_norm_w_first": (first_value, GRAD_NORM_W), "grad_norm_w_median": (median, GRAD_NORM_W),
+    "grad_norm_w_last": (last_value, GRAD_NORM_W), "out_grad_norm_median": (median, OUT_GRAD_NORM),
+    "update_ratio_median": (median, UPDATE_RATIO), DEAD_FRACTION: (last_value, DEAD_FRACTION),
+    SATURATED_FRACTION: (last_value, SATURATED_FRACTION), "out_grad_norm_first": (_at_first_step, OUT_GRAD_NORM),
+    "update_ratio_max": (_largest, UPDATE_RATIO), "weight_norm_first": (_at_first_step, WEIGHT_NORM),
+    "update_ratio_first": (_at_first_step, UPDATE_RATIO), "dead_fraction_first": (_at_first_step, DEAD_FRACTION),
+    "saturated_fraction_first": (_at_first_step, SATURATED_FRACTION),
 }  # fmt: skip
 
 

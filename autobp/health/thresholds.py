@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from autobp.rundir.logs import GRAD_MEAN, GRAD_NORM_B, GRAD_NORM_W, GRAD_STD, OUT_GRAD_NORM, WEIGHT_NORM
+
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
 INACTIVE_FRACTION = 0.5  # dead (ReLU) or saturated (tanh, sigmoid) share of a layer's units; at the first logged
 # step, reaching it (half the units) already makes the initialisation or the data the cause
@@ -55,7 +57,7 @@ FAR_OFF = 10.0
 
 # Gradient-log columns whose non-finite values mean the run blew up; update_ratio is left out because it is
 # infinite by definition for a weight matrix of zeros.
-BLOW_UP_COLUMNS = ("grad_norm_w", "grad_norm_b", "weight_norm", "out_grad_norm", "grad_mean", "grad_std")
+BLOW_UP_COLUMNS = (GRAD_NORM_W, GRAD_NORM_B, WEIGHT_NORM, OUT_GRAD_NORM, GRAD_MEAN, GRAD_STD)
 
 # --- instruments (instruments.csv) ----------------------------------------------------------------------------
 # gradient_noise: the smoothed noise scale B_noise at least this many times the batch size B. Training at B needs

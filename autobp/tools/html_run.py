@@ -20,6 +20,7 @@ from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DOCTOR_FILE
 from autobp.rundir.histograms import HISTOGRAMS_FILE
+from autobp.rundir.logs import DEAD_FRACTION, GRAD_NORM_W, LAYER, OUT_GRAD_NORM, SATURATED_FRACTION, STEP, UPDATE_RATIO
 from autobp.tools.html_instruments import instruments_section
 from autobp.tools.html_page import (
     Section, clean, digest, figure_html, layer_colors, live_data, log_toggle, plotly_objects, table_html,
@@ -28,10 +29,10 @@ from autobp.tools.html_page import (
 BANDS = (0, 16, 50, 84, 100)  # percentiles of the distributions view: min–max, ±1σ of a normal, the median
 BAND_TRACES = 5  # a band's traces: the lower and upper edge of each of the two bands, the median
 LAYER_CURVES = (
-    ("grad_norm_w", "‖∂L/∂W‖", True),
-    ("update_ratio", "update ratio ‖ΔW‖/‖W‖", True),
-    ("dead_fraction", "dead fraction (ReLU family)", False),
-    ("saturated_fraction", "saturated fraction (tanh, sigmoid)", False),
+    (GRAD_NORM_W, "‖∂L/∂W‖", True),
+    (UPDATE_RATIO, "update ratio ‖ΔW‖/‖W‖", True),
+    (DEAD_FRACTION, "dead fraction (ReLU family)", False),
+    (SATURATED_FRACTION, "saturated fraction (tanh, sigmoid)", False),
 )
 QUANTITY_TITLES = {"weight_grad": "∂L/∂W", "weight": "W", "pre_activation": "pre-activation z"}
 # A click on the fitted drawing shows it at full size, scrolled so that the clicked place is in the middle.
@@ -41,7 +42,7 @@ frame.addEventListener('click', (event) => { if (!fit.checked) return; const box
 fit.checked = false; frame.scrollLeft = x * frame.scrollWidth - frame.clientWidth / 2;
 frame.scrollTop = y * frame.scrollHeight - frame.clientHeight / 2; }); })();"""
 MAX_TICKS = 8  # labels on a log axis or colour bar
-FRACTIONS = ("dead_fraction", "saturated_fraction")  # between 0 and 1: their axes start at 0
+FRACTIONS = (DEAD_FRACTION, SATURATED_FRACTION)  # between 0 and 1: their axes start at 0
 
 
 class RunContext:
@@ -208,7 +209,7 @@ def _gradient_flow(context: RunContext) -> str:
     column = {step: i for i, step in enumerate(steps)}
     raw = [[None] * len(steps) for _ in log.layers]
     for row, layer in zip(raw, log.layers):
-        for step, value in zip(layer.steps, layer.values("out_grad_norm")):
+        for step, value in zip(layer.steps, layer.values(OUT_GRAD_NORM)):
             row[column[step]] = value
     logs = [clean([math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row]) for row in raw]
     finite = [v for row in logs for v in row if v is not None]
@@ -228,7 +229,7 @@ def _gradient_flow(context: RunContext) -> str:
     explain = ('<p class="explain">‖∂L/∂f_i‖, the backpropagated signal reaching each layer\'s output, at every '
                "logged step, on a log colour scale: a signal that vanishes on its way back to the input shows as "
                "a dark bottom, one that explodes as a bright bottom.</p>")  # fmt: skip
-    live = live_data([{"source": rundir.GRADIENTS_FILE, "x": "step", "z": "out_grad_norm", "rows": "layer"}],
+    live = live_data([{"source": rundir.GRADIENTS_FILE, "x": STEP, "z": OUT_GRAD_NORM, "rows": LAYER}],
                      context.marks, kind="heatmap", max_ticks=MAX_TICKS)  # fmt: skip
     return explain + figure_html(figure, "gradient-flow", live) + _layer_curves(context)
 
@@ -247,7 +248,7 @@ def _layer_curves(context: RunContext) -> str:
                                         legendgroup=layer.name, showlegend=col == 1, line=dict(color=color, width=1.4),
                                         hovertemplate=f"{layer.name} step %{{x}}<br>{column} %{{y:.3g}}<extra></extra>"),
                              row=1, col=col)  # fmt: skip
-            traces.append({"source": rundir.GRADIENTS_FILE, "x": "step", "y": column, "match": {"layer": layer.name}})
+            traces.append({"source": rundir.GRADIENTS_FILE, "x": STEP, "y": column, "match": {LAYER: layer.name}})
     for col, (column, _, log_scale) in enumerate(shown, start=1):
         values = [v for layer in log.layers for v in layer.values(column)]
         if log_scale:  # labels on whole decades only: minor labels crowd a short axis
