@@ -13,7 +13,7 @@ from autobp.common.errors import ConfigError
 from autobp.health import fatal_cause
 from autobp.health.thresholds import FATAL_KINDS
 from autobp.rundir.summary import read_summary
-from autobp.sweeps.plan import run_sweep
+from autobp.sweeps.run import run_sweep
 from autobp.sweeps.search import JOURNAL_FILE
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
