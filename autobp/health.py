@@ -27,7 +27,7 @@ from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.summary import Diagnosis, Health, InstrumentVerdict, LayerVerdict
 from autobp.config.catalog import ACTIVATIONS, task_metric, task_of_loss
 from autobp.config.models import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config, TrainingConfig
-from autobp.config.configfile import override_value
+from autobp.config.overrides import override_value
 
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
 INACTIVE_FRACTION = 0.5  # dead (ReLU) or saturated (tanh, sigmoid) share of a layer's units; at the first logged

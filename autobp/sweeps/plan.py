@@ -40,20 +40,9 @@ from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Status, Summary, read_summary, summary_from_dict
 from autobp.config.catalog import lower_is_better, task_metric
 from autobp.config.models import FILE_PATH_KEYS, Config, Monitor, check_name, monitor_problem, raise_problems
-from autobp.config.configfile import (
-    Positions,
-    Problem,
-    duplicate_key_problems,
-    override_arguments,
-    override_value,
-    parse_yaml,
-    problems_from,
-    read_text,
-    report_problems,
-    show,
-    suggest,
-    written_path,
-)
+from autobp.config.overrides import override_arguments, override_value
+from autobp.config.problems import Positions, Problem, problems_from, report_problems, show, suggest, written_path
+from autobp.config.yamlfile import duplicate_key_problems, parse_yaml, read_text
 from autobp.sweeps import search
 from autobp.sweeps.executor import (
     LocalExecutor,
@@ -297,7 +286,7 @@ def _sweep_file_problems(error: dict, raw: dict, positions: Positions) -> Iterat
     elif kind == "list_type" and loc[0] == "parameters":
         yield positions.problem(path, f"expected a list of values or a range {{min, max, log}}, got {show(given)}")
     else:
-        yield from problems_from(error, raw, positions)
+        yield from problems_from(error, raw, positions, Config)
 
 
 # --- expanding and validating the trials --------------------------------------------------------------------------
