@@ -251,13 +251,16 @@ def _annotation_at(model: type[BaseModel], loc: tuple) -> Any:
     annotation: Any = model
     for part in loc:
         steps = (_step(option, part) for option in _options(annotation))
-        annotation = next((found for found in steps if found is not None), None)
+        # A part that leads nowhere names a union member (a callable discriminator's tag, a smart union's type).
+        annotation = next((found for found in steps if found is not None), annotation)
     return annotation
 
 
 def _step(option: Any, part: Any) -> Any:
     if get_origin(option) is list and isinstance(part, int):
         return get_args(option)[0]
+    if get_origin(option) is dict:
+        return get_args(option)[1]
     if not (isinstance(option, type) and issubclass(option, BaseModel)):
         return None
     if part in option.model_fields:
