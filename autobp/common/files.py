@@ -347,7 +347,7 @@ def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, st
 
 
 def _quoted(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
+    if "," in text or '"' in text or "\n" in text or "\r" in text:  # not any(…): a generator costs a microsecond
         return '"' + text.replace('"', '""') + '"'
     return text
 

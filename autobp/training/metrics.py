@@ -16,6 +16,7 @@ from autobp.model.network import Network
 from autobp.config.catalog import LOSSES, task_metric
 
 EVAL_CHUNK = 4096  # evaluation batch size: bounds memory on large sets
+einsum, add_reduce = np.einsum, np.add.reduce  # called at every training step: no attribute lookups
 
 def loss_targets(y: np.ndarray, loss: str, dtype: np.dtype) -> np.ndarray:
     """Targets as the loss takes them: integer labels (cross_entropy), a (n, 1) float column (bce), floats."""
@@ -87,10 +88,10 @@ class Meter:
             self._loss_sum += loss_value * n
             return
         residual = output - targets
-        self._sse = self._sse + np.einsum("ij,ij->j", residual, residual)
-        self._y_sum = self._y_sum + targets.sum(axis=0)
-        self._y_sq = self._y_sq + np.einsum("ij,ij->j", targets, targets)
-        if self.dataset.y_std is not None and self.loss != "mse":
+        self._sse = self._sse + einsum("ij,ij->j", residual, residual)
+        self._y_sum = self._y_sum + add_reduce(targets, 0)  # targets.sum(axis=0) without its Python layers
+        self._y_sq = self._y_sq + einsum("ij,ij->j", targets, targets)
+        if self.loss != "mse" and self.dataset.y_std is not None:
             # mae and huber do not scale with σ like squares do: evaluate them in original units directly.
             loss_value = float(LOSSES[self.loss].engine.forward(to_original_units(output, self.dataset),
                                                          to_original_units(targets, self.dataset)))  # fmt: skip
