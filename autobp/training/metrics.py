@@ -150,10 +150,15 @@ def _stacked_runs(batches: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np
     runs, start = [], 0
     for end in range(1, len(batches) + 1):
         if end == len(batches) or batches[end][0].shape != batches[start][0].shape:
-            run = batches[start:end]
-            runs.append((np.stack([output for output, _ in run]), np.stack([targets for _, targets in run])))
+            outputs, targets = zip(*batches[start:end])
+            runs.append((_stacked(outputs), _stacked(targets)))
             start = end
     return runs
+
+
+def _stacked(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+    """np.stack of arrays of one shape, without its Python work per array."""
+    return np.concatenate(arrays).reshape(len(arrays), *arrays[0].shape)
 
 
 def _added_in_order(total: np.ndarray | float, rows: np.ndarray) -> np.ndarray:
