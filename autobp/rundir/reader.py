@@ -143,16 +143,18 @@ def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | 
 def read_numbers(path: Path) -> list[dict[str, Any]]:
     """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None; a half-written last
     row (a run killed mid-write) is dropped."""
-    rows = files.read_rows(path)
+    header, records = files.read_table(path)
+    kinds = [files.cell_kind(column) for column in header]
     parsed = []
-    for index, row in enumerate(rows):
+    for index, record in enumerate(records):
+        cells = record + [None] * (len(header) - len(record))  # a short row's missing cells, as read_rows has them
         try:
-            parsed.append({key: files.parse_cell(key, value) for key, value in row.items() if key is not None})
+            parsed.append(dict(zip(header, files.parse_cells(kinds, cells))))
         except ValueError:
             # A run killed while writing can leave half a number on its last line: that row is dropped.
-            if index < len(rows) - 1:
-                bad = next(k for k, v in row.items() if k is not None and not _parses(k, v))
-                raise DataError(f"{path}:{index + 2}: column {bad}: {row[bad]!r} is not a number") from None
+            if index < len(records) - 1:
+                bad, text = next((c, cell) for c, cell in zip(header, cells) if not _parses(c, cell))
+                raise DataError(f"{path}:{index + 2}: column {bad}: {text!r} is not a number") from None
     return parsed
 
 
