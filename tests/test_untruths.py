@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.rundir.summary import Status, Summary
 from autobp.config.configfile import load_config
-from autobp.training.runner import RunResult, format_summary, train
+from autobp.training.ending import RunResult, format_summary
+from autobp.training.entry import train
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

@@ -67,7 +67,7 @@ def run_trial(
     from autobp.common.errors import AutobpError
     from autobp.model.prepare import prepare
     from autobp.rundir.summary import Status, Summary
-    from autobp.training.runner import run
+    from autobp.training.entry import run
 
     fresh_dir(Path(run_dir))
     try:

@@ -1,0 +1,84 @@
+"""Every file schema has one owner: its column names are written as string literals only in the module that owns
+them, and every other module of the package reads them from there. (Tests spell the columns out on purpose: they
+check the file format independently of the code that writes it.)
+
+metrics.csv's loss and metric columns (`train_loss`, `val_accuracy`, …) are the catalog's metric names with a split
+prefix (`config.catalog.METRICS`, `MONITORS`): a module may name one as the monitor or curve it means. What the file
+alone owns is its list of columns and its bookkeeping columns (`lr`, `seconds`), so a literal list holding them is
+what this test refuses.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import autobp
+from autobp.config.catalog import METRICS
+from autobp.rundir.logs import (
+    GRADIENT_COLUMNS, GRADIENT_VALUES, LAYER, LR, METRICS_BOOKKEEPING, SECONDS, SPLITS,
+)  # fmt: skip
+
+PACKAGE = Path(autobp.__file__).parent
+LOGS_OWNER = "rundir/logs.py"
+METRICS_COLUMNS = [*METRICS_BOOKKEEPING, *(f"{split}_{metric}" for metric in METRICS for split in SPLITS)]
+
+
+def _modules(root: Path) -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(root.rglob("*.py")):
+        yield path.relative_to(root).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    """ids of the bare string expressions (docstrings): prose, not code."""
+    bare = (node.value for node in ast.walk(tree) if isinstance(node, ast.Expr))
+    return {id(value) for value in bare if isinstance(value, ast.Constant)}
+
+
+def literals_outside(root: Path, owner: str, names: Iterable[str]) -> list[str]:
+    """`module:line: 'name'` for each string literal equal to one of `names` in a module of `root` other than
+    `owner`."""
+    names = set(names)
+    found = []
+    for module, tree in _modules(root):
+        if module == owner:
+            continue
+        prose = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in prose:
+                found.append((module, node.lineno, f"{module}:{node.lineno}: {node.value!r}"))
+    return [text for *_, text in sorted(found)]
+
+
+def lists_outside(root: Path, owner: str, columns: Iterable[str], own: Iterable[str]) -> list[str]:
+    """`module:line: [...]` for each tuple, list or set literal outside `owner` that holds two or more of a file's
+    `columns`, one of them among the columns only that file has (`own`): a copy of part of its header."""
+    columns, own = set(columns), set(own)
+    found = []
+    for module, tree in _modules(root):
+        if module == owner:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                held = [e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in columns]
+                if len(held) >= 2 and own & set(held):
+                    found.append((module, node.lineno, f"{module}:{node.lineno}: {held}"))
+    return [text for *_, text in sorted(found)]
+
+
+def test_the_finders_find_a_column_spelled_outside_its_owner(tmp_path: Path) -> None:
+    (tmp_path / "owner.py").write_text('COLUMNS = ["epoch", "lr"]\n')
+    (tmp_path / "reader.py").write_text('"""Reads lr."""\nSKIP = ("epoch", "lr")\nX = "lr"\nY = "epoch"\n')
+    assert literals_outside(tmp_path, "owner.py", ["lr"]) == ["reader.py:2: 'lr'", "reader.py:3: 'lr'"]
+    assert lists_outside(tmp_path, "owner.py", ["epoch", "lr"], ["lr"]) == ["reader.py:2: ['epoch', 'lr']"]
+    assert lists_outside(tmp_path, "owner.py", ["epoch", "lr"], ["seconds"]) == []  # shares only common names
+
+
+def test_gradients_csv_columns_are_spelled_only_in_their_owner() -> None:
+    assert literals_outside(PACKAGE, LOGS_OWNER, GRADIENT_VALUES) == []
+    assert lists_outside(PACKAGE, LOGS_OWNER, GRADIENT_COLUMNS, [LAYER, *GRADIENT_VALUES]) == []
+
+
+def test_metrics_csv_columns_are_listed_only_in_their_owner() -> None:
+    assert lists_outside(PACKAGE, LOGS_OWNER, METRICS_COLUMNS, [LR, SECONDS]) == []
