@@ -19,6 +19,7 @@ from autobp.model.network import Network, Trace
 from autobp.config.catalog import ACTIVATIONS
 
 TARGET_LOGGED_STEPS = 2_000
+KEPT_ROWS = 200_000  # rows kept as values for the end-of-run judgement; a longer log is read back from its file
 
 
 def log_interval(log_every: int | str, total_steps: int) -> int:
@@ -81,11 +82,13 @@ class GradientLog:
     """Collects per-layer statistics at logged steps and appends them to gradients.csv (rows in the order of
     `rundir.logs.GRADIENT_COLUMNS`)."""
 
-    def __init__(self, network: Network, log: CsvLog, interval: int) -> None:
+    def __init__(self, network: Network, log: CsvLog, interval: int, keep: bool = False) -> None:
         self.network = network
         self.log = log
         self.interval = interval
         self._pending: list[list] = []
+        # With `keep`, every row written, as values, so that the end of the run need not read the file back.
+        self.written: list[list] | None = [] if keep else None
         # (step, ‖W_i‖ after its update): the weights the next step starts from, if that step is logged too.
         self._weight_norms: tuple[int, list[float]] = (-1, [])
         self._families = [ACTIVATIONS[layer.activation].family for layer in network.layers]
@@ -126,6 +129,10 @@ class GradientLog:
         """Write the buffered rows and flush the file."""
         if self._pending:
             self.log.write(self._pending)
+            if self.written is not None:
+                self.written += self._pending
+                if len(self.written) > KEPT_ROWS:
+                    self.written = None
             self._pending = []
         self.log.flush()
 

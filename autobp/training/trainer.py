@@ -198,7 +198,8 @@ class Trainer:
         except OSError as exc:
             raise nothing_trained(exc) from None
         self._logs = (metrics_log, gradient_log, *([self.instruments.log] if self.instruments is not None else []))
-        self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
+        self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps),
+                                 keep=not self.resumed)  # a resumed run's file holds earlier rows too  # fmt: skip
         self.progress.start(self.total_steps, self.config.name, self.step)
         with self.requests:
             return self._run_and_record(metrics_log, gradient_log, outcome)
@@ -249,7 +250,8 @@ class Trainer:
         except OSError as exc:
             summary.status, summary.error = Status.FAILED, files.describe_write_error(exc)
         try:
-            conclude(self.run_dir, summary)
+            # A failed run may have failed writing gradients.csv: judge it from what the file holds.
+            conclude(self.run_dir, summary, None if summary.status == Status.FAILED else self.grads.written)
         except OSError as exc:
             ended = f"{summary.status}: {summary.error}" if summary.error else str(summary.status)
             raise AutobpError(f"{files.describe_write_error(exc)}; the run ended {ended}, and {rundir.SUMMARY_FILE} "
