@@ -6,6 +6,9 @@ metrics.csv's loss and metric columns (`train_loss`, `val_accuracy`, …) are th
 prefix (`config.catalog.METRICS`, `MONITORS`): a module may name one as the monitor or curve it means. What the file
 alone owns is its list of columns and its bookkeeping columns (`lr`, `seconds`), so a literal list holding them is
 what this test refuses.
+
+trials.csv's columns are owned by `sweeps/record.py` (`TrialsCsv`): its status, epochs, seconds and reason are
+summary.json's fields under their own names, so only a list holding `trial` or `run_dir` beside them copies its header.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from autobp.config.catalog import METRICS
 from autobp.rundir.logs import (
     GRADIENT_COLUMNS, GRADIENT_VALUES, LAYER, LR, METRICS_BOOKKEEPING, SECONDS, SPLITS,
 )  # fmt: skip
+from autobp.sweeps.record import RUN_DIR, TRIAL, TrialsCsv
 
 PACKAGE = Path(autobp.__file__).parent
 LOGS_OWNER = "rundir/logs.py"
+TRIALS_OWNER = "sweeps/record.py"
 METRICS_COLUMNS = [*METRICS_BOOKKEEPING, *(f"{split}_{metric}" for metric in METRICS for split in SPLITS)]
 
 
@@ -82,3 +87,8 @@ def test_gradients_csv_columns_are_spelled_only_in_their_owner() -> None:
 
 def test_metrics_csv_columns_are_listed_only_in_their_owner() -> None:
     assert lists_outside(PACKAGE, LOGS_OWNER, METRICS_COLUMNS, [LR, SECONDS]) == []
+
+
+def test_trials_csv_columns_are_listed_only_in_their_owner() -> None:
+    columns = TrialsCsv.of(["optimizer.lr"], "val_loss", ["classification", "regression"]).header()
+    assert lists_outside(PACKAGE, TRIALS_OWNER, columns, [TRIAL, RUN_DIR]) == []
