@@ -358,10 +358,14 @@ def test_engine_trains_a_network_without_the_runner() -> None:
     assert float(loss.data) < 1e-3
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_the_end_of_run_judgement_from_the_rows_in_memory_is_the_one_read_from_the_file(tmp_path: Path,
-                                                                                      activation: str) -> None:  # fmt: skip
-    """A fresh run judges its gradients from the rows it wrote, not the file read back: the same verdict as report's."""
+@pytest.mark.parametrize(("activation", "kept_rows"), [("relu", None), ("tanh", None), ("tanh", 5)])
+def test_the_end_of_run_judgement_from_the_rows_in_memory_is_the_one_read_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, activation: str, kept_rows: int | None
+) -> None:
+    """A fresh run judges its gradients from the rows it wrote, not the file read back: the same verdict as report's
+    (and, with more rows than it keeps, from the file)."""
+    if kept_rows is not None:
+        monkeypatch.setattr("autobp.training.gradstats.KEPT_ROWS", kept_rows)
     result = train(small_config(tmp_path, model__activation=activation, training__log_every=1))
     from_file = read_run(result.run_dir)
     assert result.summary.health == judge(from_file)
