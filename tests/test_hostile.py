@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import as_unprivileged, give_to_unprivileged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from autobp.cli import app
-from conftest import as_unprivileged, give_to_unprivileged
-from autobp.config.configfile import config_json_schema
+from autobp.config.schema import config_json_schema
 
 MAX_MESSAGE = 2_000  # characters of an error message
 MAX_LINE = 500  # characters of one of its lines
