@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import CONFIGS, autobp_process
 from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.sweeps import EXECUTORS
 from autobp.tools import formats
-from test_cli_ux import autobp_process
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 @pytest.mark.parametrize("words, choices", [

@@ -15,21 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import CONFIGS, autobp_process
 from typer.testing import CliRunner
 
 import autobp
 from autobp.cli import app
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 COMMANDS = ("train", "validate", "sweep", "schema", "predict", "gradcheck", "report", "compare", "runs", "export")
-
-
-def autobp_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The command as the installed `autobp` script runs it (completion is keyed to the program's name)."""
-    program = "import sys; from autobp.cli import app; sys.argv[0] = 'autobp'; app(prog_name='autobp')"
-    return subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def test_version() -> None:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import open_file
-from test_faults import DEADLINE, cli, finished
+from conftest import CONFIGS, cli, open_file
+from test_faults import DEADLINE, finished
 
 from autobp.common import files
 from autobp.common.text import format_number
@@ -22,8 +22,6 @@ from autobp.rundir.summary import Status, read_summary
 from autobp.config.configfile import load_config
 from autobp.tools.doctor import run_doctor
 from autobp.training.entry import train
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _train(tmp: Path, config: str, *overrides: str) -> Path:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -22,7 +23,6 @@ from autobp.config.catalog import ACTIVATIONS
 from autobp.tools.onnx_export import OPSET
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DATA = {
     "cross_entropy": {"source": "blobs", "n_samples": 60, "n_classes": 3, "n_features": 3, "noise": 3.0},
     "bce": {"source": "moons", "n_samples": 60, "noise": 0.2},

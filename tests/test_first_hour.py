@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -18,8 +19,6 @@ from autobp.rundir.reader import read_run
 from autobp.config.configfile import load_config
 from autobp.config.overrides import override_arguments
 from autobp.training.entry import train
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def cli(*args: str) -> tuple[int, str]:

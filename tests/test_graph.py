@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -16,8 +17,6 @@ from autobp.tools.graph import build_graph, render_graph
 from autobp.training.metrics import loss_targets
 from autobp.training.entry import train
 from autobp.training.state import INIT_STREAM
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def engine_gradients(config_path: Path, example: int, state: dict | None = None) -> tuple[float, dict[str, np.ndarray]]:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -17,7 +18,6 @@ from autobp.rundir.summary import read_summary
 from autobp.config.overrides import override_value
 from autobp.training.ending import RunResult, conclude, format_summary
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 VERDICT_LINE = re.compile(r"^  (layer\d+) \((\w+)\): ([\w ]+) \(median")
 DIAGNOSIS_LINE = re.compile(r"^  (\w+)(?: \((layer\d+)\))?: ")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import open_file, require
+from conftest import CONFIGS, open_file, require
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -18,7 +18,6 @@ from autobp.rundir.reader import read_run
 from autobp.sweeps.run import run_sweep
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 require("plotly", "report")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_resume import interrupt_at
+from conftest import interrupt_at
 
 from autobp.model.network import build_network
 from autobp.model.prepare import prepare

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, read_csv
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -16,8 +17,6 @@ from autobp.model.dataset import Dataset
 from autobp.model.prepare import prepare
 from autobp.tools.predict import load_model, predict_file
 from autobp.training.entry import train
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +43,6 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
         writer.writerow(header)
         writer.writerows([[repr(v) if isinstance(v, float) else v for v in row] for row in rows])
     return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def final_metrics(run_dir: Path) -> dict[str, float]:

@@ -3,7 +3,6 @@ format, runs that diverged or were killed, and the gradient-flow plot."""
 
 from __future__ import annotations
 
-import csv
 import json
 import struct
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import require
+from conftest import CONFIGS, read_csv, require
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.common.text import format_number
@@ -24,7 +23,6 @@ from autobp.tools.plot import plot_run
 from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEEP_RELU_HUGE_INIT = [
     "training.epochs=2", "model.hidden=[16, 16, 16, 16, 16, 16]", "model.activation=relu", "model.init=normal",
@@ -48,11 +46,6 @@ def deep_sigmoid(runs: Path) -> Path:
 
 def kinds(report: Report) -> list[tuple[str, str | None]]:
     return [(diagnosis.kind, diagnosis.layer) for diagnosis in report.diagnoses]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def logged_median(run_dir: Path, layer: str, column: str) -> float:

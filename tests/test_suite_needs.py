@@ -7,9 +7,9 @@ import ast
 import re
 import sys
 from importlib.metadata import packages_distributions
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 LOCAL = {"autobp", *(path.stem for path in (ROOT / "tests").glob("**/*.py"))}  # tests' helpers, benchmarks
 
 

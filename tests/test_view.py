@@ -22,13 +22,11 @@ from urllib.parse import quote
 import pytest
 from typer.testing import CliRunner
 
-from conftest import require
+from conftest import CONFIGS, ROOT, require
 from autobp.cli import app
 from autobp.rundir.reader import is_run_dir, read_appended
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 180.0  # seconds: generous, for a loaded 2-core machine
 require("plotly", "report")
 
