@@ -201,8 +201,9 @@ def assert_same_run(a: Path, b: Path) -> None:
                 assert first[key].tobytes() == second[key].tobytes(), key
 
 
-def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Ctrl-C just before training step `step`."""
+def interrupted(settings: dict, monkeypatch: pytest.MonkeyPatch, step: int) -> Any:
+    """The run `settings` describes, stopped by Ctrl-C just before training step `step` (its RunResult)."""
+    from autobp.training.entry import train
     from autobp.training.trainer import Trainer
 
     original = Trainer._train_step
@@ -212,7 +213,9 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
             raise KeyboardInterrupt
         return original(self, number, *args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "_train_step", step_or_interrupt)
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_step", step_or_interrupt)
+        return train(settings)
 
 
 def wait_for_rows(runs: Path, rows: int, process: subprocess.Popen, limit: float = 60.0) -> Path:

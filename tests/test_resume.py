@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_same_run, interrupt_at, resumable_config, wait_for_rows
+from conftest import assert_same_run, interrupted, resumable_config, wait_for_rows
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -26,9 +26,7 @@ from autobp.training.entry import resume, train
 @pytest.mark.parametrize("stop_at", [3, 8, 25, 40])  # first epoch, epoch boundary, mid-epoch, last epoch
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, monkeypatch, stop_at: int) -> None:
     reference = train(resumable_config(tmp_path))
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, stop_at)
-        broken = train(resumable_config(tmp_path))
+    broken = interrupted(resumable_config(tmp_path), monkeypatch, stop_at)
     assert broken.status == "interrupted"
     resumed = resume(broken.run_dir)
     assert resumed.status == "completed"
@@ -42,9 +40,7 @@ def test_early_stopping_state_survives_a_resume(tmp_path: Path, monkeypatch) -> 
     big_lr = resumable_config(tmp_path, **settings) | {"optimizer": {"name": "sgd", "lr": 2.0}}
     reference = train(big_lr)
     assert reference.status == "stopped_early"
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, reference.summary.steps - 5)
-        broken = train(big_lr)
+    broken = interrupted(big_lr, monkeypatch, reference.summary.steps - 5)
     resumed = resume(broken.run_dir)
     assert resumed.status == "stopped_early"
     assert resumed.summary.early_stopping == reference.summary.early_stopping
@@ -74,9 +70,7 @@ def test_resume_refuses_any_other_change_naming_the_keys(tmp_path: Path) -> None
 def test_ctrl_c_before_the_first_automatic_checkpoint_still_leaves_one(tmp_path: Path, monkeypatch) -> None:
     settings = resumable_config(tmp_path, checkpoint_every="auto")  # the first automatic checkpoint would come after 10 s
     reference = train(settings)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 2)
-        broken = train(settings)
+    broken = interrupted(settings, monkeypatch, 2)
     assert broken.status == "interrupted" and (broken.run_dir / "checkpoint.npz").exists()
     said: list[str] = []
     resumed = resume(broken.run_dir, announce=said.append)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_same_run, interrupt_at, resumable_config
+from conftest import assert_same_run, interrupted, resumable_config
 
 from autobp.common.errors import ConfigError
 from autobp.config.models import SHUFFLE_WINDOW
@@ -58,9 +58,7 @@ def test_windowed_training_learns_and_reruns_bit_identically(tmp_path: Path) -> 
 @pytest.mark.parametrize("stop_at", [4, 25])  # inside the first epoch, inside a later one
 def test_resume_inside_a_windowed_epoch_is_bit_identical(tmp_path: Path, monkeypatch, stop_at: int) -> None:
     reference = train(windowed(tmp_path))
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, stop_at)
-        broken = train(windowed(tmp_path))
+    broken = interrupted(windowed(tmp_path), monkeypatch, stop_at)
     assert broken.status == "interrupted"
     resumed = resume(broken.run_dir)
     assert resumed.status == "completed"
