@@ -61,8 +61,8 @@ class Status(str, Enum):
 
     @property
     def exit_code(self) -> int:
-        """The exit code of a process whose run ended so."""
-        return _EXIT_CODES.get(self, EXIT_FAILED)
+        """The exit code of a process whose run ended so (a recorded state: the others never end a process)."""
+        return _EXIT_CODES[self]
 
 
 _EXIT_CODES = {
@@ -74,4 +74,4 @@ _EXIT_CODES = {
     Status.FAILED: EXIT_FAILED,
     Status.PRUNED: EXIT_OK,
 }
-_RECORDED = frozenset(_EXIT_CODES)
+_RECORDED = frozenset(_EXIT_CODES)  # the states with an exit code are those a run records in its summary.json
