@@ -25,8 +25,8 @@ from autobp.model.network import fitting_init, fitting_std
 from autobp.rundir.instruments import BlockLog
 from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.summary import Diagnosis, Health, InstrumentVerdict, LayerVerdict
-from autobp.config.catalog import ACTIVATIONS, task_metric, task_of_loss
-from autobp.config.models import MAX_EPOCHS, MAX_WIDTH, SYNTHETIC_DEFAULTS, Config, TrainingConfig
+from autobp.config.catalog import ACTIVATIONS, SOURCES, task_metric, task_of_loss
+from autobp.config.models import MAX_EPOCHS, MAX_WIDTH, Config, TrainingConfig
 from autobp.config.configfile import override_value
 
 SIGNAL_RATIO = 100.0  # vanishing/exploding: median ‖∂L/∂f‖ of a layer vs the output layer's, either way
@@ -808,7 +808,7 @@ def _overfitting(log: RunLog, config: Config | None) -> list[Finding]:
         return []
 
     def changes(config: Config) -> list[dict[str, Any]]:
-        more = [{"data.n_samples": config.data.n_samples * 4}] if config.data.source in SYNTHETIC_DEFAULTS else []
+        more = [{"data.n_samples": config.data.n_samples * 4}] if SOURCES[config.data.source].synthetic else []
         return [{"training.early_stopping": dict(EARLY_STOPPING)}, {"optimizer.weight_decay": WEIGHT_DECAY},
                 _each(_hidden(config), "dropout", DROPOUT), *more]  # fmt: skip
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError
-from autobp.model.data import load_dataset, resolve_config
+from autobp.model.dataset import load_dataset
+from autobp.model.prepare import resolve_config
 from autobp.config.configfile import config_from_dict, config_json_schema, dump_config, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from autobp.common.errors import ConfigError, DataError
-from autobp.model.data import load_dataset, read_table, resolve_config
+from autobp.model.csvtable import read_table
+from autobp.model.dataset import load_dataset
+from autobp.model.prepare import resolve_config
+from autobp.model.sources import READERS, generates, reads
+from autobp.config.catalog import SOURCES
 from autobp.config.configfile import config_from_dict
+from autobp.config.models import DataConfig
 
 ARRAYS = ("X_train", "y_train", "X_val", "y_val")
 
@@ -25,6 +30,40 @@ def write_csv(tmp_path: Path, text: str, name: str = "data.csv") -> str:
     path = tmp_path / name
     path.write_text(text)
     return str(path)
+
+
+# --- the catalog of sources and their readers --------------------------------------------------------------------
+
+
+def test_every_catalog_source_has_a_reader_and_every_reader_an_entry():
+    assert sorted(READERS) == sorted(SOURCES)
+    assert all(key in DataConfig.model_fields for source in SOURCES.values() for key in source.keys)
+
+
+@pytest.mark.parametrize("name", [name for name, source in SOURCES.items() if source.synthetic])
+def test_a_synthetic_source_fills_in_its_catalog_defaults(name):
+    filled = config({"source": name}, "mse" if name in ("sine", "linear") else "cross_entropy")
+    assert {key: getattr(filled.data, key) for key in SOURCES[name].keys} == dict(SOURCES[name].defaults)
+    ds = load_dataset(filled)
+    assert len(ds.X_train) + len(ds.X_val) == SOURCES[name].defaults["n_samples"]
+
+
+def test_a_reader_is_refused_without_its_catalog_entry_of_the_same_kind():
+    with pytest.raises(ValueError, match="no file source 'parquet' in autobp.config.catalog.SOURCES"):
+        reads("parquet")(lambda *_: None)
+    with pytest.raises(ValueError, match="no synthetic source 'csv'"):
+        generates("csv")(lambda data, rng: None)
+    with pytest.raises(ValueError, match="'xor' has a reader already"):
+        generates("xor")(lambda data, rng: None)
+    assert sorted(READERS) == sorted(SOURCES)
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "what"), [("csv", "path", "the CSV file"), ("npy", "target_path", "the targets file")]
+)
+def test_a_file_source_names_what_a_missing_key_is(source, key, what):
+    with pytest.raises(ConfigError, match=rf"data.{key}: required with data.source '{source}' \({what}\)"):
+        config({"source": source, "path": "x.npy"} if key != "path" else {"source": source})
 
 
 # --- synthetic sources ------------------------------------------------------------------------------------------

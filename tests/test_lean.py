@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from autobp.health import median
-from autobp.model import data
+from autobp.model import split
+from autobp.model.dataset import load_dataset
 from autobp.config.configfile import config_from_dict
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -43,25 +44,25 @@ def test_a_training_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
 
 # --- memory: split by index in place, statistics in chunks, standardize in place -----------------------------------
 def test_split_rows_moves_training_rows_forward_in_place(monkeypatch) -> None:
-    monkeypatch.setattr(data, "SPLIT_CHUNK_BYTES", 3 * 4 * 8)  # three rows per chunk: many chunks
+    monkeypatch.setattr(split, "SPLIT_CHUNK_BYTES", 3 * 4 * 8)  # three rows per chunk: many chunks
     rng = np.random.default_rng(2)
     X = rng.standard_normal((50, 4))
     val = np.sort(rng.choice(50, 13, replace=False))
     train = np.setdiff1d(np.arange(50), val)
     expected_train, expected_val = X[train], X[val]
-    got_train, got_val = data.split_rows(X, train, val)
+    got_train, got_val = split.split_rows(X, train, val)
     assert np.shares_memory(got_train, X)  # no copy of the training rows
     assert got_train.tobytes() == expected_train.tobytes() and got_val.tobytes() == expected_val.tobytes()
 
 
 def test_column_std_in_chunks_is_numpys_std(monkeypatch) -> None:
-    monkeypatch.setattr(data, "SPLIT_CHUNK_BYTES", 7 * 3 * 8)
+    monkeypatch.setattr(split, "SPLIT_CHUNK_BYTES", 7 * 3 * 8)
     X = np.random.default_rng(3).standard_normal((100, 3)) * [1.0, 1e-3, 1e5] + [0.0, 5.0, -1e6]
-    np.testing.assert_allclose(data._column_std(X, X.mean(axis=0)), X.std(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(split._column_std(X, X.mean(axis=0)), X.std(axis=0), rtol=1e-10)
 
 
 def test_loading_an_npz_holds_little_more_than_the_data(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(data, "SPLIT_CHUNK_BYTES", 2**18)
+    monkeypatch.setattr(split, "SPLIT_CHUNK_BYTES", 2**18)
     rng = np.random.default_rng(4)
     X, y = rng.standard_normal((40_000, 25)), rng.standard_normal(40_000)
     np.savez(tmp_path / "d.npz", X=X, y=y)
@@ -71,7 +72,7 @@ def test_loading_an_npz_holds_little_more_than_the_data(tmp_path: Path, monkeypa
     del X, y
     tracemalloc.start()
     try:
-        dataset = data.load_dataset(config)
+        dataset = load_dataset(config)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

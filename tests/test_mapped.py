@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError, DataError
-from autobp.model.data import load_dataset
+from autobp.model.dataset import load_dataset
 from autobp.model.mapped import MappedArray, MappedRows
 from autobp.model.prepare import prepare
 from autobp.config.configfile import config_from_dict, load_config
@@ -93,7 +93,7 @@ def test_npy_trains_bit_identically_to_the_same_data_as_npz(loss, dtype, stored,
 
 
 def test_the_split_rows_read_from_the_map_are_the_npz_arrays(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("autobp.model.data.SPLIT_CHUNK_BYTES", 7 * 3 * 8)  # statistics over many chunks
+    monkeypatch.setattr("autobp.model.split.SPLIT_CHUNK_BYTES", 7 * 3 * 8)  # statistics over many chunks
     rng = np.random.default_rng(5)
     X = rng.standard_normal((100, 3)) * [1.0, 1e-3, 1e5] + [0.0, 5.0, -1e6]
     write_data(tmp_path, X, rng.standard_normal(100))

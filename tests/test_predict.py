@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import DataError
-from autobp.model.data import Dataset
+from autobp.model.dataset import Dataset
 from autobp.model.prepare import prepare
 from autobp.tools.predict import load_model, predict_file
 from autobp.training.runner import train

@@ -7,12 +7,59 @@ reports all read these tables. Adding an activation or a loss is one entry here 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from autobp.engine import Primitive, Tensor, binary_cross_entropy, cross_entropy, huber, mae, mse, ops
 
 Task = Literal["classification", "regression"]
+
+
+# --- data sources -----------------------------------------------------------------------------------------------
+# Adding a source is one entry here plus its reader, registered under the same name in autobp.model.sources (which
+# refuses a name missing here, and a test checks that every entry has a reader).
+
+
+SourceKind = Literal["synthetic", "file"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where examples come from: generated from the seed or read from a file; the `data` keys it takes (those of no
+    other source are refused), the defaults it fills in for omitted ones, and those it requires with what they are."""
+
+    kind: SourceKind
+    keys: tuple[str, ...]
+    defaults: Mapping[str, int | float] = field(default_factory=dict)
+    required: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.kind == "synthetic"
+
+
+def _synthetic(**defaults: int | float) -> Source:
+    """A generated source: it takes exactly the keys it has defaults for."""
+    return Source("synthetic", tuple(defaults), defaults)
+
+
+SOURCES: dict[str, Source] = {
+    "xor": _synthetic(n_samples=200, noise=0.1),
+    "moons": _synthetic(n_samples=200, noise=0.1),
+    "circles": _synthetic(n_samples=200, noise=0.05),
+    "spirals": _synthetic(n_samples=1000, noise=0.05, n_classes=2),
+    "blobs": _synthetic(n_samples=300, noise=1.0, n_classes=3, n_features=2),
+    "sine": _synthetic(n_samples=200, noise=0.1),
+    "linear": _synthetic(n_samples=200, noise=0.1, n_features=3, n_outputs=1),
+    "csv": Source("file", ("path", "target", "features"), required={"path": "the CSV file"}),
+    "npz": Source("file", ("path",), required={"path": "the npz file"}),
+    "npy": Source(
+        "file", ("path", "target_path"), required={"path": "the features file", "target_path": "the targets file"}
+    ),
+}
+# Every source-specific `data` key, in the order problems with them are reported.
+SOURCE_KEYS = tuple(dict.fromkeys(key for source in SOURCES.values() for key in source.keys))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Checks that involve several keys report every problem at once through `raise_pro
 Sizes have upper bounds so that a typo such as `n_samples: 10000000000` is an error naming the limit rather than
 an attempt to allocate terabytes: at most 10,000,000 examples (and batch size), 100,000 units per layer or
 synthetic features or outputs or classes, 1,000 layers, 100,000,000 synthetic data values, 10**9 epochs and
-10,000,000 parameters (checked by `autobp.model.data.resolve_config`, as the input width comes from the data).
+10,000,000 parameters (checked by `autobp.model.prepare.resolve_config`, as the input width comes from the data).
 Paths are at most 4,096 characters, column names 1,000.
 """
 
@@ -29,25 +29,8 @@ Init = Literal[catalog.INITS]
 LossName = Literal[tuple(catalog.LOSSES)]
 OptimizerName = Literal[tuple(catalog.OPTIMIZERS)]
 Monitor = Literal[catalog.MONITORS]
-Source = Literal["xor", "moons", "circles", "spirals", "blobs", "sine", "linear", "csv", "npz", "npy"]
-
-# Which optional `data` keys each source takes, with the defaults used when a synthetic source omits them.
-SYNTHETIC_DEFAULTS: dict[str, dict[str, int | float]] = {
-    "xor": {"n_samples": 200, "noise": 0.1},
-    "moons": {"n_samples": 200, "noise": 0.1},
-    "circles": {"n_samples": 200, "noise": 0.05},
-    "spirals": {"n_samples": 1000, "noise": 0.05, "n_classes": 2},
-    "blobs": {"n_samples": 300, "noise": 1.0, "n_classes": 3, "n_features": 2},
-    "sine": {"n_samples": 200, "noise": 0.1},
-    "linear": {"n_samples": 200, "noise": 0.1, "n_features": 3, "n_outputs": 1},
-}
-FILE_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
-    "csv": ("path", "target", "features"), "npz": ("path",), "npy": ("path", "target_path"),
-}
+SourceName = Literal[tuple(catalog.SOURCES)]
 SHUFFLE_WINDOW = 65_536  # rows per window of data.shuffle: window unless data.shuffle_window says otherwise
-SOURCE_KEYS = (
-    "n_samples", "noise", "n_classes", "n_features", "n_outputs", "path", "target", "features", "target_path",
-)
 
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
 # Keys whose values are file paths: relative to the config file's folder when written in a config, to the current
@@ -116,7 +99,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the examples come from. Synthetic sources fill their omitted parameters with documented defaults."""
 
-    source: Source
+    source: SourceName
     """Built in: xor, moons, circles, spirals, blobs, sine, linear; from a file: csv, npz, npy (memory-mapped)."""
     n_samples: Annotated[int, Field(ge=4, le=MAX_SAMPLES)] | None = None
     """Synthetic sources: number of examples."""
@@ -161,16 +144,17 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _check_source_keys(self) -> DataConfig:
-        takes = FILE_SOURCE_KEYS.get(self.source) or tuple(SYNTHETIC_DEFAULTS[self.source])
+        source = catalog.SOURCES[self.source]
         problems = [
-            ((key,), f"not used with data.source '{self.source}' (it takes: {', '.join(takes)})")
-            for key in SOURCE_KEYS
-            if getattr(self, key) is not None and key not in takes
+            ((key,), f"not used with data.source '{self.source}' (it takes: {', '.join(source.keys)})")
+            for key in catalog.SOURCE_KEYS
+            if getattr(self, key) is not None and key not in source.keys
         ]
-        if self.source in FILE_SOURCE_KEYS and self.path is None:
-            problems.append((("path",), f"required with data.source '{self.source}'"))
-        if self.source == "npy" and self.target_path is None:
-            problems.append((("target_path",), "required with data.source 'npy' (the targets file)"))
+        problems += [
+            ((key,), f"required with data.source '{self.source}' ({what})")
+            for key, what in source.required.items()
+            if getattr(self, key) is None
+        ]
         targets = [self.target] if isinstance(self.target, str) else self.target or []
         problems += [
             (("features",), f"'{name}' is also in data.target")
@@ -188,7 +172,7 @@ class DataConfig(_Section):
         raise_problems(*problems)
         if self.shuffle == "window" and self.shuffle_window is None:
             self.shuffle_window = SHUFFLE_WINDOW
-        for key, default in SYNTHETIC_DEFAULTS.get(self.source, {}).items():
+        for key, default in source.defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, default)
         raise_problems(*self._size_problems())
@@ -196,7 +180,7 @@ class DataConfig(_Section):
 
     def _size_problems(self) -> list[tuple[tuple[str, ...], str]]:
         """Synthetic data that would not fit in memory; every source but blobs and linear has 2 features at most."""
-        if self.source in FILE_SOURCE_KEYS:
+        if not catalog.SOURCES[self.source].synthetic:
             return []
         if self.n_classes is not None and self.n_classes > self.n_samples:
             message = f"{self.n_classes:,} classes need as many examples, but data.n_samples is {self.n_samples:,}"

@@ -7,6 +7,7 @@ that run trials all prepare through `prepare`, so a config that one of them acce
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Sequence
@@ -14,10 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from autobp.common.errors import ConfigError, DataError
-from autobp.common.text import format_number, shorten
-from autobp.model.data import Dataset, load_dataset, resolve_config
+from autobp.common.text import format_number, plural, shorten
+from autobp.model.dataset import Dataset, load_dataset
 from autobp.model.network import build_network
-from autobp.config.models import Config
+from autobp.config.catalog import LOSSES
+from autobp.config.models import MAX_PARAMETERS, Config
 from autobp.config.configfile import config_from_dict, load_config
 
 DatasetCache = dict[str, Dataset]
@@ -53,6 +55,35 @@ def _load(config: Config, datasets: DatasetCache) -> Dataset:
     if key not in datasets:
         datasets[key] = load_dataset(config)
     return datasets[key]
+
+
+def resolve_config(config: Config, dataset: Dataset) -> Config:
+    """A copy of the config with data.task and the output layer's units filled in from the data."""
+    last_index = len(config.model.layers) - 1
+    last = config.model.layers[last_index]
+    single_output = LOSSES[config.loss].outputs == "one"
+    if single_output and dataset.n_classes != 2:
+        raise ConfigError(
+            f"loss: '{config.loss}' needs exactly 2 classes, but the data has {dataset.n_classes} — use cross_entropy"
+        )
+    units = 1 if single_output else dataset.n_outputs
+    if last.units not in (None, units):
+        what = plural(units, "class", "classes") if dataset.task == "classification" else plural(units, "target")
+        raise ConfigError(
+            f"model.layers.{last_index}.units: {last.units} output units, but the data has {what} (loss {config.loss})"
+        )
+    layers = [*config.model.layers[:-1], last.model_copy(update={"units": units})]
+    widths = [dataset.n_features] + [layer.units for layer in layers]
+    parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(widths))
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model: {parameters:,} parameters for {plural(dataset.n_features, 'input feature')}, more than the "
+            f"limit of {MAX_PARAMETERS:,} — use fewer or narrower layers"
+        )
+    return config.model_copy(update={
+        "data": config.data.model_copy(update={"task": dataset.task}),
+        "model": config.model.model_copy(update={"layers": layers}),
+    })
 
 
 def findings(config: Config, dataset: Dataset) -> list[str]:

@@ -21,9 +21,11 @@ import numpy as np
 from autobp.common import files
 from autobp.common.errors import DataError
 from autobp.common.files import load_npz
-from autobp.model.data import Dataset, check_finite_rows, read_table
+from autobp.model.csvtable import read_table
+from autobp.model.dataset import Dataset
 from autobp.model.mapped import MappedArray, MappedRows
 from autobp.model.network import MODEL_FILE, Network, build_network, load_model_file
+from autobp.model.sources import check_finite_rows
 from autobp.rundir import layout as rundir
 from autobp.config.catalog import task_of_loss
 from autobp.config.models import Config

@@ -254,7 +254,8 @@ def serve(directory: Path, host: str, port: int, say: Callable[[str, bool], None
     server.daemon_threads = True
     if not loopback:
         say(f"warning: --host {host}: anyone who can reach this machine at that address can read these runs", True)
-    previous = signal.signal(signal.SIGTERM, _stop)
+    # SIGINT set too, as train sets it: a view started with SIGINT ignored (a script's background job) still stops.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         say(f"autobp view: serving {view.root} at http://{host}:{server.server_port}/ (Ctrl-C to stop)", False)
         server.serve_forever(poll_interval=0.5)
@@ -262,7 +263,8 @@ def serve(directory: Path, host: str, port: int, say: Callable[[str, bool], None
         pass
     finally:
         server.server_close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     say("autobp view: stopped", True)
 
 

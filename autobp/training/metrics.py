@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autobp.engine import no_grad
-from autobp.model.data import Dataset
+from autobp.model.dataset import Dataset
 from autobp.model.network import Network
 from autobp.config.catalog import LOSSES, task_metric
 

@@ -27,7 +27,7 @@ from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.common.runtime import blas_build, keep_freed_memory
 from autobp.common.text import flatten, format_number, plural, shorten
 from autobp.health import describe, judge
-from autobp.model.data import Dataset
+from autobp.model.dataset import Dataset
 from autobp.model.mapped import BatchReader, MappedRows
 from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
 from autobp.model.prepare import prepare
