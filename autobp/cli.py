@@ -141,9 +141,9 @@ def train(
     Exit codes: 0 completed or stopped early, 1 failed, 2 bad config or data, 3 diverged, 130 interrupted.
     """
     from autobp.common.errors import ConfigError
-    from autobp.training.runner import format_summary
-    from autobp.training.runner import resume as resume_run
-    from autobp.training.runner import train as run
+    from autobp.training.ending import format_summary
+    from autobp.training.entry import resume as resume_run
+    from autobp.training.entry import train as run
 
     if resume is not None:
         if config is not None or name is not None or output is not None:

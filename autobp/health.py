@@ -23,6 +23,10 @@ import numpy as np
 from autobp.common.text import format_number
 from autobp.model.network import fitting_init, fitting_std
 from autobp.rundir.instruments import BlockLog
+from autobp.rundir.logs import (
+    DEAD_FRACTION, GRAD_MEAN, GRAD_NORM_B, GRAD_NORM_W, GRAD_STD, OUT_GRAD_NORM, SATURATED_FRACTION, UPDATE_RATIO,
+    WEIGHT_NORM,
+)  # fmt: skip
 from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.summary import Diagnosis, Health, InstrumentVerdict, LayerVerdict
 from autobp.config.catalog import ACTIVATIONS, SOURCES, task_metric, task_of_loss
@@ -79,7 +83,7 @@ FAR_OFF = 10.0
 
 # Gradient-log columns whose non-finite values mean the run blew up; update_ratio is left out because it is
 # infinite by definition for a weight matrix of zeros.
-BLOW_UP_COLUMNS = ("grad_norm_w", "grad_norm_b", "weight_norm", "out_grad_norm", "grad_mean", "grad_std")
+BLOW_UP_COLUMNS = (GRAD_NORM_W, GRAD_NORM_B, WEIGHT_NORM, OUT_GRAD_NORM, GRAD_MEAN, GRAD_STD)
 
 
 @dataclass
@@ -142,13 +146,13 @@ def _at_first_step(values: Sequence[float | None]) -> float | None:
 
 # Each summarised field: how it reduces which gradients.csv column over the logged steps.
 _REDUCTIONS = {
-    "grad_norm_w_first": (first_value, "grad_norm_w"), "grad_norm_w_median": (median, "grad_norm_w"),
-    "grad_norm_w_last": (last_value, "grad_norm_w"), "out_grad_norm_median": (median, "out_grad_norm"),
-    "update_ratio_median": (median, "update_ratio"), "dead_fraction": (last_value, "dead_fraction"),
-    "saturated_fraction": (last_value, "saturated_fraction"), "out_grad_norm_first": (_at_first_step, "out_grad_norm"),
-    "update_ratio_max": (_largest, "update_ratio"), "weight_norm_first": (_at_first_step, "weight_norm"),
-    "update_ratio_first": (_at_first_step, "update_ratio"), "dead_fraction_first": (_at_first_step, "dead_fraction"),
-    "saturated_fraction_first": (_at_first_step, "saturated_fraction"),
+    "grad_norm_w_first": (first_value, GRAD_NORM_W), "grad_norm_w_median": (median, GRAD_NORM_W),
+    "grad_norm_w_last": (last_value, GRAD_NORM_W), "out_grad_norm_median": (median, OUT_GRAD_NORM),
+    "update_ratio_median": (median, UPDATE_RATIO), DEAD_FRACTION: (last_value, DEAD_FRACTION),
+    SATURATED_FRACTION: (last_value, SATURATED_FRACTION), "out_grad_norm_first": (_at_first_step, OUT_GRAD_NORM),
+    "update_ratio_max": (_largest, UPDATE_RATIO), "weight_norm_first": (_at_first_step, WEIGHT_NORM),
+    "update_ratio_first": (_at_first_step, UPDATE_RATIO), "dead_fraction_first": (_at_first_step, DEAD_FRACTION),
+    "saturated_fraction_first": (_at_first_step, SATURATED_FRACTION),
 }  # fmt: skip
 
 
@@ -750,8 +754,8 @@ def _inactive_findings(layers: list[LayerSummary], config: Config | None) -> lis
     logged step already shows them (the initial weights, or inputs that are not standardized)."""
     found = []
     for kind, field_name, word in (
-        ("dead_units", "dead_fraction", "dead (pre-activation ≤ 0 for the whole batch)"),
-        ("saturated_units", "saturated_fraction", f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)"),
+        ("dead_units", DEAD_FRACTION, "dead (pre-activation ≤ 0 for the whole batch)"),
+        ("saturated_units", SATURATED_FRACTION, f"saturated (|pre-activation| > {SATURATION:g} for the whole batch)"),
     ):  # fmt: skip
         judged = [layer for layer in layers if kind == "saturated_units" or layer.activation in DYING]
         hit = [(layer, getattr(layer, field_name)) for layer in judged

@@ -30,7 +30,7 @@ def build(work: Path) -> dict[str, Path]:
     from autobp.sweeps.plan import run_sweep
     from autobp.tools.graph import build_graph, render_graph
     from autobp.tools.html_report import write_report
-    from autobp.training.runner import train
+    from autobp.training.entry import train
 
     runs = work / "runs"
     deep = train(ROOT / "configs" / "deep_sigmoid.yaml", output=runs).run_dir

@@ -171,7 +171,7 @@ def test_doctor_and_health_pruning_run_on_the_cluster_as_on_the_local_pool(clust
     from test_sweep_health import sweep_file
 
     from autobp.tools.doctor import run_doctor
-    from autobp.training.runner import train
+    from autobp.training.entry import train
 
     run = train(Path(__file__).parent.parent / "configs" / "deep_sigmoid.yaml",
                 ["training.epochs=6", f"output.dir={tmp_path / 'runs'}"]).run_dir  # fmt: skip

@@ -16,7 +16,7 @@ from autobp.cli import app
 from autobp.tools.report import report_run
 from autobp.sweeps.plan import run_sweep
 from autobp.tools.compare import compare_runs, flatten, fold_layers, list_runs
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 XOR = CONFIGS / "xor.yaml"

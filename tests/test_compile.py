@@ -14,7 +14,7 @@ import pytest
 from autobp.engine import EngineError, Tensor, dense, numerical_gradient, ops
 from autobp.engine.compile import compile_graph
 from autobp.config.catalog import ACTIVATIONS, LOSSES
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))

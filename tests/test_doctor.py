@@ -22,7 +22,7 @@ from autobp.rundir.status import Status
 from autobp.rundir.summary import read_summary
 from autobp.config.configfile import load_config
 from autobp.tools.doctor import run_doctor
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

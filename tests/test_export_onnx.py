@@ -20,7 +20,7 @@ from autobp.cli import app
 from autobp.model.prepare import prepare
 from autobp.config.catalog import ACTIVATIONS
 from autobp.tools.onnx_export import ACTIVATION_OPS, OPSET
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DATA = {

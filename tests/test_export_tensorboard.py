@@ -21,7 +21,7 @@ from autobp.rundir.histograms import QUANTITIES, bin_edges
 from autobp.rundir.histograms import read as read_histograms
 from autobp.config.configfile import load_config
 from autobp.sweeps.plan import run_sweep
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 BASE = {
     "name": "tb",

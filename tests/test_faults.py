@@ -31,7 +31,7 @@ from autobp.engine import Tensor, numerical_gradient, ops, relative_error
 from autobp.rundir import layout as rundir
 from autobp.tools import gradcheck
 from autobp.training.progress import WorkProgress
-from autobp.training.runner import resume, train
+from autobp.training.entry import resume, train
 
 DEADLINE = 30  # seconds: a command still running after this long has hung
 

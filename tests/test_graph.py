@@ -14,7 +14,7 @@ from autobp.model.prepare import prepare
 from autobp.config.catalog import LOSSES
 from autobp.tools.graph import build_graph, render_graph
 from autobp.training.metrics import loss_targets
-from autobp.training.runner import train
+from autobp.training.entry import train
 from autobp.training.state import INIT_STREAM
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -16,7 +16,7 @@ from autobp.cli import app
 from autobp.health import SIGNAL_RATIO
 from autobp.rundir.summary import read_summary
 from autobp.config.configfile import override_value
-from autobp.training.runner import RunResult, conclude, format_summary
+from autobp.training.ending import RunResult, conclude, format_summary
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 VERDICT_LINE = re.compile(r"^  (layer\d+) \((\w+)\): ([\w ]+) \(median")

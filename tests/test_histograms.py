@@ -21,7 +21,7 @@ from autobp.rundir.histograms import (
     read,
     sample,  # fmt: skip
 )
-from autobp.training.runner import resume, train
+from autobp.training.entry import resume, train
 from autobp.training.state import INIT_STREAM
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

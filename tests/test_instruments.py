@@ -16,7 +16,7 @@ from autobp.rundir import instruments as instrument_file
 from autobp.config.catalog import ACTIVATIONS, LOSSES
 from autobp.training.instruments import EMA_DECAY, Instruments
 from autobp.training.metrics import loss_targets
-from autobp.training.runner import resume, train
+from autobp.training.entry import resume, train
 from autobp.training.state import INIT_STREAM, SHUFFLE_STREAM
 
 DATA = {

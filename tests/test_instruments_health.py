@@ -15,7 +15,7 @@ from autobp.rundir.instruments import TOTAL, VALUES, BlockLog, InstrumentLog
 from autobp.rundir.reader import LayerLog, RunLog, read_run
 from autobp.rundir.summary import read_summary
 from autobp.config.configfile import config_from_dict
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 
 def spirals(tmp_path: Path, batch: int, **optimizer) -> dict:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.health import ALPHA_HIGH, ALPHA_LOW, NOISE_SCALE_FACTOR
 from autobp.rundir.instruments import read
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 pytest.importorskip("plotly")
 

@@ -20,7 +20,7 @@ TOP = ("__init__", "__main__")
 
 
 def layer_of(module: str) -> str:
-    """`autobp.training.runner` → `train`; `autobp.health` → `health`."""
+    """`autobp.training.entry` → `training`; `autobp.health` → `health`."""
     return module.split(".")[1]
 
 

@@ -31,7 +31,7 @@ def test_median_is_numpys_median_of_the_finite_values() -> None:
 def test_a_training_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     script = (
         "import sys, json\n"
-        "from autobp.training.runner import train\n"
+        "from autobp.training.entry import train\n"
         f"train({str(CONFIGS / 'xor.yaml')!r}, ['training.epochs=2'], output={str(tmp_path)!r})\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'autobp'))))\n"
     )

@@ -21,7 +21,7 @@ from autobp.model.prepare import prepare
 from autobp.config.configfile import config_from_dict, load_config
 from autobp.sweeps.cluster import run_shipped
 from autobp.tools.predict import load_model, predict_file
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 
 def write_data(folder: Path, X: np.ndarray, y: np.ndarray) -> None:

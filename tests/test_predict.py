@@ -15,7 +15,7 @@ from autobp.common.errors import DataError
 from autobp.model.dataset import Dataset
 from autobp.model.prepare import prepare
 from autobp.tools.predict import load_model, predict_file
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

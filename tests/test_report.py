@@ -21,7 +21,7 @@ from autobp.rundir.reader import read_run
 from autobp.config.configfile import override_value
 from autobp.tools.plot import plot_run
 from autobp.tools.report import Report, render, report_run, sparkline
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

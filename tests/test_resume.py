@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.common import files
 from autobp.common.errors import ConfigError, DataError
-from autobp.training.runner import Trainer, resume, train
+from autobp.training.trainer import Trainer
+from autobp.training.entry import resume, train
 
 LOGS = ("metrics.csv", "gradients.csv")
 

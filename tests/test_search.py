@@ -178,7 +178,7 @@ def test_pruned_shows_in_every_output(tmp_path):
 
 def test_a_pruned_run_exits_0_and_can_be_resumed_to_the_end(tmp_path):
     from autobp.model.prepare import prepare
-    from autobp.training.runner import resume, run
+    from autobp.training.entry import resume, run
 
     config, dataset = prepare(base_config(tmp_path, training={"epochs": 6, "batch_size": 32, "checkpoint_every": 1}))
     seen = []

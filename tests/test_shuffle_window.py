@@ -11,7 +11,7 @@ from test_resume import assert_same_run, config, interrupt_at
 from autobp.common.errors import ConfigError
 from autobp.config.models import SHUFFLE_WINDOW
 from autobp.config.configfile import config_from_dict
-from autobp.training.runner import resume, train
+from autobp.training.entry import resume, train
 from autobp.training.state import RandomStreams
 
 

@@ -778,7 +778,7 @@ def test_fuzz_histograms(trained, tmp_path_factory, data) -> None:
 def test_fuzz_checkpoints_resume_or_refuse_before_writing(trained, tmp_path_factory, data) -> None:
     """A damaged checkpoint is refused (exit 2 in the CLI) with the run directory as it was, or resumes cleanly."""
     from autobp.common.errors import AutobpError
-    from autobp.training.runner import resume
+    from autobp.training.entry import resume
 
     run = damaged_run(trained, tmp_path_factory.mktemp("checkpoint"), "checkpoint.npz", data)
     before = {path.name: path.read_bytes() for path in run.iterdir()}

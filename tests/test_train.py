@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.engine import Tensor, dense, mse, ops
-from autobp.training.runner import Trainer, train
+from autobp.training.trainer import Trainer
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
@@ -264,7 +265,7 @@ def test_regression_metrics_are_reported_in_original_units(tmp_path: Path) -> No
             "model": {"hidden": [8]}, "training": {"epochs": 3}}  # fmt: skip
     config = small_config(tmp_path, **base)
     result = train(config)
-    _, dataset = __import__("autobp.training.runner", fromlist=["prepare"]).prepare(config)
+    _, dataset = __import__("autobp.training.entry", fromlist=["prepare"]).prepare(config)
     assert dataset.y_std is not None and not np.allclose(dataset.y_std, 1.0)
     val_loss = _evaluate_saved(result.run_dir, config)
     from autobp.common.files import load_npz

@@ -12,7 +12,8 @@ from autobp.cli import app
 from autobp.rundir.status import Status
 from autobp.rundir.summary import Summary
 from autobp.config.configfile import load_config
-from autobp.training.runner import RunResult, format_summary, train
+from autobp.training.ending import RunResult, format_summary
+from autobp.training.entry import train
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

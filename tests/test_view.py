@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.rundir.reader import is_run_dir, read_appended
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,6 +22,7 @@ from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 from autobp.rundir.instruments import INSTRUMENTS_FILE, InstrumentLog
 from autobp.rundir.instruments import read as read_instruments
+from autobp.rundir.logs import GRADIENT_KEYS, LAYER, STEP
 from autobp.rundir.status import Status
 from autobp.rundir.summary import Summary, read_summary
 from autobp.config.models import Config
@@ -167,13 +168,13 @@ def _parses(column: str, value: str | None) -> bool:
 def _layer_logs(rows: list[dict[str, Any]]) -> list[LayerLog]:
     layers: dict[str, LayerLog] = {}
     for row in rows:
-        name, step = row.get("layer"), row.get("step")
+        name, step = row.get(LAYER), row.get(STEP)
         if name is None or step is None:
             continue
         log = layers.setdefault(name, LayerLog(name))
         log.steps.append(int(step))
         for column, value in row.items():
-            if column not in ("layer", "step", "epoch"):
+            if column not in GRADIENT_KEYS:
                 log.columns.setdefault(column, []).append(value)
     return sorted(layers.values(), key=lambda log: _layer_index(log.name))
 

@@ -68,7 +68,7 @@ def run_trial(
     from autobp.model.prepare import prepare
     from autobp.rundir.status import Status
     from autobp.rundir.summary import Summary
-    from autobp.training.runner import run
+    from autobp.training.entry import run
 
     fresh_dir(Path(run_dir))
     try:

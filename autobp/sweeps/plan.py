@@ -80,7 +80,7 @@ from autobp.sweeps.record import (
     trial_dirs,
 )
 from autobp.training.progress import SweepProgress
-from autobp.training.runner import estimated_size
+from autobp.training.entry import estimated_size
 
 Method = Literal["grid", "random", "tpe"]
 HEALTH = "health"  # the trial's own gradient-health judgement, decided in the trial's process

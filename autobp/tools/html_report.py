@@ -35,6 +35,7 @@ from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DOCTOR_FILE
 from autobp.rundir.histograms import HISTOGRAMS_FILE
 from autobp.rundir.instruments import INSTRUMENTS_FILE, TOTAL
+from autobp.rundir.logs import DEAD_FRACTION, GRAD_NORM_W, LAYER, OUT_GRAD_NORM, SATURATED_FRACTION, STEP, UPDATE_RATIO
 from autobp.rundir.status import Status
 
 REPORT_FILE = "report.html"
@@ -43,10 +44,10 @@ INSTALL_HINT = "the HTML pages (--html, autobp view) need plotly: pip install 'a
 BANDS = (0, 16, 50, 84, 100)  # percentiles of the distributions view: min–max, ±1σ of a normal, the median
 BAND_TRACES = 5  # a band's traces: the lower and upper edge of each of the two bands, the median
 LAYER_CURVES = (
-    ("grad_norm_w", "‖∂L/∂W‖", True),
-    ("update_ratio", "update ratio ‖ΔW‖/‖W‖", True),
-    ("dead_fraction", "dead fraction (ReLU family)", False),
-    ("saturated_fraction", "saturated fraction (tanh, sigmoid)", False),
+    (GRAD_NORM_W, "‖∂L/∂W‖", True),
+    (UPDATE_RATIO, "update ratio ‖ΔW‖/‖W‖", True),
+    (DEAD_FRACTION, "dead fraction (ReLU family)", False),
+    (SATURATED_FRACTION, "saturated fraction (tanh, sigmoid)", False),
 )
 QUANTITY_TITLES = {"weight_grad": "∂L/∂W", "weight": "W", "pre_activation": "pre-activation z"}
 STYLE = """body{font-family:Helvetica,Arial,sans-serif;margin:0 auto;max-width:1280px;padding:20px 28px;color:#222}
@@ -76,7 +77,7 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_TICKS = 8  # labels on a log axis or colour bar
 SHOWN_DIGITS = 4  # significant digits of the numbers in a chart: what hovers show, in a third of the bytes of all 17
 PAGE_DATA_BYTES = 1_000_000  # a run page's own data beside plotly's JavaScript: curves, histograms, the graph
-FRACTIONS = ("dead_fraction", "saturated_fraction")  # between 0 and 1: their axes start at 0
+FRACTIONS = (DEAD_FRACTION, SATURATED_FRACTION)  # between 0 and 1: their axes start at 0
 
 
 def plotly_objects() -> Any:
@@ -410,7 +411,7 @@ def _gradient_flow(context: RunContext) -> str:
     column = {step: i for i, step in enumerate(steps)}
     raw = [[None] * len(steps) for _ in log.layers]
     for row, layer in zip(raw, log.layers):
-        for step, value in zip(layer.steps, layer.values("out_grad_norm")):
+        for step, value in zip(layer.steps, layer.values(OUT_GRAD_NORM)):
             row[column[step]] = value
     logs = [_clean([math.log10(v) if v is not None and math.isfinite(v) and v > 0 else None for v in row]) for row in raw]
     finite = [v for row in logs for v in row if v is not None]
@@ -430,7 +431,7 @@ def _gradient_flow(context: RunContext) -> str:
     explain = ('<p class="explain">‖∂L/∂f_i‖, the backpropagated signal reaching each layer\'s output, at every '
                "logged step, on a log colour scale: a signal that vanishes on its way back to the input shows as "
                "a dark bottom, one that explodes as a bright bottom.</p>")  # fmt: skip
-    live = _live([{"source": rundir.GRADIENTS_FILE, "x": "step", "z": "out_grad_norm", "rows": "layer"}],
+    live = _live([{"source": rundir.GRADIENTS_FILE, "x": STEP, "z": OUT_GRAD_NORM, "rows": LAYER}],
                  context.marks, kind="heatmap", max_ticks=MAX_TICKS)  # fmt: skip
     return explain + _figure(figure, "gradient-flow", live) + _layer_curves(context)
 
@@ -449,7 +450,7 @@ def _layer_curves(context: RunContext) -> str:
                                         legendgroup=layer.name, showlegend=col == 1, line=dict(color=color, width=1.4),
                                         hovertemplate=f"{layer.name} step %{{x}}<br>{column} %{{y:.3g}}<extra></extra>"),
                              row=1, col=col)  # fmt: skip
-            traces.append({"source": rundir.GRADIENTS_FILE, "x": "step", "y": column, "match": {"layer": layer.name}})
+            traces.append({"source": rundir.GRADIENTS_FILE, "x": STEP, "y": column, "match": {LAYER: layer.name}})
     for col, (column, _, log_scale) in enumerate(shown, start=1):
         values = [v for layer in log.layers for v in layer.values(column)]
         if log_scale:  # labels on whole decades only: minor labels crowd a short axis

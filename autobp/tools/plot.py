@@ -17,6 +17,7 @@ import numpy as np
 
 from autobp.common import files
 from autobp.common.errors import ConfigError
+from autobp.rundir.logs import GRAD_NORM_W, OUT_GRAD_NORM
 from autobp.rundir.reader import LayerLog, RunLog
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -24,8 +25,8 @@ INSTALL_HINT = "the gradient-flow plot needs matplotlib: pip install 'autobp[plo
 DPI = 110
 SMOOTH_ABOVE = 100  # logged steps beyond which a moving median is drawn over the (faint) raw values
 PANELS = (
-    ("out_grad_norm", r"backpropagated signal $\|\partial L/\partial f_i\|$"),
-    ("grad_norm_w", r"weight gradient $\|\partial L/\partial W_i\|$"),
+    (OUT_GRAD_NORM, r"backpropagated signal $\|\partial L/\partial f_i\|$"),
+    (GRAD_NORM_W, r"weight gradient $\|\partial L/\partial W_i\|$"),
 )
 
 

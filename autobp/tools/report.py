@@ -19,6 +19,7 @@ from autobp.common.text import format_number, format_table, to_json
 from autobp.health import LayerSummary, describe_change, finite, first_value, judge, last_value, summarize_layers
 from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DoctorRecord, read_doctor
+from autobp.rundir.logs import EPOCH, STEP, measured_in
 from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.status import Status
 from autobp.rundir.summary import Diagnosis, InstrumentVerdict, LayerVerdict
@@ -68,13 +69,13 @@ class Report:
 
 def summarize_series(metrics: list[dict[str, float | None]]) -> list[SeriesSummary]:
     """First, best and final value of every loss and metric column that has values."""
-    names = [name for name in (metrics[0] if metrics else {}) if name not in ("epoch", "step", "lr", "seconds")]
+    names = measured_in(metrics[0]) if metrics else []
     summaries = []
     for name in names:
         column = [row.get(name) for row in metrics]
         if first_value(column) is None:
             continue
-        scored = [(value, row.get("epoch")) for value, row in zip(column, metrics)
+        scored = [(value, row.get(EPOCH)) for value, row in zip(column, metrics)
                   if value is not None and math.isfinite(value)]  # fmt: skip
         pick = min if lower_is_better(name) else max
         best, epoch = pick(scored, key=lambda pair: pair[0]) if scored else (None, None)
@@ -156,7 +157,7 @@ def build_report(log: RunLog) -> Report:
         ending=ending(log),
         task=summary.task if summary else None,
         epochs=summary.epochs_completed if summary else len(log.metrics),
-        steps=summary.steps if summary else int(last_value([row.get("step") for row in log.metrics]) or 0),
+        steps=summary.steps if summary else int(last_value([row.get(STEP) for row in log.metrics]) or 0),
         series=series,
         curve=curve,
         sparkline=sparkline([row.get(curve) for row in log.metrics]),

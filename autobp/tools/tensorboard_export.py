@@ -29,6 +29,7 @@ from autobp.common.errors import ConfigError, DataError, WriteError
 from autobp.common.text import flatten
 from autobp.rundir.histograms import QUANTITIES, bin_edges
 from autobp.rundir.histograms import read as read_histograms
+from autobp.rundir.logs import STEP, measured_in
 from autobp.rundir.reader import RunLog, is_run_dir, read_run
 from autobp.sweeps.record import is_sweep_dir, trial_dirs
 from autobp.tools.compare import differing_keys
@@ -36,7 +37,6 @@ from autobp.tools.compare import differing_keys
 EXPORT_DIR = "tensorboard"
 EVENTS_PREFIX = "events.out.tfevents."
 METRICS_GROUP = "metrics"
-NOT_METRICS = ("epoch", "step", "lr", "seconds")  # columns of metrics.csv that the HParams view does not rank by
 INSTALL_HINT = "--format tensorboard needs tensorboardX: pip install 'autobp[export]'"
 
 
@@ -158,9 +158,9 @@ def _write_run(directory: Path, log: RunLog, hparams: dict[str, Any]) -> int:
 def _add_metrics(writer: _Events, log: RunLog) -> int:
     count = 0
     for row in log.metrics:
-        step = row.get("step")
+        step = row.get(STEP)
         for column, value in row.items():
-            if step is not None and column != "step" and value is not None:
+            if step is not None and column != STEP and value is not None:
                 writer.add_scalar(f"{METRICS_GROUP}/{column}", value, step)
                 count += 1
     return count
@@ -227,7 +227,7 @@ def _add_hparams(writer: _Events, log: RunLog, hparams: dict[str, Any]) -> None:
 
 
 def _metric_columns(log: RunLog) -> list[str]:
-    return [name for name in (log.metrics[0] if log.metrics else {}) if name not in NOT_METRICS]
+    return measured_in(log.metrics[0]) if log.metrics else []
 
 
 def _check_destination(target: Path, shown: Path) -> None:

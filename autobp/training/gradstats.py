@@ -18,10 +18,6 @@ from autobp.health import SATURATION
 from autobp.model.network import Network, Trace
 from autobp.config.catalog import ACTIVATIONS
 
-COLUMNS = [
-    "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",
-    "out_grad_norm", "grad_mean", "grad_std", "dead_fraction", "saturated_fraction",
-]  # fmt: skip
 TARGET_LOGGED_STEPS = 2_000
 
 
@@ -78,7 +74,8 @@ def inactive_fraction(activation: str, z: np.ndarray) -> tuple[float | None, flo
 
 
 class GradientLog:
-    """Collects per-layer statistics at logged steps and appends them to gradients.csv."""
+    """Collects per-layer statistics at logged steps and appends them to gradients.csv (rows in the order of
+    `rundir.logs.GRADIENT_COLUMNS`)."""
 
     def __init__(self, network: Network, log: CsvLog, interval: int) -> None:
         self.network = network

@@ -1,5 +1,6 @@
 """The parts of a run's state that a checkpoint must carry besides the weights and the optimizer: early stopping,
-the random streams and the clock. Each owns its state and its `state_dict` / `load_state_dict`, as the optimizers do.
+the random streams, the clock and where the epoch under way began. Each owns its state and its `state_dict` /
+`load_state_dict`, as the optimizers do.
 
 State dicts hold plain arrays keyed by name, so checkpoint.npz stays readable with `np.load`.
 """
@@ -10,12 +11,14 @@ import json
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from autobp.config.catalog import lower_is_better
+from autobp.training.metrics import Meter
 
 State = dict[str, np.ndarray]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what ends a run cleanly at the next step
@@ -153,3 +156,26 @@ class StopRequests:
         """Raise KeyboardInterrupt if a stop was requested."""
         if self.received is not None:
             raise KeyboardInterrupt
+
+
+@dataclass
+class EpochStart:
+    """Where the epoch under way began: the shuffling stream's state before it drew the epoch's order, the step
+    count, and the epoch's training metrics so far. A checkpoint taken inside an epoch (Ctrl-C, max_steps) carries
+    it, so that resuming replays the same order from the same batch: bit for bit the uninterrupted run."""
+
+    shuffle: dict
+    first_step: int
+    meter: Meter
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"epoch_start.shuffle": np.array(json.dumps(self.shuffle)), "epoch_start.step": np.array(self.first_step)}
+        return state | {f"epoch_meter.{key}": value for key, value in self.meter.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], meter: Meter) -> EpochStart | None:
+        """The epoch start a checkpoint holds, or None for a checkpoint taken between epochs."""
+        if "epoch_start.step" not in state:
+            return None
+        meter.load_state_dict({k.removeprefix("epoch_meter."): v for k, v in state.items() if k.startswith("epoch_meter.")})
+        return cls(json.loads(str(state["epoch_start.shuffle"])), int(state["epoch_start.step"]), meter)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from autobp.common import files
-from autobp.training.runner import train
+from autobp.training.entry import train
 
 SHAPES = [(784, 256), (256,), (256, 256), (256,), (256, 10), (10,)]  # an mnist-sized network: parameters and moments
 

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import CASES, write_case  # noqa: E402
 
-from autobp.training.runner import train  # noqa: E402
+from autobp.training.entry import train  # noqa: E402
 
 SIDES = {
     "off": None,

@@ -170,7 +170,7 @@ def tick_seconds(with_bar: bool, ticks: int = 200_000) -> float:
 def histogram_share(case: Case, repeats: int) -> tuple[float, float]:
     """(seconds spent in histogram snapshots and writes, training-loop seconds) of the fastest in-process run."""
     import autobp.rundir.histograms as histograms
-    from autobp.training.runner import train
+    from autobp.training.entry import train
 
     spent = [0.0]
 

@@ -1,21 +1,11 @@
-"""The runner: train a network from a config and leave a run directory behind.
-
-    result = autobp.train("configs/quickstart.yaml", overrides=["optimizer.lr=0.003"])
-    result.run_dir, result.status, result.summary
-
-A run ends `completed` (last epoch or max_steps), `stopped_early`, `diverged` (a non-finite loss or gradient),
-`interrupted` (Ctrl-C), `failed` (anything unexpected) or, in a sweep with early_terminate, `pruned`; each keeps its
-logs and writes model.npz and summary.json.
-"""
+"""The training loop: one run's network, optimizer and data, its steps and epochs, divergence, checkpoints, and
+everything it writes as it goes (metrics.csv, gradients.csv, histograms, instruments, model.npz, summary.json)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,53 +13,35 @@ import numpy as np
 
 import autobp
 from autobp.common import files
-from autobp.common.errors import AutobpError, ConfigError, DataError
-from autobp.common.runtime import blas_build, keep_freed_memory
-from autobp.common.text import flatten, format_number, plural, shorten
-from autobp.health import describe, judge
+from autobp.common.errors import AutobpError, DataError
+from autobp.common.runtime import blas_build
+from autobp.common.text import plural, shorten
+from autobp.config.catalog import LOSSES, task_metric
+from autobp.config.models import Config
 from autobp.model.dataset import Dataset
 from autobp.model.mapped import BatchReader, MappedRows
-from autobp.model.network import MODEL_FILE, Layer, Network, Trace, build_network
-from autobp.model.prepare import prepare
+from autobp.model.network import Layer, Network, Trace, build_network
 from autobp.rundir import checkpoint
 from autobp.rundir import instruments as instrument_file
 from autobp.rundir import layout as rundir
-from autobp.rundir.histograms import HistogramLog, Histograms
-from autobp.rundir.histograms import read as read_histograms
-from autobp.rundir.reader import read_run
+from autobp.rundir.histograms import HistogramLog
+from autobp.rundir.logs import MetricsColumns, open_gradient_log, untimed
 from autobp.rundir.status import Status
-from autobp.rundir.summary import Best, Divergence, EarlyStop, Summary, read_summary, write_summary
-from autobp.config.catalog import LOSSES, lower_is_better, task_metric
-from autobp.config.models import Config, check_name
-from autobp.config.configfile import dump_config, load_config
+from autobp.rundir.summary import Divergence, EarlyStop, Summary, write_summary
+from autobp.training import recovery
 from autobp.training.compiled import CompiledSteps
-from autobp.training.gradstats import COLUMNS as GRADIENT_COLUMNS
-from autobp.training.gradstats import TARGET_LOGGED_STEPS, GradientLog, log_interval, total
+from autobp.training.ending import RunResult, conclude, save_model
+from autobp.training.gradstats import GradientLog, log_interval, total
 from autobp.training.instruments import Instruments
 from autobp.training.metrics import Meter, evaluate, loss_targets
 from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.training.progress import Progress
-from autobp.training.state import INIT_STREAM, STOP_SIGNALS, Clock, EarlyStopping, RandomStreams, StopRequests, now
+from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, EpochStart, RandomStreams, StopRequests, now
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
-EXTENSIBLE_KEYS = {"training.epochs", "training.max_steps"}  # what --resume may change
 # Called at each epoch end that training would continue past, with the epoch and its metrics row; True, or the
 # reason as text, stops the run there as `pruned` (a sweep's early termination; the text is summary.json's reason).
 EpochHook = Callable[[int, dict[str, Any]], "bool | str"]
-
-
-@dataclass
-class RunResult:
-    """What a finished run leaves: its directory, final status and summary (summary.json's content)."""
-
-    run_dir: Path
-    status: Status
-    summary: Summary
-    nothing_to_do: bool = False  # --resume of a run that had already finished
-
-    @property
-    def exit_code(self) -> int:
-        return self.status.exit_code
 
 
 class Diverged(Exception):
@@ -81,204 +53,9 @@ class Diverged(Exception):
         self.layer = layer
 
 
-def train(
-    config: Config | dict | str | Path,
-    overrides: Sequence[str] = (),
-    *,
-    name: str | None = None,
-    output: str | Path | None = None,
-    quiet: bool = True,
-) -> RunResult:
-    """Train from a config (path, dict or Config) with `--set`-style overrides into a new run directory."""
-    if name is not None:
-        try:
-            check_name(name)
-        except ValueError as err:
-            raise ConfigError(f"--name {name!r}: {err}") from None
-    extra = [f"name={name}"] * (name is not None) + [f"output.dir={output}"] * (output is not None)
-    config, dataset = prepare(config, [*overrides, *extra])
-    rundir.ensure_output_dir(Path(config.output.dir))  # before the free-space check, which needs the folder
-    rundir.check_free_space(Path(config.output.dir), estimated_size(config, dataset))
-    try:
-        run_dir = rundir.create_run_dir(Path(config.output.dir), config.name, {rundir.CONFIG_FILE: dump_config(config)})
-    except OSError as exc:
-        raise _nothing_trained(exc) from None
-    return _train_in(config, dataset, run_dir, quiet)  # config.yaml is in the folder from the start
-
-
-def estimated_size(config: Config, dataset: Dataset) -> int:
-    """Roughly how many bytes a run writes: model, checkpoint (parameters, optimizer moments, best weights), logs."""
-    sizes = [dataset.n_features] + [layer.units or dataset.n_outputs for layer in config.model.layers]
-    parameters = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-    batch = config.training.batch_size or max(len(dataset.X_train), 1)
-    steps = config.training.epochs * max(1, math.ceil(len(dataset.X_train) / batch))
-    if config.training.max_steps is not None:
-        steps = min(steps, config.training.max_steps)
-    logged = min(steps, 2 * TARGET_LOGGED_STEPS) if config.training.log_every == "auto" else steps // config.training.log_every + 2
-    instruments = config.training.instruments
-    instrumented = 0 if instruments is None else logged if instruments.every == "auto" else steps // instruments.every + 1
-    return parameters * 8 * 6 + (logged + instrumented) * len(sizes) * 250 + config.training.epochs * 200
-
-
-def run(
-    config: Config, dataset: Dataset, run_dir: Path, *, quiet: bool = True, on_epoch: EpochHook | None = None,
-    stop_signals: Sequence[int] = STOP_SIGNALS,
-) -> RunResult:
-    """Train a prepared config (see `prepare`) into `run_dir`, an existing empty folder; `on_epoch` may prune it.
-    `stop_signals` end the run cleanly at the next step (a pool worker leaves SIGTERM to its pool, which uses it to
-    end broken workers)."""
-    try:
-        files.write_atomic(run_dir / rundir.CONFIG_FILE, dump_config(config))
-    except OSError as exc:
-        raise _nothing_trained(exc) from None
-    return _train_in(config, dataset, run_dir, quiet, on_epoch, stop_signals)
-
-
-def _train_in(
-    config: Config, dataset: Dataset, run_dir: Path, quiet: bool, on_epoch: EpochHook | None = None,
-    stop_signals: Sequence[int] = STOP_SIGNALS,
-) -> RunResult:
-    """Train into `run_dir`, which already holds the config.yaml of `config`."""
-    keep_freed_memory()
-    trainer = Trainer(config, dataset, run_dir, Progress(quiet), on_epoch)
-    trainer.requests = StopRequests(stop_signals)
-    with files.exclusive(run_dir):  # a new folder: nobody else holds it, but --resume of it must wait its turn
-        return trainer.run()
-
-
-def resume(
-    run_dir: str | Path, overrides: Sequence[str] = (), *, quiet: bool = True, announce: Callable[[str], None] | None = None
-) -> RunResult:
-    """Continue a run from its last checkpoint, or extend a finished one (`training.epochs`, `training.max_steps`);
-    `announce` is told where the run continues before training starts."""
-    run_dir = Path(run_dir)
-    saved_path = run_dir / rundir.CONFIG_FILE
-    if not saved_path.is_file():
-        raise ConfigError(f"--resume {run_dir}: not a run directory (no {rundir.CONFIG_FILE})")
-    saved = load_config(saved_path)
-    config, dataset = prepare(saved_path, overrides)
-    before, after = flatten(saved.model_dump(mode="json")), flatten(config.model_dump(mode="json"))
-    differing = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
-    changed = sorted(differing - EXTENSIBLE_KEYS)
-    if changed:
-        raise ConfigError(
-            f"--resume {run_dir}: cannot change {', '.join(changed)}; only training.epochs and training.max_steps "
-            "can be changed when resuming (start a new run for anything else)"
-        )
-    with files.exclusive(run_dir) as taken:
-        if not taken:
-            raise ConfigError(f"--resume {run_dir}: another autobp process is training this run; wait for it to end")
-        return _continue(run_dir, config, dataset, bool(differing), quiet, announce)
-
-
-def _continue(
-    run_dir: Path, config: Config, dataset: Dataset, extended: bool, quiet: bool,
-    announce: Callable[[str], None] | None,
-) -> RunResult:  # fmt: skip
-    """`resume` once the run is known to be this process's alone."""
-    saved_path = run_dir / rundir.CONFIG_FILE
-    notes: list[str] = []
-    previous = _previous_summary(run_dir / rundir.SUMMARY_FILE, notes)
-    if previous is not None and previous.status.finished and not extended:
-        return RunResult(run_dir, previous.status, previous, nothing_to_do=True)
-    state = _load_checkpoint(run_dir)
-    _check_extension(run_dir, config, state)
-    keep_freed_memory()
-    trainer = Trainer(config, dataset, run_dir, Progress(quiet))
-    trainer.resumed = [*(previous.resumed if previous else []), now()]
-    where = trainer.restore(state, notes)  # every file read and checked before the first write
-    try:
-        trainer.mark_running()  # first write: from here on, nothing on disk may say the run has finished
-        files.remove_orphans(run_dir)  # temporaries of writers killed mid-write (a checkpoint is ~ the model's size)
-        trainer.cut_logs()
-        files.write_atomic(saved_path, dump_config(config))
-    except OSError as exc:
-        error = _nothing_trained(exc)
-        with contextlib.suppress(OSError):  # if even summary.json cannot be written, it says running: resumable
-            conclude(run_dir, trainer.summary_now(Status.FAILED, {"error": str(error)}))
-        raise error from None
-    if announce is not None:
-        announce(where)
-    return trainer.run()
-
-
-def _nothing_trained(exc: OSError) -> AutobpError:
+def nothing_trained(exc: OSError) -> AutobpError:
     """A write that failed before training began (exit 1)."""
     return AutobpError(f"{files.describe_write_error(exc)}; nothing was trained")
-
-
-def _previous_summary(path: Path, notes: list[str]) -> Summary | None:
-    """summary.json of the run being resumed; a damaged one is a note (the checkpoint says where the run is)."""
-    if not path.exists():
-        return None
-    try:
-        return read_summary(path)
-    except DataError as err:
-        notes.append(f"{err}: ignored, the checkpoint says where the run is")
-        return None
-
-
-def _load_checkpoint(run_dir: Path) -> checkpoint.Checkpoint | None:
-    try:
-        return checkpoint.load(run_dir)
-    except DataError as err:
-        raise DataError(f"{err}; --resume cannot continue from it (move it away to train this run again from "
-                        "epoch 1)") from None
-
-
-def _check_extension(run_dir: Path, config: Config, state: checkpoint.Checkpoint | None) -> None:
-    """A run can be extended, never shortened: a shorter run is a new run (nothing is changed when refused)."""
-    if state is None:
-        return
-    training = config.training
-    if training.epochs < state.epoch:
-        raise ConfigError(f"--resume {run_dir}: training.epochs={training.epochs}, but the run has already trained "
-                          f"{plural(state.epoch, 'epoch')}; a run can be extended, not shortened (start a new run)")
-    if training.max_steps is not None and training.max_steps < state.step:
-        raise ConfigError(f"--resume {run_dir}: training.max_steps={training.max_steps}, but the run has already "
-                          f"taken {plural(state.step, 'step')}; a run can be extended, not shortened (start a new run)")
-
-
-def _intact_rows(path: Path, columns: list[str], notes: list[str]) -> list[dict[str, str]]:
-    """A log's rows (text as read) that are whole: a row cut short by a kill or a failed write, or otherwise
-    damaged, is dropped with a note; an unreadable log is a note and no rows (both are rewritten from here)."""
-    if not path.exists():
-        return []
-    try:
-        rows = files.read_rows(path)
-    except DataError as err:
-        notes.append(f"{err}: rewritten from the checkpoint on")
-        return []
-    if rows and not files.ends_a_line(path):
-        rows[-1] = {}  # cut mid-write: even a last number that parses may be missing digits
-    required = ("epoch", "step") if "step" in columns else ("epoch",)
-    intact = [row for row in rows if files.whole_row(row, columns, required)]
-    if len(intact) < len(rows):
-        notes.append(f"{path.name}: {plural(len(rows) - len(intact), 'damaged row')} dropped")
-    return intact
-
-
-@dataclass
-class EpochStart:
-    """Where the epoch under way began: the shuffling stream's state before it drew the epoch's order, the step
-    count, and the epoch's training metrics so far. A checkpoint taken inside an epoch (Ctrl-C, max_steps) carries
-    it, so that resuming replays the same order from the same batch: bit for bit the uninterrupted run."""
-
-    shuffle: dict
-    first_step: int
-    meter: Meter
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        state = {"epoch_start.shuffle": np.array(json.dumps(self.shuffle)), "epoch_start.step": np.array(self.first_step)}
-        return state | {f"epoch_meter.{key}": value for key, value in self.meter.state_dict().items()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], meter: Meter) -> EpochStart | None:
-        """The epoch start a checkpoint holds, or None for a checkpoint taken between epochs."""
-        if "epoch_start.step" not in state:
-            return None
-        meter.load_state_dict({k.removeprefix("epoch_meter."): v for k, v in state.items() if k.startswith("epoch_meter.")})
-        return cls(json.loads(str(state["epoch_start.shuffle"])), int(state["epoch_start.step"]), meter)
 
 
 class Trainer:
@@ -312,10 +89,11 @@ class Trainer:
         if training.max_steps is not None:
             self.total_steps = min(self.total_steps, training.max_steps)
         self.metric = task_metric(dataset.task)
+        self.columns = MetricsColumns(self.metric)
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        self._kept_rows: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], [])  # set by restore
+        self.kept = recovery.KeptLogs()  # set by restore
         stopping = training.early_stopping
         self.stopper = None if stopping is None else EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
         self.clock = Clock()
@@ -332,7 +110,7 @@ class Trainer:
 
     def restore(self, state: checkpoint.Checkpoint | None, notes: Sequence[str] = ()) -> str:
         """Continue from a checkpoint: state and counters, and the log rows up to it, all read and checked without
-        writing anything (`cut_logs` then writes the logs back to it); None: start over. Returns where the run
+        writing anything (`recovery.cut_logs` then writes the logs back to it); None: start over. Returns where the run
         continues, in words, with `notes` and what was found damaged on the way."""
         notes = list(notes)
         where = self._restore(state, notes)
@@ -340,18 +118,13 @@ class Trainer:
 
     def _restore(self, state: checkpoint.Checkpoint | None, notes: list[str]) -> str:
         epoch, step = (0, 0) if state is None else (state.epoch, state.step)
-        metrics_path = self.run_dir / rundir.METRICS_FILE
-        gradients_path = self.run_dir / rundir.GRADIENTS_FILE
-        logged = _intact_rows(metrics_path, self._metric_columns(), notes)
-        metrics = [r for r in logged if int(r["epoch"]) <= epoch]
-        gradients = [r for r in _intact_rows(gradients_path, GRADIENT_COLUMNS, notes) if int(r["step"]) <= step]
-        self._kept_rows = (metrics, gradients)
-        self.history = [{k: files.parse_cell(k, v) for k, v in row.items()} for row in metrics]
-        dropped = len(logged) - len(metrics)
+        self.kept = recovery.kept_logs(self.run_dir, self.columns, epoch, step, notes)
+        self.history = self.kept.history()
+        dropped = recovery.dropped(self.kept.dropped)
         if state is None:
             instrument_file.rows_through(self.run_dir, 0, notes)
-            return f"no checkpoint to resume from: starting again from epoch 1{_dropped(dropped)}"
-        self.histograms.keep_until(self._earlier_histograms(notes), step)
+            return f"no checkpoint to resume from: starting again from epoch 1{dropped}"
+        self.histograms.keep_until(recovery.earlier_histograms(self.run_dir, notes), step)
         path = self.run_dir / checkpoint.CHECKPOINT_FILE
         self.network.load_state_dict(state.parameters, str(path))
         try:
@@ -372,20 +145,7 @@ class Trainer:
         if self._epoch_start is not None:
             batches = step - self._epoch_start.first_step
             where = f"the checkpoint inside epoch {epoch + 1}, after {plural(batches, 'batch', 'batches')} (step {step})"
-        return f"resuming from {where}{_dropped(dropped)}"
-
-    def cut_logs(self) -> None:
-        """Rewrite metrics.csv and gradients.csv with the rows `restore` kept (the ones up to the checkpoint)."""
-        metrics, gradients = self._kept_rows
-        files.rewrite_rows(self.run_dir / rundir.METRICS_FILE, self._metric_columns(), metrics)
-        files.rewrite_rows(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS, gradients)
-
-    def _earlier_histograms(self, notes: list[str]) -> Histograms | None:
-        try:
-            return read_histograms(self.run_dir)
-        except DataError as err:
-            notes.append(f"{err}: its earlier snapshots are dropped")
-            return None
+        return f"resuming from {where}{dropped}"
 
     def _new_meter(self) -> Meter:
         return Meter(self.dataset.task, self.config.loss, self.dataset)
@@ -432,12 +192,12 @@ class Trainer:
         outcome: dict[str, Any] = {}
         try:
             self.mark_running()
-            metrics_log = files.CsvLog(self.run_dir / rundir.METRICS_FILE, self._metric_columns())
-            gradient_log = files.CsvLog(self.run_dir / rundir.GRADIENTS_FILE, GRADIENT_COLUMNS)
+            metrics_log = self.columns.open_log(self.run_dir)
+            gradient_log = open_gradient_log(self.run_dir)
             if self.instruments is not None:
                 self.instruments.log = instrument_file.open_log(self.run_dir)
         except OSError as exc:
-            raise _nothing_trained(exc) from None
+            raise nothing_trained(exc) from None
         self._logs = (metrics_log, gradient_log, *([self.instruments.log] if self.instruments is not None else []))
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
         self.progress.start(self.total_steps, self.config.name, self.step)
@@ -486,7 +246,7 @@ class Trainer:
         try:
             if summary.status == Status.INTERRUPTED and self.config.training.checkpoint_every is not None:
                 self._save_checkpoint()
-            self._save_model()
+            save_model(self.run_dir, self.network, self.dataset)
         except OSError as exc:
             summary.status, summary.error = Status.FAILED, files.describe_write_error(exc)
         try:
@@ -627,34 +387,9 @@ class Trainer:
         return meter.result()
 
     def _epoch_row(self, train: dict[str, float | None], lr: float, seconds: float) -> dict[str, Any]:
-        val = self.evaluate(self.X_val, self.y_val)
-        return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "train_loss": train["loss"],
-            "val_loss": val["loss"],
-            f"train_{self.metric}": train[self.metric],
-            f"val_{self.metric}": val[self.metric],
-            "lr": lr,
-            "seconds": round(seconds, 6),
-        }
-
-    def _metric_columns(self) -> list[str]:
-        return ["epoch", "step", "train_loss", "val_loss", f"train_{self.metric}", f"val_{self.metric}", "lr", "seconds"]
+        return self.columns.row(self.epoch, self.step, train, self.evaluate(self.X_val, self.y_val), lr, seconds)
 
     # --- what the run leaves -----------------------------------------------------------------------------------
-    def _save_model(self) -> None:
-        arrays = self.network.state_dict()
-        data = self.dataset
-        extras = {
-            "x_mean": data.x_mean, "x_std": data.x_std, "y_mean": data.y_mean, "y_std": data.y_std,
-            "feature_names": np.array(data.feature_names, dtype=str),
-            "target_names": np.array(data.target_names, dtype=str),
-            "class_names": None if data.class_names is None else np.array(data.class_names, dtype=str),
-        }  # fmt: skip
-        arrays.update({key: value for key, value in extras.items() if value is not None})
-        files.write_npz(self.run_dir / MODEL_FILE, arrays)
-
     def _summary(self, status: Status, seconds: float, outcome: dict[str, Any]) -> Summary:
         # Only an epoch's last batch can be short, so whole epochs plus full batches count the examples exactly.
         epochs, batches = divmod(self.step, self.steps_per_epoch)
@@ -673,7 +408,7 @@ class Trainer:
             samples_per_second=samples / seconds if seconds > 0 else None,
             final=self._metrics_of(len(self.history)),
             saved=self._metrics_of(self._restored_epoch or len(self.history)),
-            best=self._best_metrics(),
+            best=self.columns.best(self.history),
             early_stopping=None if self.stopper is None or self.stopper.best_epoch is None else EarlyStop(
                 monitor=self.stopper.monitor, best_epoch=self.stopper.best_epoch,
                 best_value=self.stopper.best_value, restored=self._restored_epoch is not None,
@@ -687,19 +422,7 @@ class Trainer:
 
     def _metrics_of(self, epoch: int) -> dict[str, Any]:
         """metrics.csv's row of `epoch` (1-based; 0: none), less its time column."""
-        row = self.history[epoch - 1] if 0 < epoch <= len(self.history) else {}
-        return {key: value for key, value in row.items() if key != "seconds"}
-
-    def _best_metrics(self) -> dict[str, Best]:
-        best = {}
-        for key in ("train_loss", "val_loss", f"train_{self.metric}", f"val_{self.metric}"):
-            rows = [row for row in self.history if row[key] is not None and math.isfinite(row[key])]
-            if not rows:
-                continue
-            pick = min if lower_is_better(key) else max
-            row = pick(rows, key=lambda r: r[key])
-            best[key] = Best(value=row[key], epoch=row["epoch"])
-        return best
+        return untimed(self.history[epoch - 1] if 0 < epoch <= len(self.history) else {})
 
 
 def _row_gatherer(X: np.ndarray | MappedRows, order: np.ndarray, batch_size: int,
@@ -709,59 +432,6 @@ def _row_gatherer(X: np.ndarray | MappedRows, order: np.ndarray, batch_size: int
     if isinstance(X, MappedRows):
         return BatchReader(X, order, batch_size, scattered)
     return lambda begin: X.take(order[begin : begin + batch_size], axis=0)
-
-
-def _dropped(count: int) -> str:
-    return f" ({plural(count, 'later logged epoch')} dropped)" if count else ""
-
-
-def conclude(run_dir: Path, summary: Summary) -> None:
-    """Judge the run's gradient health from the logs it left (as `autobp report` will) and write summary.json."""
-    summary.health = judge(read_run(run_dir, summary=summary))
-    write_summary(run_dir / rundir.SUMMARY_FILE, summary)
-
-
-def format_summary(result: RunResult) -> str:
-    """The end-of-run report: status, final and best metrics, speed, each layer's gradient verdict, the diagnoses
-    with their suggestions (the same judgement as `autobp report`), and the path."""
-    summary = result.summary
-    lines = [f"{summary.name}: {summary.status} after {trained(summary)}, {plural(summary.steps, 'step')} in "
-             f"{summary.seconds:.2f} s ({summary.steps_per_second or 0:,.0f} steps/s)"]
-    if summary.diverged is not None:
-        diverged = summary.diverged
-        lines.append(f"  diverged at step {diverged.step} (epoch {diverged.epoch}): {diverged.reason}")
-    if summary.error is not None:
-        lines.append(f"  error: {summary.error}")
-    stop = summary.early_stopping
-    restored = stop is not None and stop.restored
-    if restored:
-        lines.append(f"  model.npz holds epoch {stop.best_epoch}, the best by {stop.monitor} (early stopping restored "
-                     "its weights); the values below are that model's")  # fmt: skip
-    label = f"epoch {stop.best_epoch}" if restored else "final"
-    for key, best in summary.best.items():
-        value = format_number((summary.saved if restored else summary.final).get(key))
-        lines.append(f"  {key:<16} {label} {value:<10}  best {format_number(best.value):<10} (epoch {best.epoch})")
-    health = summary.health
-    if health is not None and health.layers:
-        lines.append("gradients (median ‖∂L/∂f_i‖ over logged steps):")
-        lines += [f"  {describe(verdict)}" for verdict in health.layers]
-    if health is not None and health.diagnoses:
-        lines.append("diagnoses (most likely cause first):")
-        for diagnosis in health.diagnoses:
-            where = f" ({diagnosis.layer})" if diagnosis.layer else ""
-            lines.append(f"  {diagnosis.kind}{where}: {diagnosis.message}; suggestion: {diagnosis.suggestion}")
-        lines.append(f"  details: autobp report {result.run_dir}")
-    lines.append(f"run directory: {result.run_dir}")
-    if summary.status.resumable:
-        lines.append(f"continue it with: autobp train --resume {result.run_dir}")
-    return "\n".join(lines)
-
-
-def trained(summary: Summary) -> str:
-    """`723 epochs and 1 batch`: the epochs finished, and the batches of an epoch cut short (Ctrl-C, max_steps)."""
-    batches = summary.steps - int(summary.final.get("step") or 0)  # the last finished epoch's row ends at its step
-    text = plural(summary.epochs_completed, "epoch")
-    return text + (f" and {plural(batches, 'batch', 'batches')}" if batches > 0 else "")
 
 
 def layer_gradients_finite(layer: Layer) -> bool:
