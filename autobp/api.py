@@ -177,7 +177,7 @@ def sweep(
 
     Safe from a script without an `if __name__ == "__main__":` guard, from `python -` and from notebooks: the
     worker processes never run the caller's main module."""
-    from autobp.sweeps.plan import run_sweep
+    from autobp.sweeps.run import run_sweep
 
     paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
     result = run_sweep(paths, overrides, name=name, output=output, jobs=jobs, max_failures=max_failures, quiet=quiet)

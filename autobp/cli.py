@@ -200,7 +200,8 @@ def sweep(
     interrupted (resume with --resume).
     """
     from autobp.common.errors import ConfigError
-    from autobp.sweeps.plan import format_ranking, resume_sweep, run_sweep
+    from autobp.sweeps.run import resume_sweep, run_sweep
+    from autobp.sweeps.table import format_ranking
 
     if resume is not None and (sources or overrides or name is not None or output is not None):
         raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "

@@ -27,7 +27,7 @@ WIDTH = 1200
 
 def build(work: Path) -> dict[str, Path]:
     """The pages to photograph: two run reports, two sweep reports and a computation graph."""
-    from autobp.sweeps.plan import run_sweep
+    from autobp.sweeps.run import run_sweep
     from autobp.tools.graph import build_graph, render_graph
     from autobp.tools.html_report import write_report
     from autobp.training.entry import train

@@ -194,6 +194,6 @@ def test_predict_refuses_an_array_of_the_wrong_shape(iris: Path) -> None:
 def test_import_autobp_stays_cheap_and_autobp_sweep_is_the_function() -> None:
     """`autobp.sweep` is the API function; the sweep machinery is the package `autobp.sweeps`."""
     code = ("import sys, autobp; cheap = not {'numpy', 'pydantic', 'autobp.api'} & sys.modules.keys(); "
-            "import autobp.sweeps.plan; print(cheap, callable(autobp.sweep), autobp.sweep.__module__)")  # fmt: skip
+            "import autobp.sweeps.run; print(cheap, callable(autobp.sweep), autobp.sweep.__module__)")  # fmt: skip
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output == "True True autobp.api\n"

@@ -19,7 +19,7 @@ pytest.importorskip("distributed")
 from autobp.common.errors import ConfigError  # noqa: E402
 from autobp.sweeps.cluster import DaskExecutor, pack, run_shipped  # noqa: E402
 from autobp.sweeps.executor import run_trial  # noqa: E402
-from autobp.sweeps.plan import run_sweep  # noqa: E402
+from autobp.sweeps.run import run_sweep  # noqa: E402
 
 
 @pytest.fixture(scope="module")

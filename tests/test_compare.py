@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.tools.report import report_run
-from autobp.sweeps.plan import run_sweep
+from autobp.sweeps.run import run_sweep
 from autobp.tools.compare import compare_runs, flatten, fold_layers, list_runs
 from autobp.training.entry import train
 

@@ -20,7 +20,7 @@ from autobp.common.text import flatten
 from autobp.rundir.histograms import QUANTITIES, bin_edges
 from autobp.rundir.histograms import read as read_histograms
 from autobp.config.configfile import load_config
-from autobp.sweeps.plan import run_sweep
+from autobp.sweeps.run import run_sweep
 from autobp.training.entry import train
 
 BASE = {

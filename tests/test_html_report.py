@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.rundir.reader import read_run
-from autobp.sweeps.plan import run_sweep
+from autobp.sweeps.run import run_sweep
 from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -39,7 +39,7 @@ def test_a_training_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     modules = set(json.loads(done.stdout))
     assert "autobp.training.compiled" in modules  # the run went through the compiled path
     # numpy.ma (via np.median), sweeps, reports' plotting and predictions are not a training run's business.
-    assert not modules & {"numpy.ma", "autobp.sweeps.plan", "autobp.tools.plot", "autobp.tools.predict"}
+    assert not modules & {"numpy.ma", "autobp.sweeps.plan", "autobp.sweeps.run", "autobp.tools.plot", "autobp.tools.predict"}
 
 
 # --- memory: split by index in place, statistics in chunks, standardize in place -----------------------------------

@@ -7,6 +7,9 @@ metrics.csv's loss and metric columns (`train_loss`, `val_accuracy`, …) are th
 prefix (`config.catalog.METRICS`, `MONITORS`): a module may name one as the monitor or curve it means. What the file
 alone owns is its list of columns and its bookkeeping columns (`lr`, `seconds`), so a literal list holding them is
 what this test refuses.
+
+trials.csv's columns are owned by `sweeps/record.py` (`TrialsCsv`): its status, epochs, seconds and reason are
+summary.json's fields under their own names, so only a list holding `trial` or `run_dir` beside them copies its header.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from autobp.rundir.logs import (
     GRADIENT_COLUMNS, GRADIENT_VALUES, LAYER, LR, METRICS_BOOKKEEPING, SECONDS, SPLITS,
 )  # fmt: skip
 from autobp.rundir.status import Status
+from autobp.sweeps.record import RUN_DIR, TRIAL, TrialsCsv
 
 PACKAGE = Path(autobp.__file__).parent
 LOGS_OWNER = "rundir/logs.py"
+TRIALS_OWNER = "sweeps/record.py"
 STATUS_OWNER = "rundir/status.py"
 STATES = [state.value for state in Status]
 # Where a state's word means something else: (module, word) -> what. Each must still occur (a stale entry fails).
 NOT_STATES = {
     ("rundir/summary.py", "diverged"): "summary.json's key `diverged`, the Divergence record summary.py owns",
-    ("sweeps/plan.py", "failed"): "the sweep's progress tally: trials that ended unkept, what max_failures counts "
-                                  "(diverged, interrupted, … too), not the state `failed`",
-    ("sweeps/plan.py", "running"): "the same tally's label, beside `done` and `failed`",
+    ("sweeps/run.py", "failed"): "the sweep's progress tally: trials that ended unkept, what max_failures counts "
+                                 "(diverged, interrupted, … too), not the state `failed`",
+    ("sweeps/run.py", "running"): "the same tally's label, beside `done` and `failed`",
 }
 METRICS_COLUMNS = [*METRICS_BOOKKEEPING, *(f"{split}_{metric}" for metric in METRICS for split in SPLITS)]
 
@@ -101,6 +106,11 @@ def test_gradients_csv_columns_are_spelled_only_in_their_owner() -> None:
 
 def test_metrics_csv_columns_are_listed_only_in_their_owner() -> None:
     assert lists_outside(PACKAGE, LOGS_OWNER, METRICS_COLUMNS, [LR, SECONDS]) == []
+
+
+def test_trials_csv_columns_are_listed_only_in_their_owner() -> None:
+    columns = TrialsCsv.of(["optimizer.lr"], "val_loss", ["classification", "regression"]).header()
+    assert lists_outside(PACKAGE, TRIALS_OWNER, columns, [TRIAL, RUN_DIR]) == []
 
 
 def test_the_finder_sees_a_quoted_state_but_not_one_in_prose(tmp_path: Path) -> None:

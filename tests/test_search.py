@@ -22,7 +22,9 @@ from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.rundir.status import Status
 from autobp.sweeps.executor import LocalExecutor
-from autobp.sweeps.plan import format_ranking, plan_sweep, resume_sweep, run_sweep
+from autobp.sweeps.plan import plan_sweep
+from autobp.sweeps.run import resume_sweep, run_sweep
+from autobp.sweeps.table import format_ranking
 
 optuna = pytest.importorskip("optuna")
 

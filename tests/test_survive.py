@@ -31,7 +31,7 @@ import autobp
 from autobp.cli import app
 from autobp.common import files
 from autobp.rundir.status import Status
-from autobp.sweeps.plan import run_sweep
+from autobp.sweeps.run import run_sweep
 from autobp.tools import tensorboard_export
 
 DEADLINE = 60  # seconds: a command still running after this long has hung
@@ -554,7 +554,9 @@ def test_a_damaged_model_file_is_named_before_predict_or_export_use_it(trained, 
 
 def test_a_sweep_at_the_trial_cap_writes_a_record_it_reads_back(tmp_path) -> None:
     """Plan only: 10 × 10 × 10 × 10 = 10,000 trials (the cap), recorded and read back as sweep --resume reads it."""
-    from autobp.sweeps.plan import MAX_TRIALS, _record, plan_sweep
+    from autobp.sweeps.plan import plan_sweep
+    from autobp.sweeps.run import _record
+    from autobp.sweeps.sweepfile import MAX_TRIALS
     from autobp.sweeps.record import read_record
 
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({"data": {"source": "xor", "n_samples": 20},

@@ -23,7 +23,10 @@ from autobp.common.errors import ConfigError
 from autobp.common.runtime import limit_blas_threads
 from autobp.rundir.summary import Best, Summary
 from autobp.sweeps.executor import LocalExecutor
-from autobp.sweeps.plan import SweepFile, expand, format_ranking, plan_sweep, resume_sweep, run_sweep
+from autobp.sweeps.plan import expand, plan_sweep
+from autobp.sweeps.run import resume_sweep, run_sweep
+from autobp.sweeps.sweepfile import SweepFile
+from autobp.sweeps.table import format_ranking
 from autobp.sweeps.record import Outcome, Ranking
 
 # Linear data, identity activations, mse and a huge SGD step: the loss overflows within a few steps.
@@ -254,7 +257,7 @@ def test_trials_csv_quotes_text_once(tmp_path):
     """A failure reason with a comma and quotes reads back exactly (it used to gain literal quotes)."""
     sweep = plan_sweep([write_sweep(tmp_path, {"seed": [1]})])
     failed = Outcome("failed", Summary(status="failed", error='x, "y"'))
-    from autobp.sweeps.plan import _write_trials_csv
+    from autobp.sweeps.run import _write_trials_csv
 
     _write_trials_csv(tmp_path, sweep, [failed])
     assert read_trials(tmp_path)[0]["reason"] == 'x, "y"'
@@ -430,7 +433,8 @@ def test_a_sweep_killed_mid_trial_resumes_to_the_same_trials_bit_for_bit(tmp_pat
 def test_pruned_trials_show_what_they_reported_and_one_that_beat_the_winner_is_marked(tmp_path):
     """A pruned trial is not ranked, but the table shows the value it last reported (its epoch in `epochs`), lists
     pruned trials by it, and marks one whose best epoch beat the winner's ranked value."""
-    from autobp.sweeps.plan import Sweep, SweepResult, Trial
+    from autobp.sweeps.plan import Sweep, Trial
+    from autobp.sweeps.run import SweepResult
 
     def ended(status, epochs, final, best):
         return Outcome(status, Summary(status=status, epochs=epochs, final={"val_loss": final}, saved={"val_loss": final},

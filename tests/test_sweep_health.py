@@ -12,7 +12,7 @@ from autobp.common import files
 from autobp.common.errors import ConfigError
 from autobp.health import FATAL_KINDS, fatal_cause
 from autobp.rundir.summary import read_summary
-from autobp.sweeps.plan import run_sweep
+from autobp.sweeps.run import run_sweep
 from autobp.sweeps.search import JOURNAL_FILE
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

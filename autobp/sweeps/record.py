@@ -1,5 +1,6 @@
-"""The sweep directory: sweep.yaml (what the trials are and how they are ranked), one run directory per trial, and
-the ranking every tool uses, so `sweep`, `runs` and `compare` name the same best trial.
+"""The sweep directory: sweep.yaml (what the trials are and how they are ranked), trials.csv (how each trial ended:
+its one schema and one writer), one run directory per trial, and the ranking every tool uses, so `sweep`, `runs` and
+`compare` name the same best trial.
 """
 
 from __future__ import annotations
@@ -7,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,19 +19,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autobp.common import files
-from autobp.common.errors import AutobpError, ConfigError
+from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.common.text import shorten
 from autobp.rundir import layout as rundir
 from autobp.rundir.reader import is_run_dir, status_of
 from autobp.rundir.status import Status
 from autobp.rundir.summary import Summary, read_summary
-from autobp.config.catalog import metric_of
+from autobp.config.catalog import metric_of, task_metric
 from autobp.config.models import Monitor
 from autobp.config.configfile import read_text
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
 SETTLE_PATIENCE_SECONDS = 10.0  # how long an orphaned worker waits for the sweep directory's lock to settle trials.csv
+# trials.csv's fixed columns; the swept keys and the metrics between them depend on the sweep (see TrialsCsv)
+TRIAL, STATUS, EPOCHS, SECONDS, RUN_DIR, REASON = "trial", "status", "epochs", "seconds", "run_dir", "reason"
 
 # autobp's own record, not a file people write: read back up to this size (a sweep at its 10,000-trial cap writes
 # ~2 MB with four swept keys), and never written larger.
@@ -83,16 +87,13 @@ def settle(directory: Path) -> None:
             rows = files.read_rows(path)
         except AutobpError:
             return  # a damaged trials.csv: `sweep --resume` says so and rewrites it
-        if not rows or "status" not in rows[0]:
+        if not rows or STATUS not in rows[0]:
             return
         for row in rows:
-            if row.get("status") == Status.RUNNING:
-                row["status"] = _ended_status(directory / str(row.get("trial")))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        files.write_atomic(path, buffer.getvalue())
+            if row.get(STATUS) == Status.RUNNING:
+                row[STATUS] = _ended_status(directory / str(row.get(TRIAL)))
+        header = list(rows[0])
+        write_trials_csv(directory, header, [[row[column] for column in header] for row in rows])
 
 
 def _ended_status(trial_dir: Path) -> Status:
@@ -252,6 +253,68 @@ class Ranking:
                  "final": "at the last epoch", "best": "at its best epoch"}[self.stage]  # fmt: skip
         text = f"ranked by {self.monitor} {stage}, {'lower' if self.mode == 'min' else 'higher'} is better"
         return text + (f"; ties broken by {self.tie_breaker}" if self.tie_breaker else "")
+
+
+@dataclass(frozen=True)
+class TrialsCsv:
+    """trials.csv's columns: trial, status, the swept keys, the monitor at the ranked stage and at its best epoch
+    (best_<monitor>), the saved model's other metrics, epochs, seconds, run_dir and reason."""
+
+    keys: Sequence[str]
+    monitor: str
+    others: Sequence[str] = ()
+
+    @classmethod
+    def of(cls, keys: Sequence[str], monitor: str, tasks: Iterable[str]) -> TrialsCsv:
+        """The columns of a sweep whose trials have these tasks: beside the monitored metric, the other metrics of the
+        saved model: losses, then accuracy and/or R² as the tasks report them."""
+        reported = sorted({task_metric(task) for task in tasks})
+        metrics = [f"{split}_{measure}" for measure in ("loss", *reported) for split in ("train", "val")]
+        return cls(keys, monitor, [metric for metric in metrics if metric != monitor])
+
+    def header(self, run_dir: bool = True) -> list[str]:
+        """The columns in order; without run_dir for the ranked table, which names the sweep directory below it."""
+        ending = [EPOCHS, SECONDS, *([RUN_DIR] if run_dir else []), REASON]
+        return [TRIAL, STATUS, *self.keys, self.monitor, best_column(self.monitor), *self.others, *ending]
+
+    def row(self, trial: str, values: Iterable[Any], outcome: Outcome, stage: str, run_dir: Path) -> list[Any]:
+        """A trial's cells, in the header's order."""
+        saved = [outcome.value(metric, "saved") for metric in self.others]
+        return [trial, outcome.status, *values, outcome.value(self.monitor, stage), outcome.best(self.monitor), *saved,
+                outcome.epochs, outcome.seconds, run_dir, outcome.reason]  # fmt: skip
+
+
+def best_column(monitor: str) -> str:
+    """The column of a metric's best value over the epochs: best_val_loss."""
+    return f"best_{monitor}"
+
+
+def write_trials_csv(directory: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write trials.csv atomically: the one writer of the file, for the sweep and for orphaned workers settling it."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for cells in rows:
+        writer.writerow([_csv_cell(cell) for cell in cells])
+    files.write_atomic(directory / TRIALS_FILE, buffer.getvalue())
+
+
+def _csv_cell(value: Any) -> Any:
+    # The csv writer quotes what needs quoting; quoting here too would put literal quotes in the file.
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def check_trials_csv(directory: Path, notes: list[str]) -> None:
+    """trials.csv is only a table of the trials' own summary.json files: a damaged one is a note, and rewritten."""
+    path = directory / TRIALS_FILE
+    if not path.exists():
+        return
+    try:
+        rows = files.read_rows(path)
+        if rows and TRIAL not in rows[0]:
+            raise DataError(f"{path}: no trial column")
+    except DataError as err:
+        notes.append(f"{err}: rewritten from the trials' summary.json files")
 
 
 def read_outcomes(directory: Path, record: SweepRecord, notes: list[str]) -> list[Outcome]:

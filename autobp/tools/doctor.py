@@ -3,7 +3,7 @@
     result = run_doctor(Path("runs/deep-sigmoid-20261205-200543"), epochs=20)
     print(format_doctor(result))
 
-The trials are an ordinary sweep (autobp.sweeps.plan) in RUN_DIR/doctor/, so `--jobs` and `--executor dask` work
+The trials are an ordinary sweep (autobp.sweeps.run) in RUN_DIR/doctor/, so `--jobs` and `--executor dask` work
 as for `sweep`, and Ctrl-C or SIGTERM end them as they end a sweep's. A change cures the cause when its trial
 finishes and the treated kind is no longer first in the trial's own judgement (its summary.json's health). The
 verdict is written to RUN_DIR/doctor.json (autobp.rundir.doctor). Running doctor again resumes: trials that
@@ -27,8 +27,9 @@ from autobp.rundir.summary import Diagnosis, Summary, read_summary
 from autobp.config.models import Config
 from autobp.config.configfile import load_config, override_arguments
 from autobp.sweeps.executor import TrialExecutor, interrupted_once
-from autobp.sweeps.plan import SweepResult, override, plan_changes, run_in
+from autobp.sweeps.plan import override, plan_changes
 from autobp.sweeps.record import Outcome, refuse_if_running
+from autobp.sweeps.run import SweepResult, run_in
 from autobp.tools.report import verified_fix_lines
 
 REQUIRED = (rundir.SUMMARY_FILE, rundir.CONFIG_FILE, rundir.GRADIENTS_FILE)

@@ -763,6 +763,8 @@ class SweepContext:
 
 def _sweep_table(context: SweepContext) -> str:
     from autobp.common.text import format_number
+    from autobp.sweeps.record import EPOCHS, STATUS, TRIAL, best_column
+    from autobp.sweeps.table import RANK
 
     record, ranking = context.record, context.record.ranking
     rows = []
@@ -773,7 +775,7 @@ def _sweep_table(context: SweepContext) -> str:
         rows.append([str(place) if value is not None else "-", f'<a class="trial" href="{link}">{html.escape(trial.name)}</a>',
                      _badge(trial.outcome.status), *(_cell(trial.values.get(key)) for key in context.keys), *metrics,
                      str(trial.run.epochs)])  # fmt: skip
-    headers = ["rank", "trial", "status", *context.keys, record.monitor, f"best_{record.monitor}", "epochs"]
+    headers = [RANK, TRIAL, STATUS, *context.keys, record.monitor, best_column(record.monitor), EPOCHS]
     return (f'<h1>{html.escape(record.name)} <span class="status completed">sweep</span></h1>'
             f"<p>{len(rows)} trials, {html.escape(ranking.describe())}. Each trial links to its own report.<br>"
             f"Sweep directory: <code>{html.escape(str(context.sweep_dir))}</code></p>"

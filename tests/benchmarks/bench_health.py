@@ -23,7 +23,7 @@ import yaml
 from bench_search import MONITOR, base_config
 
 from autobp.sweeps.executor import LocalExecutor
-from autobp.sweeps.plan import SweepResult, run_sweep
+from autobp.sweeps.run import SweepResult, run_sweep
 
 PARAMETERS = {
     "optimizer.lr": [0.001, 0.01, 0.1, 1.0, 10.0],

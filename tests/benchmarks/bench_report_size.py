@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from autobp.sweeps.plan import run_sweep
+    from autobp.sweeps.run import run_sweep
 
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from autobp.sweeps.executor import LocalExecutor
-from autobp.sweeps.plan import SweepResult, run_sweep
+from autobp.sweeps.run import SweepResult, run_sweep
 
 LRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3]
 WIDTHS = [[4], [8], [16], [32], [64]]

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from autobp.sweeps.executor import LocalExecutor, available_cores
-from autobp.sweeps.plan import run_sweep
+from autobp.sweeps.run import run_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 
