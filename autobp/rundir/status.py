@@ -32,6 +32,9 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:
+        return repr(self.value)  # a list of statuses prints as it did when they were plain strings
+
     @property
     def recorded(self) -> bool:
         """A state a run writes into its own summary.json."""
