@@ -163,6 +163,9 @@ def _handler(view: View, static: dict[str, bytes], hosts: tuple[str, ...] | None
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "autobp-view"
+        # Stopping joins the request threads (daemon threads killed at exit can abort the interpreter); a client
+        # that goes silent mid-request is dropped after this many seconds rather than holding the stop.
+        timeout = 5
 
         def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
             try:
@@ -251,7 +254,6 @@ def serve(directory: Path, host: str, port: int, say: Callable[[str, bool], None
     except OSError as exc:
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); choose another "
                           "port with --port (0 picks a free one)") from None  # fmt: skip
-    server.daemon_threads = True
     if not loopback:
         say(f"warning: --host {host}: anyone who can reach this machine at that address can read these runs", True)
     # SIGINT set too, as train sets it: a view started with SIGINT ignored (a script's background job) still stops.
