@@ -11,7 +11,7 @@ from autobp.cli import app
 from autobp.common.files import load_npz
 from autobp.model.network import build_network
 from autobp.model.prepare import prepare
-from autobp.config.catalog import LOSSES
+from autobp.config.catalog import ACTIVATIONS, LOSSES
 from autobp.tools.graph import build_graph, render_graph
 from autobp.training.metrics import loss_targets
 from autobp.training.entry import train
@@ -82,6 +82,7 @@ def test_each_edge_carries_its_local_derivative_and_the_chain_rule_holds() -> No
     for edge in graph.edges:
         source, target = by_id[edge.source], by_id[edge.target]
         if target.op == "sigmoid":  # σ'(z) = σ(1 − σ), and ∂L/∂z = ∂L/∂σ · σ'(z)
+            assert edge.derivative == ACTIVATIONS["sigmoid"].derivative
             assert np.allclose(edge.local, target.value * (1 - target.value), rtol=1e-12, atol=0)
             assert np.allclose(source.adjoint, target.adjoint * edge.local, rtol=1e-12, atol=1e-300)
         if target.op == "dense" and edge.argnum == 0:  # ∂L/∂f = ∂L/∂z Wᵀ

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.health import SIGNAL_RATIO
+from autobp.health.thresholds import SIGNAL_RATIO
 from autobp.rundir.summary import read_summary
 from autobp.config.configfile import override_value
 from autobp.training.ending import RunResult, conclude, format_summary

@@ -154,10 +154,10 @@ def test_graph_page_in_a_browser(browser, tmp_path: Path) -> None:
 
 
 def test_a_diverged_or_killed_run_renders_what_it_has(runs: Path) -> None:
-    from autobp.tools import html_report
+    from autobp.tools import html_page, html_run
 
     def run_page(run_dir: Path) -> str:
-        return html_report.page(html_report.RunContext(run_dir), "")
+        return html_page.page(html_run.RunContext(run_dir), "")
 
     diverged = train(CONFIGS / "sine.yaml", ["model.activation=identity", "optimizer.name=sgd", "optimizer.lr=100"],
                      output=runs).run_dir  # fmt: skip

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.health import ALPHA_HIGH, ALPHA_LOW, NOISE_SCALE_FACTOR, STABILITY_LIMIT, judge
+from autobp.health import judge
+from autobp.health.thresholds import ALPHA_HIGH, ALPHA_LOW, NOISE_SCALE_FACTOR, STABILITY_LIMIT
 from autobp.rundir.instruments import TOTAL, VALUES, BlockLog, InstrumentLog
 from autobp.rundir.reader import LayerLog, RunLog, read_run
 from autobp.rundir.summary import read_summary

@@ -1,5 +1,5 @@
-"""The HTML report's "Instruments" section in a real headless Chromium: the verdict table says what health.py
-judged, each instrument's chart holds instruments.csv's values, and the verdict bands sit at health.py's thresholds."""
+"""The HTML report's "Instruments" section in a real headless Chromium: the verdict table says what autobp.health
+judged, each instrument's chart holds instruments.csv's values, and the verdict bands sit at its thresholds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from conftest import open_file
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.health import ALPHA_HIGH, ALPHA_LOW, NOISE_SCALE_FACTOR
+from autobp.health.thresholds import ALPHA_HIGH, ALPHA_LOW, NOISE_SCALE_FACTOR
 from autobp.rundir.instruments import read
 from autobp.training.entry import train
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autobp.health import median
+from autobp.health.layers import median
 from autobp.model import split
 from autobp.model.dataset import load_dataset
 from autobp.config.configfile import config_from_dict

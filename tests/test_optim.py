@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 from types import SimpleNamespace
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from autobp.common.errors import ConfigError, DataError
+from autobp.config.catalog import OPTIMIZERS, SCHEDULES
+from autobp.config.models import OptimizerConfig, Schedule
 from autobp.engine import Tensor
 from autobp.training.optim import (
+    UPDATE_RULES,
     Adam,
     AdamW,
     Momentum,
@@ -28,26 +33,24 @@ LR = 0.1
 MU = 0.9
 RHO = 0.99
 EPS = 1e-8
+BETA1, BETA2 = 0.9, 0.999
 G = np.array([0.5, -2.0, 3.0])
 THETA0 = np.array([1.0, -1.0, 2.0])
 
-OPTIMIZERS = {
-    "sgd": Sgd,
-    "momentum": Momentum,
-    "nesterov": Nesterov,
-    "rmsprop": RmsProp,
-    "adam": Adam,
-    "adamw": AdamW,
-}
+
+def make(name: str, params: list[Tensor], decay: list[bool], weight_decay: float = 0.0):
+    """The optimizer `name` as training builds it, with this file's hyperparameters."""
+    cfg = OptimizerConfig(name=name, weight_decay=weight_decay, momentum=MU, rho=RHO, eps=EPS, beta1=BETA1, beta2=BETA2)
+    return build_optimizer(cfg, params, decay)
 
 
 def param(values, dtype=np.float64) -> Tensor:
     return Tensor(np.array(values, dtype=dtype), requires_grad=True)
 
 
-def three_steps_with_constant_gradient(optimizer_class, **hyper) -> list[np.ndarray]:
+def three_steps_with_constant_gradient(name: str) -> list[np.ndarray]:
     p = param(THETA0)
-    opt = optimizer_class([p], decay=[True], **hyper)
+    opt = make(name, [p], decay=[True])
     deltas = []
     for _ in range(3):
         p.grad = G.copy()
@@ -69,20 +72,20 @@ CLOSED_FORMS = {
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_first_three_steps_match_closed_form(name):
-    deltas = three_steps_with_constant_gradient(OPTIMIZERS[name])
+    deltas = three_steps_with_constant_gradient(name)
     for t, delta in enumerate(deltas, start=1):
         np.testing.assert_allclose(delta, CLOSED_FORMS[name](t), rtol=1e-12)
 
 
 def test_adam_first_step_is_lr_times_sign_of_gradient():
-    (delta, *_) = three_steps_with_constant_gradient(Adam)
+    (delta, *_) = three_steps_with_constant_gradient("adam")
     np.testing.assert_allclose(delta, -LR * np.sign(G), rtol=1e-7)
 
 
 def test_sgd_weight_decay_is_coupled_l2_and_only_where_flagged():
     wd = 0.5
     decayed, plain = param(THETA0), param(THETA0)
-    opt = Sgd([decayed, plain], decay=[True, False], weight_decay=wd)
+    opt = make("sgd", [decayed, plain], decay=[True, False], weight_decay=wd)
     for _ in range(3):
         decayed.grad, plain.grad = G.copy(), G.copy()
         opt.step(LR)
@@ -96,8 +99,8 @@ def test_adam_normalises_the_decay_term_but_adamw_does_not():
     wd = 0.5
     theta0, g = np.array([4.0, 4.0]), np.array([1.0, -1.0])
     adam_p, adamw_p, adamw_plain = param(theta0), param(theta0), param(theta0)
-    adam = Adam([adam_p], decay=[True], weight_decay=wd)
-    adamw = AdamW([adamw_p, adamw_plain], decay=[True, False], weight_decay=wd)
+    adam = make("adam", [adam_p], decay=[True], weight_decay=wd)
+    adamw = make("adamw", [adamw_p, adamw_plain], decay=[True, False], weight_decay=wd)
     for p in (adam_p, adamw_p, adamw_plain):
         p.grad = g.copy()
     (adam_delta,) = adam.step(LR)
@@ -114,7 +117,7 @@ def test_adam_normalises_the_decay_term_but_adamw_does_not():
 def test_adamw_three_steps_shrink_theta_geometrically():
     wd = 0.5
     p = param(THETA0)
-    opt = AdamW([p], decay=[True], weight_decay=wd)
+    opt = make("adamw", [p], decay=[True], weight_decay=wd)
     for _ in range(3):
         p.grad = G.copy()
         opt.step(LR)
@@ -126,7 +129,7 @@ def test_adamw_three_steps_shrink_theta_geometrically():
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_step_never_modifies_the_gradient(name):
     p = param(THETA0)
-    opt = OPTIMIZERS[name]([p], decay=[True], weight_decay=0.1)
+    opt = make(name, [p], decay=[True], weight_decay=0.1)
     p.grad = G.copy()
     opt.step(LR)
     np.testing.assert_array_equal(p.grad, G)
@@ -134,7 +137,7 @@ def test_step_never_modifies_the_gradient(name):
 
 def test_parameter_without_gradient_is_left_alone():
     used, unused = param(THETA0), param(THETA0)
-    opt = Adam([used, unused], decay=[True, True], weight_decay=0.1)
+    opt = make("adam", [used, unused], decay=[True, True], weight_decay=0.1)
     used.grad = G.copy()
     _, delta = opt.step(LR)
     np.testing.assert_array_equal(unused.data, THETA0)
@@ -150,7 +153,7 @@ CONVERGENCE_LR = {"sgd": 0.2, "momentum": 0.05, "nesterov": 0.05, "rmsprop": 0.0
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_minimises_a_convex_quadratic(name):
     p = param(np.zeros(2))
-    opt = OPTIMIZERS[name]([p], decay=[False])
+    opt = make(name, [p], decay=[False])
     for _ in range(400):
         p.grad = A.T @ (A @ p.data - B)
         opt.step(CONVERGENCE_LR[name])
@@ -185,14 +188,14 @@ def test_resume_from_state_dict_is_bit_identical(name):
     hyper = {"decay": [True, False], "weight_decay": 0.01}
 
     straight = [param(a) for a in start]
-    run_steps(OPTIMIZERS[name](straight, **hyper), straight, grads)
+    run_steps(make(name, straight, **hyper), straight, grads)
 
     resumed = [param(a) for a in start]
-    first = OPTIMIZERS[name](resumed, **hyper)
+    first = make(name, resumed, **hyper)
     run_steps(first, resumed, grads[:5])
     state = npz_roundtrip(first.state_dict())
     resumed = [param(p.data) for p in resumed]
-    second = OPTIMIZERS[name](resumed, **hyper)
+    second = make(name, resumed, **hyper)
     second.load_state_dict(state)
     run_steps(second, resumed, grads[5:])
 
@@ -202,32 +205,32 @@ def test_resume_from_state_dict_is_bit_identical(name):
 
 def test_state_dict_holds_step_count_and_moments():
     p = param(THETA0)
-    opt = Adam([p], decay=[True])
+    opt = make("adam", [p], decay=[True])
     p.grad = G.copy()
     opt.step(LR)
     state = opt.state_dict()
     assert sorted(state) == ["exp_avg.0", "exp_avg_sq.0", "step"]
     assert int(state["step"]) == 1
-    np.testing.assert_allclose(state["exp_avg.0"], 0.1 * G)
-    np.testing.assert_allclose(state["exp_avg_sq.0"], 0.001 * G**2)
+    np.testing.assert_allclose(state["exp_avg.0"], (1 - BETA1) * G)
+    np.testing.assert_allclose(state["exp_avg_sq.0"], (1 - BETA2) * G**2)
 
 
 def test_loading_state_of_another_optimizer_is_a_data_error():
     p = param(THETA0)
     with pytest.raises(DataError, match=r"missing \['velocity.0'\]"):
-        Momentum([p], decay=[True]).load_state_dict(Adam([p], decay=[True]).state_dict())
+        make("momentum", [p], decay=[True]).load_state_dict(make("adam", [p], decay=[True]).state_dict())
 
 
 def test_loading_state_of_another_model_is_a_data_error():
-    state = Momentum([param(np.zeros(4))], decay=[True]).state_dict()
+    state = make("momentum", [param(np.zeros(4))], decay=[True]).state_dict()
     with pytest.raises(DataError, match=r"'velocity.0' has shape \(4,\), but the model needs \(3,\)"):
-        Momentum([param(THETA0)], decay=[True]).load_state_dict(state)
+        make("momentum", [param(THETA0)], decay=[True]).load_state_dict(state)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_float32_parameters_stay_float32(name):
     p = param(THETA0, dtype=np.float32)
-    opt = OPTIMIZERS[name]([p], decay=[True], weight_decay=0.1)
+    opt = make(name, [p], decay=[True], weight_decay=0.1)
     for _ in range(3):
         p.grad = G.astype(np.float32)
         deltas = opt.step(np.float64(LR))  # even a NumPy float64 learning rate must not promote
@@ -268,6 +271,22 @@ def test_build_optimizer_reads_its_hyperparameters_from_the_config(name, expecte
     assert opt.decay == [True, False]
     assert opt.weight_decay == 0.01
     assert {key: getattr(opt, key) for key in hyper} == hyper
+
+
+def test_every_catalog_optimizer_has_an_update_rule_reading_config_keys_with_no_defaults_of_its_own():
+    assert set(UPDATE_RULES) == set(OPTIMIZERS)
+    for name, rule in UPDATE_RULES.items():
+        assert set(OPTIMIZERS[name].reads) <= set(OptimizerConfig.model_fields)
+        # The config model owns every default: a rule that kept one could drift from it.
+        defaults = [p.name for p in inspect.signature(rule.__init__).parameters.values() if p.default is not p.empty]
+        assert defaults == [], (name, defaults)
+
+
+def test_every_catalog_schedule_has_a_config_model_with_exactly_the_keys_it_reads():
+    models = {model.model_fields["name"].default: model for model in get_args(get_args(Schedule)[0])}
+    assert set(models) == set(SCHEDULES)
+    for name, model in models.items():
+        assert set(model.model_fields) - {"name"} == set(SCHEDULES[name].reads), name
 
 
 def test_build_optimizer_rejects_an_unknown_name():
@@ -333,8 +352,8 @@ def test_one_flat_update_equals_the_per_parameter_updates_bit_for_bit(name, dtyp
     plain_params, _ = _flat_layout(dtype)
     for p in plain_params:
         p.grad = p.grad.copy()
-    fused = OPTIMIZERS[name](fused_params, decay=[True, False] * 2)
-    plain = OPTIMIZERS[name](plain_params, decay=[True, False] * 2)
+    fused = make(name, fused_params, decay=[True, False] * 2)
+    plain = make(name, plain_params, decay=[True, False] * 2)
     rng = np.random.default_rng(8)
     for _ in range(4):
         flat[:] = rng.standard_normal(flat.size)
@@ -356,7 +375,7 @@ def test_weight_decay_updates_parameter_by_parameter_even_with_a_flat_gradient()
     params, flat = _flat_layout(np.float64)
     flat[:] = 0.0
     before = [p.data.copy() for p in params]
-    deltas = Sgd(params, decay=[True, False] * 2, weight_decay=0.5).step(LR, flat)
+    deltas = make("sgd", params, decay=[True, False] * 2, weight_decay=0.5).step(LR, flat)
     for p, old, delta, decayed in zip(params, before, deltas, [True, False] * 2):
         np.testing.assert_allclose(delta, -LR * 0.5 * old if decayed else np.zeros_like(old), rtol=1e-15, atol=0)
         np.testing.assert_array_equal(p.data, old + delta)

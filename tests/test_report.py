@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.common.text import format_number
-from autobp.health import INIT_SCALE_HIGH
+from autobp.health.thresholds import INIT_SCALE_HIGH
 from autobp.rundir.reader import read_run
 from autobp.config.configfile import override_value
 from autobp.tools.plot import plot_run

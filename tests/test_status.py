@@ -15,7 +15,7 @@ from autobp.rundir.reader import read_status
 from autobp.rundir.status import Status
 from autobp.rundir.summary import read_summary
 from autobp.tools.compare import list_runs
-from autobp.tools.html_report import STYLE
+from autobp.tools.html_page import STYLE
 
 
 @pytest.mark.parametrize("state", ["killed", "unfinished", "pending", "invalid"])

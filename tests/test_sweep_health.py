@@ -10,7 +10,8 @@ import yaml
 
 from autobp.common import files
 from autobp.common.errors import ConfigError
-from autobp.health import FATAL_KINDS, fatal_cause
+from autobp.health import fatal_cause
+from autobp.health.thresholds import FATAL_KINDS
 from autobp.rundir.summary import read_summary
 from autobp.sweeps.run import run_sweep
 from autobp.sweeps.search import JOURNAL_FILE

@@ -1,15 +1,19 @@
-"""The vocabulary of a config, one entry per name: every loss, activation, optimizer, schedule and metric, with
-everything the rest of autobp asks about it.
+"""The vocabulary of a config, one entry per name: every data source, loss, activation, initialisation, optimizer,
+schedule and metric, with everything the rest of autobp asks about it.
 
-The config's allowed values, the JSON Schema, the builder, the metrics, the optimizers, early stopping, sweeps and
-reports all read these tables. Adding an activation or a loss is one entry here plus its engine rule (and tests).
+The config's allowed values, the JSON Schema, the builder, the metrics, the optimizers, early stopping, sweeps,
+reports, the ONNX export and the graph view all read these tables. Adding an activation is one entry here plus its
+engine function; the entry's name is allowed in a config from then on (tests/test_catalog.py registers one).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Literal
+
+import numpy as np
 
 from autobp.engine import Primitive, Tensor, binary_cross_entropy, cross_entropy, huber, mae, mse, ops
 
@@ -72,41 +76,87 @@ class Loss:
     """labels: integer class ids; column: a (n, 1) float column of 0/1; values: float targets as given."""
     outputs: Literal["one_per_class", "one", "one_per_target"]
     """cross_entropy: one logit per class; bce: a single logit (positive class); regression: one per target."""
+    derivative: str
+    """∂L/∂prediction as the graph view writes it on the edge into the loss."""
 
 
 LOSSES: dict[str, Loss] = {
-    "mse": Loss(mse, "regression", "values", "one_per_target"),
-    "mae": Loss(mae, "regression", "values", "one_per_target"),
-    "huber": Loss(huber, "regression", "values", "one_per_target"),
-    "cross_entropy": Loss(cross_entropy, "classification", "labels", "one_per_class"),
-    "bce": Loss(binary_cross_entropy, "classification", "column", "one"),
+    "mse": Loss(mse, "regression", "values", "one_per_target", "2(ŷ − y) / n"),
+    "mae": Loss(mae, "regression", "values", "one_per_target", "sign(ŷ − y) / n"),
+    "huber": Loss(huber, "regression", "values", "one_per_target", "clip(ŷ − y, ±1) / n"),
+    "cross_entropy": Loss(cross_entropy, "classification", "labels", "one_per_class", "(softmax − onehot(y))/n"),
+    "bce": Loss(binary_cross_entropy, "classification", "column", "one", "(σ(z) − y) / n"),
 }
 
 
 @dataclass(frozen=True)
+class OnnxOp:
+    """An ONNX operator (opset 17) and its attributes: what the ONNX export writes for an activation."""
+
+    kind: str
+    attributes: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Activation:
-    """An activation σ: its engine function (None for identity) and its family, which decides what the gradient log
-    watches: `relu` units die (pre-activation ≤ 0), `squashing` units saturate (|pre-activation| large)."""
+    """An activation σ: its engine function (None for identity; any function of engine operations), its family,
+    which decides what the gradient log watches (`relu` units die: pre-activation ≤ 0; `squashing` units saturate:
+    |pre-activation| large), σ′ as the graph view writes it, and its ONNX operator (None: no node, or no export)."""
 
     engine: Callable[[Tensor], Tensor] | None
     family: Literal["relu", "squashing", "smooth", "linear"]
+    derivative: str
+    onnx: OnnxOp | None = None
 
 
+# The constants (leaky_relu's slope, elu's α) belong to the engine's primitives; these entries only refer to them.
 ACTIVATIONS: dict[str, Activation] = {
-    "identity": Activation(None, "linear"),
-    "sigmoid": Activation(ops.sigmoid, "squashing"),
-    "tanh": Activation(ops.tanh, "squashing"),
-    "relu": Activation(ops.relu, "relu"),
-    "leaky_relu": Activation(ops.leaky_relu, "relu"),
-    "elu": Activation(ops.elu, "relu"),
-    "softplus": Activation(ops.softplus, "smooth"),
-    "sin": Activation(ops.sin, "smooth"),
+    "identity": Activation(None, "linear", "1"),
+    "sigmoid": Activation(ops.sigmoid, "squashing", "σ′(z) = σ(1 − σ)", OnnxOp("Sigmoid")),
+    "tanh": Activation(ops.tanh, "squashing", "1 − tanh²(z)", OnnxOp("Tanh")),
+    "relu": Activation(ops.relu, "relu", "1[z > 0]", OnnxOp("Relu")),
+    "leaky_relu": Activation(ops.leaky_relu, "relu", f"1 or {ops.LEAKY_SLOPE:g}",
+                             OnnxOp("LeakyRelu", {"alpha": ops.LEAKY_SLOPE})),
+    "elu": Activation(ops.elu, "relu", f"1 or {ops.ELU_ALPHA:g}·eᶻ", OnnxOp("Elu", {"alpha": ops.ELU_ALPHA})),
+    "softplus": Activation(ops.softplus, "smooth", "σ(z)", OnnxOp("Softplus")),
+    "sin": Activation(ops.sin, "smooth", "cos z", OnnxOp("Sin")),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Init:
+    """A weight initialisation: the distribution drawn and its spread from the layer's fan_in, fan_out and
+    model.init_scale: the half-width a of a uniform draw on ±a, the standard deviation of a normal one."""
+
+    distribution: Literal["uniform", "normal"]
+    spread: Callable[[int, int, float], float]
+
+    def draw(self, fan_in: int, fan_out: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+        """A (fan_in, fan_out) weight matrix."""
+        spread, shape = self.spread(fan_in, fan_out, scale), (fan_in, fan_out)
+        if self.distribution == "uniform":
+            return rng.uniform(-spread, spread, shape)
+        return rng.standard_normal(shape) * spread
+
+    def std(self, fan_in: int, fan_out: int, scale: float) -> float:
+        """The standard deviation of the weights drawn (a/√3 for a uniform draw on ±a)."""
+        spread = float(self.spread(fan_in, fan_out, scale))
+        return spread / math.sqrt(3.0) if self.distribution == "uniform" else spread
+
+
+INITS: dict[str, Init] = {
+    "xavier": Init("uniform", lambda fan_in, fan_out, scale: np.sqrt(6.0 / (fan_in + fan_out))),  # Glorot
+    "he": Init("normal", lambda fan_in, fan_out, scale: np.sqrt(2.0 / fan_in)),
+    "lecun": Init("normal", lambda fan_in, fan_out, scale: np.sqrt(1.0 / fan_in)),
+    "normal": Init("normal", lambda fan_in, fan_out, scale: scale),
+    "uniform": Init("uniform", lambda fan_in, fan_out, scale: scale),
 }
 
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An update rule and the `optimizer` keys it reads besides lr and weight_decay (autobp.training.optim runs it)."""
+    """An update rule and the `optimizer` keys it reads besides lr and weight_decay (autobp.training.optim runs it;
+    the keys' defaults are the config model's, autobp.config.models.OptimizerConfig)."""
 
     reads: tuple[str, ...]
 
@@ -120,8 +170,40 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "adamw": Optimizer(("beta1", "beta2", "eps")),
 }
 
-SCHEDULES = ("constant", "step", "exponential", "cosine")
-INITS = ("xavier", "he", "lecun", "normal", "uniform")
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate schedule: the `optimizer.schedule` keys it reads besides `name` (their defaults are its config
+    model's in autobp.config.models) and its rate, lr(optimizer.lr, 0-based epoch, training.epochs, **those keys)."""
+
+    reads: tuple[str, ...]
+    rate: Callable[..., float]
+
+
+def _constant(lr: float, epoch: int, epochs: int) -> float:
+    return lr
+
+
+def _step(lr: float, epoch: int, epochs: int, step_size: int, gamma: float) -> float:
+    return lr * gamma ** (epoch // step_size)
+
+
+def _exponential(lr: float, epoch: int, epochs: int, gamma: float) -> float:
+    return lr * gamma**epoch
+
+
+def _cosine(lr: float, epoch: int, epochs: int, min_lr: float, t_max: int | None) -> float:
+    t_max = t_max if t_max is not None else epochs
+    progress = min(epoch, t_max) / t_max
+    return min_lr + (lr - min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "constant": Schedule((), _constant),
+    "step": Schedule(("step_size", "gamma"), _step),
+    "exponential": Schedule(("gamma",), _exponential),
+    "cosine": Schedule(("min_lr", "t_max"), _cosine),
+}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from autobp.common.errors import ConfigError
 from autobp.common.text import shorten
-from autobp.config.models import CROSS_FIELD_ERROR, FILE_PATH_KEYS, Config
+from autobp.config.models import CROSS_FIELD_ERROR, FILE_PATH_KEYS, CatalogName, Config
 
 MAX_FILE_BYTES = 1_000_000
 # A real config has a few hundred values; far more means an alias bomb ("billion laughs").
@@ -593,7 +593,8 @@ def _options(annotation: Any) -> list[Any]:
     """The plain types an annotation admits (Annotated, Optional and unions unpacked)."""
     origin = get_origin(annotation)
     if origin is Annotated:
-        return _options(get_args(annotation)[0])
+        names = [marker for marker in annotation.__metadata__ if isinstance(marker, CatalogName)]
+        return names or _options(get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         return [option for arg in get_args(annotation) for option in _options(arg)]
     return [annotation]
@@ -604,8 +605,9 @@ def _models(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _literal_values(annotation: Any) -> list[str]:
-    literals = [option for option in _options(annotation) if get_origin(option) is Literal]
-    return [str(value) for literal in literals for value in get_args(literal)]
+    options = _options(annotation)
+    names = [name for option in options if isinstance(option, CatalogName) for name in option.table]
+    return names + [str(value) for option in options if get_origin(option) is Literal for value in get_args(option)]
 
 
 def _tags(model: type[BaseModel]) -> list[str]:
@@ -629,7 +631,7 @@ def _step(option: Any, part: Any) -> Any:
     if not (isinstance(option, type) and issubclass(option, BaseModel)):
         return None
     if part in option.model_fields:
-        return option.model_fields[part].annotation
+        return option.model_fields[part].rebuild_annotation()
     return option if part in _tags(option) else None
 
 

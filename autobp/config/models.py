@@ -15,21 +15,46 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Annotated, Literal, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationInfo, field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from autobp.config import catalog
 from autobp.config.catalog import Task, task_of_loss
 
+
+class CatalogName:
+    """A config value that names an entry of a catalog table: checked against the table as it is when a config is
+    read, so an entry added to it later is allowed; listed as the allowed values (JSON Schema enum, problems)."""
+
+    def __init__(self, table: Mapping[str, object]) -> None:
+        self.table = table
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self._check)
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: Any) -> dict[str, Any]:
+        return {"enum": list(self.table), "type": "string"}
+
+    def _check(self, value: Any) -> str:
+        if isinstance(value, str) and value in self.table:
+            return value
+        expected = ", ".join(map(repr, self.table))
+        raise PydanticCustomError("literal_error", "Input should be one of {expected}", {"expected": expected})
+
+
 # The allowed names come from the catalog, which owns what each name means.
-Activation = Literal[tuple(catalog.ACTIVATIONS)]
-Init = Literal[catalog.INITS]
-LossName = Literal[tuple(catalog.LOSSES)]
-OptimizerName = Literal[tuple(catalog.OPTIMIZERS)]
+Activation = Annotated[str, CatalogName(catalog.ACTIVATIONS)]
+Init = Annotated[str, CatalogName(catalog.INITS)]
+LossName = Annotated[str, CatalogName(catalog.LOSSES)]
+OptimizerName = Annotated[str, CatalogName(catalog.OPTIMIZERS)]
 Monitor = Literal[catalog.MONITORS]
-SourceName = Literal[tuple(catalog.SOURCES)]
+SourceName = Annotated[str, CatalogName(catalog.SOURCES)]
 SHUFFLE_WINDOW = 65_536  # rows per window of data.shuffle: window unless data.shuffle_window says otherwise
 
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"

@@ -54,10 +54,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
-
-
 class Loss(Primitive):
     """A loss L(prediction, target) = mean of a pointwise term; its rules come from the pointwise slope.
 
@@ -150,7 +146,7 @@ class BinaryCrossEntropy(Loss):
         return np.maximum(logits, 0.0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
 
     def slope(self, logits, target, scale):
-        return (_sigmoid(logits) - target) * scale
+        return (ops.logistic(logits) - target) * scale
 
     def slope_graph(self, logits, target):
         return ops.sigmoid(logits) - target

@@ -136,6 +136,16 @@ class Power(Elementwise):
 
 
 # --- elementwise functions and activations ---------------------------------------------------------------------
+# The activations' constants: the ONNX export and the graph view read them through the catalog.
+LEAKY_SLOPE = 0.01  # leaky_relu's slope below zero
+ELU_ALPHA = 1.0  # elu's limit −α far below zero
+
+
+def logistic(x: np.ndarray) -> np.ndarray:
+    """σ(x) = 1 / (1 + e⁻ˣ) on an array, in the tanh form, which never overflows (unlike e⁻ˣ at x = −1e4)."""
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
 class Exp(Elementwise):
     name = "exp"
 
@@ -196,8 +206,7 @@ class Sigmoid(Elementwise):
     name = "sigmoid"
 
     def forward(self, x):
-        # The tanh form never overflows, unlike 1 / (1 + exp(-x)) at x = -1e4.
-        return 0.5 * (np.tanh(0.5 * x) + 1.0)
+        return logistic(x)
 
     def partial(self, i, out, x):
         return out * (1.0 - out)
@@ -218,10 +227,10 @@ class LeakyRelu(Elementwise):
     name = "leaky_relu"
     piecewise = True
 
-    def forward(self, x, slope=0.01):
+    def forward(self, x, slope=LEAKY_SLOPE):
         return np.where(x > 0.0, x, x * slope)
 
-    def partial(self, i, out, x, slope=0.01):
+    def partial(self, i, out, x, slope=LEAKY_SLOPE):
         one, small = x.dtype.type(1.0), x.dtype.type(slope)
         return np.where(x > 0.0, one, small)
 
@@ -229,13 +238,13 @@ class LeakyRelu(Elementwise):
 class Elu(Elementwise):
     name = "elu"
 
-    def forward(self, x, alpha=1.0):
+    def forward(self, x, alpha=ELU_ALPHA):
         return np.where(x > 0.0, x, alpha * np.expm1(np.minimum(x, 0.0)))
 
-    def partial(self, i, out, x, alpha=1.0):
+    def partial(self, i, out, x, alpha=ELU_ALPHA):
         return np.where(x > 0.0, x.dtype.type(1.0), out + alpha)
 
-    def partial_graph(self, i, out, x, alpha=1.0):
+    def partial_graph(self, i, out, x, alpha=ELU_ALPHA):
         return where(x.data > 0.0, np.ones_like(x.data), out + alpha)
 
 
@@ -246,7 +255,7 @@ class Softplus(Elementwise):
         return np.logaddexp(0.0, x)
 
     def partial(self, i, out, x):
-        return 0.5 * (np.tanh(0.5 * x) + 1.0)
+        return logistic(x)
 
     def partial_graph(self, i, out, x):
         return sigmoid(x)

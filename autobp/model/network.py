@@ -15,25 +15,8 @@ import numpy as np
 from autobp.common.errors import ConfigError, DataError
 from autobp.common.files import load_npz
 from autobp.engine import Tensor, dense
-from autobp.config.catalog import ACTIVATIONS, LOSSES
+from autobp.config.catalog import ACTIVATIONS, INITS, LOSSES
 from autobp.config.models import Config
-
-
-def init_weights(kind: str, fan_in: int, fan_out: int, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """A (fan_in, fan_out) weight matrix: xavier (Glorot uniform), he and lecun (normal), or plain normal/uniform."""
-    shape = (fan_in, fan_out)
-    if kind == "xavier":
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
-        return rng.uniform(-limit, limit, shape)
-    if kind == "he":
-        return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-    if kind == "lecun":
-        return rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)
-    if kind == "normal":
-        return rng.standard_normal(shape) * scale
-    if kind == "uniform":
-        return rng.uniform(-scale, scale, shape)
-    raise ValueError(f"unknown init {kind!r}")
 
 
 def fitting_init(activation: str) -> str:
@@ -44,7 +27,7 @@ def fitting_init(activation: str) -> str:
 
 def fitting_std(activation: str, fan_in: int, fan_out: int) -> float:
     """The standard deviation of the weights `fitting_init` draws for a (fan_in, fan_out) layer."""
-    return float(np.sqrt(2.0 / fan_in if fitting_init(activation) == "he" else 2.0 / (fan_in + fan_out)))
+    return INITS[fitting_init(activation)].std(fan_in, fan_out, scale=0.0)  # he and xavier do not scale
 
 
 MODEL_FILE = "model.npz"  # a trained network's weights (and what prediction needs), in every run directory
@@ -251,7 +234,7 @@ def build_network(config: Config, n_inputs: int, rng: np.random.Generator) -> Ne
         if spec.units is None:
             raise ConfigError(f"model.layers.{index}.units: unknown; resolve the config against its data first")
         with np.errstate(over="ignore"):  # a huge init_scale overflows float32 to inf: training reports it
-            weight = init_weights(spec.init, fan_in, spec.units, config.model.init_scale, rng).astype(dtype)
+            weight = INITS[spec.init].draw(fan_in, spec.units, config.model.init_scale, rng).astype(dtype)
         bias = np.zeros(spec.units, dtype=dtype)
         layers.append(
             Layer(

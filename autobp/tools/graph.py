@@ -28,24 +28,9 @@ FORMATS = ("svg", "dot", "html")
 SMALL = 6  # arrays of at most this many entries show every number; larger ones their shape, norm and a few entries
 FEW = 3
 FULL_DATA = 4096  # nodes keep their full values in data-* attributes up to this many entries (for tests, tools)
-# The local derivative each edge contributes (ᵀ: transposed; g: the adjoint arriving from the output).
-DERIVATIVES = {
-    ("dense", 0): "g Wᵀ",
-    ("dense", 1): "xᵀ g",
-    ("dense", 2): "Σ rows of g",
-    "sigmoid": "σ′(z) = σ(1 − σ)",
-    "tanh": "1 − tanh²(z)",
-    "relu": "1[z > 0]",
-    "leaky_relu": "1 or 0.01",
-    "elu": "1 or eᶻ",
-    "softplus": "σ(z)",
-    "sin": "cos z",
-    "cross_entropy": "(softmax − onehot(y))/n",
-    "mse": "2(ŷ − y) / n",
-    "mae": "sign(ŷ − y) / n",
-    "huber": "clip(ŷ − y, ±1) / n",
-    "binary_cross_entropy": "(σ(z) − y) / n",
-}
+# The local derivative each edge into the dense layer contributes (ᵀ: transposed; g: the adjoint arriving from the
+# output); an activation's or a loss's is its catalog entry's.
+DERIVATIVES = {("dense", 0): "g Wᵀ", ("dense", 1): "xᵀ g", ("dense", 2): "Σ rows of g"}
 NODE_WIDTH, COLUMN_GAP, ROW_GAP, LINE, PAD = 220, 150, 40, 15, 8
 
 
@@ -150,11 +135,10 @@ def _node(tensor: Any, record: EngineNode | None, leaf_names: dict, nodes: dict[
     if record is None:
         op, layer = leaf_names[id(tensor)]
         return Node(f"n{index}", "input" if op == "x" else "parameter", op, layer, value, None)
-    from autobp.engine.ops import Elementwise
-
     primitive, parents = record.op, dict(record.parents)
-    # A dense op belongs to its weight's layer, an activation to its input's; the loss to none.
-    owner = parents.get(1) if primitive.name == "dense" else parents.get(0) if isinstance(primitive, Elementwise) else None
+    # A dense op belongs to its weight's layer, the loss (the one scalar) to none, any other operation (an activation
+    # or a part of one) to its first input's.
+    owner = parents.get(1) if primitive.name == "dense" else None if value.ndim == 0 else next(iter(parents.values()))
     layer = nodes[id(owner)].layer if owner is not None else None
     return Node(f"n{index}", "op", primitive.name, layer, value, None)
 
@@ -176,7 +160,19 @@ def _target_edges(nodes: dict[int, Node], node: Node, record: EngineNode, target
 
 
 def _derivative(name: str, argnum: int) -> str:
-    return DERIVATIVES.get((name, argnum)) or DERIVATIVES.get(name) or f"∂{name}/∂arg{argnum}"
+    return DERIVATIVES.get((name, argnum)) or _catalog_derivative(name) or f"∂{name}/∂arg{argnum}"
+
+
+def _catalog_derivative(primitive: str) -> str | None:
+    """The derivative of the activation or loss that is this engine primitive (an activation composed of several
+    operations shows theirs)."""
+    from autobp.config.catalog import ACTIVATIONS, LOSSES
+    from autobp.engine import Primitive
+
+    for entry in (*ACTIVATIONS.values(), *LOSSES.values()):
+        if isinstance(entry.engine, Primitive) and entry.engine.name == primitive:
+            return entry.derivative
+    return None
 
 
 def _local(primitive: Any, argnum: int, raw: list, kwargs: dict) -> np.ndarray | None:
@@ -377,14 +373,22 @@ def to_svg(graph: ComputationGraph, values: bool = True) -> str:
 def _svg_edge(edge: Edge, places: dict[str, tuple[float, float, float]]) -> str:
     sx, sy, sh = places[edge.source]
     tx, ty, th = places[edge.target]
-    x1, y1, x2, y2 = sx + NODE_WIDTH, sy + sh / 2, tx, ty + th / 2
-    bend = (x2 - x1) / 2
     label = edge_label(edge)
-    mx, my = (x1 + x2) / 2, (y1 + y2) / 2 - 4 - 6 * (len(label) - 1)
+    if tx - sx > NODE_WIDTH + COLUMN_GAP and sy + sh / 2 == ty + th / 2:
+        # Past the operations between them on the row (an activation made of several): an arc over their tops.
+        x1, y1, x2, y2 = sx + NODE_WIDTH / 2, sy, tx + NODE_WIDTH / 2, ty
+        lift = 0.75 * ROW_GAP
+        curve = f"C {x1:.1f} {y1 - lift:.1f}, {x2:.1f} {y2 - lift:.1f}, {x2:.1f} {y2:.1f}"
+        mx, my = (x1 + x2) / 2, y1 - lift / 2 - 12 * len(label)
+    else:
+        x1, y1, x2, y2 = sx + NODE_WIDTH, sy + sh / 2, tx, ty + th / 2
+        bend = (x2 - x1) / 2
+        curve = f"C {x1 + bend:.1f} {y1:.1f}, {x2 - bend:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}"
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2 - 4 - 6 * (len(label) - 1)
     text = "".join(f'<tspan x="{mx:.1f}" dy="{0 if i == 0 else 12}">{html.escape(line)}</tspan>'
                    for i, line in enumerate(label))  # fmt: skip
     return (f'<g class="edge" data-source="{edge.source}" data-target="{edge.target}" data-argnum="{edge.argnum}">'
-            f'<path d="M {x1:.1f} {y1:.1f} C {x1 + bend:.1f} {y1:.1f}, {x2 - bend:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}" '
+            f'<path d="M {x1:.1f} {y1:.1f} {curve}" '
             'fill="none" stroke="#777" stroke-width="1.3" marker-end="url(#arrow)"/>'
             f'<text text-anchor="middle" y="{my:.1f}" font-size="10" fill="#333" stroke="#fff" stroke-width="3" '
             f'paint-order="stroke">{text}</text></g>')  # fmt: skip

@@ -17,6 +17,7 @@ import numpy as np
 import autobp
 from autobp.common import files
 from autobp.common.errors import ConfigError
+from autobp.config.catalog import ACTIVATIONS
 from autobp.sweeps.record import is_sweep_dir
 from autobp.tools.predict import TrainedModel, load_model
 
@@ -29,20 +30,6 @@ CLASS_ID = "class_id"  # classification: (batch,) int64, the index into class_na
 TARGETS = "targets"  # regression: (batch, targets) in the data's units
 MODEL_FILE = "model.onnx"
 INSTALL_HINT = "--format onnx needs the onnx package: pip install 'autobp[export]'"
-
-# Each activation of autobp.model.network.ACTIVATIONS as an ONNX operator, with the engine's constants
-# (ops.LeakyRelu's slope 0.01, ops.Elu's alpha 1.0); identity adds no node.
-ACTIVATION_OPS: dict[str, tuple[str, dict[str, float]] | None] = {
-    "identity": None,
-    "sigmoid": ("Sigmoid", {}),
-    "tanh": ("Tanh", {}),
-    "relu": ("Relu", {}),
-    "leaky_relu": ("LeakyRelu", {"alpha": 0.01}),
-    "elu": ("Elu", {"alpha": 1.0}),
-    "softplus": ("Softplus", {}),
-    "sin": ("Sin", {}),
-}
-
 
 def export_onnx(run_dir: Path, out: Path | None = None) -> Path:
     """Write the run's model as ONNX to `out` (default RUN_DIR/model.onnx), atomically; returns the path."""
@@ -125,13 +112,13 @@ def _doc(model: TrainedModel) -> str:
 
 
 def _activation(graph: _Graph, activation: str, h: str) -> str:
-    if activation not in ACTIVATION_OPS:
-        raise ConfigError(f"activation {activation!r} has no ONNX operator in autobp's exporter")
-    op = ACTIVATION_OPS[activation]
-    if op is None:
+    """The activation's node, as its catalog entry names the ONNX operator (identity adds none)."""
+    entry = ACTIVATIONS[activation]
+    if entry.engine is None:
         return h
-    kind, attributes = op
-    return graph.node(kind, [h], **attributes)
+    if entry.onnx is None:
+        raise ConfigError(f"activation {activation!r} has no ONNX operator in autobp's catalog (autobp.config.catalog)")
+    return graph.node(entry.onnx.kind, [h], **entry.onnx.attributes)
 
 
 def _output_transform(graph: _Graph, model: TrainedModel, logits: str) -> list[tuple[str, int, list[int]]]:

@@ -16,7 +16,8 @@ import numpy as np
 
 from autobp.common.errors import AutobpError
 from autobp.common.text import format_number, format_table, to_json
-from autobp.health import LayerSummary, describe_change, finite, first_value, judge, last_value, summarize_layers
+from autobp.health import LayerSummary, describe_change, judge, summarize_layers
+from autobp.health.layers import finite, first_value, last_value
 from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DoctorRecord, read_doctor
 from autobp.rundir.logs import EPOCH, STEP, measured_in

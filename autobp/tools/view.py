@@ -1,7 +1,7 @@
 """`autobp view [DIR]`: a local web server that shows the runs and sweeps in DIR as their HTML reports do, live.
 
-Pages are the report's own (autobp.tools.html_report builds them, section by section), with plotly.js and the
-updater live.js loaded from this server. Every 1.5 s the page asks `/api/state` for a version of each section (a
+Pages are the report's own (autobp.tools.html_run and html_sweep build them, section by section), with plotly.js and
+the updater live.js loaded from this server. Every 1.5 s the page asks `/api/state` for a version of each section (a
 digest of summary.json, the status as `autobp runs` decides it, sweep.yaml, trials.csv, …) and rebuilds the sections
 whose version changed; and asks `/api/tail?file=LOG&from=OFFSET` for the rows appended to each log its charts follow
 since the byte offset it holds: the server reads from there to the end of the last complete line (never the whole
@@ -95,7 +95,8 @@ class View:
         """The report's context of a run or sweep directory, its trials linked to their pages here."""
         from autobp.rundir.reader import is_run_dir
         from autobp.sweeps.record import is_sweep_dir
-        from autobp.tools.html_report import RunContext, SweepContext
+        from autobp.tools.html_run import RunContext
+        from autobp.tools.html_sweep import SweepContext
 
         path = self.resolve(relative)
         if is_sweep_dir(path):
@@ -105,13 +106,13 @@ class View:
         raise Refused(HTTPStatus.NOT_FOUND, f"{relative}: neither a run directory nor a sweep directory")
 
     def page(self, relative: str) -> str:
-        from autobp.tools.html_report import page
+        from autobp.tools.html_page import page
 
         context = self.context(relative)
         return page(context, SCRIPTS, self._relative(context))
 
     def section(self, relative: str, section_id: str) -> str:
-        from autobp.tools.html_report import section_html
+        from autobp.tools.html_page import section_html
 
         context = self.context(relative)
         section = next((s for s in context.sections if s.id == section_id), None)
@@ -144,7 +145,7 @@ class View:
         return answers
 
     def index(self) -> str:
-        from autobp.tools.html_report import STYLE
+        from autobp.tools.html_page import STYLE
 
         return LISTING.format(title=html.escape(str(self.root)), style=STYLE, scripts=SCRIPTS)
 
@@ -234,7 +235,7 @@ def _one(query: dict[str, list[str]], name: str) -> str:
 
 def open_view(directory: Path) -> View:
     """The view of a folder: it must exist, and plotly (the `report` extra) must be installed."""
-    from autobp.tools.html_report import plotly_objects
+    from autobp.tools.html_page import plotly_objects
 
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory; pass the folder your runs are in (output.dir)")

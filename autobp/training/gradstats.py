@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from autobp.common.files import CsvLog
-from autobp.health import SATURATION
+from autobp.health.thresholds import SATURATION
 from autobp.model.network import Network, Trace
 from autobp.config.catalog import ACTIVATIONS
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autobp.engine import no_grad
+from autobp.engine.ops import logistic
 from autobp.model.dataset import Dataset
 from autobp.model.network import Network
 from autobp.config.catalog import LOSSES, task_metric
@@ -37,7 +38,7 @@ def predicted_classes(output: np.ndarray, loss: str) -> np.ndarray:
 def class_probabilities(output: np.ndarray, loss: str) -> np.ndarray:
     """Per-class probabilities: softmax of the logits, or (1 − p, p) for bce."""
     if LOSSES[loss].outputs == "one":
-        p = 0.5 * (np.tanh(0.5 * output[:, 0]) + 1.0)
+        p = logistic(output[:, 0])
         return np.stack([1.0 - p, p], axis=1)
     shifted = np.exp(output - output.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)

@@ -2,7 +2,8 @@
 
 Every optimizer updates `Tensor.data` in place (the network holds the same tensor objects) and returns the
 update ΔW it applied to each parameter, which the trainer logs. All arithmetic stays in the parameter's dtype:
-hyperparameters are Python floats, which NumPy never lets promote a float32 array.
+hyperparameters are Python floats, which NumPy never lets promote a float32 array. They have no defaults here:
+the config model (autobp.config.models.OptimizerConfig) owns them, and `build_optimizer` passes them on.
 
 When the parameters share a dtype, each state array is a view into one flat array per slot, laid out as a compiled
 step lays out its gradients (`flat_views`): given that flat gradient, one call per formula updates every parameter.
@@ -28,7 +29,7 @@ class Optimizer:
 
     slots: tuple[str, ...] = ()  # names of the per-parameter state arrays (moments, velocities)
 
-    def __init__(self, params: Sequence[Tensor], *, decay: Sequence[bool], weight_decay: float = 0.0) -> None:
+    def __init__(self, params: Sequence[Tensor], *, decay: Sequence[bool], weight_decay: float) -> None:
         if len(decay) != len(params):
             raise ValueError(f"got {len(params)} parameters but {len(decay)} weight-decay flags")
         self.params = list(params)
@@ -130,7 +131,7 @@ class Momentum(Optimizer):
     slots = ("velocity",)
 
     def __init__(
-        self, params: Sequence[Tensor], *, decay: Sequence[bool], weight_decay: float = 0.0, momentum: float = 0.9
+        self, params: Sequence[Tensor], *, decay: Sequence[bool], weight_decay: float, momentum: float
     ) -> None:
         super().__init__(params, decay=decay, weight_decay=weight_decay)
         self.momentum = float(momentum)
@@ -164,9 +165,9 @@ class RmsProp(Optimizer):
         params: Sequence[Tensor],
         *,
         decay: Sequence[bool],
-        weight_decay: float = 0.0,
-        rho: float = 0.99,
-        eps: float = 1e-8,
+        weight_decay: float,
+        rho: float,
+        eps: float,
     ) -> None:
         super().__init__(params, decay=decay, weight_decay=weight_decay)
         self.rho = float(rho)
@@ -195,10 +196,10 @@ class Adam(Optimizer):
         params: Sequence[Tensor],
         *,
         decay: Sequence[bool],
-        weight_decay: float = 0.0,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
+        weight_decay: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
     ) -> None:
         super().__init__(params, decay=decay, weight_decay=weight_decay)
         self.beta1 = float(beta1)
@@ -253,17 +254,11 @@ def build_optimizer(cfg: Any, params: Sequence[Tensor], decay: Sequence[bool]) -
 def learning_rate(cfg: Any, epoch: int, total_epochs: int) -> float:
     """The learning rate for 0-based `epoch` under the schedule `cfg.schedule`, starting from `cfg.lr`."""
     schedule = cfg.schedule
-    if schedule.name == "constant":
-        return float(cfg.lr)
-    if schedule.name == "step":
-        return float(cfg.lr * schedule.gamma ** (epoch // schedule.step_size))
-    if schedule.name == "exponential":
-        return float(cfg.lr * schedule.gamma**epoch)
-    if schedule.name == "cosine":
-        t_max = schedule.t_max if schedule.t_max is not None else total_epochs
-        progress = min(epoch, t_max) / t_max
-        return float(schedule.min_lr + (cfg.lr - schedule.min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0)
-    raise ConfigError(f"optimizer.schedule.name: unknown schedule {schedule.name!r}; use one of {', '.join(SCHEDULES)}")
+    if schedule.name not in SCHEDULES:
+        raise ConfigError(f"optimizer.schedule.name: unknown schedule {schedule.name!r}; use one of "
+                          f"{', '.join(SCHEDULES)}")  # fmt: skip
+    entry = SCHEDULES[schedule.name]
+    return float(entry.rate(cfg.lr, epoch, total_epochs, **{key: getattr(schedule, key) for key in entry.reads}))
 
 
 def global_grad_norm(params: Sequence[Tensor]) -> float:
