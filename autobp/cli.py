@@ -270,7 +270,7 @@ def schema() -> None:
     """
     import json
 
-    from autobp.config.configfile import config_json_schema
+    from autobp.config.schema import config_json_schema
 
     _say(json.dumps(config_json_schema(), indent=2))
 

@@ -14,7 +14,8 @@ import pytest
 from autobp.common.errors import ConfigError
 from autobp.config import catalog
 from autobp.config.catalog import ACTIVATIONS, INITS, Activation, OnnxOp
-from autobp.config.configfile import config_from_dict, config_json_schema
+from autobp.config.configfile import config_from_dict
+from autobp.config.schema import config_json_schema
 from autobp.engine import Tensor, gradcheck, ops
 from autobp.model.network import build_network, network_loss
 from autobp.model.prepare import prepare

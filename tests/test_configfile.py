@@ -14,7 +14,8 @@ from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.model.dataset import load_dataset
 from autobp.model.prepare import resolve_config
-from autobp.config.configfile import config_from_dict, config_json_schema, dump_config, load_config
+from autobp.config.configfile import config_from_dict, dump_config, load_config
+from autobp.config.schema import config_json_schema
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXAMPLES = sorted(path for path in CONFIGS.glob("*.yaml") if not path.name.startswith("sweep_"))
@@ -284,11 +285,11 @@ def test_schema_forbids_unknown_keys_everywhere_and_requires_the_three_sections(
 def test_schema_accepts_every_example_and_rejects_a_typo():
     import jsonschema  # a test dependency (the `test` extra), not a runtime one
 
-    from autobp.config.configfile import _Loader
+    from autobp.config.yamlfile import Loader
 
     validator = jsonschema.Draft202012Validator(config_json_schema())
     for path in EXAMPLES:
-        assert list(validator.iter_errors(yaml.load(path.read_text(), Loader=_Loader))) == [], path.name
+        assert list(validator.iter_errors(yaml.load(path.read_text(), Loader=Loader))) == [], path.name
     typo = yaml.safe_load(MINIMAL + "optimiser: {lr: 0.1}\n")
     assert [error.message for error in validator.iter_errors(typo)] == [
         "Additional properties are not allowed ('optimiser' was unexpected)"

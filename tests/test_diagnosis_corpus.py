@@ -16,7 +16,8 @@ import yaml
 from autobp.health import describe_change
 from autobp.rundir.summary import Diagnosis, read_summary
 from autobp.config.catalog import OPTIMIZERS
-from autobp.config.configfile import load_config, override_arguments
+from autobp.config.configfile import load_config
+from autobp.config.overrides import override_arguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 from bench_diagnosis import FAULTS, HEALTHY, load_labels, reached, train_case  # noqa: E402

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.health import diagnose, summarize_layers
 from autobp.rundir.reader import read_run
-from autobp.config.configfile import load_config, override_arguments
+from autobp.config.configfile import load_config
+from autobp.config.overrides import override_arguments
 from autobp.training.entry import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

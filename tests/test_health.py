@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from autobp.cli import app
 from autobp.health.thresholds import SIGNAL_RATIO
 from autobp.rundir.summary import read_summary
-from autobp.config.configfile import override_value
+from autobp.config.overrides import override_value
 from autobp.training.ending import RunResult, conclude, format_summary
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from autobp.cli import app
-from autobp.config.configfile import config_json_schema
+from autobp.config.schema import config_json_schema
 
 MAX_MESSAGE = 2_000  # characters of an error message
 MAX_LINE = 500  # characters of one of its lines

@@ -83,7 +83,7 @@ def test_loading_an_npz_holds_little_more_than_the_data(tmp_path: Path, monkeypa
 
 def test_config_models_read_no_docstrings_at_start_up_yet_the_schema_has_them() -> None:
     from autobp.config.models import DataConfig
-    from autobp.config.configfile import config_json_schema
+    from autobp.config.schema import config_json_schema
 
     assert all(field.description is None for field in DataConfig.model_fields.values())  # not parsed at import
     described = config_json_schema()["$defs"]["DataConfig"]["properties"]

@@ -57,3 +57,51 @@ def test_a_meter_saved_between_chunks_continues_to_the_same_counts() -> None:
     for output, targets, value in parts[10:]:
         resumed.add(output, targets, value)
     assert resumed.result() == whole.result()
+
+
+def regression_batches(rows: int, outputs: int, dtype: type, batch: int = 32) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(outputs)
+    scale = rng.uniform(0.01, 100.0, (rows, 1))  # magnitudes that vary, so that any change of order shows in the bits
+    predicted, targets = (rng.standard_normal((2, rows, outputs)) * scale).astype(dtype)
+    return [(predicted[i : i + batch], targets[i : i + batch]) for i in range(0, rows, batch)]
+
+
+def sums_batch_by_batch(parts: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each batch's sums taken by themselves and added to the totals in order: what the meter must equal, bit for bit."""
+    sse = y_sum = y_sq = 0.0
+    for output, targets in parts:
+        residual = output - targets
+        sse = sse + np.einsum("ij,ij->j", residual, residual)
+        y_sum = y_sum + targets.sum(axis=0)
+        y_sq = y_sq + np.einsum("ij,ij->j", targets, targets)
+    return {"sse": sse, "y_sum": y_sum, "y_sq": y_sq}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("outputs", [1, 2, 5])
+@pytest.mark.parametrize("batch", [7, 32, 128])
+def test_regression_sums_counted_in_chunks_are_those_of_every_batch_bit_for_bit(dtype: type, outputs: int,
+                                                                               batch: int) -> None:  # fmt: skip
+    """Chunks of stacked batches (the last one short) give the sums that adding batch by batch gives, to the bit."""
+    parts = regression_batches(2 * EVAL_CHUNK + 100, outputs, dtype, batch)
+    meter = Meter("regression", "mse", UNSTANDARDIZED)
+    for output, targets in parts:
+        meter.add(output, targets, 0.5)
+    state = meter.state_dict()
+    for key, expected in sums_batch_by_batch(parts).items():
+        assert state[key].dtype == expected.dtype
+        assert state[key].tobytes() == expected.tobytes(), key
+
+
+def test_a_regression_meter_saved_between_chunks_continues_to_the_same_sums() -> None:
+    parts = regression_batches(EVAL_CHUNK + 500, 3, np.float64)
+    first = Meter("regression", "mse", UNSTANDARDIZED)
+    for output, targets in parts[:10]:  # fewer rows than a chunk: nothing summed before state_dict
+        first.add(output, targets, 0.5)
+    resumed = Meter("regression", "mse", UNSTANDARDIZED)
+    resumed.load_state_dict({key: value.copy() for key, value in first.state_dict().items()})
+    for output, targets in parts[10:]:
+        resumed.add(output, targets, 0.5)
+    state = resumed.state_dict()
+    for key, expected in sums_batch_by_batch(parts).items():
+        assert state[key].tobytes() == expected.tobytes(), key

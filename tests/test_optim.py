@@ -379,3 +379,24 @@ def test_weight_decay_updates_parameter_by_parameter_even_with_a_flat_gradient()
     for p, old, delta, decayed in zip(params, before, deltas, [True, False] * 2):
         np.testing.assert_allclose(delta, -LR * 0.5 * old if decayed else np.zeros_like(old), rtol=1e-15, atol=0)
         np.testing.assert_array_equal(p.data, old + delta)
+
+
+def test_the_parameters_live_in_one_flat_array_and_one_replaced_since_is_still_updated():
+    """The optimizer moves the parameters into one flat array (same values) and applies a flat update with one
+    addition; a parameter whose array was replaced afterwards (as a load could) is updated where it now is."""
+    params, flat = _flat_layout(np.float64)
+    values = [p.data.copy() for p in params]
+    opt = Sgd(params, decay=[True, False] * 2, weight_decay=0.0)
+    assert params[0].data.base is params[-1].data.base is not None
+    assert all(np.array_equal(p.data, v) for p, v in zip(params, values))
+    flat[:] = np.arange(flat.size, dtype=np.float64)
+    opt.step(LR, flat)
+    for p, v in zip(params, values):
+        np.testing.assert_array_equal(p.data, v - LR * p.grad)
+    replaced = np.ones_like(params[1].data)
+    params[1].data = replaced
+    before = [p.data.copy() for p in params]
+    opt.step(LR, flat)
+    assert params[1].data is replaced
+    for p, old in zip(params, before):
+        np.testing.assert_array_equal(p.data, old - LR * p.grad)

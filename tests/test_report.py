@@ -18,7 +18,7 @@ from autobp.common.errors import ConfigError
 from autobp.common.text import format_number
 from autobp.health.thresholds import INIT_SCALE_HIGH
 from autobp.rundir.reader import read_run
-from autobp.config.configfile import override_value
+from autobp.config.overrides import override_value
 from autobp.tools.plot import plot_run
 from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.training.entry import train

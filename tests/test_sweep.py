@@ -170,6 +170,10 @@ def test_sweep_file_errors_name_their_line_and_how_to_fix_them(tmp_path):
     ({"method": "random", "n_trials": 1, "parameters": {"optimizer.lr": {"min": True, "max": 1.0}}},
      ":6:10: parameters.optimizer.lr.min: expected a finite number, got true"),
     ({"base": "missing.yaml", "parameters": {"seed": [1]}}, ":1:7: base: "),
+    ({"rank": "bst", "parameters": {"seed": [1]}},
+     ":2:7: rank: 'bst' is not allowed (allowed: saved, final, best) — did you mean 'best'?"),
+    ({"parameters": {"optimizer.lr": None}},
+     ":3:17: parameters.optimizer.lr: expected a list of values or a range {min, max, log}, got null"),
 ])  # fmt: skip
 def test_sweep_file_mistakes(tmp_path, keys, expected):
     write(tmp_path / "base.yaml", base_config(tmp_path))

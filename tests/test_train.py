@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 
 from autobp.cli import app
 from autobp.common.errors import ConfigError
+from autobp.common.files import read_table
 from autobp.engine import Tensor, dense, mse, ops
+from autobp.health import judge
+from autobp.rundir.reader import read_numbers, read_run
 from autobp.training.trainer import Trainer
 from autobp.training.entry import train
 
@@ -353,3 +356,20 @@ def test_engine_trains_a_network_without_the_runner() -> None:
             p.data -= 0.2 * p.grad
             p.grad = None
     assert float(loss.data) < 1e-3
+
+
+@pytest.mark.parametrize(("activation", "kept_rows"), [("relu", None), ("tanh", None), ("tanh", 5)])
+def test_the_end_of_run_judgement_from_the_rows_in_memory_is_the_one_read_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, activation: str, kept_rows: int | None
+) -> None:
+    """A fresh run judges its gradients from the rows it wrote, not the file read back: the same verdict as report's
+    (and, with more rows than it keeps, from the file)."""
+    if kept_rows is not None:
+        monkeypatch.setattr("autobp.training.gradstats.KEPT_ROWS", kept_rows)
+    result = train(small_config(tmp_path, model__activation=activation, training__log_every=1))
+    from_file = read_run(result.run_dir)
+    assert result.summary.health == judge(from_file)
+    assert len(from_file.layers) == 3 and len(from_file.layers[0].steps) == result.summary.steps
+    rows = [list(row.values()) for row in read_numbers(result.run_dir / "gradients.csv")]
+    assert list(read_numbers(result.run_dir / "gradients.csv")[0]) == read_table(result.run_dir / "gradients.csv")[0]
+    assert read_run(result.run_dir, gradient_rows=rows).layers == from_file.layers

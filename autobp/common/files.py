@@ -22,7 +22,7 @@ import tokenize
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -295,11 +295,30 @@ def _too_deep(path: Path) -> DataError:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV log as {column: text}; a file that cannot be read is a DataError naming it."""
+    """The rows of a CSV log as {column: text}, as csv.DictReader gives them (a short row's missing cells None, a long
+    row's extra cells a list under None); a file that cannot be read is a DataError naming it."""
+    header, records = read_table(path)
+    width = len(header)
+    rows = []
+    for record in records:
+        row = dict(zip(header, record))
+        if len(record) > width:
+            row[None] = record[width:]
+        elif len(record) < width:
+            row.update(dict.fromkeys(header[len(record) :]))
+        rows.append(row)
+    return rows
+
+
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A CSV log's header and rows as lists of text (blank lines skipped, as csv.DictReader skips them); a file that
+    cannot be read is a DataError naming it."""
     check_csv_size(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            return header, [record for record in reader if record]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from None
 
@@ -309,13 +328,18 @@ def parse_cell(column: str, text: str | None) -> int | float | str | None:
     is None.
 
     Raises ValueError for text that is not a number where one belongs."""
-    if text is None or text == "":
-        return None
-    if column in ("epoch", "step"):
-        return int(text)
-    if column in ("layer", "block"):
-        return text
-    return float(text)
+    return parse_cells([cell_kind(column)], [text])[0]
+
+
+def cell_kind(column: str) -> Callable[[str], int | float | str]:
+    """What a column's non-empty cells are read with (see `parse_cell`)."""
+    return int if column in ("epoch", "step") else str if column in ("layer", "block") else float
+
+
+def parse_cells(kinds: Sequence[Callable[[str], Any]], cells: Sequence[str | None]) -> list[Any]:
+    """A row's cells read with their columns' `cell_kind`s, empty or missing ones None: `parse_cell` for a whole row,
+    the kinds looked up once per log (a log's columns are parsed thousands of times each)."""
+    return [kind(cell) if cell else None for kind, cell in zip(kinds, cells)]
 
 
 def whole_row(row: dict[str, str | None], columns: Sequence[str], required: Sequence[str]) -> bool:
@@ -347,7 +371,7 @@ def rewrite_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, st
 
 
 def _quoted(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
+    if "," in text or '"' in text or "\n" in text or "\r" in text:  # not any(…): a generator costs a microsecond
         return '"' + text.replace('"', '""') + '"'
     return text
 

@@ -105,7 +105,7 @@ class _Writer:
 
     def __init__(self, params: Sequence[Tensor], inputs: Sequence[np.ndarray]) -> None:
         self.namespace: dict[str, Any] = {
-            "asarray": np.asarray, "copyto": np.copyto, "ones": np.ones, "unbroadcast": unbroadcast,
+            "asarray": np.asarray, "copyto": np.copyto, "unbroadcast": unbroadcast,
         }  # fmt: skip
         self.names: dict[int, str] = {}  # id of an array → the name it has in the program
         self.grads: dict[int, str] = {}  # id of a tensor → the name of its gradient
@@ -166,9 +166,8 @@ def _write_backward(writer: _Writer, nodes: list[Tensor], keep: set[int], views:
     direct: dict[int, tuple[int, str] | None] = {}  # leaf → (line, the same call written into its buffer) or None
     root = nodes[-1]
     seed = writer.grads[id(root)] = f"g{root.record.number}"
-    shape = writer.constant(root.data.shape)
-    writer.line(f"{seed} = ones({shape}, {writer.constant(root.data.dtype)})")
     values = {id(root): np.ones(root.data.shape, root.data.dtype)}
+    writer.line(f"{seed} = {writer.constant(values[id(root)].copy())}.copy()")  # a fresh copy, as backward's ones
     leaves = 0
     for node in reversed(nodes):
         g = values.pop(id(node))

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autobp.config.configfile import override_value
+from autobp.config.overrides import override_value
 from autobp.config.models import MAX_EPOCHS, Config, TrainingConfig
 from autobp.health.layers import squashing
 from autobp.health.thresholds import (

@@ -22,7 +22,7 @@ from autobp.model.network import MODEL_FILE
 from autobp.rundir import layout as rundir
 from autobp.rundir.instruments import INSTRUMENTS_FILE, InstrumentLog
 from autobp.rundir.instruments import read as read_instruments
-from autobp.rundir.logs import GRADIENT_KEYS, LAYER, STEP
+from autobp.rundir.logs import GRADIENT_COLUMNS, GRADIENT_KEYS, LAYER, STEP
 from autobp.rundir.status import Status
 from autobp.rundir.summary import Summary, read_summary
 from autobp.config.models import Config
@@ -100,10 +100,13 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
 
 
-def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None = None) -> RunLog:
+def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None = None,
+             gradient_rows: list[list] | None = None) -> RunLog:  # fmt: skip
     """Read a run directory; a missing or damaged file becomes a note, not an error (DataError if not a run).
 
-    The trainer passes the `summary` it is about to write, to judge its own run exactly as `report` will."""
+    The trainer passes the `summary` it is about to write, to judge its own run exactly as `report` will, and may
+    pass `gradient_rows`, every row of gradients.csv as the values it wrote: the same numbers reading the file gives
+    (a float is written as its shortest round-trip text), without parsing thousands of rows back."""
     if not is_run_dir(path):
         raise DataError(f"{path}: not a run directory (it has none of {', '.join(RUN_FILES)}); "
                         "`autobp runs` lists the run directories")  # fmt: skip
@@ -116,7 +119,10 @@ def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None
     shapes: dict[str, tuple[int, ...]] = {}
     instruments = None
     if with_gradients:
-        rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
+        if gradient_rows is not None:
+            rows = [dict(zip(GRADIENT_COLUMNS, row)) for row in gradient_rows]
+        else:
+            rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
         layers = _layer_logs(rows)
         shapes = _optional(path / MODEL_FILE, _read_shapes, notes) or {}
         instruments = _optional(path, read_instruments, notes)
@@ -144,16 +150,18 @@ def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | 
 def read_numbers(path: Path) -> list[dict[str, Any]]:
     """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None; a half-written last
     row (a run killed mid-write) is dropped."""
-    rows = files.read_rows(path)
+    header, records = files.read_table(path)
+    kinds = [files.cell_kind(column) for column in header]
     parsed = []
-    for index, row in enumerate(rows):
+    for index, record in enumerate(records):
+        cells = record + [None] * (len(header) - len(record))  # a short row's missing cells, as read_rows has them
         try:
-            parsed.append({key: files.parse_cell(key, value) for key, value in row.items() if key is not None})
+            parsed.append(dict(zip(header, files.parse_cells(kinds, cells))))
         except ValueError:
             # A run killed while writing can leave half a number on its last line: that row is dropped.
-            if index < len(rows) - 1:
-                bad = next(k for k, v in row.items() if k is not None and not _parses(k, v))
-                raise DataError(f"{path}:{index + 2}: column {bad}: {row[bad]!r} is not a number") from None
+            if index < len(records) - 1:
+                bad, text = next((c, cell) for c, cell in zip(header, cells) if not _parses(c, cell))
+                raise DataError(f"{path}:{index + 2}: column {bad}: {text!r} is not a number") from None
     return parsed
 
 

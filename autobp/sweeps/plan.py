@@ -21,8 +21,9 @@ import numpy as np
 
 from autobp.common.errors import ConfigError, DataError
 from autobp.config.catalog import lower_is_better, task_metric
-from autobp.config.configfile import override_arguments, override_value, parse_yaml, read_text
 from autobp.config.models import FILE_PATH_KEYS, Config, check_name, monitor_problem
+from autobp.config.overrides import override_arguments, override_value
+from autobp.config.yamlfile import parse_yaml, read_text
 from autobp.model.prepare import DatasetCache, prepare
 from autobp.sweeps import search
 from autobp.sweeps.record import Ranking

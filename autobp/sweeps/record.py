@@ -27,7 +27,7 @@ from autobp.rundir.status import Status
 from autobp.rundir.summary import Summary, read_summary
 from autobp.config.catalog import metric_of, task_metric
 from autobp.config.models import Monitor
-from autobp.config.configfile import read_text
+from autobp.config.yamlfile import read_text
 
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"

@@ -1,4 +1,5 @@
-"""The sweep file: its models (what a sweep file may say), reading it and the messages that point at its lines.
+"""The sweep file: its models (what a sweep file may say) and reading it; its messages, which point at its
+lines, come from the config's problem reporter (autobp.config.problems).
 
     spec = validate_sweep_file(path, *parse_yaml(read_text(path), str(path)))
 """
@@ -6,34 +7,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from yaml.nodes import Node
 
 from autobp.common.errors import ConfigError
-from autobp.config.configfile import (
-    Positions,
-    Problem,
-    duplicate_key_problems,
-    problems_from,
-    report_problems,
-    show,
-    suggest,
-    written_path,
-)
 from autobp.config.models import Monitor, check_name, raise_problems
+from autobp.config.problems import Positions, validate
+from autobp.config.yamlfile import duplicate_key_problems
 from autobp.sweeps import search
 from autobp.sweeps.record import Mode, Stage
 
 Method = Literal["grid", "random", "tpe"]
 HEALTH = "health"  # the trial's own gradient-health judgement, decided in the trial's process
 Terminator = Literal[(HEALTH, *search.PRUNERS)]  # search.PRUNERS: Optuna's pruners, decided in the sweep's process
-_CHOICES = {"method": get_args(Method), "monitor": get_args(Monitor), "mode": get_args(Mode),
-            "early_terminate": get_args(Terminator)}  # fmt: skip
 
 
 class _Strict(BaseModel):
@@ -77,14 +67,18 @@ class Range(_Strict):
         return min(max(value, self.min), self.max)  # exp(log(x)) may round a hair past either bound
 
 
-def _parameter_kind(value: Any) -> str:
-    return "range" if isinstance(value, (dict, Range)) else "values"  # a dict when read, a Range when written
+def _parameter_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "values"
+    return "range" if isinstance(value, (dict, Range)) else None  # a dict when read, a Range when written
 
 
-# A callable discriminator: a list or a range is told apart by its type, so an error names only the one meant.
+# A callable discriminator: a list or a range is told apart by its type, so an error names only the one meant
+# (and anything else, what a parameter takes).
 Parameter = Annotated[
     Union[Annotated[list[Any], Field(min_length=1), Tag("values")], Annotated[Range, Tag("range")]],
-    Discriminator(_parameter_kind),
+    Discriminator(_parameter_kind, custom_error_type="parameter_type",
+                  custom_error_message="expected a list of values or a range {min, max, log}"),
 ]
 
 
@@ -185,13 +179,7 @@ def is_sweep_file(raw: Any) -> bool:
 def validate_sweep_file(path: Path, root: Node, raw: dict) -> SweepFile:
     """The sweep file as a model, or a ConfigError listing every problem with its line, as for configs."""
     positions = Positions(str(path), root)
-    problems = list(duplicate_key_problems(root, positions))
-    try:
-        spec = SweepFile.model_validate(raw)
-    except ValidationError as err:
-        problems += [problem for error in err.errors() for problem in _sweep_file_problems(error, raw, positions)]
-    if problems:
-        raise ConfigError(report_problems(str(path), problems))
+    spec = validate(SweepFile, raw, positions, list(duplicate_key_problems(root, positions)))
     if (spec.method == "tpe" or search.pruner_of(spec.model_dump(mode="json"))) and not search.available():
         key, what = (("method",), "'tpe' ") if spec.method == "tpe" else (("early_terminate",), "")
         raise ConfigError(positions.problem(key, f"{what}{search.INSTALL_HINT}").text)
@@ -199,19 +187,3 @@ def validate_sweep_file(path: Path, root: Node, raw: dict) -> SweepFile:
         message = f"{path.parent / spec.base} not found (the base config is relative to the sweep file's folder)"
         raise ConfigError(positions.problem(("base",), message).text)
     return spec
-
-
-def _sweep_file_problems(error: dict, raw: dict, positions: Positions) -> Iterator[Problem]:
-    """A pydantic error as problems at the keys the user wrote; the config's wording wherever it applies."""
-    kind, loc, given = error["type"], error["loc"], error.get("input")
-    path = written_path(raw, loc, missing=kind == "missing")
-    if kind == "extra_forbidden":
-        model = {"parameters": Range, "early_terminate": EarlyTerminate}.get(loc[0], SweepFile)
-        yield positions.problem(path, "unknown key" + suggest(path[-1], list(model.model_fields)), at_key=True)
-    elif kind == "literal_error":
-        allowed = suggest(given, _CHOICES[loc[0]], list_all=True)
-        yield positions.problem(path, f"{show(given)} is not allowed{allowed}")
-    elif kind == "list_type" and loc[0] == "parameters":
-        yield positions.problem(path, f"expected a list of values or a range {{min, max, log}}, got {show(given)}")
-    else:
-        yield from problems_from(error, raw, positions)

@@ -25,7 +25,8 @@ from autobp.rundir.reader import is_training, read_numbers, read_run
 from autobp.rundir.status import Status
 from autobp.rundir.summary import Diagnosis, Summary, read_summary
 from autobp.config.models import Config
-from autobp.config.configfile import load_config, override_arguments
+from autobp.config.configfile import load_config
+from autobp.config.overrides import override_arguments
 from autobp.sweeps.executor import TrialExecutor, interrupted_once
 from autobp.sweeps.plan import override, plan_changes
 from autobp.sweeps.record import Outcome, refuse_if_running

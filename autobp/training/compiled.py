@@ -37,7 +37,8 @@ class CompiledSteps:
         when `logging`, as the interpreted pass retains them only then.
         """
         program, trace, tensors = self._programs.get(xb.shape) or self._compile(xb, yb)
-        loss = program.run([xb, yb, *[layer.dropout_mask(self.rng, len(xb)) for layer in self._dropout]])
+        masks = [layer.dropout_mask(self.rng, len(xb)) for layer in self._dropout] if self._dropout else []
+        loss = program.run((xb, yb, *masks))
         for param, grad in zip(self.params, program.grads):
             param.grad = grad
         for tensor, value in zip(tensors, program.values):

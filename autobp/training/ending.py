@@ -47,9 +47,10 @@ def save_model(run_dir: Path, network: Network, data: Dataset) -> None:
     files.write_npz(run_dir / MODEL_FILE, arrays)
 
 
-def conclude(run_dir: Path, summary: Summary) -> None:
-    """Judge the run's gradient health from the logs it left (as `autobp report` will) and write summary.json."""
-    summary.health = judge(read_run(run_dir, summary=summary))
+def conclude(run_dir: Path, summary: Summary, gradient_rows: list[list] | None = None) -> None:
+    """Judge the run's gradient health from the logs it left (as `autobp report` will) and write summary.json.
+    `gradient_rows`, all the rows gradients.csv holds as the trainer wrote them, spare reading it back."""
+    summary.health = judge(read_run(run_dir, summary=summary, gradient_rows=gradient_rows))
     write_summary(run_dir / rundir.SUMMARY_FILE, summary)
 
 

@@ -19,6 +19,7 @@ from autobp.model.network import Network, Trace
 from autobp.config.catalog import ACTIVATIONS
 
 TARGET_LOGGED_STEPS = 2_000
+KEPT_ROWS = 50_000  # rows kept as values (≈ 18 MB) for the end-of-run judgement; a longer log is read back
 
 
 def log_interval(log_every: int | str, total_steps: int) -> int:
@@ -30,7 +31,7 @@ def log_interval(log_every: int | str, total_steps: int) -> int:
 
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of any array."""
-    return math.sqrt(squared_norm(a))
+    return math.sqrt(float(np.vdot(a, a)))  # squared_norm inlined: a logged step takes a dozen
 
 
 def squared_norm(a: np.ndarray) -> float:
@@ -65,11 +66,15 @@ def mean_and_std(entry_sum: float, squares: float, n: int, values: np.ndarray) -
 
 def inactive_fraction(activation: str, z: np.ndarray) -> tuple[float | None, float | None]:
     """(dead fraction, saturated fraction) of a layer's units over a batch of pre-activations z; None where n/a."""
-    family = ACTIVATIONS[activation].family
+    return _inactive(ACTIVATIONS[activation].family, z)
+
+
+def _inactive(family: str, z: np.ndarray) -> tuple[float | None, float | None]:
+    # np.maximum.reduce(z, 0) is z.max(axis=0) without its Python layers.
     if family == "relu":
-        return np.count_nonzero(z.max(axis=0) <= 0.0) / z.shape[1], None
+        return np.count_nonzero(np.maximum.reduce(z, 0) <= 0.0) / z.shape[1], None
     if family == "squashing":
-        return None, np.count_nonzero(np.abs(z).min(axis=0) > SATURATION) / z.shape[1]
+        return None, np.count_nonzero(np.minimum.reduce(np.abs(z), 0) > SATURATION) / z.shape[1]
     return None, None
 
 
@@ -77,13 +82,16 @@ class GradientLog:
     """Collects per-layer statistics at logged steps and appends them to gradients.csv (rows in the order of
     `rundir.logs.GRADIENT_COLUMNS`)."""
 
-    def __init__(self, network: Network, log: CsvLog, interval: int) -> None:
+    def __init__(self, network: Network, log: CsvLog, interval: int, keep: bool = False) -> None:
         self.network = network
         self.log = log
         self.interval = interval
         self._pending: list[list] = []
+        # With `keep`, every row written, as values, so that the end of the run need not read the file back.
+        self.written: list[list] | None = [] if keep else None
         # (step, ‖W_i‖ after its update): the weights the next step starts from, if that step is logged too.
         self._weight_norms: tuple[int, list[float]] = (-1, [])
+        self._families = [ACTIVATIONS[layer.activation].family for layer in network.layers]
 
     def wants(self, step: int, last: bool) -> bool:
         """Log step 1, every `interval`-th step, and any step that may be the run's last."""
@@ -93,36 +101,38 @@ class GradientLog:
         """Statistics that need the gradients and the weights as they were before the optimizer step (the sums of
         each ∂L/∂W_i's entries come from the trainer's finiteness check)."""
         rows = []
+        layers = self.network.layers
         logged, after = self._weight_norms
-        weight_norms = after if logged == step - 1 else [norm(layer.weight.data) for layer in self.network.layers]
-        layers = zip(self.network.layers, trace.pre_activations, trace.outputs, weight_norms, weight_grad_sums)
-        for layer, z, f, weight_norm, grad_sum in layers:
-            gw = layer.weight.grad
+        weight_norms = after if logged == step - 1 else [norm(layer.weight.data) for layer in layers]
+        for layer, z, f, weight_norm, grad_sum, family in zip(layers, trace.pre_activations, trace.outputs, weight_norms,
+                                                              weight_grad_sums, self._families):  # fmt: skip
+            gw, gb, gf = layer.weight.grad, layer.bias.grad, f.grad
             squares = squared_norm(gw)
             mean, std = mean_and_std(grad_sum, squares, gw.size, gw)
-            out_grad = None if f.grad is None else norm(f.grad)  # None: output not retained (an unplanned log)
-            dead, saturated = inactive_fraction(layer.activation, z.data)
-            rows.append([
-                layer.name, math.sqrt(squares), norm(layer.bias.grad), weight_norm, out_grad,
-                mean, std, dead, saturated,
-            ])  # fmt: skip
+            out_grad = None if gf is None else norm(gf)  # None: output not retained (an unplanned log)
+            dead, saturated = _inactive(family, z.data)
+            rows.append([layer.name, math.sqrt(squares), norm(gb), weight_norm, out_grad, mean, std, dead, saturated])
         return rows
 
     def after_update(self, step: int, epoch: int, before: list[list], updates: list[np.ndarray] | None) -> None:
         """Complete the rows with the update ratio (empty without `updates`) and the new weight norm; buffer them."""
         new_norms = [norm(layer.weight.data) for layer in self.network.layers]
         self._weight_norms = (step, new_norms)
-        for index, (row, new_norm) in enumerate(zip(before, new_norms)):
+        deltas = [None] * len(before) if updates is None else updates[0::2]
+        pending = self._pending
+        for row, new_norm, delta in zip(before, new_norms, deltas):
             name, grad_w, grad_b, old_norm, out_grad, mean, std, dead, saturated = row
-            ratio = None if updates is None else _ratio(norm(updates[2 * index]), old_norm)
-            self._pending.append([
-                step, epoch, name, grad_w, grad_b, new_norm, ratio, out_grad, mean, std, dead, saturated,
-            ])  # fmt: skip
+            ratio = None if delta is None else _ratio(norm(delta), old_norm)
+            pending.append([step, epoch, name, grad_w, grad_b, new_norm, ratio, out_grad, mean, std, dead, saturated])
 
     def flush(self) -> None:
         """Write the buffered rows and flush the file."""
         if self._pending:
             self.log.write(self._pending)
+            if self.written is not None:
+                self.written += self._pending
+                if len(self.written) > KEPT_ROWS:
+                    self.written = None
             self._pending = []
         self.log.flush()
 

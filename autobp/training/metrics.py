@@ -60,8 +60,9 @@ class Meter:
 
     Regression sums are kept in the units the network trains in and scaled to original units at the end:
     with targets standardized as y = (t − μ)/σ, a residual r in training units is rσ in original units.
-    Correct predictions are counted a few thousand rows at a time (an exact count either way, with one numpy
-    call per chunk rather than per batch), so `add` keeps the arrays it is given until then: do not modify them.
+    Batches are counted a few thousand rows at a time (correct predictions, regression sums: the same numbers either
+    way, with a few numpy calls per chunk rather than per batch), so `add` keeps the arrays it is given until then:
+    do not modify them.
     """
 
     task: str
@@ -80,35 +81,42 @@ class Meter:
         """Count one batch: network outputs, the loss's targets, and the loss the network trained on."""
         n = len(output)
         self._count += n
-        if self.task == "classification":
-            self._uncounted.append((output, targets))
-            self._uncounted_rows += n
-            if self._uncounted_rows >= EVAL_CHUNK:
-                self._count_correct()
-            self._loss_sum += loss_value * n
-            return
-        residual = output - targets
-        self._sse = self._sse + np.einsum("ij,ij->j", residual, residual)
-        self._y_sum = self._y_sum + targets.sum(axis=0)
-        self._y_sq = self._y_sq + np.einsum("ij,ij->j", targets, targets)
-        if self.dataset.y_std is not None and self.loss != "mse":
+        self._uncounted.append((output, targets))
+        self._uncounted_rows += n
+        if self._uncounted_rows >= EVAL_CHUNK:
+            self._count_uncounted()
+        if self.loss != "mse" and self.task != "classification" and self.dataset.y_std is not None:
             # mae and huber do not scale with σ like squares do: evaluate them in original units directly.
             loss_value = float(LOSSES[self.loss].engine.forward(to_original_units(output, self.dataset),
                                                          to_original_units(targets, self.dataset)))  # fmt: skip
         self._loss_sum += loss_value * n
 
-    def _count_correct(self) -> None:
-        """Count the correct predictions of the batches added since the last count."""
+    def _count_uncounted(self) -> None:
+        """Count the batches added since the last count: correct predictions, or the regression sums."""
         if not self._uncounted:
             return
-        outputs = np.concatenate([output for output, _ in self._uncounted])
-        labels = np.concatenate([targets.reshape(-1) for _, targets in self._uncounted])
-        self._correct += int(np.count_nonzero(predicted_classes(outputs, self.loss) == labels))
+        if self.task == "classification":
+            outputs = np.concatenate([output for output, _ in self._uncounted])
+            labels = np.concatenate([targets.reshape(-1) for _, targets in self._uncounted])
+            self._correct += int(np.count_nonzero(predicted_classes(outputs, self.loss) == labels))
+        else:
+            for outputs, targets in _stacked_runs(self._uncounted):
+                self._add_sums(outputs, targets)
         self._uncounted, self._uncounted_rows = [], 0
+
+    def _add_sums(self, outputs: np.ndarray, targets: np.ndarray) -> None:
+        """Add batches of one shape, stacked as (batch, row, column): each batch's column sums of squared residuals,
+        targets and squared targets, added to the totals one batch after the other. The stacked reductions give each
+        batch's sums bit for bit as one reduction per batch would (tests/test_metrics.py holds numpy to it), and
+        np.add.accumulate adds in order: the totals are those of adding batch by batch, at a few calls per chunk."""
+        residual = outputs - targets
+        self._sse = _added_in_order(self._sse, np.einsum("bij,bij->bj", residual, residual))
+        self._y_sum = _added_in_order(self._y_sum, np.add.reduce(targets, 1))
+        self._y_sq = _added_in_order(self._y_sq, np.einsum("bij,bij->bj", targets, targets))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The sums so far, so that an epoch interrupted midway continues to the same metrics."""
-        self._count_correct()
+        self._count_uncounted()
         return {name.lstrip("_"): np.asarray(getattr(self, name)) for name in _SUMS}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -122,7 +130,7 @@ class Meter:
         key = task_metric(self.task)
         if self._count == 0:
             return {"loss": None, key: None}
-        self._count_correct()
+        self._count_uncounted()
         if self.task == "classification":
             return {"loss": self._loss_sum / self._count, key: self._correct / self._count}
         scale = 1.0 if self.dataset.y_std is None else self.dataset.y_std**2
@@ -136,6 +144,30 @@ class Meter:
         if np.any(sst <= 0):
             return None
         return float(np.mean(1.0 - sse / sst))
+
+
+def _stacked_runs(batches: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive (outputs, targets) batches of one shape, each run stacked into (batch, row, column) arrays."""
+    runs, start = [], 0
+    for end in range(1, len(batches) + 1):
+        if end == len(batches) or batches[end][0].shape != batches[start][0].shape:
+            outputs, targets = zip(*batches[start:end])
+            runs.append((_stacked(outputs), _stacked(targets)))
+            start = end
+    return runs
+
+
+def _stacked(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+    """np.stack of arrays of one shape, without its Python work per array."""
+    return np.concatenate(arrays).reshape(len(arrays), *arrays[0].shape)
+
+
+def _added_in_order(total: np.ndarray | float, rows: np.ndarray) -> np.ndarray:
+    """total + rows[0] + rows[1] + …, added left to right (np.add.accumulate along axis 0 adds in order)."""
+    stacked = np.empty((len(rows) + 1, *rows.shape[1:]), np.result_type(total, rows))  # the dtype total + row has
+    stacked[0] = total
+    stacked[1:] = rows
+    return np.add.accumulate(stacked, axis=0)[-1]
 
 
 def evaluate(network: Network, meter: Meter, X: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:

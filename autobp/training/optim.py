@@ -7,13 +7,16 @@ the config model (autobp.config.models.OptimizerConfig) owns them, and `build_op
 
 When the parameters share a dtype, each state array is a view into one flat array per slot, laid out as a compiled
 step lays out its gradients (`flat_views`): given that flat gradient, one call per formula updates every parameter.
-Every formula works entry by entry, so the numbers are the same as parameter by parameter, bit for bit.
+The parameters themselves are moved into such a flat array too (each `Tensor.data` becomes a view holding the same
+values), so that applying every update is one addition. Every formula works entry by entry, so the numbers are the
+same as parameter by parameter, bit for bit.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -36,14 +39,18 @@ class Optimizer:
         self.decay = [bool(d) for d in decay]
         self.weight_decay = float(weight_decay)
         self.steps = 0
-        layouts = {name: flat_views(self.params) for name in (*self.slots, "update")}
-        self._flat: dict[str, np.ndarray] | None = None  # each slot's (and the update's) flat array, if shared
+        layouts = {name: flat_views(self.params) for name in (*self.slots, "update", "param")}
+        self._flat: dict[str, np.ndarray] | None = None  # each slot's (the update's, the parameters') flat array
         if None in layouts.values():
             self.state = {name: [np.zeros_like(p.data) for p in self.params] for name in self.slots}
             return
         self._flat = {name: layout[0] for name, layout in layouts.items()}
         self.state = {name: layouts[name][1] for name in self.slots}
         self._update_views = layouts["update"][1]
+        self._param_views = layouts["param"][1]
+        for p, view in zip(self.params, self._param_views):
+            np.copyto(view, p.data)
+            p.data = view
 
     def step(self, lr: float, flat_grad: np.ndarray | None = None) -> list[np.ndarray]:
         """Apply one update with learning rate `lr`; return the update ΔW = new − old of each parameter.
@@ -59,8 +66,11 @@ class Optimizer:
 
     def _step_flat(self, flat_grad: np.ndarray, lr: float) -> list[np.ndarray]:
         self._update(None, flat_grad, lr, self._flat["update"])
-        for p, delta in zip(self.params, self._update_views):
-            p.data += delta
+        if all(map(is_, [p.data for p in self.params], self._param_views)):
+            self._flat["param"] += self._flat["update"]
+        else:  # a parameter's array was replaced since: update each where it now is
+            for p, delta in zip(self.params, self._update_views):
+                p.data += delta
         return list(self._update_views)
 
     def _step_param(self, i: int, p: Tensor, lr: float) -> np.ndarray:

@@ -199,7 +199,8 @@ class Trainer:
         except OSError as exc:
             raise nothing_trained(exc) from None
         self._logs = (metrics_log, gradient_log, *([self.instruments.log] if self.instruments is not None else []))
-        self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps))
+        self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps),
+                                 keep=not self.resumed)  # a resumed run's file holds earlier rows too  # fmt: skip
         self.progress.start(self.total_steps, self.config.name, self.step)
         with self.requests:
             return self._run_and_record(metrics_log, gradient_log, outcome)
@@ -250,7 +251,8 @@ class Trainer:
         except OSError as exc:
             summary.status, summary.error = Status.FAILED, files.describe_write_error(exc)
         try:
-            conclude(self.run_dir, summary)
+            # A failed run may have failed writing gradients.csv: judge it from what the file holds.
+            conclude(self.run_dir, summary, None if summary.status == Status.FAILED else self.grads.written)
         except OSError as exc:
             ended = f"{summary.status}: {summary.error}" if summary.error else str(summary.status)
             raise AutobpError(f"{files.describe_write_error(exc)}; the run ended {ended}, and {rundir.SUMMARY_FILE} "
@@ -309,24 +311,25 @@ class Trainer:
             self.streams.shuffle.bit_generator.state = start.shuffle
         order = self.streams.epoch_order(len(self.X), self.config.data.shuffle_window)
         may_end = self.stopper is not None and self.stopper.may_stop_after_next_epoch()
-        tick = self.progress.tick
         rows_of = _row_gatherer(self.X, order, self.batch_size, self.config.data.shuffle == "exact")
+        # Bound once: at tiny size the loop's own lookups are a measurable part of a step.
+        size, rows, last_step, meter = self.batch_size, len(order), self.total_steps, start.meter
+        train_step, targets_of, wants, tick, check = (self._train_step, self.y.take, self.grads.wants,
+                                                      self.progress.tick, self.requests.check)  # fmt: skip
+        observes = None if self.instruments is None else self.instruments.observes
         try:
-            first = (self.step - start.first_step) * self.batch_size
-            for begin in range(first, len(order), self.batch_size):
-                batch = order[begin : begin + self.batch_size]
+            for begin in range((self.step - start.first_step) * size, rows, size):
                 step = self.step + 1
-                last_batch = begin + self.batch_size >= len(order)
-                ends = step == self.total_steps or (may_end and last_batch)
-                self._train_step(step, rows_of(begin), self.y.take(batch, 0), lr, start.meter,
-                                 self.grads.wants(step, ends),
-                                 self.instruments is not None and self.instruments.observes(step))  # fmt: skip
+                last_batch = begin + size >= rows
+                ends = step == last_step or (may_end and last_batch)
+                train_step(step, rows_of(begin), targets_of(order[begin : begin + size], 0), lr, meter,
+                           wants(step, ends), observes is not None and observes(step))  # fmt: skip
                 self.step = step  # counts completed updates only
                 tick(step)
-                self.requests.check()
-                if self.step >= self.total_steps:
-                    return start.meter.result(), last_batch
-            return start.meter.result(), True
+                check()
+                if step >= last_step:
+                    return meter.result(), last_batch
+            return meter.result(), True
         finally:
             if isinstance(rows_of, BatchReader):
                 rows_of.close()
@@ -334,8 +337,9 @@ class Trainer:
     def _train_step(self, step: int, xb: np.ndarray, yb: np.ndarray, lr: float, meter: Meter, logging: bool,
                     observed: bool = False) -> None:  # fmt: skip
         """One update; `logging` logs its gradient statistics, `observed` hands it to the instruments."""
-        if self.compiled is not None:
-            trace, value = self.compiled.step(xb, yb, logging or observed)
+        compiled = self.compiled
+        if compiled is not None:
+            trace, value = compiled.step(xb, yb, logging or observed)
         else:
             trace = self.network.forward(xb, self.streams.dropout, retain=logging or observed)
             loss = self.loss_fn(trace.output, yb)
@@ -353,11 +357,11 @@ class Trainer:
         clip = self.config.optimizer.clip_grad_norm
         if clip is not None:
             clip_grad_norm(self.params, clip)  # new gradient arrays: the flat buffer no longer holds them
-        flat = self.compiled.flat_grad if self.compiled is not None and clip is None else None
+        flat = compiled.flat_grad if compiled is not None and clip is None else None
         updates = self.optimizer.step(lr, flat)
         if observed:
             self.instruments.after_update(step, updates)
-        if self.compiled is None:  # backward adds to a gradient; a compiled step sets every one afresh
+        if compiled is None:  # backward adds to a gradient; a compiled step sets every one afresh
             for p in self.params:
                 p.grad = None
         if before is not None:

@@ -32,7 +32,8 @@ import yaml
 from autobp.rundir import layout as rundir
 from autobp.rundir.summary import Summary
 from autobp.config.catalog import lower_is_better
-from autobp.config.configfile import load_config, override_arguments
+from autobp.config.configfile import load_config
+from autobp.config.overrides import override_arguments
 from autobp.training.entry import train
 
 FAULTS = Path(__file__).resolve().parent / "faults"

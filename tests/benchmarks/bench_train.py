@@ -2,7 +2,8 @@
 
     python tests/benchmarks/bench_train.py [--repeats 3] [--only tiny] [--against OTHER_TREE]
 
-Both sides run as separate processes, alternately, and the best of the repeats is kept. Two ratios per shape:
+Both sides run as separate processes, alternately (the order reversed every other repeat), and the best of the
+repeats is kept; the main ratios are also given as the median and range of each repeat's pair. Two ratios per shape:
 the training loop (autobp's `seconds` in summary.json — logging, metrics and validation included — against the
 reference's own loop timer), and the whole process as the user waits for it (start-up, loading, logging, files).
 autobp runs with its defaults (log_every: auto, compile: true); the reference trains with bench_engine's
@@ -16,6 +17,11 @@ autobp keeps freed memory for reuse (autobp.common.runtime); the reference runs 
 training loop (start-up, loading, the final files) less the wall time of `python -c "import numpy"`.
 `--against OTHER_TREE` (e.g. `git archive <commit> | tar -x -C /tmp/before`) also runs that tree's autobp
 alternately with this one and prints this tree's loop time over the other's: a change's cost, side by side.
+Every process runs with Python's bytecode cache (in a scratch folder, filled by one untimed run of each side first),
+as an installed package has its .pyc files: an environment with PYTHONDONTWRITEBYTECODE would otherwise compile
+autobp's modules from source at every start, a cost no user pays more than once. The whole process is also
+compared in CPU time (user + system, from the kernel's accounting of each child): on a machine other jobs load,
+wall time measures the queue as much as the work, CPU time much less so.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import argparse
 import io
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,12 +110,23 @@ def write_case(case: Case, folder: Path) -> tuple[Path, Path]:
 KEPT_MEMORY = {"MALLOC_TRIM_THRESHOLD_": "268435456", "MALLOC_MMAP_THRESHOLD_": "268435456"}
 
 
+BYTECODE = {"PYTHONPYCACHEPREFIX": tempfile.mkdtemp(prefix="bench-train-pycache-")}
+
+
+CPU: dict[str, float] = {}  # the CPU seconds (user + system) of the last process run by `timed`
+
+
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     # Run from the /tmp folder: with `-m`, the current folder comes first on sys.path and would shadow PYTHONPATH.
-    done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env={**environment, **BYTECODE, **(env or {})},
                           cwd=tempfile.gettempdir())  # fmt: skip
-    return time.perf_counter() - start, done.stdout
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["last"] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, done.stdout
 
 
 # `autobp` with histogram snapshots switched off, for the side-by-side cost of histograms.npz.
@@ -123,28 +142,54 @@ def autobp_run(config: Path, *extra: str, histograms: bool = True, tree: str | N
     return wall, json.loads((newest / "summary.json").read_text())["seconds"]
 
 
-def measure(case: Case, repeats: int, against: str | None) -> dict[str, float]:
+def measure(case: Case, repeats: int, against: str | None) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The best of each time over the repeats, and each repeat's ratios (this run over its partner in that repeat)."""
     with tempfile.TemporaryDirectory() as tmp:
         config, reference = write_case(case, Path(tmp))
+        for warm_up in ([sys.executable, "-c", "import numpy"], [sys.executable, str(reference)]):
+            timed(warm_up)  # fills the bytecode cache
+        for tree in (None, *([against] if against else [])):
+            autobp_run(config, tree=tree)
         best: dict[str, float] = {}
+        ratios: dict[str, list[float]] = {"wall": [], "loop": [], "cpu": [], "other_wall": [], "other_loop": [],
+                                          "other_cpu": []}  # fmt: skip
         for repeat in range(repeats):
-            numpy_wall, _ = timed([sys.executable, "-c", "import numpy"])
-            ref_wall, out = timed([sys.executable, str(reference)])
-            _, kept = timed([sys.executable, str(reference)], KEPT_MEMORY)
-            wall, loop = autobp_run(config)
-            interpreted, _ = autobp_run(config, "--set", "training.compile=false")
-            _, log_all = autobp_run(config, "--set", "training.log_every=1")
-            _, log_none = autobp_run(config, "--set", "training.log_every=1000000000")
-            _, no_histograms = autobp_run(config, histograms=False)
-            sample = {"ref_wall": ref_wall, "ref_loop": float(out.strip()), "ref_kept": float(kept.strip()), "wall": wall, "loop": loop,
-                      "interpreted": interpreted, "log_all": log_all, "log_none": log_none,
-                      "no_histograms": no_histograms, "startup": wall - loop - numpy_wall}  # fmt: skip
+            jobs = {
+                "numpy": lambda: timed([sys.executable, "-c", "import numpy"]),
+                "ref": lambda: (*timed([sys.executable, str(reference)]), CPU["last"]),
+                "kept": lambda: timed([sys.executable, str(reference)], KEPT_MEMORY),
+                "autobp": lambda: (*autobp_run(config), CPU["last"]),
+                "interpreted": lambda: autobp_run(config, "--set", "training.compile=false"),
+                "log_all": lambda: autobp_run(config, "--set", "training.log_every=1"),
+                "log_none": lambda: autobp_run(config, "--set", "training.log_every=1000000000"),
+                "no_histograms": lambda: autobp_run(config, histograms=False),
+                **({"other": lambda: (*autobp_run(config, tree=against), CPU["last"])} if against else {}),
+            }
+            order = list(jobs) if repeat % 2 == 0 else list(reversed(jobs))  # alternate which side runs first
+            got = {name: jobs[name]() for name in order}
+            (numpy_wall, _), (ref_wall, out, ref_cpu), (_, kept) = got["numpy"], got["ref"], got["kept"]
+            wall, loop, cpu = got["autobp"]
+            sample = {"ref_wall": ref_wall, "ref_loop": float(out.strip()), "ref_kept": float(kept.strip()), "wall": wall,
+                      "loop": loop, "interpreted": got["interpreted"][0], "log_all": got["log_all"][1],
+                      "log_none": got["log_none"][1], "no_histograms": got["no_histograms"][1],
+                      "startup": wall - loop - numpy_wall}  # fmt: skip
+            ratios["wall"].append(wall / ref_wall)
+            ratios["loop"].append(loop / sample["ref_loop"])
+            ratios["cpu"].append(cpu / ref_cpu)
             if against:
-                sample["other_wall"], sample["other_loop"] = autobp_run(config, tree=against)
+                sample["other_wall"], sample["other_loop"], other_cpu = got["other"]
+                ratios["other_wall"].append(wall / sample["other_wall"])
+                ratios["other_loop"].append(loop / sample["other_loop"])
+                ratios["other_cpu"].append(cpu / other_cpu)
             best = {k: min(best.get(k, v), v) for k, v in sample.items()}
-            print(f"  {case.name} repeat {repeat + 1}/{repeats}: loop {loop:.3f} s"
+            print(f"  {case.name} repeat {repeat + 1}/{repeats}: loop {loop:.3f} s, wall × {ratios['wall'][-1]:.2f}"
                   + (f", {against}: {sample['other_loop']:.3f} s" if against else ""), flush=True)  # fmt: skip
-        return best
+        return best, ratios
+
+
+def spread(values: list[float]) -> str:
+    """`1.42 (1.38–1.51)`: the median of paired ratios and their range."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
 class _Terminal(io.StringIO):
@@ -210,7 +255,7 @@ def main() -> None:
     for case in CASES:
         if wanted and case.name not in wanted:
             continue
-        r = measure(case, args.repeats, args.against)
+        r, ratios = measure(case, args.repeats, args.against)
         steps = case.epochs * -(-case.samples // case.batch)
         logging = (r["loop"] - r["log_none"]) / r["log_none"] * 100
         every_step = (r["log_all"] - r["log_none"]) / r["log_none"] * 100
@@ -225,9 +270,14 @@ def main() -> None:
         step = r["loop"] / steps
         print(f"{case.name:<6} progress per step: {tick_seconds(True) * 1e6:.2f} µs with a bar on a terminal, "
               f"{tick_seconds(False) * 1e6:.2f} µs without, against a {step * 1e6:.0f} µs step", flush=True)  # fmt: skip
+        print(f"{case.name:<6} against the reference, median (range) of {args.repeats} paired repeats: whole process "
+              f"{spread(ratios['wall'])}×, loop {spread(ratios['loop'])}×, whole process in CPU time "
+              f"{spread(ratios['cpu'])}×", flush=True)  # fmt: skip
         if args.against:
             print(f"{case.name:<6} this tree against {args.against}: loop {r['loop'] / r['other_loop']:.3f}×, "
-                  f"whole process {r['wall'] / r['other_wall']:.3f}×", flush=True)  # fmt: skip
+                  f"whole process {r['wall'] / r['other_wall']:.3f}× (best of each); paired median (range): loop "
+                  f"{spread(ratios['other_loop'])}×, whole process {spread(ratios['other_wall'])}×, in CPU time "
+                  f"{spread(ratios['other_cpu'])}×", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
