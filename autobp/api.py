@@ -27,6 +27,7 @@ from autobp.rundir import layout as rundir
 if TYPE_CHECKING:
     from autobp.rundir.doctor import DoctorRecord
     from autobp.rundir.reader import RunLog
+    from autobp.rundir.status import Status
     from autobp.rundir.summary import Summary
     from autobp.config.models import Config
     from autobp.tools.predict import TrainedModel
@@ -41,7 +42,7 @@ class Run:
     config: Config | None  # None when config.yaml cannot be read (see notes)
     summary: Summary | None  # summary.json (status `running` while the run goes, or if it was killed); None if unread
     metrics: np.recarray  # metrics.csv: one record per epoch, columns as in the file
-    status: str  # as `autobp runs` shows it: the summary's status, `killed`, or `unfinished` without a summary
+    status: Status  # as `autobp runs` shows it: the summary's status, `killed`, or `unfinished` without a summary
     notes: list[str] = field(default_factory=list)  # files that could not be read
 
     @property

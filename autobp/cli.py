@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from autobp.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutobpError
+from autobp.rundir.status import Status
 from autobp.sweeps import EXECUTORS
 from autobp.tools import formats
 
@@ -38,7 +39,7 @@ class _Group(TyperGroup):
             _say(f"error: {where}{err.strerror or err}", err=True)
             raise typer.Exit(EXIT_FAILED) from None
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a command maps it (what it wrote is cleaned up)
-            _say("interrupted", err=True)
+            _say(str(Status.INTERRUPTED), err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

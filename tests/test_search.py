@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from conftest import require, write_sweep
 from autobp.cli import app
 from autobp.common.errors import ConfigError
+from autobp.rundir.status import Status
 from autobp.sweeps.executor import LocalExecutor
 from autobp.sweeps.plan import plan_sweep
 from autobp.sweeps.run import resume_sweep, run_sweep
@@ -84,7 +85,7 @@ def _distances(folder: Path, method: str, seed: int, trials: int = 20) -> list[f
     distances = []
     for index in range(trials):
         distance = abs(math.log10(study.start(f"trial-{index:03d}", index)["optimizer.lr"]) + 2)
-        study.finish(f"trial-{index:03d}", "completed", distance**2)
+        study.finish(f"trial-{index:03d}", Status.COMPLETED, distance**2)
         distances.append(distance)
     return distances
 

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 import autobp
 from autobp.common import files
+from autobp.rundir.status import Status
 from autobp.sweeps.run import run_sweep
 from autobp.tools import tensorboard_export
 
@@ -344,7 +345,7 @@ def journal_search(folder: Path):
     study = Search(folder, settings, "min", max_epochs=1)
     for index in range(3):
         study.start(f"trial-{index:03d}", index)
-        study.finish(f"trial-{index:03d}", "completed", 0.5 + index)
+        study.finish(f"trial-{index:03d}", Status.COMPLETED, 0.5 + index)
     return settings
 
 
@@ -361,7 +362,7 @@ def test_a_journal_cut_mid_line_keeps_every_entry_before_the_cut(tmp_path) -> No
     assert notes == [f"{journal}: its last line was cut mid-write and is dropped; the {entries} entries before it are kept"]
     reopened = Search(tmp_path, settings, "min", max_epochs=1)
     reopened.start("trial-003", 3)
-    reopened.finish("trial-003", "completed", 0.1)
+    reopened.finish("trial-003", Status.COMPLETED, 0.1)
     states = [trial.state.name for trial in Search(tmp_path, settings, "min", max_epochs=1).study.trials]
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]  # the cut trial's end was lost: failed, not lost
 

@@ -10,7 +10,8 @@ from conftest import CONFIGS, ROOT
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.rundir.summary import Status, Summary
+from autobp.rundir.status import Status
+from autobp.rundir.summary import Summary
 from autobp.config.configfile import load_config
 from autobp.training.ending import RunResult, format_summary
 from autobp.training.entry import train

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from autobp.common import files
+from autobp.rundir.status import Status
 from autobp.rundir.summary import Diagnosis, read_record
 
 DOCTOR_FILE = "doctor.json"
@@ -31,7 +32,7 @@ class Treatment(_Record):
     """The diagnosis's `fix`, one of its `alternatives`, or the config unchanged (same epochs, for `before`)."""
     change: dict[str, Any] = Field(default_factory=dict)
     """Dotted config keys to values, as `--set` takes them; empty for the control."""
-    status: str
+    status: Status
     """The trial's status (completed, diverged, …), `pending` or `running` while doctor runs, `invalid` if the
     change does not validate against the config."""
     value: float | None = None
@@ -47,7 +48,7 @@ class Treatment(_Record):
 class DoctorRecord(_Record):
     """The content of doctor.json."""
 
-    status: Literal["running", "completed", "interrupted"]
+    status: Literal[Status.RUNNING, Status.COMPLETED, Status.INTERRUPTED]
     """`running` while doctor runs (and after a kill that left it no chance to write more)."""
     run_dir: str
     config: str

@@ -23,12 +23,12 @@ from autobp.rundir import layout as rundir
 from autobp.rundir.instruments import INSTRUMENTS_FILE, InstrumentLog
 from autobp.rundir.instruments import read as read_instruments
 from autobp.rundir.logs import GRADIENT_COLUMNS, GRADIENT_KEYS, LAYER, STEP
-from autobp.rundir.summary import Status, Summary, read_summary
+from autobp.rundir.status import Status
+from autobp.rundir.summary import Summary, read_summary
 from autobp.config.models import Config
 from autobp.config.configfile import load_config
 
 RUN_FILES = (rundir.SUMMARY_FILE, rundir.METRICS_FILE, rundir.GRADIENTS_FILE, rundir.CONFIG_FILE)
-KILLED = "killed"  # what readers call a run whose summary.json says `running` when nothing trains it
 APPENDED_LOGS = (rundir.METRICS_FILE, rundir.GRADIENTS_FILE, INSTRUMENTS_FILE)  # logs that grow by whole rows
 TAIL_CHUNK = 1 << 16  # how far back from its end a log is read to find its last complete line
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
@@ -66,7 +66,7 @@ class RunLog:
         return self.path.name
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         """How the run ended; `killed` when summary.json still says `running` but no process is training it."""
         return status_of(self.path, self.summary)
 
@@ -75,16 +75,16 @@ class RunLog:
         return [spec.activation for spec in self.config.model.layers] if self.config else []
 
 
-def status_of(path: Path, summary: Summary | None) -> str:
+def status_of(path: Path, summary: Summary | None) -> Status:
     """A run's status by its summary.json: `unfinished` without one, `killed` if it says `running` untrained."""
     if summary is None:
-        return "unfinished"
+        return Status.UNFINISHED
     if summary.status == Status.RUNNING and not is_training(path):
-        return KILLED
-    return str(summary.status)
+        return Status.KILLED
+    return summary.status
 
 
-def read_status(path: Path) -> str:
+def read_status(path: Path) -> Status:
     """The status of a run directory as `runs` and `report` show it, reading only its summary.json."""
     summary = _optional(path / rundir.SUMMARY_FILE, read_summary, [])
     return status_of(path, summary)

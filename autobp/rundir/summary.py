@@ -7,49 +7,14 @@ Unknown keys are ignored when reading, so files written by a newer autobp still 
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autobp.common import files
-from autobp.common.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, DataError
-
-
-class Status(str, Enum):
-    """How a run ended, or `running` while it trains (a run killed outright keeps that: it never finished)."""
-
-    RUNNING = "running"  # written when training starts or resumes; replaced by how it ended
-    COMPLETED = "completed"  # the last epoch or training.max_steps
-    STOPPED_EARLY = "stopped_early"  # early stopping; the best epoch's weights were restored
-    DIVERGED = "diverged"  # a non-finite loss or gradient
-    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
-    FAILED = "failed"  # anything unexpected; `error` says what
-    PRUNED = "pruned"  # a sweep's early_terminate stopped it at an epoch end: neither failed nor completed
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def finished(self) -> bool:
-        """Trained as far as asked: nothing left for --resume to do unless the run is extended."""
-        return self in (Status.COMPLETED, Status.STOPPED_EARLY)
-
-    @property
-    def exit_code(self) -> int:
-        return _EXIT_CODES[self]
-
-
-_EXIT_CODES = {
-    Status.RUNNING: EXIT_FAILED,  # never how a process ends; a reader finding it sees a run that did not finish
-    Status.COMPLETED: EXIT_OK,
-    Status.STOPPED_EARLY: EXIT_OK,
-    Status.DIVERGED: EXIT_DIVERGED,
-    Status.INTERRUPTED: EXIT_INTERRUPTED,
-    Status.FAILED: EXIT_FAILED,
-    Status.PRUNED: EXIT_OK,
-}
+from autobp.common.errors import DataError
+from autobp.rundir.status import Status
 
 
 class _Record(BaseModel):
@@ -165,6 +130,13 @@ class Summary(_Record):
     ended: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     health: Health | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _recorded(cls, status: Status) -> Status:
+        if not status.recorded:
+            raise ValueError(f"`{status}` is what a reader infers, not a status a run records")
+        return status
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON (what summary.json holds); `diverged`, `error`, `reason` and `health` only where they

@@ -66,14 +66,15 @@ def run_trial(
     writing its files (the pool is rebuilt only once those workers have exited)."""
     from autobp.common.errors import AutobpError
     from autobp.model.prepare import prepare
-    from autobp.rundir.summary import Status, Summary
+    from autobp.rundir.status import Status
+    from autobp.rundir.summary import Summary
     from autobp.training.entry import run
 
     fresh_dir(Path(run_dir))
     try:
         resolved, dataset = prepare(config)
     except AutobpError as err:  # the sweep validated the trial, but its data file may have changed since
-        return {"status": "failed", "summary": Summary(status=Status.FAILED, error=str(err)).to_dict()}
+        return {"status": str(Status.FAILED), "summary": Summary(status=Status.FAILED, error=str(err)).to_dict()}
     hook = reporter if health_from is None else HealthCheck(Path(run_dir), health_from, reporter)
     result = run(resolved, dataset, Path(run_dir), quiet=True, on_epoch=hook, stop_signals=(signal.SIGINT,))
     if _orphaned.is_set():  # no sweep process will record how this trial ended: trials.csv must not say running

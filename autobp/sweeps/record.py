@@ -22,8 +22,9 @@ from autobp.common import files
 from autobp.common.errors import AutobpError, ConfigError, DataError
 from autobp.common.text import shorten
 from autobp.rundir import layout as rundir
-from autobp.rundir.reader import KILLED, is_run_dir, is_training
-from autobp.rundir.summary import Status, Summary, read_summary
+from autobp.rundir.reader import is_run_dir, status_of
+from autobp.rundir.status import Status
+from autobp.rundir.summary import Summary, read_summary
 from autobp.config.catalog import metric_of, task_metric
 from autobp.config.models import Monitor
 from autobp.config.yamlfile import read_text
@@ -31,9 +32,6 @@ from autobp.config.yamlfile import read_text
 SWEEP_FILE = "sweep.yaml"
 TRIALS_FILE = "trials.csv"
 SETTLE_PATIENCE_SECONDS = 10.0  # how long an orphaned worker waits for the sweep directory's lock to settle trials.csv
-FINISHED = tuple(str(status) for status in Status if status.finished)  # trials that need no second run
-KEPT = (*FINISHED, str(Status.PRUNED))  # what a resumed sweep does not run again: pruned trials stay pruned
-PENDING, RUNNING = "pending", "running"  # trials.csv statuses of trials that have not ended (yet)
 # trials.csv's fixed columns; the swept keys and the metrics between them depend on the sweep (see TrialsCsv)
 TRIAL, STATUS, EPOCHS, SECONDS, RUN_DIR, REASON = "trial", "status", "epochs", "seconds", "run_dir", "reason"
 
@@ -92,18 +90,18 @@ def settle(directory: Path) -> None:
         if not rows or STATUS not in rows[0]:
             return
         for row in rows:
-            if row.get(STATUS) == RUNNING:
+            if row.get(STATUS) == Status.RUNNING:
                 row[STATUS] = _ended_status(directory / str(row.get(TRIAL)))
         header = list(rows[0])
         write_trials_csv(directory, header, [[row[column] for column in header] for row in rows])
 
 
-def _ended_status(trial_dir: Path) -> str:
+def _ended_status(trial_dir: Path) -> Status:
     """How a trial ended, by its summary.json; `running` only if it says so (its worker may still be ending)."""
     try:
-        return str(read_summary(trial_dir / rundir.SUMMARY_FILE).status)
+        return read_summary(trial_dir / rundir.SUMMARY_FILE).status
     except AutobpError:
-        return str(Status.INTERRUPTED)
+        return Status.INTERRUPTED
 
 
 class TrialRecord(_Record):
@@ -162,8 +160,11 @@ def read_record(directory: Path) -> SweepRecord:
 class Outcome:
     """How a trial ended, or that it has not: its status and summary.json (just the error if it left none)."""
 
-    status: str = PENDING
+    status: Status = Status.PENDING
     summary: Summary | None = None
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)  # as trials.csv and a worker's plain result spell it
 
     @property
     def reason(self) -> str:
@@ -223,7 +224,7 @@ class Ranking:
 
     def value(self, outcome: Outcome) -> float | None:
         """The value a trial is ranked by; None for a trial that did not finish."""
-        return outcome.value(self.monitor, self.stage) if outcome.status in FINISHED else None
+        return outcome.value(self.monitor, self.stage) if outcome.status.finished else None
 
     def shown(self, outcome: Outcome) -> float | None:
         """The value a trial shows in the ranked column: the ranked one, or for a pruned trial the last value it
@@ -328,8 +329,5 @@ def read_outcomes(directory: Path, record: SweepRecord, notes: list[str]) -> lis
             summary = read_summary(path) if path.is_file() else None
         except AutobpError as exc:
             notes.append(f"skipped {directory / trial.trial}: {exc}")
-        status = "unfinished" if summary is None else str(summary.status)
-        if status == Status.RUNNING and not is_training(directory / trial.trial):
-            status = KILLED
-        outcomes.append(Outcome(status, summary))
+        outcomes.append(Outcome(status_of(directory / trial.trial, summary), summary))
     return outcomes

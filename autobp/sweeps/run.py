@@ -24,7 +24,8 @@ from typing import Any
 from autobp.common import files
 from autobp.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SWEEP_INCOMPLETE, ConfigError, DataError
 from autobp.rundir import layout as rundir
-from autobp.rundir.summary import Status, Summary, read_summary, summary_from_dict
+from autobp.rundir.status import Status
+from autobp.rundir.summary import Summary, read_summary, summary_from_dict
 from autobp.sweeps import search
 from autobp.sweeps.executor import (
     LocalExecutor,
@@ -36,8 +37,6 @@ from autobp.sweeps.executor import (
 )
 from autobp.sweeps.plan import Sweep, Trial, plan_sweep, trial_name
 from autobp.sweeps.record import (
-    KEPT,
-    RUNNING,
     SWEEP_FILE,
     Outcome,
     SweepRecord,
@@ -91,7 +90,7 @@ class SweepResult:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if all(o.status in KEPT for o in self.outcomes) else EXIT_SWEEP_INCOMPLETE
+        return EXIT_OK if all(o.status.kept for o in self.outcomes) else EXIT_SWEEP_INCOMPLETE
 
     def ranking(self) -> list[int]:
         """Trial indices, best first (see Ranking)."""
@@ -181,12 +180,11 @@ def _earlier_outcome(directory: Path, trial: Trial, old: TrialRecord, notes: lis
     except DataError as err:
         notes.append(f"{err}: {trial.name} runs again")
         return Outcome()
-    kept = content.status.finished or content.status == Status.PRUNED  # pruned trials stay pruned
-    return Outcome(str(content.status), content) if kept else Outcome()
+    return Outcome(content.status, content) if content.status.kept else Outcome()
 
 
 def _check_free_space(directory: Path, sweep: Sweep, outcomes: list[Outcome]) -> None:
-    needed = sum(trial.size for trial, outcome in zip(sweep.trials, outcomes) if outcome.status not in KEPT)
+    needed = sum(trial.size for trial, outcome in zip(sweep.trials, outcomes) if not outcome.status.kept)
     unasked = sweep.size - len(sweep.trials)  # tpe trials still to propose: the largest configs checked, each
     needed += unasked * max((probe.size for probe in sweep.probes), default=0)
     rundir.check_free_space(directory, needed)
@@ -196,7 +194,7 @@ def _run(
     sweep: Sweep, directory: Path, outcomes: list[Outcome], jobs: int | None, max_failures: int | None,
     quiet: bool, executor: TrialExecutor | None,
 ) -> SweepResult:  # fmt: skip
-    to_run = sum(outcome.status not in KEPT for outcome in outcomes) + sweep.size - len(sweep.trials)
+    to_run = sum(not outcome.status.kept for outcome in outcomes) + sweep.size - len(sweep.trials)
     jobs = max(1, min(jobs or available_cores(), to_run))
     started = time.perf_counter()
     with running_sweep(directory), interrupted_once():
@@ -245,7 +243,7 @@ class _Scheduler:
         self.jobs = jobs
         self.max_failures = max_failures
         self.progress = progress
-        self.queue = deque(index for index, outcome in enumerate(outcomes) if outcome.status not in KEPT)
+        self.queue = deque(index for index, outcome in enumerate(outcomes) if not outcome.status.kept)
         self.queue.extend(range(len(outcomes), sweep.size))  # tpe trials not proposed yet
         self.running: dict[Future, int] = {}
         self.shared: set[int] = set()  # running trials that have had others beside them
@@ -271,7 +269,7 @@ class _Scheduler:
             raise
         finally:
             for index in self.running.values():  # only if interrupted again while stopping
-                self.outcomes[index] = Outcome("interrupted")
+                self.outcomes[index] = Outcome(Status.INTERRUPTED)
             self.progress.close()
             _write_trials_csv(self.directory, self.sweep, self.outcomes)
 
@@ -292,7 +290,7 @@ class _Scheduler:
             if self.running:
                 self.shared.update([index, *self.running.values()])
             self.running[future] = index
-            self.outcomes[index] = Outcome(RUNNING)
+            self.outcomes[index] = Outcome(Status.RUNNING)
         _write_trials_csv(self.directory, self.sweep, self.outcomes)
         self.show()
 
@@ -312,7 +310,7 @@ class _Scheduler:
         index = self.running.pop(future)
         error = future.exception()  # the worker died, or the executor could not run the trial
         if error is not None and self.study is not None:  # run again (below) or failed: a new Optuna trial if again
-            self.study.finish(self.sweep.trials[index].name, "failed", None)
+            self.study.finish(self.sweep.trials[index].name, Status.FAILED, None)
         if error is not None and index in self.shared:
             self.shared.discard(index)
             self.alone.add(index)
@@ -320,7 +318,7 @@ class _Scheduler:
             self.outcomes[index] = Outcome()
             return
         if error is not None:
-            outcome = Outcome("failed", Summary(status=Status.FAILED, error=self._failure(index, error)))
+            outcome = Outcome(Status.FAILED, Summary(status=Status.FAILED, error=self._failure(index, error)))
         else:
             outcome = _outcome(future.result())
         self.shared.discard(index)
@@ -329,7 +327,7 @@ class _Scheduler:
         if self.study is not None:
             self.study.finish(self.sweep.trials[index].name, outcome.status, outcome.final(self.sweep.monitor))
         self.done += 1
-        self.failed += outcome.status not in KEPT
+        self.failed += not outcome.status.kept
         self.show(self.sweep.trials[index], outcome)
 
     def _failure(self, index: int, error: BaseException) -> str:
@@ -344,7 +342,7 @@ class _Scheduler:
         self.executor.shutdown(wait=True, cancel_futures=True)
         for future, index in self.running.items():
             ended = future.done() and not future.cancelled() and future.exception() is None
-            self.outcomes[index] = _outcome(future.result()) if ended else Outcome("interrupted")
+            self.outcomes[index] = _outcome(future.result()) if ended else Outcome(Status.INTERRUPTED)
         self.running.clear()
 
     def show(self, trial: Trial | None = None, outcome: Outcome | None = None) -> None:

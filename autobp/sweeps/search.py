@@ -20,6 +20,7 @@ from typing import Any
 from autobp.common import files
 from autobp.common.errors import AutobpError, DataError
 from autobp.common.text import shorten
+from autobp.rundir.status import Status
 
 PRUNERS = ("asha", "median", "hyperband")  # the early_terminate methods an Optuna pruner decides
 INSTALL_HINT = "needs Optuna: pip install 'autobp[search]'"
@@ -178,7 +179,7 @@ class Search:
             trial.report(value, epoch)
             return trial.should_prune()
 
-    def finish(self, name: str, status: str, value: float | None) -> None:
+    def finish(self, name: str, status: Status, value: float | None) -> None:
         """Tell the study how a trial ended: its final monitored value, pruned (at its last report), or failed."""
         from optuna.trial import TrialState
 
@@ -186,9 +187,9 @@ class Search:
             trial = self._running.pop(name, None)
             if trial is None:
                 return
-            if status == "pruned":
+            if status == Status.PRUNED:
                 self.study.tell(trial, state=TrialState.PRUNED)
-            elif value is not None and status in ("completed", "stopped_early"):
+            elif value is not None and status.finished:
                 self.study.tell(trial, value)
             else:
                 self.study.tell(trial, state=TrialState.FAIL)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobp.common.text import format_number, format_table
 from autobp.rundir import layout as rundir
-from autobp.rundir.summary import Status
+from autobp.rundir.status import Status
 from autobp.sweeps.record import Outcome, TrialsCsv, best_column
 
 if TYPE_CHECKING:  # the plan and the run show their trials with `cell`: they import this module

@@ -22,19 +22,18 @@ from autobp.health import judge
 from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DOCTOR_DIR, DOCTOR_FILE, DoctorRecord, Treatment, write_doctor
 from autobp.rundir.reader import is_training, read_numbers, read_run
-from autobp.rundir.summary import Diagnosis, Status, Summary, read_summary
+from autobp.rundir.status import Status
+from autobp.rundir.summary import Diagnosis, Summary, read_summary
 from autobp.config.models import Config
 from autobp.config.configfile import load_config
 from autobp.config.overrides import override_arguments
 from autobp.sweeps.executor import TrialExecutor, interrupted_once
 from autobp.sweeps.plan import override, plan_changes
-from autobp.sweeps.record import FINISHED, Outcome, refuse_if_running
+from autobp.sweeps.record import Outcome, refuse_if_running
 from autobp.sweeps.run import SweepResult, run_in
 from autobp.tools.report import verified_fix_lines
 
 REQUIRED = (rundir.SUMMARY_FILE, rundir.CONFIG_FILE, rundir.GRADIENTS_FILE)
-# A run that ended so could be its own control: retraining its config for as many epochs repeats it bit for bit.
-SETTLED = (Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED)
 
 
 @dataclass
@@ -49,7 +48,7 @@ class DoctorResult:
 
     @property
     def interrupted(self) -> bool:
-        return self.record is not None and self.record.status == "interrupted"
+        return self.record is not None and self.record.status == Status.INTERRUPTED
 
     @property
     def exit_code(self) -> int:
@@ -72,14 +71,14 @@ def run_doctor(
         return DoctorResult(run_dir, cause)
     epochs = epochs or config.training.epochs
     monitor = _monitor(config)
-    control = epochs != config.training.epochs or summary.status not in SETTLED
+    control = epochs != config.training.epochs or not summary.status.reproducible  # else the run is its own control
     roles = ["fix", *["alternative"] * (len(changes) - 1)] + ["control"] * control
     all_changes = [*changes, *[{}] * control]
     epochs_set = [override("training.epochs", epochs)] if epochs != config.training.epochs else []
     base = run_dir / rundir.CONFIG_FILE
     sweep, errors = plan_changes("doctor", base, all_changes, epochs_set, monitor)
     record = DoctorRecord(
-        status="running", run_dir=str(run_dir), config=str(base), cause=cause,
+        status=Status.RUNNING, run_dir=str(run_dir), config=str(base), cause=cause,
         monitor=monitor, mode=sweep.mode, epochs=epochs, before=None if control else _saved_value(summary, monitor),
         before_source="control" if control else "run",
     )  # fmt: skip
@@ -91,7 +90,7 @@ def run_doctor(
             write_doctor(run_dir, _verdict(record, roles, all_changes, errors, sweep.trials, None, epochs_set))
             result = run_in(run_dir / DOCTOR_DIR, sweep, jobs=jobs, quiet=quiet, executor=executor)
         except KeyboardInterrupt:  # before the trials started: none ran
-            record = record.model_copy(update={"status": "interrupted"})
+            record = record.model_copy(update={"status": Status.INTERRUPTED})
         record = _verdict(record, roles, all_changes, errors, sweep.trials, result, epochs_set)
         write_doctor(run_dir, record)
     return DoctorResult(run_dir, cause, record, sweep.notes)
@@ -134,7 +133,7 @@ def _changes(cause: Diagnosis) -> list[dict]:
 
 def _saved_value(summary: Summary, monitor: str) -> float | None:
     """The monitored metric of a run's saved model, as a sweep ranks it (None if missing or not finite)."""
-    return Outcome(str(summary.status), summary).value(monitor, "saved")
+    return Outcome(summary.status, summary).value(monitor, "saved")
 
 
 def _verdict(
@@ -148,14 +147,14 @@ def _verdict(
     treatments = []
     for role, change, error in zip(roles, changes, errors):
         if error is not None:
-            treatments.append(Treatment(trial=None, role=role, change=change, status="invalid", error=error))
+            treatments.append(Treatment(trial=None, role=role, change=change, status=Status.INVALID, error=error))
             continue
         treatments.append(_treatment(next(names), role, change, next(outcomes), record.cause.kind, record.monitor))
     control = next((t for t in treatments if t.role == "control"), None)
     before = record.before if control is None else control.value
     ordered = sorted(treatments, key=lambda t: _rank(t, record.mode))
     best = ordered[0] if ordered and ordered[0].cured else None
-    status = record.status if result is None else "interrupted" if result.interrupted else "completed"
+    status = record.status if result is None else Status.INTERRUPTED if result.interrupted else Status.COMPLETED
     return record.model_copy(update={
         "status": status, "before": before, "treatments": ordered, "best": best.trial if best else None,
         "command": _command(record.config, best.change, overrides) if best else None,
@@ -166,7 +165,7 @@ def _treatment(trial: str, role: str, change: dict, outcome: Outcome, cause: str
     summary = outcome.summary
     health = summary.health if summary is not None else None
     first = health.diagnoses[0].kind if health is not None and health.diagnoses else None
-    cured = outcome.status in FINISHED and health is not None and first != cause and role != "control"
+    cured = outcome.status.finished and health is not None and first != cause and role != "control"
     return Treatment(trial=trial, role=role, change=change, status=outcome.status,
                      value=outcome.value(monitor, "saved"), diagnosis=first, cured=cured,
                      error=outcome.reason or None)  # fmt: skip

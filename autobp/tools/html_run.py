@@ -21,6 +21,7 @@ from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DOCTOR_FILE
 from autobp.rundir.histograms import HISTOGRAMS_FILE
 from autobp.rundir.logs import DEAD_FRACTION, GRAD_NORM_W, LAYER, OUT_GRAD_NORM, SATURATED_FRACTION, STEP, UPDATE_RATIO
+from autobp.rundir.status import Status
 from autobp.tools.html_instruments import instruments_section
 from autobp.tools.html_page import (
     Section, clean, digest, figure_html, layer_colors, live_data, log_toggle, plotly_objects, table_html,
@@ -139,7 +140,7 @@ def verified_fixes_section(record: Any) -> str:
     for row, treatment in zip(rows, record.treatments):
         row[-1] = f'<span class="{"cured" if treatment.cured else "uncured"}">{row[-1]}</span>'
     parts.append(table_html(fix_headers(record), rows))
-    if record.status != "completed":
+    if record.status != Status.COMPLETED:
         parts.append(f'<p class="note">doctor {html.escape(record.status)}: not every trial finished; '
                      f"<code>autobp doctor {html.escape(record.run_dir)}</code> finishes them.</p>")  # fmt: skip
     best = next((t for t in record.treatments if t.trial == record.best), None)
@@ -147,7 +148,7 @@ def verified_fixes_section(record: Any) -> str:
         parts.append(f'<div class="healthy"><b>Best:</b> {_code_spans(describe_change(best.change))} cured {cause}: '
                      f"{html.escape(record.monitor)} {format_number(record.before)} → {format_number(best.value)}."
                      f'<pre class="command">{html.escape(record.command)}</pre></div>')  # fmt: skip
-    elif record.status == "completed":
+    elif record.status == Status.COMPLETED:
         parts.append(f'<p class="diagnosis">No change cured {cause}.</p>')
     return "".join(parts) + "</section>"
 

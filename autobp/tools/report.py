@@ -21,7 +21,8 @@ from autobp.health.layers import finite, first_value, last_value
 from autobp.rundir import layout as rundir
 from autobp.rundir.doctor import DoctorRecord, read_doctor
 from autobp.rundir.logs import EPOCH, STEP, measured_in
-from autobp.rundir.reader import KILLED, RunLog, read_run
+from autobp.rundir.reader import RunLog, read_run
+from autobp.rundir.status import Status
 from autobp.rundir.summary import Diagnosis, InstrumentVerdict, LayerVerdict
 from autobp.config.catalog import lower_is_better
 
@@ -114,23 +115,23 @@ def ending(log: RunLog) -> str:
         return f"{rundir.SUMMARY_FILE} {why}; showing the {len(log.metrics)} logged epochs"
     planned = log.config.training.epochs if log.config else None
     done = f"{summary.epochs_completed:,} of {planned:,} epochs" if planned else f"{summary.epochs_completed:,} epochs"
-    if summary.status == "completed":
+    if summary.status == Status.COMPLETED:
         stopped_by_steps = log.config and planned and summary.epochs_completed < planned
         return f"completed {done}, {summary.steps:,} steps" + (" (training.max_steps)" if stopped_by_steps else "")
-    if summary.status == "stopped_early" and summary.early_stopping:
+    if summary.status == Status.STOPPED_EARLY and summary.early_stopping:
         stop = summary.early_stopping
         return (f"stopped early after {done}: {stop.monitor} had not improved since epoch {stop.best_epoch} "
                 f"({format_number(stop.best_value)}); that epoch's weights were restored")  # fmt: skip
-    if summary.status == "diverged" and summary.diverged:
+    if summary.status == Status.DIVERGED and summary.diverged:
         return f"diverged after {done}: {summary.diverged.reason}"
-    if log.status == KILLED:
+    if log.status == Status.KILLED:
         return (f"killed while training: {rundir.SUMMARY_FILE} says `running`, but no process is training it; showing "
                 f"the {len(log.metrics)} logged epochs (`autobp train --resume {log.path}` continues it)")
-    if summary.status == "running":
+    if summary.status == Status.RUNNING:
         return f"running: a process is training it; showing the {len(log.metrics)} epochs logged so far"
-    if summary.status == "interrupted":
+    if summary.status == Status.INTERRUPTED:
         return f"interrupted (Ctrl-C or SIGTERM) after {done}"
-    if summary.status == "failed":
+    if summary.status == Status.FAILED:
         return f"failed after {done}: {summary.error}"
     return f"{summary.status} after {done}"
 
@@ -243,11 +244,11 @@ def verified_fix_lines(record: DoctorRecord, *, markdown: bool = False) -> list[
     lines = [f"Treated {_code(cause.kind, markdown)} with {len(record.treatments)} trainings of {record.epochs} "
              f"epochs; {record.monitor} before: {format_number(record.before)} ({source}).", ""]  # fmt: skip
     lines += format_table(fix_headers(record), fix_rows(record), markdown=markdown)
-    lines += [f"- {t.role} {_change(t.change)}: {t.error}" for t in record.treatments if t.status == "invalid"]
-    if record.status != "completed":
+    lines += [f"- {t.role} {_change(t.change)}: {t.error}" for t in record.treatments if t.status == Status.INVALID]
+    if record.status != Status.COMPLETED:
         lines.append(f"doctor {record.status}: not every trial finished; `autobp doctor {record.run_dir}` finishes them")
     best = next((t for t in record.treatments if t.trial == record.best), None)
-    if best is None and record.status == "completed":
+    if best is None and record.status == Status.COMPLETED:
         lines.append(f"No change cured {cause.kind}.")
     elif best is not None:
         lines += [f"Best: {_change(best.change)} cured {cause.kind}: {record.monitor} "

@@ -16,7 +16,8 @@ from autobp.model.network import MODEL_FILE, Network
 from autobp.rundir import layout as rundir
 from autobp.rundir.logs import STEP
 from autobp.rundir.reader import read_run
-from autobp.rundir.summary import Status, Summary, write_summary
+from autobp.rundir.status import Status
+from autobp.rundir.summary import Summary, write_summary
 
 
 @dataclass
@@ -84,7 +85,7 @@ def format_summary(result: RunResult) -> str:
             lines.append(f"  {diagnosis.kind}{where}: {diagnosis.message}; suggestion: {diagnosis.suggestion}")
         lines.append(f"  details: autobp report {result.run_dir}")
     lines.append(f"run directory: {result.run_dir}")
-    if summary.status in (Status.INTERRUPTED, Status.FAILED):
+    if summary.status.resumable:
         lines.append(f"continue it with: autobp train --resume {result.run_dir}")
     return "\n".join(lines)
 

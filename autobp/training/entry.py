@@ -25,7 +25,7 @@ from autobp.config.models import Config, check_name
 from autobp.model.dataset import Dataset
 from autobp.model.prepare import prepare
 from autobp.rundir import layout as rundir
-from autobp.rundir.summary import Status
+from autobp.rundir.status import Status
 from autobp.training import recovery
 from autobp.training.ending import RunResult, conclude
 from autobp.training.gradstats import TARGET_LOGGED_STEPS

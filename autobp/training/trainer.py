@@ -26,7 +26,8 @@ from autobp.rundir import instruments as instrument_file
 from autobp.rundir import layout as rundir
 from autobp.rundir.histograms import HistogramLog
 from autobp.rundir.logs import MetricsColumns, open_gradient_log, untimed
-from autobp.rundir.summary import Divergence, EarlyStop, Status, Summary, write_summary
+from autobp.rundir.status import Status
+from autobp.rundir.summary import Divergence, EarlyStop, Summary, write_summary
 from autobp.training import recovery
 from autobp.training.compiled import CompiledSteps
 from autobp.training.ending import RunResult, conclude, save_model
@@ -182,7 +183,7 @@ class Trainer:
         """summary.json says `running` while the run trains, so that a run killed outright never reads as finished."""
         write_summary(self.run_dir / rundir.SUMMARY_FILE, self.summary_now(Status.RUNNING, {}))
 
-    def summary_now(self, status: str, outcome: dict[str, Any]) -> Summary:
+    def summary_now(self, status: Status, outcome: dict[str, Any]) -> Summary:
         """summary.json as it stands: `status` and `outcome` with what the run has trained so far."""
         return self._summary(status, self.clock.seconds(), outcome)
 
@@ -213,20 +214,20 @@ class Trainer:
             if self._pruned_reason is not None:
                 outcome["reason"] = self._pruned_reason
         except Diverged as exc:
-            status = "diverged"
-            outcome["diverged"] = Divergence(step=exc.step, epoch=self.epoch, layer=exc.layer, reason=str(exc))
+            status = Status.DIVERGED
+            outcome.update(diverged=Divergence(step=exc.step, epoch=self.epoch, layer=exc.layer, reason=str(exc)))
         except KeyboardInterrupt:
-            status = "interrupted"
+            status = Status.INTERRUPTED
         except OSError as exc:  # a failed write (disk full, file-size limit): the files before it are intact
-            status = "failed"
+            status = Status.FAILED
             outcome["error"] = files.describe_write_error(exc)
         except Exception as exc:  # noqa: BLE001 — any failure must still leave a readable run directory
-            status = "failed"
+            status = Status.FAILED
             outcome["error"] = f"{type(exc).__name__}: {exc}"
         self.progress.close()
         unwritten = self._write_logs(*self._logs)
-        if unwritten is not None and status != "failed":
-            status, outcome = "failed", {"error": unwritten}
+        if unwritten is not None and status != Status.FAILED:
+            status, outcome = Status.FAILED, {"error": unwritten}
         return self._leave(self._summary(status, self.clock.seconds(), outcome))
 
     def _write_logs(self, *logs: files.CsvLog) -> str | None:
@@ -259,7 +260,7 @@ class Trainer:
                               "is room") from None  # fmt: skip
         return RunResult(self.run_dir, summary.status, summary)
 
-    def _train(self, metrics_log: files.CsvLog) -> str:
+    def _train(self, metrics_log: files.CsvLog) -> Status:
         training = self.config.training
         pruned = False
         while self.epoch < training.epochs and self.step < self.total_steps:
@@ -287,12 +288,12 @@ class Trainer:
                 self._save_checkpoint()
             if stop:
                 self._restore_best()
-                return "stopped_early"
+                return Status.STOPPED_EARLY
             if pruned:
                 break
         if self.stopper is not None and self.stopper.best_weights is not None:
             self._restore_best()
-        return "pruned" if pruned else "completed"
+        return Status.PRUNED if pruned else Status.COMPLETED
 
     def _restore_best(self) -> None:
         if self.stopper.best_epoch == len(self.history):  # the last epoch was the best: nothing to put back
@@ -393,7 +394,7 @@ class Trainer:
         return self.columns.row(self.epoch, self.step, train, self.evaluate(self.X_val, self.y_val), lr, seconds)
 
     # --- what the run leaves -----------------------------------------------------------------------------------
-    def _summary(self, status: str, seconds: float, outcome: dict[str, Any]) -> Summary:
+    def _summary(self, status: Status, seconds: float, outcome: dict[str, Any]) -> Summary:
         # Only an epoch's last batch can be short, so whole epochs plus full batches count the examples exactly.
         epochs, batches = divmod(self.step, self.steps_per_epoch)
         samples = epochs * len(self.X) + batches * self.batch_size
