@@ -6,7 +6,7 @@ Heavy modules (numpy, pydantic) are imported inside the commands so that `autobp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import click
 import typer
@@ -14,6 +14,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from autobp.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutobpError
 from autobp.rundir.status import Status
+from autobp.sweeps import EXECUTORS
+from autobp.tools import formats
 
 
 def _say(text: str, *, err: bool = False, nl: bool = True) -> None:
@@ -60,7 +62,10 @@ def _usage_name(argument: click.Parameter) -> str:
 
 
 class _App(typer.Typer):
-    """Every command gets the plain usage line of `_Command`."""
+    """Every command gets the plain usage line of `_Command`.
+
+    Path parameters say `readable=False`: autobp opens its files itself, so an unreadable one is the usual
+    `error: PATH: cannot read the file: Permission denied` (exit 2), not click's usage error."""
 
     def command(self, *args: Any, cls: type[TyperCommand] = _Command, **kwargs: Any) -> Callable[..., Any]:
         return super().command(*args, cls=cls, **kwargs)
@@ -73,17 +78,6 @@ app = _App(
     rich_markup_mode=None,  # plain click help: importing rich would double the start-up time
     help="Train neural networks described by a YAML config, on autobp's own autodiff engine.",
 )
-
-def _one_of(*allowed: str) -> Callable[[str], str]:
-    """An option callback accepting only `allowed` values (exit code 2 otherwise, as for any usage error)."""
-
-    def check(value: str) -> str:
-        if value not in allowed:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
-        return value
-
-    return check
-
 
 def _print_version(value: bool) -> None:
     if value:
@@ -107,10 +101,25 @@ SetOption = Annotated[
                  "(repeatable; the value is read as YAML)."),
 ]
 
+OutputDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--output-dir", readable=False, metavar="DIR", help="Folder receiving the run directory (overrides output.dir)."),
+]
+RenamedOutputOption = Annotated[Optional[Path], typer.Option("--output", readable=False, hidden=True)]
+
+
+def _refuse_renamed_output(given: Path | None) -> None:
+    """`--output DIR` named the parent folder before -o/--output came to mean a command's own output everywhere."""
+    if given is not None:
+        from autobp.common.errors import ConfigError
+
+        raise ConfigError(f"--output is now --output-dir (the folder receiving the directories it writes): "
+                          f"--output-dir {given}")  # fmt: skip
+
 
 @app.command()
 def validate(
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
+    config: Annotated[Path, typer.Argument(readable=False, metavar="CONFIG", help="The YAML config file.")],
     overrides: SetOption = None,
 ) -> None:
     """Check a config and its data, and print it resolved.
@@ -129,11 +138,12 @@ def validate(
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="The YAML config file.", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Argument(readable=False, metavar="CONFIG", help="The YAML config file.", show_default=False)] = None,
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name prefix (overrides `name`).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Folder for run directories (overrides output.dir).")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", help="Continue this run from its last checkpoint (or extend it with --set training.epochs=N).")] = None,
+    output_dir: OutputDirOption = None,
+    renamed: RenamedOutputOption = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", readable=False, metavar="RUN_DIR", help="Continue this run from its last checkpoint (or extend it with --set training.epochs=N).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train the network a config describes and write a run directory.
@@ -145,14 +155,16 @@ def train(
     from autobp.training.entry import resume as resume_run
     from autobp.training.entry import train as run
 
+    _refuse_renamed_output(renamed)
     if resume is not None:
-        if config is not None or name is not None or output is not None:
-            raise ConfigError("--resume RUN_DIR continues a run in place: give no CONFIG, --name or --output with it")
+        if config is not None or name is not None or output_dir is not None:
+            raise ConfigError("--resume RUN_DIR continues a run in place: give no CONFIG, --name or --output-dir "
+                              "with it")  # fmt: skip
         result = resume_run(resume, overrides or (), quiet=quiet, announce=lambda text: _say(text, err=True))
     elif config is None:
         raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR")
     else:
-        result = run(config, overrides or (), name=name, output=output, quiet=quiet)
+        result = run(config, overrides or (), name=name, output=output_dir, quiet=quiet)
     if result.nothing_to_do:
         _say(f"{result.run_dir}: already {result.status}; nothing to do "
                    "(extend it with --set training.epochs=N or --set training.max_steps=N)")  # fmt: skip
@@ -167,9 +179,8 @@ JobsOption = Annotated[
                  show_default=False),
 ]
 ExecutorOption = Annotated[
-    str,
-    typer.Option("--executor", metavar="local|dask", callback=_one_of("local", "dask"),
-                 help="Where trials run: local worker processes, or a Dask cluster (pip install 'autobp[dask]')."),
+    Literal[EXECUTORS],
+    typer.Option("--executor", help="Where trials run: local worker processes, or a Dask cluster (pip install 'autobp[dask]')."),
 ]
 SchedulerOption = Annotated[
     Optional[str],
@@ -180,14 +191,16 @@ SchedulerOption = Annotated[
 
 @app.command()
 def sweep(
-    sources: Annotated[Optional[list[Path]], typer.Argument(metavar="SWEEP_OR_CONFIG", help="A sweep file "
+    sources: Annotated[Optional[list[Path]], typer.Argument(readable=False, metavar="SWEEP_OR_CONFIG", help="A sweep file "
                        "(a base config and the values to try), or config files to compare.", show_default=False)] = None,
     overrides: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Sweep name prefix (overrides the sweep file's `name`).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Folder whose sweeps/ subfolder receives the sweep (overrides output.dir).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", readable=False, metavar="DIR", help="Folder whose sweeps/ "
+                          "subfolder receives the sweep (overrides output.dir).")] = None,
+    renamed: RenamedOutputOption = None,
     jobs: JobsOption = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop launching trials once this many have failed or diverged. [default: run every trial]", show_default=False)] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", readable=False, metavar="SWEEP_DIR", help="Run the trials of this sweep that did not complete (or whose config changed), in place.")] = None,
     executor: ExecutorOption = "local",
     scheduler: SchedulerOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -203,16 +216,17 @@ def sweep(
     from autobp.sweeps.run import resume_sweep, run_sweep
     from autobp.sweeps.table import format_ranking
 
-    if resume is not None and (sources or overrides or name is not None or output is not None):
+    _refuse_renamed_output(renamed)
+    if resume is not None and (sources or overrides or name is not None or output_dir is not None):
         raise ConfigError("--resume SWEEP_DIR continues a sweep as it was started: give no files, --set, "
-                          "--name or --output with it")  # fmt: skip
+                          "--name or --output-dir with it")  # fmt: skip
     with _executor(executor, scheduler, jobs) as pool:
         options = {"jobs": jobs or (pool.slots if pool else None), "max_failures": max_failures, "quiet": quiet,
                    "executor": pool}  # fmt: skip
         if resume is not None:
             result = resume_sweep(resume, **options)
         else:
-            result = run_sweep(sources or [], overrides or (), name=name, output=output, **options)
+            result = run_sweep(sources or [], overrides or (), name=name, output=output_dir, **options)
     _say(format_ranking(result))
     for note in result.sweep.notes:
         _say(f"note: {note}", err=True)
@@ -221,7 +235,7 @@ def sweep(
 
 @app.command()
 def doctor(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    run_dir: Annotated[Path, typer.Argument(readable=False, metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
     scheduler: SchedulerOption = None,
@@ -277,12 +291,12 @@ def schema() -> None:
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="A CSV file with the training feature columns "
+    run_dir: Annotated[Path, typer.Argument(readable=False, metavar="RUN_DIR", help="A run directory made by `autobp train`.")],
+    data: Annotated[Path, typer.Argument(readable=False, metavar="DATA", help="A CSV file with the training feature columns "
                                          "(by name), an .npz with X (and optionally y), or an .npy of "
                                          "features (memory-mapped).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the predictions to this CSV file "
-                                                "instead of standard output.")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", "--out", readable=False, metavar="FILE", help="Write the "
+                                                "predictions to this CSV file instead of standard output.")] = None,
 ) -> None:
     """Predict with a trained run on new examples.
 
@@ -295,7 +309,7 @@ def predict(
     from autobp.tools.predict import load_model, predict_file, write_predictions
 
     if out is not None:
-        output_path(out, "--out")  # refused before the work, not after
+        output_path(out, "-o")  # refused before the work, not after
     prediction = predict_file(load_model(run_dir), data)
     if out is None:
         _say(prediction.csv, nl=False)
@@ -308,7 +322,7 @@ def predict(
 
 @app.command()
 def gradcheck(
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The YAML config file.")],
+    config: Annotated[Path, typer.Argument(readable=False, metavar="CONFIG", help="The YAML config file.")],
     overrides: SetOption = None,
     order: Annotated[int, typer.Option("--order", min=1, max=2, help="1: gradients; 2: Hessian-vector products "
                                        "(forward over reverse) against central differences of gradients.")] = 1,
@@ -332,26 +346,24 @@ def gradcheck(
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
-FORMATS = ("text", "markdown", "json")
-
 FormatOption = Annotated[
-    str,
-    typer.Option("--format", metavar="|".join(FORMATS), callback=_one_of(*FORMATS),
-                 help="text for a terminal, markdown for notes and issues, json (stable keys) for scripts."),
+    Literal[formats.DOCUMENT],
+    typer.Option("--format", help="text for a terminal, markdown for notes and issues, json (stable keys) for scripts."),
 ]
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `autobp train` "
-                                            "(or, with --html, a sweep directory).")],
-    fmt: FormatOption = "text",
-    plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Also draw the gradient-flow "
+    run_dir: Annotated[Path, typer.Argument(readable=False, metavar="RUN_DIR", help="A run directory made by `autobp train` "
+                                            "(or, with --format html, a sweep directory).")],
+    fmt: Annotated[Literal[formats.REPORT], typer.Option("--format", help="text for a terminal, markdown for notes "
+                   "and issues, json (stable keys) for scripts, html for a self-contained interactive page written to "
+                   "RUN_DIR/report.html or -o FILE (needs pip install 'autobp[report]').")] = "text",
+    plot: Annotated[Optional[Path], typer.Option("--plot", readable=False, metavar="FILE.png", help="Also draw the gradient-flow "
                                                  "figure (.png, .svg or .pdf; needs pip install 'autobp[plot]').")] = None,
-    html: Annotated[bool, typer.Option("--html", help="Write a self-contained interactive HTML report instead, to "
-                                       "RUN_DIR/report.html or -o FILE (needs pip install 'autobp[report]').")] = False,
-    out: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="With --html: where to "
-                                                "write the report.")] = None,
+    html: Annotated[bool, typer.Option("--html", help="The same as --format html.")] = False,
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", readable=False, metavar="FILE", help="With --format html: where to "
+                                                "write the page.")] = None,
 ) -> None:
     """Report on a run: its loss curves, a per-layer gradient table and diagnoses.
 
@@ -363,8 +375,11 @@ def report(
     from autobp.rundir.reader import read_run
     from autobp.tools.report import build_report, render
 
+    if html and fmt not in ("text", "html"):
+        raise ConfigError(f"--html is --format html: give one of --html and --format {fmt}")
+    html = html or fmt == "html"
     if out is not None and not html:
-        raise ConfigError("-o FILE names the file of --html; add --html")
+        raise ConfigError(f"-o FILE is where --format html writes its page; --format {fmt} writes to standard output")
     if html:
         from autobp.tools.html_report import write_report
 
@@ -385,7 +400,7 @@ def report(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SWEEP...", help="Run directories, or sweep "
+    runs: Annotated[list[Path], typer.Argument(readable=False, metavar="RUN_OR_SWEEP...", help="Run directories, or sweep "
                                                "directories (each stands for all its trials).")],
     sort: Annotated[Optional[str], typer.Option("--sort", metavar="COLUMN", help="Sort by a metric (val_loss, "
                     "best_val_accuracy, …), signal_ratio, epochs or a differing config key; losses ascending, "
@@ -418,7 +433,7 @@ def compare(
 
 @app.command()
 def runs(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The folder to look in (output.dir).")] = Path("runs"),
+    directory: Annotated[Path, typer.Argument(readable=False, metavar="DIR", help="The folder to look in (output.dir).")] = Path("runs"),
     fmt: FormatOption = "text",
 ) -> None:
     """List the run and sweep directories in DIR (default: runs), newest first.
@@ -436,7 +451,7 @@ def runs(
 
 @app.command()
 def view(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The folder to show (output.dir).")] = Path("runs"),
+    directory: Annotated[Path, typer.Argument(readable=False, metavar="DIR", help="The folder to show (output.dir).")] = Path("runs"),
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port to listen on (0: any free one).")] = 8765,
     host: Annotated[str, typer.Option("--host", help="The address to listen on; anything but 127.0.0.1 or "
                                       "localhost lets other machines read your runs.")] = "127.0.0.1",
@@ -451,16 +466,13 @@ def view(
     serve(directory, host, port, lambda text, err: _say(text, err=err))
 
 
-EXPORT_FORMATS = ("onnx", "tensorboard")
-
-
 @app.command()
 def export(
-    source: Annotated[Path, typer.Argument(metavar="RUN_OR_SWEEP", help="A run directory (onnx, tensorboard) or "
+    source: Annotated[Path, typer.Argument(readable=False, metavar="RUN_OR_SWEEP", help="A run directory (onnx, tensorboard) or "
                                            "a sweep directory (tensorboard).")],
-    fmt: Annotated[str, typer.Option("--format", metavar="|".join(EXPORT_FORMATS), callback=_one_of(*EXPORT_FORMATS),
-                                     help="onnx: the trained model; tensorboard: the logs as event files.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="PATH", help="The ONNX file [default: "
+    fmt: Annotated[Literal[formats.EXPORT], typer.Option("--format", help="onnx: the trained model; tensorboard: "
+                                                         "the logs as event files.")],
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", "--out", readable=False, metavar="PATH", help="The ONNX file [default: "
                    "RUN/model.onnx] or the TensorBoard log directory [default: RUN_OR_SWEEP/tensorboard].",
                    show_default=False)] = None,
 ) -> None:
@@ -483,13 +495,13 @@ def export(
 
 @app.command()
 def graph(
-    source: Annotated[Path, typer.Argument(metavar="CONFIG_OR_RUN", help="A config file (initial weights) or a run "
+    source: Annotated[Path, typer.Argument(readable=False, metavar="CONFIG_OR_RUN", help="A config file (initial weights) or a run "
                                            "directory (trained weights).")],
     example: Annotated[int, typer.Option("--example", metavar="I", help="Which example of the validation split "
                                          "(the training split without one).")] = 0,
-    fmt: Annotated[Optional[str], typer.Option("--format", metavar="svg|dot|html", help="Output format. [default: "
-                                               "from -o's suffix, else svg]", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Write here instead of "
+    fmt: Annotated[Optional[Literal[formats.GRAPH]], typer.Option("--format", help="Output format. [default: from "
+                   "-o's suffix, else svg]", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--output", readable=False, metavar="FILE", help="Write here instead of "
                                                 "standard output.")] = None,
 ) -> None:
     """Draw the network's computation graph for one example, from the engine's recorded graph.

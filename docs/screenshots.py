@@ -56,7 +56,7 @@ def autobp(*args: str, **popen: object) -> subprocess.Popen:
 
 def live(runs: Path, height: int) -> None:
     """`autobp view` on the runs folder while a training runs (paused), photographed: the list, then the run."""
-    trainer = autobp("train", str(ROOT / "configs" / "quickstart.yaml"), "--output", str(runs), "--name", "live", "-q",
+    trainer = autobp("train", str(ROOT / "configs" / "quickstart.yaml"), "--output-dir", str(runs), "--name", "live", "-q",
                      "--set", "training.epochs=100000", "--set", "data.n_samples=20000", "--set", "training.log_every=100")  # fmt: skip
     metrics = None
     while metrics is None or metrics.read_bytes().count(b"\n") < 25:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 import autobp
@@ -24,8 +25,6 @@ from autobp.common.text import to_json
 from autobp.model.prepare import prepare
 from autobp.config.configfile import dump_config, load_config
 from autobp.tools.report import render
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 @pytest.fixture(scope="module")

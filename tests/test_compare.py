@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -18,7 +19,6 @@ from autobp.sweeps.run import run_sweep
 from autobp.tools.compare import compare_runs, flatten, fold_layers, list_runs
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 XOR = CONFIGS / "xor.yaml"
 LEARNING_RATES = (0.05, 0.005, 1e-4)
 

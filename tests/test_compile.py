@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, assert_same_run
 
 from autobp.engine import EngineError, Tensor, dense, numerical_gradient, ops
 from autobp.engine.compile import compile_graph
 from autobp.config.catalog import ACTIVATIONS, LOSSES
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
 
 
@@ -143,24 +141,6 @@ def test_only_a_recorded_scalar_loss_compiles() -> None:
 
 
 # --- whole training runs, compiled and interpreted ----------------------------------------------------------------
-def without_seconds(path: Path) -> list[list[str]]:
-    rows = list(csv.reader(io.StringIO(path.read_text())))
-    column = rows[0].index("seconds")
-    return [row[:column] + row[column + 1 :] for row in rows]
-
-
-def assert_same_runs(compiled: Path, interpreted: Path) -> None:
-    assert sorted(p.name for p in compiled.iterdir()) == sorted(p.name for p in interpreted.iterdir())
-    for name in ("model.npz", "gradients.csv"):
-        assert (compiled / name).read_bytes() == (interpreted / name).read_bytes(), name
-    assert without_seconds(compiled / "metrics.csv") == without_seconds(interpreted / "metrics.csv")
-    if (compiled / "checkpoint.npz").exists():  # optimizer state and generators too; only the clock differs
-        with np.load(compiled / "checkpoint.npz") as a, np.load(interpreted / "checkpoint.npz") as b:
-            assert a.files == b.files
-            for key in set(a.files) - {"seconds", "started"}:
-                assert a[key].tobytes() == b[key].tobytes(), key
-
-
 def both_ways(config, overrides: list[str], tmp_path: Path) -> tuple[Path, Path]:
     flags = ("true", "false")
     runs = [train(config, [*overrides, f"training.compile={flag}"], output=tmp_path / flag) for flag in flags]
@@ -172,7 +152,7 @@ def both_ways(config, overrides: list[str], tmp_path: Path) -> tuple[Path, Path]
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_trains_bit_identically_compiled(example: Path, dtype: str, tmp_path: Path) -> None:
     overrides = ["training.epochs=2", f"training.dtype={dtype}", "training.log_every=1"]
-    assert_same_runs(*both_ways(example, overrides, tmp_path))
+    assert_same_run(*both_ways(example, overrides, tmp_path))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -180,11 +160,11 @@ def test_dropout_and_a_short_last_batch_train_bit_identically_compiled(dtype: st
     layers = "model.layers=[{units: 16, dropout: 0.3}, {units: 8, activation: relu, dropout: 0.5}, {}]"
     overrides = ["training.epochs=3", "training.batch_size=48", f"training.dtype={dtype}", layers]
     compiled, interpreted = both_ways(CONFIGS / "quickstart.yaml", overrides, tmp_path)
-    assert_same_runs(compiled, interpreted)
+    assert_same_run(compiled, interpreted)
 
 
 def test_a_diverging_run_diverges_at_the_same_step_compiled(tmp_path: Path) -> None:
     overrides = ["optimizer.name=sgd", "optimizer.lr=1e6", "training.epochs=3", "training.log_every=1000"]
     compiled, interpreted = both_ways(CONFIGS / "sine.yaml", overrides, tmp_path)
     assert json.loads((compiled / "summary.json").read_text())["status"] == "diverged"
-    assert_same_runs(compiled, interpreted)
+    assert_same_run(compiled, interpreted)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -17,7 +18,6 @@ from autobp.model.prepare import resolve_config
 from autobp.config.configfile import config_from_dict, dump_config, load_config
 from autobp.config.schema import config_json_schema
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXAMPLES = sorted(path for path in CONFIGS.glob("*.yaml") if not path.name.startswith("sweep_"))
 
 MINIMAL = """\

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import open_file
-from test_faults import DEADLINE, cli, finished
+from conftest import CONFIGS, cli, open_file
+from test_faults import DEADLINE, finished
 
 from autobp.common import files
 from autobp.common.text import format_number
@@ -23,8 +23,6 @@ from autobp.rundir.summary import read_summary
 from autobp.config.configfile import load_config
 from autobp.tools.doctor import run_doctor
 from autobp.training.entry import train
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _train(tmp: Path, config: str, *overrides: str) -> Path:
@@ -61,7 +59,7 @@ def test_doctor_cures_vanishing_gradients_and_the_command_reproduces_the_best(do
     # The printed command, run as printed, trains the best trial again, bit for bit.
     words = shlex.split(record.command)
     assert words[:3] == ["autobp", "train", str(doctored / "config.yaml")]
-    code, _ = cli("train", *words[2:], "--output", str(tmp_path), "--quiet")
+    code, _ = cli("train", *words[2:], "--output-dir", str(tmp_path), "--quiet")
     assert code == 0
     again = read_summary(next(tmp_path.glob("deep-sigmoid-*")) / "summary.json")
     assert again.final == trial.final

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -22,7 +23,6 @@ from autobp.config.catalog import ACTIVATIONS
 from autobp.tools.onnx_export import OPSET
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DATA = {
     "cross_entropy": {"source": "blobs", "n_samples": 60, "n_classes": 3, "n_features": 3, "noise": 3.0},
     "bce": {"source": "moons", "n_samples": 60, "noise": 0.2},
@@ -146,7 +146,7 @@ def test_bad_input_and_missing_extra_exit_2_with_a_message(tmp_path: Path, monke
     run_dir = tiny_run(tmp_path, "relu", "bce", "float32")
     result = runner.invoke(app, ["export", str(run_dir), "--format", "onnx", "-o", str(tmp_path / "no" / "m.onnx")])
     assert result.exit_code == 2
-    assert result.stderr == f"error: --out {tmp_path / 'no' / 'm.onnx'}: the folder {tmp_path / 'no'} does not exist\n"
+    assert result.stderr == f"error: -o {tmp_path / 'no' / 'm.onnx'}: the folder {tmp_path / 'no'} does not exist\n"
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
     result = runner.invoke(app, ["export", str(run_dir), "--format", "onnx"])
     assert result.exit_code == 2

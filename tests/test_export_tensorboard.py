@@ -3,7 +3,6 @@ metrics.csv and gradients.csv, the config as hyperparameters, and a sweep's tria
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import read_csv
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from typer.testing import CliRunner
@@ -32,11 +32,6 @@ BASE = {
     "optimizer": {"name": "adam", "lr": 0.05},
     "training": {"epochs": 3, "batch_size": 16, "checkpoint_every": None},
 }
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def accumulator(directory: Path) -> event_accumulator.EventAccumulator:
@@ -176,7 +171,7 @@ def test_exporting_again_replaces_the_export_and_never_other_files(tmp_path: Pat
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     result = CliRunner().invoke(app, ["export", str(run_dir), "--format", "tensorboard", "-o", str(run_dir)])
     assert result.exit_code == 2
-    assert result.stderr == (f"error: --out {run_dir}: exists and holds other files than TensorBoard events; "
+    assert result.stderr == (f"error: -o {run_dir}: exists and holds other files than TensorBoard events; "
                              "choose another folder\n")  # fmt: skip
     assert (run_dir / "metrics.csv").is_file()
     assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -18,8 +19,6 @@ from autobp.rundir.reader import read_run
 from autobp.config.configfile import load_config
 from autobp.config.overrides import override_arguments
 from autobp.training.entry import train
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -59,7 +58,7 @@ def test_a_yaml_bracket_never_closed_is_named_where_it_opened(tmp_path: Path) ->
 def test_an_output_folder_that_cannot_be_created_says_so(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, output = cli("train", xor(tmp_path), "--output", blocker / "runs", "--quiet")
+    code, output = cli("train", xor(tmp_path), "--output-dir", blocker / "runs", "--quiet")
     assert code == 2 and f"output directory {blocker / 'runs'}: cannot create it" in output
     assert "MB free" not in output
 
@@ -80,7 +79,7 @@ def test_after_early_stopping_the_result_lines_describe_the_restored_model(tmp_p
 
 def test_a_diverged_run_says_where_and_one_epoch_is_singular(tmp_path: Path) -> None:
     overrides = ["optimizer.name=sgd", "optimizer.lr=1e30", "training.epochs=1", "model.activation=identity"]
-    code, output = cli("train", CONFIGS / "sine.yaml", "--quiet", "--output", tmp_path,
+    code, output = cli("train", CONFIGS / "sine.yaml", "--quiet", "--output-dir", tmp_path,
                        *(part for o in overrides for part in ("--set", o)))  # fmt: skip
     assert code == 3
     assert "after 0 epochs and 2 batches, 2 steps" in output and "1 epochs" not in output  # the 3rd step diverged
@@ -140,7 +139,7 @@ def test_predictions_quote_a_class_name_with_a_comma_once(tmp_path: Path) -> Non
     config = {"data": {"source": "csv", "path": str(data), "target": "colour"}, "model": {"hidden": [4]},
               "loss": "cross_entropy", "training": {"epochs": 2}, "output": {"dir": str(tmp_path / "runs")}}  # fmt: skip
     run_dir = train(config).run_dir
-    code, _ = cli("predict", run_dir, data, "--out", tmp_path / "out.csv")
+    code, _ = cli("predict", run_dir, data, "-o", tmp_path / "out.csv")
     assert code == 0
     with open(tmp_path / "out.csv", newline="") as handle:
         table = list(csv.DictReader(handle))

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -14,7 +15,6 @@ from autobp.engine import ops
 from autobp.tools import gradcheck
 from autobp.tools.gradcheck import TOLERANCE, check_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
 LAYER_ROW = re.compile(r"^(layer\d+)\s+\S+\s+\S+\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(ok|FAIL)$", re.MULTILINE)
 

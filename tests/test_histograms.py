@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFIGS
 
 from autobp.common.errors import DataError
 from autobp.model.network import build_network
@@ -23,8 +24,6 @@ from autobp.rundir.histograms import (
 )
 from autobp.training.entry import resume, train
 from autobp.training.state import INIT_STREAM
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def test_every_value_falls_in_the_bin_whose_edges_hold_it() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import as_unprivileged, give_to_unprivileged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
@@ -139,7 +140,7 @@ def validate_then_train(config: Path, output: Path) -> None:
     assert_clean(result)
     if result.exit_code == 0:
         limits = ["--set", "training.epochs=1", "--set", "training.max_steps=3"]
-        assert_clean(invoke("train", config, *limits, "--output", output, "--quiet"), (0, 2, 3))
+        assert_clean(invoke("train", config, *limits, "--output-dir", output, "--quiet"), (0, 2, 3))
 
 
 def mutated(node: Any, path: tuple, action: str, value: Any, key: str) -> Any:
@@ -188,7 +189,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_base_configs_train(workdir: Path) -> None:
     for base in (CLASSIFY, REGRESS):
-        result = invoke("train", write_config(workdir, base), "--output", workdir / "runs", "--quiet")
+        result = invoke("train", write_config(workdir, base), "--output-dir", workdir / "runs", "--quiet")
         assert_clean(result, (0,))
 
 
@@ -246,7 +247,7 @@ def test_sizes_beyond_the_limits_are_clear_errors(tmp_path: Path, overrides: lis
     config = tmp_path / "config.yaml"
     config.write_text(GOOD_YAML)
     arguments = [part for override in overrides for part in ("--set", override)]
-    assert_error(invoke("train", config, *arguments, "--output", tmp_path / "runs"), expected)
+    assert_error(invoke("train", config, *arguments, "--output-dir", tmp_path / "runs"), expected)
     assert not (tmp_path / "runs").exists()
 
 
@@ -273,7 +274,7 @@ def run_autobp(*args: object, cwd: Path) -> subprocess.CompletedProcess:
 )
 def test_huge_sizes_fail_in_a_process_with_bounded_memory(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "config.yaml").write_text(text)
-    done = run_autobp("train", "config.yaml", "--output", "runs", cwd=tmp_path)
+    done = run_autobp("train", "config.yaml", "--output-dir", "runs", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert_short_error(done.stderr)
@@ -344,12 +345,13 @@ def test_config_paths_that_are_not_files(tmp_path: Path) -> None:
     assert_error(invoke("validate", tmp_path / ("x" * 300)), "cannot read the file: File name too long")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
-def test_an_unreadable_config_file(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
+def test_an_unreadable_config_file(unprivileged_folder: Path) -> None:
+    config = unprivileged_folder / "config.yaml"
     config.write_text(GOOD_YAML)
-    config.chmod(0)
-    assert_error(invoke("validate", config), f"{config}: cannot read the file: Permission denied")
+    give_to_unprivileged(config, 0)
+    result = as_unprivileged("validate", config, cwd=unprivileged_folder)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"error: {config}: cannot read the file: Permission denied\n"
 
 
 # --- CSV -----------------------------------------------------------------------------------------------------------
@@ -412,7 +414,7 @@ def test_csv_edge_cases_are_clear_errors(tmp_path: Path, content: str | bytes, l
     ids=["byte order mark", "quoted fields", "constant regression target", "huge integer labels"],
 )
 def test_csv_edge_cases_that_work(tmp_path: Path, content: str, loss: str, data: dict) -> None:
-    result = invoke("train", csv_config(tmp_path, content, loss, **data), "--output", tmp_path / "runs", "--quiet")
+    result = invoke("train", csv_config(tmp_path, content, loss, **data), "--output-dir", tmp_path / "runs", "--quiet")
     assert_clean(result, (0,))
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -476,9 +478,9 @@ def test_a_damaged_npz_data_file_is_a_clear_error(tmp_path: Path, content: bytes
 def test_a_run_name_cannot_leave_the_output_directory(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("name: ../../x\n" + GOOD_YAML)
-    assert_error(invoke("train", config, "--output", tmp_path / "runs"), ":1:7: name: use 1-64 letters")
+    assert_error(invoke("train", config, "--output-dir", tmp_path / "runs"), ":1:7: name: use 1-64 letters")
     config.write_text(GOOD_YAML)
-    assert_error(invoke("train", config, "--name", "../x", "--output", tmp_path / "runs"), "--name '../x': use 1-64 letters")
+    assert_error(invoke("train", config, "--name", "../x", "--output-dir", tmp_path / "runs"), "--name '../x': use 1-64 letters")
     assert sorted(os.listdir(tmp_path)) == ["config.yaml"]
 
 
@@ -517,7 +519,7 @@ def saved_model(folder: Path) -> Path:
     """A model.npz that fits GOOD_YAML's network."""
     config = folder / "good.yaml"
     config.write_text(GOOD_YAML)
-    assert_clean(invoke("train", config, "--set", "training.epochs=1", "--output", folder / "runs"), (0,))
+    assert_clean(invoke("train", config, "--set", "training.epochs=1", "--output-dir", folder / "runs"), (0,))
     (run_dir,) = (folder / "runs").iterdir()
     return run_dir / "model.npz"
 
@@ -557,7 +559,7 @@ def test_a_damaged_init_from_model_is_a_clear_error(tmp_path: Path, how: str, ex
     damage(model, how)
     config = tmp_path / "config.yaml"
     config.write_text(GOOD_YAML.replace("[3]", f"[3]\n  init_from: {model}"))
-    assert_error(invoke("train", config, "--output", tmp_path / "again"), str(model), expected)
+    assert_error(invoke("train", config, "--output-dir", tmp_path / "again"), str(model), expected)
 
 
 def test_a_damaged_init_from_model_leaves_no_run_directory(tmp_path: Path) -> None:
@@ -565,7 +567,7 @@ def test_a_damaged_init_from_model_leaves_no_run_directory(tmp_path: Path) -> No
     damage(model, "wrong shape")
     config = tmp_path / "config.yaml"
     config.write_text(GOOD_YAML.replace("[3]", f"[3]\n  init_from: {model}"))
-    assert_error(invoke("train", config, "--output", tmp_path / "again"), "layer1.bias have shapes (3, 2) and (7,)")
+    assert_error(invoke("train", config, "--output-dir", tmp_path / "again"), "layer1.bias have shapes (3, 2) and (7,)")
     assert not (tmp_path / "again").exists()
 
 
@@ -584,18 +586,20 @@ def test_an_output_directory_under_a_file_fails_before_training(tmp_path: Path) 
     config = tmp_path / "config.yaml"
     config.write_text(GOOD_YAML)
     (tmp_path / "some_file").write_text("not a folder")
-    result = invoke("train", config, "--output", tmp_path / "some_file" / "sub")
+    result = invoke("train", config, "--output-dir", tmp_path / "some_file" / "sub")
     assert_error(result, f"output directory {tmp_path / 'some_file' / 'sub'}: cannot create it (Not a directory)")
     assert sorted(os.listdir(tmp_path)) == ["config.yaml", "some_file"]
     config.write_text(GOOD_YAML + "output: {dir: ''}\n")
     assert_error(invoke("train", config), ":7:15: output.dir: must not be empty")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to folders without write permission")
-def test_an_unwritable_output_directory_fails_before_training(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
+def test_an_unwritable_output_directory_fails_before_training(unprivileged_folder: Path) -> None:
+    config = unprivileged_folder / "config.yaml"
     config.write_text(GOOD_YAML)
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    assert_error(invoke("train", config, "--output", locked), f"output directory {locked}: not writable")
+    locked = unprivileged_folder / "locked"
+    locked.mkdir()
+    give_to_unprivileged(locked, 0o500)
+    result = as_unprivileged("train", config, "--output-dir", locked, cwd=unprivileged_folder)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: output directory {locked}: not writable")
     assert not any(locked.iterdir())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import open_file
+from conftest import CONFIGS, open_file, require
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -18,8 +18,7 @@ from autobp.rundir.reader import read_run
 from autobp.sweeps.run import run_sweep
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-pytest.importorskip("plotly")
+require("plotly", "report")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,18 @@ def test_without_plotly_the_command_names_the_extra(deep_report: Path, monkeypat
 
 def test_o_without_html_is_refused(deep_report: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(deep_report), "-o", "x.html"])
-    assert result.exit_code == 2 and "add --html" in result.output
+    assert result.exit_code == 2 and "-o FILE is where --format html writes its page" in result.output
+    both = CliRunner().invoke(app, ["report", str(deep_report), "--html", "--format", "json"])
+    assert both.exit_code == 2 and "give one of --html and --format json" in both.output
+
+
+def test_format_html_writes_the_page_html_writes(deep_report: Path, tmp_path: Path) -> None:
+    by_format = CliRunner().invoke(app, ["report", str(deep_report), "--format", "html", "-o", str(tmp_path / "a.html")])
+    by_flag = CliRunner().invoke(app, ["report", str(deep_report), "--html", "-o", str(tmp_path / "b.html")])
+    assert (by_format.exit_code, by_flag.exit_code) == (0, 0), by_format.output + by_flag.output
+    assert by_format.stdout == f"wrote the HTML report to {tmp_path / 'a.html'}\n"
+    page = (tmp_path / "a.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page == (tmp_path / "b.html").read_text()
 
 
 def test_the_page_is_self_contained(deep_report: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_resume import interrupt_at
+from conftest import interrupted
 
 from autobp.model.network import build_network
 from autobp.model.prepare import prepare
@@ -184,9 +184,7 @@ def test_float32_agrees_with_float64_at_the_first_step(tmp_path: Path) -> None:
 def test_resume_continues_the_smoothed_estimates_and_alpha_exactly(tmp_path: Path, monkeypatch, stop_at: int) -> None:
     config_dict = settings(tmp_path, epochs=3, checkpoint_every=1, instruments={"every": 2})
     reference = train(config_dict).run_dir / "instruments.csv"
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, stop_at)
-        broken = train(config_dict)
+    broken = interrupted(config_dict, monkeypatch, stop_at)
     cut = instrument_file.read(broken.run_dir).total
     assert cut.steps[-1] == (stop_at - 1) // 2 * 2
     # truthful: the α of a step is known once the next step has run
@@ -271,9 +269,7 @@ def test_curvature_steps_warm_start_and_resume_exactly(tmp_path: Path, monkeypat
     total = instrument_file.read(reference).total
     assert [s for s, v in zip(total.steps, total.values("lambda_max")) if v is not None] == [3, 6, 9, 12, 15, 18]
     assert total.steps == [1, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15, 16, 18]
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 11)
-        broken = train(config_dict)
+    broken = interrupted(config_dict, monkeypatch, 11)
     resume(broken.run_dir)
     assert (broken.run_dir / "instruments.csv").read_bytes() == (reference / "instruments.csv").read_bytes()
 

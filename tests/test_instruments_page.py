@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import open_file
+from conftest import open_file, require
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -14,7 +14,7 @@ from autobp.health.thresholds import ALPHA_HIGH, ALPHA_LOW, NOISE_SCALE_FACTOR
 from autobp.rundir.instruments import read
 from autobp.training.entry import train
 
-pytest.importorskip("plotly")
+require("plotly", "report")
 
 
 def report(tmp_path: Path, batch: int, **training) -> Path:

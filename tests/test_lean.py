@@ -10,13 +10,12 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from conftest import CONFIGS
 
 from autobp.health.layers import median
 from autobp.model import split
 from autobp.model.dataset import load_dataset
 from autobp.config.configfile import config_from_dict
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def test_median_is_numpys_median_of_the_finite_values() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import assert_same_run
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -43,24 +42,6 @@ def configs(folder: Path, loss: str, dtype: str, layers: list[dict]) -> tuple[Pa
     return paths[0], paths[1]
 
 
-def without_seconds(path: Path) -> list[list[str]]:
-    rows = list(csv.reader(io.StringIO(path.read_text())))
-    column = rows[0].index("seconds")
-    return [row[:column] + row[column + 1 :] for row in rows]
-
-
-def assert_same_runs(a: Path, b: Path) -> None:
-    for name in ("model.npz", "gradients.csv", "checkpoint.npz"):
-        if name == "checkpoint.npz":
-            with np.load(a / name) as first, np.load(b / name) as second:
-                assert first.files == second.files
-                for key in set(first.files) - {"seconds", "started"}:
-                    assert first[key].tobytes() == second[key].tobytes(), key
-        else:
-            assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    assert without_seconds(a / "metrics.csv") == without_seconds(b / "metrics.csv")
-
-
 CASES = [  # loss, dtype, features dtype, targets
     ("cross_entropy", "float32", np.float32, "labels"),
     ("cross_entropy", "float64", np.int16, "text"),
@@ -89,7 +70,7 @@ def test_npy_trains_bit_identically_to_the_same_data_as_npz(loss, dtype, stored,
     overrides = [f"training.compile={str(compiled).lower()}"]
     a, b = (train(config, overrides, output=tmp_path / "runs") for config in (npy, npz))
     assert a.status == b.status == "completed"
-    assert_same_runs(a.run_dir, b.run_dir)
+    assert_same_run(a.run_dir, b.run_dir)
 
 
 def test_the_split_rows_read_from_the_map_are_the_npz_arrays(tmp_path, monkeypatch) -> None:

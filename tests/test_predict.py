@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, read_csv
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -16,8 +17,6 @@ from autobp.model.dataset import Dataset
 from autobp.model.prepare import prepare
 from autobp.tools.predict import load_model, predict_file
 from autobp.training.entry import train
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +45,6 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def final_metrics(run_dir: Path) -> dict[str, float]:
     return {key: float(value) for key, value in read_csv(run_dir / "metrics.csv")[-1].items()}
 
@@ -66,7 +60,7 @@ def iris_validation_csv(run_dir: Path, path: Path) -> tuple[Path, np.ndarray]:
 def test_predicting_the_validation_rows_reproduces_the_validation_accuracy(iris_run: Path, tmp_path: Path) -> None:
     data, labels = iris_validation_csv(iris_run, tmp_path / "val.csv")
     out = tmp_path / "predictions.csv"
-    result = CliRunner().invoke(app, ["predict", str(iris_run), str(data), "--out", str(out)])
+    result = CliRunner().invoke(app, ["predict", str(iris_run), str(data), "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert list(rows[0]) == ["prediction", "p_setosa", "p_versicolor", "p_virginica"]
@@ -88,7 +82,7 @@ def test_regression_predictions_reproduce_the_validation_loss_in_the_data_units(
     y = (dataset.y_val * dataset.y_std + dataset.y_mean)[:, 0]
     data = write_csv(tmp_path / "val.csv", ["x0", "y"], np.stack([X[:, 0], y], axis=1).tolist())
     out = tmp_path / "predictions.csv"
-    result = CliRunner().invoke(app, ["predict", str(sine_run), str(data), "--out", str(out)])
+    result = CliRunner().invoke(app, ["predict", str(sine_run), str(data), "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert list(rows[0]) == ["y"]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```$", re.M | re.S)
 RUN_PATH = re.compile(r"runs/(?:sweeps/)?([A-Za-z0-9_.-]+?)-\d{8}-\d{6}(?:-\d+)?")

@@ -3,7 +3,6 @@ format, runs that diverged or were killed, and the gradient-flow plot."""
 
 from __future__ import annotations
 
-import csv
 import json
 import struct
 import sys
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import CONFIGS, read_csv, require
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.common.text import format_number
@@ -23,7 +23,6 @@ from autobp.tools.plot import plot_run
 from autobp.tools.report import Report, render, report_run, sparkline
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEEP_RELU_HUGE_INIT = [
     "training.epochs=2", "model.hidden=[16, 16, 16, 16, 16, 16]", "model.activation=relu", "model.init=normal",
@@ -47,11 +46,6 @@ def deep_sigmoid(runs: Path) -> Path:
 
 def kinds(report: Report) -> list[tuple[str, str | None]]:
     return [(diagnosis.kind, diagnosis.layer) for diagnosis in report.diagnoses]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def logged_median(run_dir: Path, layer: str, column: str) -> float:
@@ -245,7 +239,7 @@ def test_cli_report_formats(deep_sigmoid: Path) -> None:
     as_json = runner.invoke(app, ["report", str(deep_sigmoid), "--format", "json"])
     assert json.loads(as_json.stdout)["diagnoses"][0]["kind"] == "vanishing_gradients"
     wrong = runner.invoke(app, ["report", str(deep_sigmoid), "--format", "yaml"])
-    assert wrong.exit_code == 2 and "'yaml' is not one of text, markdown, json" in wrong.output
+    assert wrong.exit_code == 2 and "'yaml' is not one of 'text', 'markdown', 'json', 'html'" in wrong.output
 
 
 def test_cli_report_on_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
@@ -274,7 +268,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plot_writes_a_png(deep_sigmoid: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "plot")
     figure = tmp_path / "flow.png"
     result = CliRunner().invoke(app, ["report", str(deep_sigmoid), "--plot", str(figure)])
     assert result.exit_code == 0, result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -13,63 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import assert_same_run, interrupted, resumable_config, wait_for_rows
 from typer.testing import CliRunner
 
 from autobp.cli import app
-from autobp.common import files
+from autobp.rundir import checkpoint
 from autobp.common.errors import ConfigError, DataError
-from autobp.training.trainer import Trainer
 from autobp.training.entry import resume, train
-
-LOGS = ("metrics.csv", "gradients.csv")
-
-
-def config(tmp_path: Path, **training) -> dict:
-    return {
-        "name": "r",
-        "seed": 5,
-        "data": {"source": "moons", "n_samples": 160, "noise": 0.15},
-        "model": {"layers": [{"units": 12, "activation": "tanh", "dropout": 0.1}, {"units": 12, "activation": "relu"}, {}]},
-        "loss": "cross_entropy",
-        "optimizer": {"name": "adam", "lr": 0.01},
-        "training": {"epochs": 6, "batch_size": 16, "checkpoint_every": 1, **training},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
-
-
-def without_seconds(path: Path) -> list[str]:
-    lines = path.read_text().splitlines()
-    if path.name != "metrics.csv":
-        return lines
-    return [line.rsplit(",", 1)[0] for line in lines]  # `seconds` is the last column
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    for name in LOGS:
-        assert without_seconds(a / name) == without_seconds(b / name), name
-    with np.load(a / "model.npz") as left, np.load(b / "model.npz") as right:
-        assert left.files == right.files
-        for key in left.files:
-            assert np.array_equal(left[key], right[key]), key
-
-
-def interrupt_at(monkeypatch, step: int) -> None:
-    original = Trainer._train_step
-
-    def step_or_interrupt(self, number, *args, **kwargs):
-        if number == step:
-            raise KeyboardInterrupt
-        return original(self, number, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "_train_step", step_or_interrupt)
 
 
 @pytest.mark.parametrize("stop_at", [3, 8, 25, 40])  # first epoch, epoch boundary, mid-epoch, last epoch
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, monkeypatch, stop_at: int) -> None:
-    reference = train(config(tmp_path))
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, stop_at)
-        broken = train(config(tmp_path))
+    reference = train(resumable_config(tmp_path))
+    broken = interrupted(resumable_config(tmp_path), monkeypatch, stop_at)
     assert broken.status == "interrupted"
     resumed = resume(broken.run_dir)
     assert resumed.status == "completed"
@@ -80,12 +37,10 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, monkeypatc
 
 def test_early_stopping_state_survives_a_resume(tmp_path: Path, monkeypatch) -> None:
     settings = {"epochs": 60, "early_stopping": {"monitor": "val_loss", "patience": 4}}
-    big_lr = config(tmp_path, **settings) | {"optimizer": {"name": "sgd", "lr": 2.0}}
+    big_lr = resumable_config(tmp_path, **settings) | {"optimizer": {"name": "sgd", "lr": 2.0}}
     reference = train(big_lr)
     assert reference.status == "stopped_early"
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, reference.summary.steps - 5)
-        broken = train(big_lr)
+    broken = interrupted(big_lr, monkeypatch, reference.summary.steps - 5)
     resumed = resume(broken.run_dir)
     assert resumed.status == "stopped_early"
     assert resumed.summary.early_stopping == reference.summary.early_stopping
@@ -93,19 +48,19 @@ def test_early_stopping_state_survives_a_resume(tmp_path: Path, monkeypatch) -> 
 
 
 def test_resuming_a_finished_run_does_nothing_and_extending_it_continues(tmp_path: Path) -> None:
-    short = train(config(tmp_path, epochs=3))
+    short = train(resumable_config(tmp_path, epochs=3))
     before = (short.run_dir / "metrics.csv").read_text()
     again = CliRunner().invoke(app, ["train", "--resume", str(short.run_dir)])
     assert again.exit_code == 0 and "nothing to do" in again.output
     assert (short.run_dir / "metrics.csv").read_text() == before
     extended = resume(short.run_dir, ["training.epochs=6"])
     assert extended.summary.epochs == 6
-    assert_same_run(train(config(tmp_path)).run_dir, extended.run_dir)
+    assert_same_run(train(resumable_config(tmp_path)).run_dir, extended.run_dir)
     assert yaml.safe_load((short.run_dir / "config.yaml").read_text())["training"]["epochs"] == 6
 
 
 def test_resume_refuses_any_other_change_naming_the_keys(tmp_path: Path) -> None:
-    run = train(config(tmp_path, epochs=2))
+    run = train(resumable_config(tmp_path, epochs=2))
     with pytest.raises(ConfigError, match=r"cannot change model\.layers\.0\.units, optimizer\.lr"):
         resume(run.run_dir, ["optimizer.lr=0.5", "model.layers.0.units=4"])
     result = CliRunner().invoke(app, ["train", "--resume", str(run.run_dir), "--set", "seed=9"])
@@ -113,11 +68,9 @@ def test_resume_refuses_any_other_change_naming_the_keys(tmp_path: Path) -> None
 
 
 def test_ctrl_c_before_the_first_automatic_checkpoint_still_leaves_one(tmp_path: Path, monkeypatch) -> None:
-    settings = config(tmp_path, checkpoint_every="auto")  # the first automatic checkpoint would come after 10 s
+    settings = resumable_config(tmp_path, checkpoint_every="auto")  # the first automatic checkpoint would come after 10 s
     reference = train(settings)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 2)
-        broken = train(settings)
+    broken = interrupted(settings, monkeypatch, 2)
     assert broken.status == "interrupted" and (broken.run_dir / "checkpoint.npz").exists()
     said: list[str] = []
     resumed = resume(broken.run_dir, announce=said.append)
@@ -127,9 +80,7 @@ def test_ctrl_c_before_the_first_automatic_checkpoint_still_leaves_one(tmp_path:
 
 def test_resume_says_where_it_continues_and_what_it_drops(tmp_path: Path, monkeypatch) -> None:
     """Killed after epoch 4 was logged, with the last checkpoint at epoch 2: two logged epochs are trained again."""
-    from autobp.rundir import checkpoint
-
-    settings = config(tmp_path, epochs=4, checkpoint_every=2)
+    settings = resumable_config(tmp_path, epochs=4, checkpoint_every=2)
     reference = train(settings)
     original = checkpoint.save
     with monkeypatch.context() as patch:
@@ -140,7 +91,7 @@ def test_resume_says_where_it_continues_and_what_it_drops(tmp_path: Path, monkey
     assert result.exit_code == 0
     assert "resuming from the checkpoint of epoch 2 (2 later logged epochs dropped)" in result.output
     assert_same_run(reference.run_dir, killed.run_dir)
-    never = train(config(tmp_path, epochs=2, checkpoint_every=None))
+    never = train(resumable_config(tmp_path, epochs=2, checkpoint_every=None))
     (never.run_dir / "summary.json").unlink()
     said: list[str] = []
     resume(never.run_dir, announce=said.append)
@@ -148,7 +99,7 @@ def test_resume_says_where_it_continues_and_what_it_drops(tmp_path: Path, monkey
 
 
 def test_resume_refuses_to_shorten_a_run_and_changes_nothing(tmp_path: Path) -> None:
-    run = train(config(tmp_path, epochs=4))
+    run = train(resumable_config(tmp_path, epochs=4))
     before = {name: (run.run_dir / name).read_bytes() for name in ("config.yaml", "metrics.csv", "summary.json")}
     for override, message in (("training.epochs=2", "already trained 4 epochs"),
                               ("training.max_steps=5", "already taken 32 steps")):  # fmt: skip
@@ -158,7 +109,7 @@ def test_resume_refuses_to_shorten_a_run_and_changes_nothing(tmp_path: Path) -> 
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    run = train(config(tmp_path, epochs=2))
+    run = train(resumable_config(tmp_path, epochs=2))
     data = (run.run_dir / "checkpoint.npz").read_bytes()
     (run.run_dir / "checkpoint.npz").write_bytes(data[: len(data) // 2])
     result = CliRunner().invoke(app, ["train", "--resume", str(run.run_dir), "--set", "training.epochs=3"])
@@ -179,21 +130,10 @@ def start(config_path: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-def wait_for_rows(runs: Path, rows: int, process: subprocess.Popen, limit: float = 60.0) -> Path:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        for metrics in runs.glob("*/metrics.csv"):
-            if len(metrics.read_text().splitlines()) > rows:
-                return metrics.parent
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.005)
-    raise AssertionError("the run made no progress")
-
-
 @pytest.mark.parametrize("epochs_before_kill", [1, 7])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, epochs_before_kill: int) -> None:
     """A real kill: SIGKILL the training process part-way (mid-epoch or mid-checkpoint), resume, compare."""
-    settings = config(tmp_path, epochs=12, batch_size=2)  # 64 steps per epoch: long enough to land mid-epoch
+    settings = resumable_config(tmp_path, epochs=12, batch_size=2)  # 64 steps per epoch: long enough to land mid-epoch
     settings["data"]["n_samples"] = 160
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(settings))
@@ -214,7 +154,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, epochs
 def test_signals_leave_a_truthful_resumable_run(tmp_path: Path, signals: list[int]) -> None:
     """Ctrl-C pressed repeatedly within milliseconds, or SIGTERM: status interrupted, exit 130, the current weights,
     a checkpoint inside the epoch; --resume then ends bit-identical to a run never stopped."""
-    settings = config(tmp_path, epochs=12, batch_size=2, checkpoint_every="auto")
+    settings = resumable_config(tmp_path, epochs=12, batch_size=2, checkpoint_every="auto")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(settings))
     process = start(path)
@@ -231,38 +171,56 @@ def test_signals_leave_a_truthful_resumable_run(tmp_path: Path, signals: list[in
     assert_same_run(train(settings).run_dir, run_dir)
 
 
-def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
-    """Simulate dying inside the atomic write: the rename never happens, the old checkpoint stays loadable."""
+# Run `autobp train` and SIGKILL it from inside the fsync of its N-th checkpoint.npz write, after cutting what that
+# write put on disk to half: a kill at a known instant in the middle of the write, with no timing involved.
+KILLED_IN_CHECKPOINT = """
+import os, signal, sys
+from autobp.cli import main
 
-    reference = train(config(tmp_path))
-    calls = {"n": 0}
-    original = files.write_npz
+fsync, writes, kill_at = os.fsync, [], int(sys.argv[1])
 
-    def dies_on_third_checkpoint(path, arrays):
-        if path.name == "checkpoint.npz":
-            calls["n"] += 1
-            if calls["n"] == 3:
-                partial = path.with_name(".checkpoint.npz.partial.tmp")
-                partial.write_bytes(b"PK\x03\x04 half a zip file")
-                raise KeyboardInterrupt  # the process is gone mid-write
-        return original(path, arrays)
+def dying_fsync(fd):
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith((".checkpoint.npz", "checkpoint.npz")):
+        writes.append(fd)
+        if len(writes) == kill_at:
+            os.ftruncate(fd, os.fstat(fd).st_size // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+    fsync(fd)
 
-    monkeypatch.setattr(files, "write_npz", dies_on_third_checkpoint)
-    broken = train(config(tmp_path))
-    monkeypatch.undo()
-    assert broken.status == "interrupted"
-    assert_same_run(reference.run_dir, resume(broken.run_dir).run_dir)
+os.fsync = dying_fsync
+sys.argv = ["autobp", "train", sys.argv[2], "--quiet"]
+main()
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path) -> None:
+    """SIGKILL in the middle of writing epoch 4's checkpoint: what is on disk is epoch 3's, whole, and resumes."""
+    settings = resumable_config(tmp_path)  # a checkpoint every epoch
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_CHECKPOINT, "4", str(path)], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    saved = checkpoint.load(run_dir)  # loads: a whole file
+    logged = {row["epoch"]: int(row["step"]) for row in csv.DictReader((run_dir / "metrics.csv").open())}
+    assert saved is not None and (saved.epoch, saved.step) == (3, logged["3"])
+    (partial,) = run_dir.glob(".checkpoint.npz.*.tmp")  # epoch 4's, cut in half when the process died
+    assert partial.stat().st_size < (run_dir / "checkpoint.npz").stat().st_size
+    resumed = resume(run_dir)
+    assert resumed.status == "completed" and not partial.exists()  # the dead writer's half file is cleared
+    assert_same_run(train(settings).run_dir, run_dir)
 
 
 def test_init_from_starts_from_saved_parameters(tmp_path: Path) -> None:
-    first = train(config(tmp_path, epochs=2))
-    warm = config(tmp_path, epochs=1)
+    first = train(resumable_config(tmp_path, epochs=2))
+    warm = resumable_config(tmp_path, epochs=1)
     warm["model"]["init_from"] = str(first.run_dir / "model.npz")
     warm["optimizer"] = {"name": "sgd", "lr": 1e-12}  # a negligible step: the weights stay the loaded ones
     result = train(warm)
     with np.load(first.run_dir / "model.npz") as a, np.load(result.run_dir / "model.npz") as b:
         np.testing.assert_allclose(a["layer0.weight"], b["layer0.weight"], rtol=1e-9)
-    wrong = config(tmp_path, epochs=1)
+    wrong = resumable_config(tmp_path, epochs=1)
     wrong["model"] = {"hidden": [5], "init_from": str(first.run_dir / "model.npz")}
     with pytest.raises(DataError, match=r"layer0\.weight has shape \(2, 12\), the network needs \(2, 5\)"):
         train(wrong)

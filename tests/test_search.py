@@ -18,6 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import require, write_sweep
 from autobp.cli import app
 from autobp.common.errors import ConfigError
 from autobp.rundir.status import Status
@@ -26,7 +27,7 @@ from autobp.sweeps.plan import plan_sweep
 from autobp.sweeps.run import resume_sweep, run_sweep
 from autobp.sweeps.table import format_ranking
 
-optuna = pytest.importorskip("optuna")
+optuna = require("optuna", "search")
 
 from autobp.sweeps.search import JOURNAL_FILE, Search  # noqa: E402
 
@@ -46,13 +47,6 @@ def base_config(tmp_path: Path, epochs: int = 8, **changes) -> dict:
         "output": {"dir": str(tmp_path / "runs")},
         **changes,
     }
-
-
-def write_sweep(tmp_path: Path, parameters: dict, base: dict | None = None, **keys) -> Path:
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base or base_config(tmp_path)))
-    sweep = {"base": "base.yaml", **keys, "parameters": parameters}
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
-    return tmp_path / "sweep.yaml"
 
 
 def tpe_sweep(tmp_path: Path, n_trials: int = 8, pruner: str = "asha", epochs: int = 8, **base) -> Path:
@@ -123,10 +117,12 @@ def test_a_tpe_sweep_proposes_from_the_study_and_records_it_in_the_sweep_directo
 
 def test_every_value_is_checked_before_the_first_trial(tmp_path):
     path = write_sweep(tmp_path, {"training.batch_size": {"min": 0, "max": 16}, "model.activation": ["tanh", "relu"]},
+                       base_config(tmp_path),
                        method="tpe", n_trials=3)  # fmt: skip
     with pytest.raises(ConfigError, match=r"^check-000 \(training\.batch_size=0, model\.activation=tanh\): "):
         plan_sweep([path])
     path = write_sweep(tmp_path, {"optimizer.lr": {"min": 0.1, "max": 1.0}, "model.activation": ["tanh", "reluu"]},
+                       base_config(tmp_path),
                        method="tpe", n_trials=3)  # fmt: skip
     with pytest.raises(ConfigError, match=r"^check-002 \(optimizer\.lr=0\.1, model\.activation=reluu\): "):
         plan_sweep([path])
@@ -138,7 +134,7 @@ def test_every_value_is_checked_before_the_first_trial(tmp_path):
 
 def pruning_sweep(tmp_path: Path, method: str = "median") -> Path:
     """Five good trials, a hopeless one, then a better one (ahead of the median at every epoch)."""
-    return write_sweep(tmp_path, {"optimizer.lr": [*GOOD_LRS, BAD_LR, 0.04]},
+    return write_sweep(tmp_path, {"optimizer.lr": [*GOOD_LRS, BAD_LR, 0.04]}, base_config(tmp_path),
                        early_terminate={"method": method, "min_epochs": 3})  # fmt: skip
 
 
@@ -156,7 +152,7 @@ def test_pruning_stops_the_bad_trial_at_min_epochs_and_no_good_one(tmp_path, poo
 def test_pruned_shows_in_every_output(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["sweep", str(pruning_sweep(tmp_path)), "--jobs", "1", "--quiet",
-                                      "--output", str(out)])  # fmt: skip
+                                      "--output-dir", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "(6 completed, 1 pruned)" in result.output
     line = next(line for line in result.output.splitlines() if "trial-005" in line)
@@ -262,7 +258,7 @@ def resumed_study(directory: Path):
 
 
 def test_the_same_pruning_sweep_on_a_dask_local_cluster(tmp_path, pool):
-    pytest.importorskip("distributed")
+    require("distributed", "dask")
     from autobp.sweeps.cluster import DaskExecutor
 
     path = pruning_sweep(tmp_path, method="asha")
@@ -286,7 +282,7 @@ def test_the_same_pruning_sweep_on_a_dask_local_cluster(tmp_path, pool):
 ])  # fmt: skip
 def test_without_optuna_tpe_and_early_terminate_say_what_to_install(tmp_path, monkeypatch, keys, where):
     monkeypatch.setitem(sys.modules, "optuna", None)
-    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.2]}, **keys)
+    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.2]}, base_config(tmp_path), **keys)
     result = CliRunner().invoke(app, ["sweep", str(path), "--quiet"])
     assert result.exit_code == 2
     assert result.stderr == f"error: {path}{where} Optuna: pip install 'autobp[search]'\n"

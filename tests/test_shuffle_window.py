@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_resume import assert_same_run, config, interrupt_at
+from conftest import assert_same_run, interrupted, resumable_config
 
 from autobp.common.errors import ConfigError
 from autobp.config.models import SHUFFLE_WINDOW
@@ -16,7 +16,7 @@ from autobp.training.state import RandomStreams
 
 
 def windowed(tmp_path: Path, window: int = 24, **training) -> dict:
-    raw = config(tmp_path, **training)
+    raw = resumable_config(tmp_path, **training)
     raw["data"] |= {"shuffle": "window", "shuffle_window": window}
     return raw
 
@@ -38,11 +38,11 @@ def test_a_window_of_all_rows_is_the_exact_permutation() -> None:
 
 
 def test_window_is_off_by_default_and_defaults_its_size(tmp_path: Path) -> None:
-    assert config_from_dict(config(tmp_path)).data.shuffle == "exact"
-    raw = config(tmp_path)
+    assert config_from_dict(resumable_config(tmp_path)).data.shuffle == "exact"
+    raw = resumable_config(tmp_path)
     raw["data"]["shuffle"] = "window"
     assert config_from_dict(raw).data.shuffle_window == SHUFFLE_WINDOW
-    raw["data"] = {**config(tmp_path)["data"], "shuffle_window": 8}
+    raw["data"] = {**resumable_config(tmp_path)["data"], "shuffle_window": 8}
     with pytest.raises(ConfigError, match=r"data\.shuffle_window.*only used with data\.shuffle: window"):
         config_from_dict(raw)
 
@@ -51,16 +51,14 @@ def test_windowed_training_learns_and_reruns_bit_identically(tmp_path: Path) -> 
     first, second = train(windowed(tmp_path)), train(windowed(tmp_path))
     assert first.summary.final["val_accuracy"] >= 0.8  # as the exact permutation reaches on these moons
     assert_same_run(first.run_dir, second.run_dir)
-    exact = train(config(tmp_path))
+    exact = train(resumable_config(tmp_path))
     assert (exact.run_dir / "gradients.csv").read_bytes() != (first.run_dir / "gradients.csv").read_bytes()
 
 
 @pytest.mark.parametrize("stop_at", [4, 25])  # inside the first epoch, inside a later one
 def test_resume_inside_a_windowed_epoch_is_bit_identical(tmp_path: Path, monkeypatch, stop_at: int) -> None:
     reference = train(windowed(tmp_path))
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, stop_at)
-        broken = train(windowed(tmp_path))
+    broken = interrupted(windowed(tmp_path), monkeypatch, stop_at)
     assert broken.status == "interrupted"
     resumed = resume(broken.run_dir)
     assert resumed.status == "completed"

@@ -23,19 +23,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT, cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 import autobp
-from autobp.cli import app
 from autobp.common import files
 from autobp.rundir.status import Status
 from autobp.sweeps.run import run_sweep
 from autobp.tools import tensorboard_export
 
 DEADLINE = 60  # seconds: a command still running after this long has hung
-ROOT = Path(__file__).resolve().parents[1]
 CONTROLS = ("\x1b", "\x07", "\x9b", "\u202e", "\u2066", "\r")  # what must never reach a terminal raw
 
 
@@ -50,14 +48,6 @@ def base_config(folder: Path, **training) -> dict:
         "training": {"epochs": 3, "batch_size": 16, "checkpoint_every": 1, **training},
         "output": {"dir": str(folder / "runs")},
     }
-
-
-def cli(*args: object) -> tuple[int, str]:
-    """Run the CLI in-process: no traceback, never an exception other than the exit."""
-    result = CliRunner().invoke(app, [str(arg) for arg in args])
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    return result.exit_code, result.output
 
 
 def autobp_process(*args: object, limit_file_size: int | None = None, cwd: Path | None = None) -> tuple[int, str]:
@@ -101,7 +91,7 @@ def writers(run: Path) -> dict[str, list[object]]:
         "report --html": ["report", run, "--html", "-o"],
         "report --plot": ["report", run, "--plot"],
         "export onnx": ["export", run, "--format", "onnx", "-o"],
-        "predict": ["predict", run, run.parent.parent / "examples.npz", "--out"],
+        "predict": ["predict", run, run.parent.parent / "examples.npz", "-o"],
     }
 
 

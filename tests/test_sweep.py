@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import write_sweep
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -53,11 +54,6 @@ def write(path: Path, content: dict | str) -> Path:
     return path
 
 
-def write_sweep(tmp_path: Path, parameters: dict, base: dict | None = None, **keys) -> Path:
-    write(tmp_path / "base.yaml", base or base_config(tmp_path))
-    return write(tmp_path / "sweep.yaml", {"base": "base.yaml", **keys, "parameters": parameters})
-
-
 def read_trials(directory: Path) -> list[dict[str, str]]:
     with open(directory / "trials.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -80,7 +76,8 @@ def pool():
 
 
 def test_a_grid_is_every_combination_in_file_order(tmp_path):
-    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.01, 0.001], "model.activation": ["tanh", "relu"]})
+    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.01, 0.001], "model.activation": ["tanh", "relu"]},
+                       base_config(tmp_path))
     sweep = plan_sweep([path])
     assert [trial.name for trial in sweep.trials] == [f"trial-00{i}" for i in range(6)]
     assert [tuple(trial.values.values()) for trial in sweep.trials] == [
@@ -127,6 +124,7 @@ def test_random_draws_are_seeded_and_spread_as_asked():
 
 def test_a_random_sweep_validates_its_draws(tmp_path):
     path = write_sweep(tmp_path, {"optimizer.lr": {"min": 0.001, "max": 0.1, "log": True}, "seed": [0, 1]},
+                       base_config(tmp_path),
                        method="random", n_trials=4, seed=3)  # fmt: skip
     sweep = plan_sweep([path])
     assert len(sweep.trials) == 4
@@ -182,7 +180,7 @@ def test_sweep_file_mistakes(tmp_path, keys, expected):
 
 
 def test_one_bad_trial_stops_the_sweep_before_any_trial_starts(tmp_path):
-    path = write_sweep(tmp_path, {"model.activation": ["tanh", "relu", "sigmoid", "reluu"]})
+    path = write_sweep(tmp_path, {"model.activation": ["tanh", "relu", "sigmoid", "reluu"]}, base_config(tmp_path))
     result = CliRunner().invoke(app, ["sweep", str(path)])
     assert result.exit_code == 2
     assert result.stderr.startswith(
@@ -202,7 +200,7 @@ def test_a_swept_key_that_changes_nothing_is_an_error(tmp_path):
 
 
 def test_the_monitored_metric_must_exist_in_every_trial(tmp_path):
-    path = write_sweep(tmp_path, {"seed": [1, 2]}, monitor="val_r2")
+    path = write_sweep(tmp_path, {"seed": [1, 2]}, base_config(tmp_path), monitor="val_r2")
     assert sweep_error(path) == (
         "trial-000 (seed=1): monitor 'val_r2' needs a regression loss, but the loss is a classification loss"
     )
@@ -210,7 +208,7 @@ def test_the_monitored_metric_must_exist_in_every_trial(tmp_path):
 
 def test_a_glob_that_catches_a_sweep_file_compares_the_configs_and_says_so(tmp_path):
     """`autobp sweep configs/*.yaml`: the sweep file among the configs is skipped with a note."""
-    path = write_sweep(tmp_path, {"seed": [1, 2]})
+    path = write_sweep(tmp_path, {"seed": [1, 2]}, base_config(tmp_path))
     other = write(tmp_path / "other.yaml", base_config(tmp_path, seed=7))
     sweep = plan_sweep([tmp_path / "base.yaml", other, path])
     assert [trial.values["config"] for trial in sweep.trials] == [str(tmp_path / "base.yaml"), str(other)]
@@ -259,7 +257,7 @@ def test_a_sweep_ranks_by_the_saved_model_end_to_end(tmp_path):
 
 def test_trials_csv_quotes_text_once(tmp_path):
     """A failure reason with a comma and quotes reads back exactly (it used to gain literal quotes)."""
-    sweep = plan_sweep([write_sweep(tmp_path, {"seed": [1]})])
+    sweep = plan_sweep([write_sweep(tmp_path, {"seed": [1]}, base_config(tmp_path))])
     failed = Outcome("failed", Summary(status="failed", error='x, "y"'))
     from autobp.sweeps.run import _write_trials_csv
 
@@ -274,7 +272,7 @@ def test_several_configs_are_compared_through_the_command_line(tmp_path):
     a = write(tmp_path / "a.yaml", base_config(tmp_path, name="a"))
     b = write(tmp_path / "b.yaml", base_config(tmp_path, name="b", optimizer={"name": "sgd", "lr": 0.001}))
     result = CliRunner().invoke(app, ["sweep", str(a), str(b), "--set", "training.epochs=3", "--name", "ab",
-                                      "--output", str(tmp_path / "out"), "--jobs", "2"])  # fmt: skip
+                                      "--output-dir", str(tmp_path / "out"), "--jobs", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     (directory,) = (tmp_path / "out" / "sweeps").iterdir()
     assert directory.name.startswith("ab-")
@@ -332,7 +330,7 @@ def test_resume_runs_only_the_trials_that_did_not_complete(tmp_path, pool):
 
 
 def test_resuming_a_complete_sweep_runs_nothing(tmp_path, pool):
-    first = run_sweep([write_sweep(tmp_path, {"seed": [1, 2]})], executor=pool, jobs=2)
+    first = run_sweep([write_sweep(tmp_path, {"seed": [1, 2]}, base_config(tmp_path))], executor=pool, jobs=2)
     assert first.exit_code == 0
     before = {path: path.stat().st_mtime_ns for path in first.directory.glob("trial-*/*")}
     result = CliRunner().invoke(app, ["sweep", "--resume", str(first.directory)])

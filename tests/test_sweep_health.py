@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONFIGS
 
 from autobp.common import files
 from autobp.common.errors import ConfigError
@@ -16,7 +17,6 @@ from autobp.rundir.summary import read_summary
 from autobp.sweeps.run import run_sweep
 from autobp.sweeps.search import JOURNAL_FILE
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEEP = [16] * 8
 
 

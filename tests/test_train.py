@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import CONFIGS, read_csv
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -22,7 +22,6 @@ from autobp.rundir.reader import read_numbers, read_run
 from autobp.training.trainer import Trainer
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
 RUN_FILES = {"config.yaml", "metrics.csv", "gradients.csv", "model.npz", "summary.json", "checkpoint.npz",
              "histograms.npz"}
@@ -30,11 +29,6 @@ GRADIENT_COLUMNS = [
     "step", "epoch", "layer", "grad_norm_w", "grad_norm_b", "weight_norm", "update_ratio",
     "out_grad_norm", "grad_mean", "grad_std", "dead_fraction", "saturated_fraction",
 ]  # fmt: skip
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def small_config(tmp_path: Path, **changes) -> dict:
@@ -60,7 +54,7 @@ def small_config(tmp_path: Path, **changes) -> dict:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_trains_through_the_cli(example: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["train", str(example), "--set", "training.epochs=2", "--output", str(tmp_path), "--quiet"]
+        app, ["train", str(example), "--set", "training.epochs=2", "--output-dir", str(tmp_path), "--quiet"]
     )
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()

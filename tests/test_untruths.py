@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from conftest import CONFIGS, ROOT
 from typer.testing import CliRunner
 
 from autobp.cli import app
@@ -14,9 +15,6 @@ from autobp.rundir.summary import Summary
 from autobp.config.configfile import load_config
 from autobp.training.ending import RunResult, format_summary
 from autobp.training.entry import train
-
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
 
 
 def test_an_interrupted_run_counts_finished_epochs_and_the_batches_of_the_cut_one() -> None:

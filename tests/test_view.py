@@ -22,14 +22,13 @@ from urllib.parse import quote
 import pytest
 from typer.testing import CliRunner
 
+from conftest import CONFIGS, ROOT, require
 from autobp.cli import app
 from autobp.rundir.reader import is_run_dir, read_appended
 from autobp.training.entry import train
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 180.0  # seconds: generous, for a loaded 2-core machine
-pytest.importorskip("plotly")
+require("plotly", "report")
 
 
 def wait_for(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
@@ -148,7 +147,7 @@ def points(page: Any, div: str, trace: str) -> int:
 def test_a_run_grows_finishes_and_a_killed_one_reads_killed(browser, served: tuple[Path, Server]) -> None:
     root, server = served
     slow = ["--set", "data.n_samples=20000", "--set", "training.log_every=50"]
-    trainer = autobp("train", str(CONFIGS / "xor.yaml"), "--output", str(root), "--set", f"training.epochs={EPOCHS}",
+    trainer = autobp("train", str(CONFIGS / "xor.yaml"), "--output-dir", str(root), "--set", f"training.epochs={EPOCHS}",
                      "--set", "training.instruments={every: 50}", *slow, start_new_session=True)  # fmt: skip
     run_dir = wait_for(lambda: next(iter(root.glob("xor-*")), None), "the run directory")
     wait_for(lambda: rows(run_dir / "metrics.csv") >= 2, "two epochs")
@@ -188,7 +187,7 @@ def test_a_run_grows_finishes_and_a_killed_one_reads_killed(browser, served: tup
     assert page.locator(".live-count").text_content() == str(EPOCHS)
     wait_for(lambda: heatmap_steps(page) == logged_steps(run_dir), "the whole heatmap")
     # A run killed outright reads `killed` in the list; resumed, `running` again, then `completed`.
-    killed = autobp("train", str(CONFIGS / "xor.yaml"), "--output", str(root), "--name", "doomed", *slow,
+    killed = autobp("train", str(CONFIGS / "xor.yaml"), "--output-dir", str(root), "--name", "doomed", *slow,
                     "--set", "training.epochs=100000", "--set", "training.checkpoint_every=1")  # fmt: skip
     doomed = wait_for(lambda: next(iter(root.glob("doomed-*")), None), "the second run")
     wait_for(lambda: (doomed / "checkpoint.npz").is_file() and rows(doomed / "metrics.csv") >= 2, "a checkpoint")
@@ -214,7 +213,7 @@ def test_a_sweep_table_grows_as_trials_start(browser, served: tuple[Path, Server
     root, server = served
     sweep_file = root.parent / "sweep.yaml"
     sweep_file.write_text(f"base: {CONFIGS / 'quickstart.yaml'}\nname: widths\nparameters:\n  model.layers.0.units: [2, 3, 4]\n")
-    sweep = autobp("sweep", str(sweep_file), "--output", str(root), "--jobs", "1", "-q", "--set", "training.epochs=8",
+    sweep = autobp("sweep", str(sweep_file), "--output-dir", str(root), "--jobs", "1", "-q", "--set", "training.epochs=8",
                    "--set", "data.n_samples=20000", "--set", "training.log_every=50", start_new_session=True)  # fmt: skip
     sweep_dir = wait_for(lambda: next(iter((root / "sweeps").glob("widths-*")), None), "the sweep directory")
     wait_for(lambda: rows(sweep_dir / "trial-000" / "metrics.csv") >= 1, "the first trial's first epoch")

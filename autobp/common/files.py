@@ -65,7 +65,7 @@ def check_csv_size(path: Path) -> None:
 
 
 def output_path(path: Path, option: str) -> Path:
-    """Where a user-named output (`-o`, `--out`) is written: the path itself when it is absent or a regular file, or
+    """Where a user-named output (`-o`) is written: the path itself when it is absent or a regular file, or
     the file a symbolic link ends at (written through the link, which stays). Anything else — a named pipe, a
     device, a socket, a folder — is refused (ConfigError), never replaced: outputs are written by replacing a file."""
     target = through_link(path)

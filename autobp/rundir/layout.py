@@ -29,9 +29,9 @@ def ensure_output_dir(output: Path) -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"output directory {output}: cannot create it ({exc.strerror}); choose another with --output") from None
+        raise ConfigError(f"output directory {output}: cannot create it ({exc.strerror}); choose another with --output-dir") from None
     if not os.access(output, os.W_OK):
-        raise ConfigError(f"output directory {output}: not writable; choose another with --output")
+        raise ConfigError(f"output directory {output}: not writable; choose another with --output-dir")
 
 
 def create_run_dir(output: Path, name: str, first: Mapping[str, str] | None = None, now: datetime | None = None) -> Path:
@@ -99,5 +99,5 @@ def check_free_space(output: Path, needed: int) -> None:
     if free is not None and free < needed:
         raise ConfigError(
             f"output directory {output}: {free / 1e6:.1f} MB free, but this run writes about {needed / 1e6:.1f} MB; "
-            "free some space or choose another with --output"
+            "free some space or choose another with --output-dir"
         )

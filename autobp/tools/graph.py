@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autobp.tools.formats import GRAPH
+
 if TYPE_CHECKING:
     from autobp.engine import Node as EngineNode
 
-FORMATS = ("svg", "dot", "html")
 SMALL = 6  # arrays of at most this many entries show every number; larger ones their shape, norm and a few entries
 FEW = 3
 FULL_DATA = 4096  # nodes keep their full values in data-* attributes up to this many entries (for tests, tools)
@@ -449,11 +450,7 @@ def write_graph(text: str, out: Path) -> None:
 
 def output_format(fmt: str | None, out: Path | None) -> str:
     """--format if given, else the output file's suffix (.svg, .dot/.gv, .html), else svg."""
-    from autobp.common.errors import ConfigError
-
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if fmt is not None:  # one of GRAPH: the CLI's choices
         return fmt
     suffix = out.suffix.lower().lstrip(".") if out is not None else "svg"
-    return {"gv": "dot", "htm": "html"}.get(suffix, suffix if suffix in FORMATS else "svg")
+    return {"gv": "dot", "htm": "html"}.get(suffix, suffix if suffix in GRAPH else "svg")

@@ -38,14 +38,14 @@ def export_onnx(run_dir: Path, out: Path | None = None) -> Path:
         raise ConfigError(f"{run_dir}: a sweep directory; --format onnx exports one run's model, so give one of its "
                           f"trials, e.g. {run_dir / 'trial-000'}")  # fmt: skip
     if out is not None:
-        files.output_path(out, "--out")  # refused before the work, not after
+        files.output_path(out, "-o")  # refused before the work, not after
     model = load_model(run_dir)
     proto = build_onnx(model, run_dir.resolve().name)
     onnx.checker.check_model(proto)
     if out is None:
         files.write_inside(run_dir, MODEL_FILE, proto.SerializeToString())
         return run_dir / MODEL_FILE
-    files.write_output(out, proto.SerializeToString(), "--out")
+    files.write_output(out, proto.SerializeToString(), "-o")
     return out
 
 

@@ -218,7 +218,7 @@ def evaluate(
 
 def write_predictions(path: Path, text: str) -> None:
     """Write the predictions file by the output rule of `files.write_output`."""
-    files.write_output(path, text, "--out")
+    files.write_output(path, text, "-o")
 
 
 def prediction_csv(model: TrainedModel, outputs: np.ndarray) -> str:

@@ -234,17 +234,17 @@ def _check_destination(target: Path, shown: Path) -> None:
     """The export goes to a new folder, or replaces an earlier export: a folder holding only TensorBoard event files
     (never a file, a named pipe, a device or a folder of anything else)."""
     if not target.parent.is_dir():
-        raise ConfigError(f"--out {shown}: the folder {target.parent} does not exist")
+        raise ConfigError(f"-o {shown}: the folder {target.parent} does not exist")
     if not target.exists():
         return
     if not target.is_dir():
         mode = target.stat().st_mode
         what = files.kind(mode) if not stat.S_ISREG(mode) else "file"
-        raise ConfigError(f"--out {shown}: a {what}, not a folder; the export is a folder of event files: choose a "
+        raise ConfigError(f"-o {shown}: a {what}, not a folder; the export is a folder of event files: choose a "
                           "new folder or an earlier export")  # fmt: skip
     found = [path for path in target.rglob("*") if path.is_symlink() or not path.is_dir()]
     if any(path.is_symlink() or not path.name.startswith(EVENTS_PREFIX) for path in found):
-        raise ConfigError(f"--out {shown}: exists and holds other files than TensorBoard events; choose another folder")
+        raise ConfigError(f"-o {shown}: exists and holds other files than TensorBoard events; choose another folder")
 
 
 def _replace(out: Path, staging: Path) -> None:

@@ -10,6 +10,7 @@ from autobp.common.text import format_number, terminal_safe
 
 PLAIN_LINES = 10  # how many progress lines a non-terminal gets per training run
 LINE_SECONDS = 5.0  # a long check (gradcheck) writes a plain progress line at most this often
+BAR_SECONDS = 0.1  # a bar on a terminal is redrawn at most this often, however often it moves
 
 
 class _Report:
@@ -27,7 +28,7 @@ class _Report:
 
         # tqdm redraws at most every mininterval seconds however often it is updated, and shows the ETA.
         self._bar = tqdm(total=total, initial=done, desc=terminal_safe(name, one_line=True), unit=unit, file=self.stream, dynamic_ncols=True,
-                         leave=False, mininterval=0.1)  # fmt: skip
+                         leave=False, mininterval=BAR_SECONDS)  # fmt: skip
 
     def _advance(self, done: int, shown: dict[str, Any]) -> None:
         self._bar.set_postfix({key: terminal_safe(str(value), one_line=True) for key, value in shown.items()},

@@ -38,7 +38,7 @@ def digests(run: Path) -> dict[str, str]:
 def train(tree: Path, config: Path, overrides: list[str], output: Path) -> dict[str, str]:
     sets = [arg for o in overrides for arg in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    subprocess.run([sys.executable, "-m", "autobp", "train", str(config), "-q", "--output", str(output), *sets],
+    subprocess.run([sys.executable, "-m", "autobp", "train", str(config), "-q", "--set", f"output.dir={output}", *sets],
                    env=env, check=True, capture_output=True, cwd=tree)  # fmt: skip
     (run,) = [p for p in output.iterdir() if p.is_dir()]
     return digests(run)
