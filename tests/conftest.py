@@ -146,6 +146,16 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+DEADLINE = 30  # seconds: a command still running after this long has hung (a hang check, never a speed check)
+
+
+def finished(process: subprocess.Popen) -> tuple[int, str]:
+    """How a started command ended: its exit code and its output, which never holds a traceback."""
+    out, err = process.communicate(timeout=DEADLINE)
+    assert "Traceback" not in out + err, out + err
+    return process.returncode, out + err
+
+
 def cli(*args: object) -> tuple[int, str]:
     """Run the CLI in-process: no traceback, never an exception other than the exit."""
     from typer.testing import CliRunner

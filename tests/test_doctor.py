@@ -12,15 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, cli, open_file
-from test_faults import DEADLINE, finished
+from conftest import CONFIGS, DEADLINE, cli, finished, open_file
 
 from autobp.common import files
 from autobp.common.text import format_number
 from autobp.rundir.doctor import DOCTOR_FILE, read_doctor
 from autobp.rundir.status import Status
 from autobp.rundir.summary import read_summary
-from autobp.config.configfile import load_config
 from autobp.tools.doctor import run_doctor
 from autobp.training.entry import train
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_same_run, cli, resumable_config, wait_for_rows
+from conftest import DEADLINE, assert_same_run, cli, finished, resumable_config, wait_for_rows
 
 from autobp.common import files
 from autobp.common.errors import DataError
@@ -30,9 +30,6 @@ from autobp.rundir import layout as rundir
 from autobp.tools import gradcheck
 from autobp.training.progress import WorkProgress
 from autobp.training.entry import resume, train
-
-DEADLINE = 30  # seconds: a command still running after this long has hung
-
 
 def autobp(*args: str, limit_file_size: int | None = None, limit_memory: int | None = None,
            wait: bool = True) -> subprocess.Popen:
@@ -50,12 +47,6 @@ def autobp(*args: str, limit_file_size: int | None = None, limit_memory: int | N
     if wait:
         process.communicate(timeout=DEADLINE)
     return process
-
-
-def finished(process: subprocess.Popen) -> tuple[int, str]:
-    out, err = process.communicate(timeout=DEADLINE)
-    assert "Traceback" not in out + err, out + err
-    return process.returncode, out + err
 
 
 def status_of(run_dir: Path) -> str:

@@ -6,12 +6,10 @@ Each test here failed on the code before issue 26 (a traceback, a hang, a replac
 from __future__ import annotations
 
 import ast
-import io
 import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -315,7 +313,7 @@ def npy_bytes(shape: str, body: bytes = b"\0" * 64) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + body
 
 
-LYING_SHAPES = ["(-1, 2)", "(4, -2)", "(-2, -2)", f"({2**70}, 2)", f"(10**30, 2)".replace("10**30", str(10**30))]
+LYING_SHAPES = ["(-1, 2)", "(4, -2)", "(-2, -2)", f"({2**70}, 2)", f"({10**30}, 2)"]
 
 
 @pytest.mark.parametrize("shape", LYING_SHAPES)

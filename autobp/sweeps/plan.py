@@ -85,7 +85,7 @@ class Sweep:
 
     name: str
     sources: list[str]  # absolute paths: the sweep file, or the configs
-    overrides: list[str]  # --set (and --output as output.dir) for every trial
+    overrides: list[str]  # --set (and --output-dir as output.dir) for every trial
     monitor: str
     mode: str
     trials: list[Trial]
