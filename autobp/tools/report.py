@@ -19,7 +19,7 @@ from autobp.common.text import format_number, format_table, to_json
 from autobp.health import LayerSummary, describe_change, judge, summarize_layers
 from autobp.health.layers import finite, first_value, last_value
 from autobp.rundir import layout as rundir
-from autobp.rundir.doctor import DoctorRecord, read_doctor
+from autobp.rundir.doctor import DoctorRecord, Treatment, read_doctor
 from autobp.rundir.logs import EPOCH, STEP, measured_in
 from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.status import Status
@@ -225,8 +225,15 @@ FIX_COLUMNS = ("rank", "role", "change", "status", "first diagnosis", "cured")
 def fix_rows(record: DoctorRecord) -> list[list[str]]:
     """doctor.json's treatments as table rows, best first, under FIX_COLUMNS with the monitor after `status`."""
     return [[str(place) if t.cured else "-", t.role, _change(t.change), t.status,
-             format_number(t.value), t.diagnosis or "none", "yes" if t.cured else "no"]
+             format_number(t.value), _first_diagnosis(t), "yes" if t.cured else "no"]
             for place, t in enumerate(record.treatments, start=1)]  # fmt: skip
+
+
+def _first_diagnosis(treatment: Treatment) -> str:
+    """The trial's first diagnosis; `none` only for a trial that was judged, `-` for one never trained."""
+    if treatment.diagnosis is not None:
+        return treatment.diagnosis
+    return "-" if treatment.status in (Status.PENDING, Status.INVALID) else "none"
 
 
 def _change(change: dict) -> str:
