@@ -4,6 +4,7 @@ own judgement, doctor.json, the command that reproduces the best, and every way 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import signal
 import subprocess
@@ -138,9 +139,9 @@ def test_a_damaged_run_directory_is_exit_2_naming_the_file(vanishing: Path, tmp_
     assert not (run / "doctor").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Path, tmp_path: Path, sig: int) -> None:
-    run = tmp_path / "run"
+def _start_doctor(vanishing: Path, run: Path) -> subprocess.Popen:
+    """`autobp doctor` on a copy of the run, with trials far longer than the run (none can finish), once a trial has
+    logged its first epochs."""
     _copy(vanishing, run)
     process = subprocess.Popen([sys.executable, "-m", "autobp", "doctor", str(run), "--epochs", "100000", "-j", "2", "-q"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -148,6 +149,13 @@ def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Pa
     while not [log for log in run.glob("doctor/trial-*/metrics.csv") if len(log.read_text().splitlines()) > 2]:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
+    return process
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Path, tmp_path: Path, sig: int) -> None:
+    run = tmp_path / "run"
+    process = _start_doctor(vanishing, run)
     process.send_signal(sig)
     code, text = finished(process)
     assert code == 130 and "interrupted" in text
@@ -158,9 +166,27 @@ def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Pa
     statuses = [t.status for t in sorted(record.treatments, key=lambda t: t.trial)]
     assert statuses == ["interrupted", "interrupted", "pending"]
     assert [row["status"] for row in files.read_rows(run / "doctor" / "trials.csv")] == statuses
+    code, text = cli("report", str(run))  # the trial that never started has no judgement: not `none`
+    assert code == 0 and re.search(r"\bpending +- +- +no$", text, re.MULTILINE), text
     # Run again (here with shorter trials, so that they change): the interrupted trials run anew and finish.
     code, _ = cli("doctor", str(run), "--epochs", "3", "-q")
     assert code == 0 and read_doctor(run).status == "completed"
+    assert {t.status for t in read_doctor(run).treatments} <= {"completed", "stopped_early"}
+
+
+def test_a_killed_doctor_leaves_resumable_files_and_a_rerun_finishes(vanishing: Path, tmp_path: Path) -> None:
+    """SIGKILL gives doctor no chance to write: doctor.json keeps saying `running`, as documented, its sweep's
+    workers end their trials (interrupted, resumable) and release the lock, and running doctor again finishes."""
+    run = tmp_path / "run"
+    process = _start_doctor(vanishing, run)
+    process.kill()
+    process.communicate(timeout=DEADLINE)  # the workers share its pipes: this returns once they have exited too
+    record = read_doctor(run)
+    assert record.status == "running" and record.best is None
+    statuses = [row["status"] for row in files.read_rows(run / "doctor" / "trials.csv")]
+    assert statuses == ["interrupted", "interrupted", "pending"]
+    code, _ = cli("doctor", str(run), "--epochs", "3", "-q")
+    assert code == 0 and read_doctor(run).status == "completed" and read_doctor(run).best is not None
     assert {t.status for t in read_doctor(run).treatments} <= {"completed", "stopped_early"}
 
 

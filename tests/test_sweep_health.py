@@ -106,7 +106,7 @@ def test_the_sweep_file_checks_early_terminate_methods(tmp_path: Path, method: o
     ("learning_rate_low", {"update_ratio_median": 5e-6, "threshold": 1e-4}, True),
     ("vanishing_gradients", {}, True), ("dead_units", {}, True), ("saturated_units", {}, True),
     ("exploding_gradients", {}, True), ("overfitting", {}, False), ("not_converged", {}, False),
-    ("underfitting", {}, False),
+    ("underfitting", {}, False), ("gradient_noise", {}, False),
 ])  # fmt: skip
 def test_which_causes_are_fatal(kind: str, evidence: dict, fatal: bool) -> None:
     from autobp.health import is_fatal
