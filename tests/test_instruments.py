@@ -111,6 +111,40 @@ def test_every_column_matches_per_example_gradients(tmp_path: Path, activation: 
                 name, column)
 
 
+def test_with_dropout_each_example_gradient_is_under_the_mask_it_drew(tmp_path: Path) -> None:
+    """Per-example gradients from the engine run on each example alone with its own row of the batch's masks."""
+    config, data = prepare(settings(tmp_path) | {"model": {"hidden": [6, 5], "dropout": 0.4, "activation": "relu"}})
+    network = build_network(config, data.n_features, np.random.default_rng([3, INIT_STREAM]))
+    X, y = data.X_train[:9], loss_targets(data.y_train[:9], "cross_entropy", np.dtype("float64"))
+    trace = network.forward(X, np.random.default_rng(7), retain=True)
+    masks = [*trace.masks, None]  # the hidden layers drop units, the output layer does not
+    assert all(layer.dropout == (0.4 if m is not None else 0.0) for layer, m in zip(network.layers, masks))
+    grads = []
+    for n in range(len(X)):
+        h = X[n : n + 1]
+        for layer, mask in zip(network.layers, masks):
+            h = layer.forward(h, None if mask is None else mask[n : n + 1])[1]
+        LOSSES["cross_entropy"].engine(h, y[n : n + 1]).backward()
+        grads.append(flat([p.grad for p in network.parameters()]))
+        for p in network.parameters():
+            p.grad = None
+    G = np.array(grads)
+    batch_loss = LOSSES["cross_entropy"].engine(trace.output, y)
+    batch_loss.backward()
+    instruments = Instruments(network, config.training.instruments, "auto", 10, "cross_entropy")
+    per_example = LOSSES["cross_entropy"].engine.per_example(trace.output.data, y)
+    instruments.before_update(1, 1, X, y, trace, per_example, float(batch_loss.data), 0.05)
+    instruments.after_update(1, [np.zeros_like(p.data) for p in network.parameters()])
+    rows = {row[2]: dict(zip(instrument_file.COLUMNS, row)) for row in instruments.pending}
+    np.testing.assert_allclose(G.mean(axis=0), flat([p.grad for p in network.parameters()]), rtol=1e-12, atol=1e-15)
+    for name, G_block in blocks(network, G).items():
+        for column, value in expected_row(G_block).items():
+            if column in ("inner_test", "ortho_test") and name != "total":
+                continue
+            assert rows[name][column] == (None if value is None else pytest.approx(value, rel=1e-9, abs=1e-14)), (
+                name, column)
+
+
 def test_the_smoothed_noise_scale_is_the_ratio_of_moving_averages(tmp_path: Path) -> None:
     run = train(settings(tmp_path, epochs=1))
     total = instrument_file.read(run.run_dir).total
