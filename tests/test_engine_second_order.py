@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from test_engine_rules import BINARY, UNARY, any_real, away_from_zero, distinct, values
+from test_engine_rules import BINARY, UNARY, any_real, assert_rules_agree, away_from_zero, distinct, values
 
 from autobp.engine import (
     EngineError,
@@ -118,6 +118,14 @@ def test_dense_concatenate_and_stack_second_derivatives() -> None:
     check_second_order(total(lambda *xs: ops.concatenate(*xs, axis=1) ** 2.0), blocks)
     check_second_order(total(lambda *xs: ops.sin(ops.stack(*xs, axis=1))), blocks)
     check_second_order(total(lambda x: ops.exp(ops.broadcast_to(x, shape=(3, 4)))), [values(5, (4,), any_real)])
+
+
+@pytest.mark.parametrize("index,shape", [([0, 0, 2], (3, 4)), ((slice(None), [1, 1]), (2, 3)), (2, (4,))], ids=str)
+def test_index_add_first_and_second_derivatives(index, shape) -> None:
+    """getitem's VJP as a primitive of its own (a repeated index collects every addend), called directly."""
+    g = values(6, np.zeros(shape)[index].shape, any_real)
+    assert_rules_agree(lambda t: ops.index_add(t, index=index, shape=shape), [g])
+    check_second_order(total(lambda t: ops.sin(ops.index_add(t, index=index, shape=shape))), [g])
 
 
 @pytest.mark.parametrize("shape", [(4,), (3, 2)], ids=str)

@@ -42,11 +42,16 @@ def flat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([a.reshape(-1) for a in arrays])
 
 
-def one_by_one(network, loss_name: str, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B × parameters) per-example gradients and the B per-example losses: the engine run on each example alone."""
+def one_by_one(network, loss_name: str, X: np.ndarray, y: np.ndarray,
+               masks: list | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(B × parameters) per-example gradients and the B per-example losses: the engine run on each example alone
+    (under its row of each layer's dropout mask, if `masks` gives them: None for a layer without dropout)."""
     grads, losses = [], []
     for n in range(len(X)):
-        loss = LOSSES[loss_name].engine(network.forward(X[n : n + 1]).output, y[n : n + 1])
+        h = X[n : n + 1]
+        for layer, mask in zip(network.layers, masks or [None] * len(network.layers)):
+            h = layer.forward(h, None if mask is None else mask[n : n + 1])[1]
+        loss = LOSSES[loss_name].engine(h, y[n : n + 1])
         loss.backward()
         params = network.parameters()
         grads.append(flat([p.grad for p in params]))
@@ -92,16 +97,22 @@ def test_every_column_matches_per_example_gradients(tmp_path: Path, activation: 
     network = build_network(config, data.n_features, np.random.default_rng([3, INIT_STREAM]))
     X, y = data.X_train[:9], loss_targets(data.y_train[:9], loss, np.dtype("float64"))
     G, losses = one_by_one(network, loss, X, y)
-    trace = network.forward(X, retain=True)
-    batch_loss = LOSSES[loss].engine(trace.output, y)
-    batch_loss.backward()
-    instruments = Instruments(network, config.training.instruments, "auto", 10, loss)
-    per_example = LOSSES[loss].engine.per_example(trace.output.data, y)
+    per_example = assert_rows_match(config, network, X, y, network.forward(X, retain=True), G)
     np.testing.assert_allclose(per_example, losses, rtol=1e-12)
+
+
+def assert_rows_match(config, network, X: np.ndarray, y: np.ndarray, trace, G: np.ndarray) -> np.ndarray:
+    """Instrument one step of the recorded forward pass `trace` and check every block's row against the per-example
+    gradients G; returns the per-example losses the trainer hands the instruments."""
+    batch_loss = LOSSES[config.loss].engine(trace.output, y)
+    batch_loss.backward()
+    np.testing.assert_allclose(G.mean(axis=0), flat([p.grad for p in network.parameters()]), rtol=1e-12, atol=1e-15)
+    instruments = Instruments(network, config.training.instruments, "auto", 10, config.loss)
+    per_example = LOSSES[config.loss].engine.per_example(trace.output.data, y)
     instruments.before_update(1, 1, X, y, trace, per_example, float(batch_loss.data), 0.05)
     instruments.after_update(1, [np.zeros_like(p.data) for p in network.parameters()])
     rows = {row[2]: dict(zip(instrument_file.COLUMNS, row)) for row in instruments.pending}
-    assert list(rows) == ["layer0", "layer1", "layer2", "total"]
+    assert list(rows) == [*(layer.name for layer in network.layers), "total"]
     for name, G_block in blocks(network, G).items():
         for column, value in expected_row(G_block).items():
             if column in ("inner_test", "ortho_test") and name != "total":
@@ -109,6 +120,18 @@ def test_every_column_matches_per_example_gradients(tmp_path: Path, activation: 
                 continue
             assert rows[name][column] == (None if value is None else pytest.approx(value, rel=1e-9, abs=1e-14)), (
                 name, column)
+    return per_example
+
+
+def test_with_dropout_each_example_gradient_is_under_the_mask_it_drew(tmp_path: Path) -> None:
+    """Per-example gradients from the engine run on each example alone with its own row of the batch's masks."""
+    config, data = prepare(settings(tmp_path) | {"model": {"hidden": [6, 5], "dropout": 0.4, "activation": "relu"}})
+    network = build_network(config, data.n_features, np.random.default_rng([3, INIT_STREAM]))
+    X, y = data.X_train[:9], loss_targets(data.y_train[:9], "cross_entropy", np.dtype("float64"))
+    trace = network.forward(X, np.random.default_rng(7), retain=True)
+    masks = [*trace.masks, None]  # the hidden layers drop units, the output layer does not
+    assert all(layer.dropout == (0.4 if m is not None else 0.0) for layer, m in zip(network.layers, masks))
+    assert_rows_match(config, network, X, y, trace, one_by_one(network, "cross_entropy", X, y, masks)[0])
 
 
 def test_the_smoothed_noise_scale_is_the_ratio_of_moving_averages(tmp_path: Path) -> None:
