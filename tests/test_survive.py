@@ -146,6 +146,15 @@ def test_an_output_through_a_symbolic_link_writes_the_file_it_leads_to(trained, 
     assert device.is_symlink() and stat.S_ISCHR(Path("/dev/null").stat().st_mode)
 
 
+@pytest.mark.parametrize("command", ["graph", "report --html", "export onnx", "predict", "export tensorboard"])
+def test_an_output_named_dev_stdout_onto_a_pipe_is_refused_as_the_pipe(trained, command) -> None:
+    """`-o /dev/stdout` piped into another program: /dev/stdout leads through /proc to a pipe that has no path of its
+    own; it is the named pipe that is refused (exit 2), not a write into /proc that fails."""
+    args = ["export", trained, "--format", "tensorboard", "-o"] if command == "export tensorboard" else writers(trained)[command]
+    code, output = autobp_process(*args, "/dev/stdout")  # its standard output is a pipe
+    assert code == 2 and f"{args[-1]} /dev/stdout: a named pipe" in output, output
+
+
 @pytest.mark.parametrize("command", [*SUFFIX, "export tensorboard"])
 def test_a_failed_output_write_exits_1_naming_the_file(trained, tmp_path, command) -> None:
     """A file-size limit below the output's size: exit 1 (a file could not be written), nothing left behind."""
