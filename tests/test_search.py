@@ -195,7 +195,8 @@ def html_trials(directory: Path) -> dict:
     table = text[text.index('id="section-trials"'):text.index("</table>")]
     rows = {}
     for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]:
-        cells = [unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        cells = [unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in cells]
         rows[cells[1]] = [cells[0], cells[2], cells[-3], cells[-1]]
     notes = re.search(r'<p class="pruned-notes">(.*?)</p>', text, re.S)
     return {"rows": rows, "notes": unescape(notes.group(1)) if notes else ""}

@@ -150,7 +150,8 @@ def test_an_output_through_a_symbolic_link_writes_the_file_it_leads_to(trained, 
 def test_an_output_named_dev_stdout_onto_a_pipe_is_refused_as_the_pipe(trained, command) -> None:
     """`-o /dev/stdout` piped into another program: /dev/stdout leads through /proc to a pipe that has no path of its
     own; it is the named pipe that is refused (exit 2), not a write into /proc that fails."""
-    args = ["export", trained, "--format", "tensorboard", "-o"] if command == "export tensorboard" else writers(trained)[command]
+    tensorboard = ["export", trained, "--format", "tensorboard", "-o"]
+    args = tensorboard if command == "export tensorboard" else writers(trained)[command]
     code, output = autobp_process(*args, "/dev/stdout")  # its standard output is a pipe
     assert code == 2 and f"{args[-1]} /dev/stdout: a named pipe" in output, output
 

@@ -57,7 +57,9 @@ def rank_labels(sweep: Sweep | SweepRecord, outcomes: list[Outcome], ranking: li
             for place, index in enumerate(ranking, start=1)]  # fmt: skip
 
 
-def pruned_notes(sweep: Sweep | SweepRecord, outcomes: list[Outcome], ranking: list[int], names: list[str]) -> list[str]:
+def pruned_notes(
+    sweep: Sweep | SweepRecord, outcomes: list[Outcome], ranking: list[int], names: list[str]
+) -> list[str]:
     """The lines under a ranked table that say what its pruned trials show, and which of them beat the winner."""
     monitor = sweep.monitor
     lines = []
