@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from conftest import require, write_sweep
 from autobp.cli import app
 from autobp.common.errors import ConfigError
+from autobp.common.text import format_number
 from autobp.rundir.status import Status
 from autobp.sweeps.executor import LocalExecutor
 from autobp.sweeps.plan import plan_sweep
@@ -172,6 +173,33 @@ def test_pruned_shows_in_every_output(tmp_path):
     swept = autobp.load_sweep(directory)
     assert list(swept.table["status"]) == ["completed"] * 5 + ["pruned", "completed"]
     assert swept.trials[5].status == "pruned"
+
+    page = html_trials(directory)  # the sweep's page shows the value it was pruned at, as the printed table does
+    assert page["rows"]["trial-005"] == ["-", "pruned", format_number(summary["final"]["val_loss"]), "3"]
+    assert "pruned trials (rank -) show the val_loss they last reported, at the epoch in `epochs`" in page["notes"]
+    assert "beats the winner" not in page["notes"]
+    summary["best"]["val_loss"] = {"value": 1e-9, "epoch": 2}  # as if its best epoch had beaten every trial
+    (directory / "trial-005" / "summary.json").write_text(json.dumps(summary))
+    page = html_trials(directory)
+    assert page["rows"]["trial-005"][0] == "-*" and page["rows"]["trial-006"][0] == "1"
+    assert "* trial-005 was pruned at epoch 3, but its best_val_loss 1e-09 beats the winner's val_loss" in page["notes"]
+
+
+def html_trials(directory: Path) -> dict:
+    """The sweep page's table (rank, status, monitored value, epochs by trial) and the notes under it."""
+    import re
+    from html import unescape
+
+    assert CliRunner().invoke(app, ["report", str(directory), "--html"]).exit_code == 0
+    text = (directory / "report.html").read_text()
+    table = text[text.index('id="section-trials"'):text.index("</table>")]
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]:
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        cells = [unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in cells]
+        rows[cells[1]] = [cells[0], cells[2], cells[-3], cells[-1]]
+    notes = re.search(r'<p class="pruned-notes">(.*?)</p>', text, re.S)
+    return {"rows": rows, "notes": unescape(notes.group(1)) if notes else ""}
 
 
 def test_a_pruned_run_exits_0_and_can_be_resumed_to_the_end(tmp_path):

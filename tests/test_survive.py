@@ -146,6 +146,34 @@ def test_an_output_through_a_symbolic_link_writes_the_file_it_leads_to(trained, 
     assert device.is_symlink() and stat.S_ISCHR(Path("/dev/null").stat().st_mode)
 
 
+@pytest.mark.parametrize("command", ["graph", "report --html", "export onnx", "predict", "export tensorboard"])
+def test_an_output_named_dev_stdout_onto_a_pipe_is_refused_as_the_pipe(trained, command) -> None:
+    """`-o /dev/stdout` piped into another program: /dev/stdout leads through /proc to a pipe that has no path of its
+    own; it is the named pipe that is refused (exit 2), not a write into /proc that fails."""
+    tensorboard = ["export", trained, "--format", "tensorboard", "-o"]
+    args = tensorboard if command == "export tensorboard" else writers(trained)[command]
+    code, output = autobp_process(*args, "/dev/stdout")  # its standard output is a pipe
+    assert code == 2 and f"{args[-1]} /dev/stdout: a named pipe" in output, output
+
+
+@pytest.mark.parametrize("command", list(SUFFIX))
+def test_ctrl_c_while_an_output_is_written_exits_130_and_keeps_the_earlier_output(trained, tmp_path, command) -> None:
+    """Ctrl-C arriving as the new output is flushed to disk: exit 130, the earlier file as it was, no temporary."""
+    out = tmp_path / "out" / f"result{SUFFIX[command]}"
+    out.parent.mkdir()
+    out.write_text("earlier")
+    script = ("import os, sys\n"
+              "def ctrl_c(fd):\n"
+              "    raise KeyboardInterrupt\n"
+              "os.fsync = ctrl_c\n"
+              f"sys.argv = ['autobp', *{[str(a) for a in writers(trained)[command]]!r}, {str(out)!r}]\n"
+              "from autobp.cli import main\n"
+              "main()\n")  # fmt: skip
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=DEADLINE)
+    assert process.returncode == 130 and process.stderr == "interrupted\n", process.stderr
+    assert [p.name for p in out.parent.iterdir()] == [out.name] and out.read_text() == "earlier"
+
+
 @pytest.mark.parametrize("command", [*SUFFIX, "export tensorboard"])
 def test_a_failed_output_write_exits_1_naming_the_file(trained, tmp_path, command) -> None:
     """A file-size limit below the output's size: exit 1 (a file could not be written), nothing left behind."""

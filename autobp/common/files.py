@@ -69,8 +69,8 @@ def output_path(path: Path, option: str) -> Path:
     the file a symbolic link ends at (written through the link, which stays). Anything else — a named pipe, a
     device, a socket, a folder — is refused (ConfigError), never replaced: outputs are written by replacing a file."""
     target = through_link(path)
-    try:
-        mode: int | None = target.stat().st_mode
+    try:  # the path's own stat follows /proc's links too: /dev/stdout leads to a pipe that has no path to resolve
+        mode: int | None = path.stat().st_mode
     except OSError:  # absent (the usual case), or out of reach: the write itself says why
         mode = None
     if mode is not None and not stat.S_ISREG(mode):

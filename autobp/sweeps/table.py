@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from autobp.common.text import format_number, format_table
 from autobp.rundir import layout as rundir
 from autobp.rundir.status import Status
-from autobp.sweeps.record import Outcome, TrialsCsv, best_column
+from autobp.sweeps.record import Outcome, SweepRecord, TrialsCsv, best_column
 
 if TYPE_CHECKING:  # the plan and the run show their trials with `cell`: they import this module
     from autobp.sweeps.plan import Sweep
@@ -31,23 +31,14 @@ def format_ranking(result: SweepResult) -> str:
     keys = sweep.keys
     rows = [[RANK, *TrialsCsv(keys, monitor).header(run_dir=False)]]
     ranking = result.ranking()
-    beaten = _pruned_winners(sweep, outcomes, ranking)
-    for place, index in enumerate(ranking, start=1):
+    for rank, index in zip(rank_labels(sweep, outcomes, ranking), ranking):
         trial, outcome = sweep.trials[index], outcomes[index]
-        rank = place if sweep.ranking.value(outcome) is not None else "-*" if index in beaten else "-"
         rows.append([
             rank, trial.name, outcome.status, *trial.values.values(), sweep.ranking.shown(outcome),
             outcome.best(monitor), outcome.epochs, outcome.seconds, outcome.reason,
         ])  # fmt: skip
     lines += format_table(rows[0], [[cell(value) for value in row] for row in rows[1:]])
-    if any(outcome.status == Status.PRUNED for outcome in outcomes):
-        lines.append(f"pruned trials (rank -) show the {monitor} they last reported, at the epoch in `epochs`")
-    winner = outcomes[ranking[0]]
-    for index in beaten:
-        trial, outcome = sweep.trials[index], outcomes[index]
-        lines.append(f"* {trial.name} was pruned at epoch {outcome.epochs}, but its {best_column(monitor)} "
-                     f"{cell(outcome.best(monitor))} beats the winner's {monitor} {cell(sweep.ranking.value(winner))}"
-                     f" ({sweep.trials[ranking[0]].name}): early_terminate stopped it before it could finish")  # fmt: skip
+    lines += pruned_notes(sweep, outcomes, ranking, [trial.name for trial in sweep.trials])
     best = best_text(sweep, outcomes)
     if best is None:
         lines.append(f"best: none — no trial completed with a {monitor}")
@@ -58,8 +49,34 @@ def format_ranking(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
-def _pruned_winners(sweep: Sweep, outcomes: list[Outcome], ranking: list[int]) -> list[int]:
+def rank_labels(sweep: Sweep | SweepRecord, outcomes: list[Outcome], ranking: list[int]) -> list[str]:
+    """The rank column in table order: a ranked trial's place, `-` for the others, `-*` for a pruned trial whose
+    best value beats the winner's (the `autobp sweep` table and the sweep's HTML page alike)."""
+    beaten = _pruned_winners(sweep, outcomes, ranking)
+    return [str(place) if sweep.ranking.value(outcomes[index]) is not None else "-*" if index in beaten else "-"
+            for place, index in enumerate(ranking, start=1)]  # fmt: skip
+
+
+def pruned_notes(
+    sweep: Sweep | SweepRecord, outcomes: list[Outcome], ranking: list[int], names: list[str]
+) -> list[str]:
+    """The lines under a ranked table that say what its pruned trials show, and which of them beat the winner."""
+    monitor = sweep.monitor
+    lines = []
+    if any(outcome.status == Status.PRUNED for outcome in outcomes):
+        lines.append(f"pruned trials (rank -) show the {monitor} they last reported, at the epoch in `epochs`")
+    for index in _pruned_winners(sweep, outcomes, ranking):
+        outcome, winner = outcomes[index], outcomes[ranking[0]]
+        lines.append(f"* {names[index]} was pruned at epoch {outcome.epochs}, but its {best_column(monitor)} "
+                     f"{cell(outcome.best(monitor))} beats the winner's {monitor} {cell(sweep.ranking.value(winner))}"
+                     f" ({names[ranking[0]]}): early_terminate stopped it before it could finish")  # fmt: skip
+    return lines
+
+
+def _pruned_winners(sweep: Sweep | SweepRecord, outcomes: list[Outcome], ranking: list[int]) -> list[int]:
     """Pruned trials, in table order, whose best value beats the value the winner is ranked by."""
+    if not ranking:
+        return []
     winner = sweep.ranking.value(outcomes[ranking[0]])
     return [
         index for index in ranking

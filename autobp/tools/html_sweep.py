@@ -113,22 +113,25 @@ class SweepContext:
 def _sweep_table(context: SweepContext) -> str:
     from autobp.common.text import format_number
     from autobp.sweeps.record import EPOCHS, STATUS, TRIAL, best_column
-    from autobp.sweeps.table import RANK
+    from autobp.sweeps.table import RANK, pruned_notes, rank_labels
 
-    record, ranking = context.record, context.record.ranking
+    record, ranking, outcomes = context.record, context.record.ranking, context.outcomes
+    names = [trial.trial for trial in record.trials]
+    order = ranking.order(outcomes)
+    ranks = dict(zip((names[index] for index in order), rank_labels(record, outcomes, order)))
     rows = []
-    for place, trial in enumerate(context.ranked, start=1):
-        value = ranking.value(trial.outcome)
+    for trial in context.ranked:
         link = html.escape(context.link(Path(trial.run.run_dir)))
-        metrics = [format_number(value), format_number(trial.outcome.best(record.monitor))]
-        rows.append([str(place) if value is not None else "-", f'<a class="trial" href="{link}">{html.escape(trial.name)}</a>',
+        metrics = [format_number(ranking.shown(trial.outcome)), format_number(trial.outcome.best(record.monitor))]
+        rows.append([ranks[trial.name], f'<a class="trial" href="{link}">{html.escape(trial.name)}</a>',
                      _badge(trial.outcome.status), *(_cell(trial.values.get(key)) for key in context.keys), *metrics,
                      str(trial.run.epochs)])  # fmt: skip
     headers = [RANK, TRIAL, STATUS, *context.keys, record.monitor, best_column(record.monitor), EPOCHS]
+    notes = "<br>".join(html.escape(line) for line in pruned_notes(record, outcomes, order, names))
     return (f'<h1>{html.escape(record.name)} <span class="status completed">sweep</span></h1>'
             f"<p>{len(rows)} trials, {html.escape(ranking.describe())}. Each trial links to its own report.<br>"
             f"Sweep directory: <code>{html.escape(str(context.sweep_dir))}</code></p>"
-            + table_html(headers, rows))  # fmt: skip
+            + table_html(headers, rows) + (f'<p class="pruned-notes">{notes}</p>' if notes else ""))  # fmt: skip
 
 
 def _badge(status: str) -> str:

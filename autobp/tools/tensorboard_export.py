@@ -235,10 +235,11 @@ def _check_destination(target: Path, shown: Path) -> None:
     (never a file, a named pipe, a device or a folder of anything else)."""
     if not target.parent.is_dir():
         raise ConfigError(f"-o {shown}: the folder {target.parent} does not exist")
-    if not target.exists():
-        return
-    if not target.is_dir():
-        mode = target.stat().st_mode
+    try:  # the named path's own stat follows /proc's links too: /dev/stdout leads to a pipe that has no path
+        mode = shown.stat().st_mode
+    except OSError:
+        return  # absent: a new folder
+    if not stat.S_ISDIR(mode):
         what = files.kind(mode) if not stat.S_ISREG(mode) else "file"
         raise ConfigError(f"-o {shown}: a {what}, not a folder; the export is a folder of event files: choose a "
                           "new folder or an earlier export")  # fmt: skip
