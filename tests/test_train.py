@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import subprocess
 import sys
@@ -19,11 +18,9 @@ from autobp.common.errors import ConfigError
 from autobp.common.files import read_table
 from autobp.engine import Tensor, dense, mse, ops
 from autobp.health import judge
-from autobp.model.prepare import prepare
 from autobp.rundir.reader import read_numbers, read_run
-from autobp.rundir.status import Status
-from autobp.training.entry import run, train
 from autobp.training.trainer import Trainer
+from autobp.training.entry import train
 
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep"))
 RUN_FILES = {"config.yaml", "metrics.csv", "gradients.csv", "model.npz", "summary.json", "checkpoint.npz",
@@ -370,22 +367,3 @@ def test_the_end_of_run_judgement_from_the_rows_in_memory_is_the_one_read_from_t
     rows = [list(row.values()) for row in read_numbers(result.run_dir / "gradients.csv")]
     assert list(read_numbers(result.run_dir / "gradients.csv")[0]) == read_table(result.run_dir / "gradients.csv")[0]
     assert read_run(result.run_dir, gradient_rows=rows).layers == from_file.layers
-
-
-def test_training_freezes_the_objects_from_before_it_and_hands_them_back(tmp_path: Path) -> None:
-    """While a run trains, the garbage collector passes over what existed before (common/runtime.py); afterwards the
-    process collects them again."""
-    frozen = []
-
-    def on_epoch(epoch: int, row: dict) -> bool:
-        frozen.append(gc.get_freeze_count())
-        return False
-
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(small_config(tmp_path)))
-    config, dataset = prepare(path, [])
-    (tmp_path / "run").mkdir()
-    result = run(config, dataset, tmp_path / "run", on_epoch=on_epoch)
-    assert result.status == Status.COMPLETED
-    assert len(frozen) == 3 and min(frozen) > 10_000  # asked after every epoch but the last; what was imported and read
-    assert gc.get_freeze_count() == 0

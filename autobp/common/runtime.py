@@ -1,5 +1,4 @@
-"""Process-level settings for training: how freed memory is kept, what the garbage collector looks at, how many
-threads BLAS may use.
+"""Process-level settings for training: how freed memory is kept, how many threads BLAS may use.
 
 The engine records a fresh graph every step and frees it after the update, so a training loop allocates and
 frees the same amount of memory step after step. glibc's malloc hands freed memory back to the kernel once more
@@ -10,12 +9,9 @@ process (up to 256 MiB) removes that cost; it changes nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import gc
 import os
 import sys
-from typing import Iterator
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -37,19 +33,6 @@ def keep_freed_memory() -> bool:
         return False  # not glibc (e.g. musl has no mallopt)
     _tuned = bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES))
     return _tuned
-
-
-@contextlib.contextmanager
-def collect_new_objects_only() -> Iterator[None]:
-    """While training, the garbage collector passes over the objects that existed before (handed back after)."""
-    # Full collections walk every tracked object; what a run imported and read before training (some 45,000 objects:
-    # pydantic's schemas, typer, the config) is never freed by it. Freezing them saved about 2% of a tiny network's
-    # whole `train` (CPU time). Unfreezing after lets a process that trains many times (a notebook) collect them.
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 # Each BLAS build reads its own variable; setting them all covers OpenBLAS, MKL, BLIS, Apple's Accelerate and OpenMP.

@@ -14,7 +14,7 @@ import numpy as np
 import autobp
 from autobp.common import files
 from autobp.common.errors import AutobpError, DataError
-from autobp.common.runtime import blas_build, collect_new_objects_only
+from autobp.common.runtime import blas_build
 from autobp.common.text import plural, shorten
 from autobp.config.catalog import LOSSES, task_metric
 from autobp.config.models import Config
@@ -202,7 +202,7 @@ class Trainer:
         self.grads = GradientLog(self.network, gradient_log, log_interval(self.config.training.log_every, self.total_steps),
                                  keep=not self.resumed)  # a resumed run's file holds earlier rows too  # fmt: skip
         self.progress.start(self.total_steps, self.config.name, self.step)
-        with self.requests, collect_new_objects_only():
+        with self.requests:
             return self._run_and_record(metrics_log, gradient_log, outcome)
 
     def _run_and_record(self, metrics_log: files.CsvLog, gradient_log: files.CsvLog, outcome: dict[str, Any]) -> RunResult:
