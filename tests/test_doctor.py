@@ -17,7 +17,7 @@ from conftest import CONFIGS, DEADLINE, cli, finished, open_file
 
 from autobp.common import files
 from autobp.common.text import format_number
-from autobp.rundir.doctor import DOCTOR_FILE, read_doctor
+from autobp.rundir.doctor import DOCTOR_FILE, as_seen, read_doctor
 from autobp.rundir.status import Status
 from autobp.rundir.summary import read_summary
 from autobp.tools.doctor import run_doctor
@@ -185,6 +185,10 @@ def test_a_killed_doctor_leaves_resumable_files_and_a_rerun_finishes(vanishing: 
     assert record.status == "running" and record.best is None
     statuses = [row["status"] for row in files.read_rows(run / "doctor" / "trials.csv")]
     assert statuses == ["interrupted", "interrupted", "pending"]
+    shown = as_seen(run, record)  # what report shows: no process runs this doctor, and its trials say what they are
+    assert shown.status == "killed" and sorted(t.status for t in shown.treatments) == sorted(statuses)
+    code, out = cli("report", str(run))
+    assert code == 0 and f"doctor killed: not every trial finished; `autobp doctor {run}` finishes them" in out
     code, _ = cli("doctor", str(run), "--epochs", "3", "-q")
     assert code == 0 and read_doctor(run).status == "completed" and read_doctor(run).best is not None
     assert {t.status for t in read_doctor(run).treatments} <= {"completed", "stopped_early"}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from autobp.common import files
+from autobp.rundir.reader import is_training, read_status
 from autobp.rundir.status import Status
 from autobp.rundir.summary import Diagnosis, read_record
 
@@ -49,7 +50,8 @@ class DoctorRecord(_Record):
     """The content of doctor.json."""
 
     status: Literal[Status.RUNNING, Status.COMPLETED, Status.INTERRUPTED]
-    """`running` while doctor runs (and after a kill that left it no chance to write more)."""
+    """`running` while doctor runs (and after a kill that left it no chance to write more; `as_seen` shows such a
+    record as `killed`)."""
     run_dir: str
     config: str
     """The run's config.yaml, the base of every trial."""
@@ -84,3 +86,16 @@ def read_doctor(run_dir: Path) -> DoctorRecord | None:
     """doctor.json of a run directory, None if it has none (DataError naming it if damaged)."""
     path = run_dir / DOCTOR_FILE
     return read_record(path, DoctorRecord) if path.is_file() else None
+
+
+def as_seen(run_dir: Path, record: DoctorRecord) -> DoctorRecord:
+    """The record as `report` shows it: one left `running` by a doctor no process runs (killed outright) reads
+    `killed`, and each trial it left unsettled the status of its own folder, decided as `runs` decides a run's."""
+    trials = run_dir / DOCTOR_DIR
+    if record.status != Status.RUNNING or is_training(trials):
+        return record
+    treatments = [treatment.model_copy(update={"status": read_status(trials / treatment.trial)})
+                  if treatment.trial and treatment.status in (Status.PENDING, Status.RUNNING)
+                  and (trials / treatment.trial).is_dir() else treatment
+                  for treatment in record.treatments]  # fmt: skip
+    return record.model_copy(update={"status": Status.KILLED, "treatments": treatments})

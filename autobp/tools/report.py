@@ -19,7 +19,7 @@ from autobp.common.text import format_number, format_table, to_json
 from autobp.health import LayerSummary, describe_change, judge, summarize_layers
 from autobp.health.layers import finite, first_value, last_value
 from autobp.rundir import layout as rundir
-from autobp.rundir.doctor import DoctorRecord, Treatment, read_doctor
+from autobp.rundir.doctor import DoctorRecord, Treatment, as_seen, read_doctor
 from autobp.rundir.logs import EPOCH, STEP, measured_in
 from autobp.rundir.reader import RunLog, read_run
 from autobp.rundir.status import Status
@@ -149,6 +149,7 @@ def build_report(log: RunLog) -> Report:
     notes = list(log.notes)
     try:
         doctor = read_doctor(log.path)
+        doctor = None if doctor is None else as_seen(log.path, doctor)
     except AutobpError as err:
         doctor, notes = None, [*notes, str(err)]
     return Report(
