@@ -43,6 +43,9 @@ def test_the_instruments_section_in_a_browser(browser, tmp_path: Path) -> None:
     smoothed = next(trace for trace in charts if trace["name"] == "noise_scale_smoothed")
     assert smoothed["x"] == total.series("noise_scale_smoothed")[0]
     assert smoothed["y"] == pytest.approx(total.series("noise_scale_smoothed")[1], rel=5e-4)  # charts carry 4 digits
+    low, high = (10**end for end in page.evaluate("document.getElementById('instruments').layout.yaxis.range"))
+    drawn = [value for value in smoothed["y"] if value is not None and value > 0]
+    assert low <= min(drawn) and max(drawn) <= high  # the whole smoothed line in view (the axis is logarithmic)
     curvature = next(trace for trace in charts if trace["name"] == "per step" and trace["xaxis"] == "x6")
     assert curvature["x"] == [20, 40, 60, 80, 100, 120, 140, 160, 180]
     # The bands: α's three verdicts meet at its two thresholds; the noise scale's red band starts at 4× the batch.

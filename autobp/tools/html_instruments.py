@@ -92,8 +92,8 @@ def _instrument_charts(total: Any, bands: dict[str, list[tuple[float | None, flo
                                         line=dict(color="#000", dash="dash", width=2), name="judged value",
                                         hovertemplate=f"judged value %{{y:.4g}} ({judged.verdict})<extra></extra>"),
                              row=row, col=col)  # fmt: skip
-        _shade(figure, [v for v in values if v is not None and (v > 0 or not log_scale)], bands.get(column, []),
-               log_scale, row, col)  # fmt: skip
+        shown_values = [[v for v in series if v is not None and (v > 0 or not log_scale)] for series in (dots, line)]
+        _shade(figure, *shown_values, bands.get(column, []), log_scale, row, col)
     figure.update_xaxes(title_text="step")
     figure.update_layout(height=330 * rows, margin=dict(t=40, b=40, l=60, r=20), hovermode="closest",
                          plot_bgcolor="white")  # fmt: skip
@@ -116,13 +116,14 @@ def _running_median(values: list[float | None]) -> list[float | None]:
             return clean(np.nanmedian(windows, axis=1).tolist())
 
 
-def _shade(figure: Any, values: list[float], bands: list[tuple[float | None, float | None, str]], log_scale: bool,
-           row: int, col: int) -> None:  # fmt: skip
-    """Shade each verdict band across the chart's range: the 5th to 95th percentile of the values (a rare wild α
-    would flatten the rest) and every threshold, padded."""
+def _shade(figure: Any, dots: list[float], line: list[float], bands: list[tuple[float | None, float | None, str]],
+           log_scale: bool, row: int, col: int) -> None:  # fmt: skip
+    """Shade each verdict band across the chart's range: the 5th to 95th percentile of the per-step dots (a rare
+    wild α would flatten the rest), the whole line drawn through them and every threshold, padded."""
     thresholds = [edge for low, high, _ in bands for edge in (low, high) if edge is not None]
-    kept = [float(v) for v in np.percentile(values, [5, 95])] if values else []
-    points = [v for v in kept + thresholds if not log_scale or v > 0]
+    kept = [float(v) for v in np.percentile(dots, [5, 95])] if dots else []
+    points = [v for v in kept + [min(line, default=None), max(line, default=None)] + thresholds
+              if v is not None and (not log_scale or v > 0)]  # fmt: skip
     if not points:
         return
     low, high = min(points), max(points)
