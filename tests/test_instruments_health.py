@@ -50,6 +50,9 @@ def test_a_batch_far_below_the_noise_scale_is_gradient_noise_and_a_big_batch_is_
     assert not {d.kind for d in big.summary.health.diagnoses} & {"gradient_noise", "learning_rate_high",
                                                                 "learning_rate_low"}
     assert {v.verdict for v in big.summary.health.instruments} == {"ok"}
+    alpha = next(v for v in big.summary.health.instruments if v.instrument == "alpha")
+    # An ok α shows the bound of [−0.5, 1] it is nearer, the one it would cross first.
+    assert alpha.threshold == (ALPHA_LOW if alpha.value < (ALPHA_LOW + ALPHA_HIGH) / 2 else ALPHA_HIGH)
     report = json.loads(CliRunner().invoke(app, ["report", str(small.run_dir), "--format", "json"]).output)
     assert [v["instrument"] for v in report["instruments"]][:2] == ["noise_scale_smoothed", "norm_test"]
     assert report["diagnoses"] == json.loads(read_summary(small.run_dir / "summary.json").model_dump_json())["health"]["diagnoses"]

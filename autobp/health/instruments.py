@@ -93,7 +93,8 @@ def _instrument_verdict(column: str, value: float, log: RunLog) -> tuple[str, fl
             return "steps too short", ALPHA_LOW, f"median α {shown} is below {ALPHA_LOW:g}: the steps barely move"
         if value > ALPHA_HIGH:
             return "overshooting", ALPHA_HIGH, f"median α {shown} is above {ALPHA_HIGH:g}: the steps overshoot"
-        return "ok", ALPHA_HIGH, f"median α {shown} is within [{ALPHA_LOW:g}, {ALPHA_HIGH:g}]"
+        nearer = min((ALPHA_LOW, ALPHA_HIGH), key=lambda bound: abs(value - bound))  # the bound it is closer to
+        return "ok", nearer, f"median α {shown} is within [{ALPHA_LOW:g}, {ALPHA_HIGH:g}]"
     course = loss_course(log)
     climbing = course is not None and course.swings()
     if value > STABILITY_LIMIT:
