@@ -28,7 +28,7 @@ from autobp.sweeps.plan import expand, plan_sweep
 from autobp.sweeps.run import resume_sweep, run_sweep
 from autobp.sweeps.sweepfile import SweepFile
 from autobp.sweeps.table import format_ranking
-from autobp.sweeps.record import Outcome, Ranking
+from autobp.sweeps.record import Outcome, Ranking, read_record
 
 # Linear data, identity activations, mse and a huge SGD step: the loss overflows within a few steps.
 REGRESSION = {"data": {"source": "linear", "n_samples": 80}, "loss": "mse",
@@ -473,6 +473,12 @@ def test_a_sweep_of_configs_mixing_losses_ranks_by_a_metric_they_share_and_says_
                               "restored it), higher is better; ties broken by val_loss")  # fmt: skip
     assert header[1] == "the trials mix losses (bce, cross_entropy): their val_loss values do not compare"
     assert header[2].split()[:5] == ["rank", "trial", "status", "config", "val_accuracy"]
+    # sweep.yaml records it, so the sweep's HTML page (and `autobp view`) says it too
+    assert read_record(classifiers.directory).mix == header[1]
+    assert CliRunner().invoke(app, ["report", str(classifiers.directory), "--html"]).exit_code == 0
+    assert '<span class="mix">The trials mix losses (bce, cross_entropy): their val_loss values do not compare.</span>' \
+        in (classifiers.directory / "report.html").read_text()
+    assert read_record(run_sweep([ce, write(tmp_path / "seed.yaml", {**base, "seed": 9})], jobs=1).directory).mix is None
     mixed = plan_sweep([ce, sine])
     assert (mixed.monitor, mixed.mix) == ("val_loss", "the trials mix losses (cross_entropy, mse) and tasks "
                                           "(classification, regression): no metric they share compares them, so "

@@ -120,6 +120,8 @@ class SweepRecord(_Record):
     mode: Mode
     rank: Stage = "saved"
     settings: dict[str, Any] | None
+    mix: str | None = None
+    """For a sweep of configs mixing losses or tasks, what its ranked tables say of it (not written otherwise)."""
     trials: list[TrialRecord]
 
     @property
@@ -129,7 +131,8 @@ class SweepRecord(_Record):
 
 def record_text(record: SweepRecord) -> str:
     """sweep.yaml's text; a record larger than read_record reads back is a ConfigError (refused before it is written)."""
-    text = yaml.dump(record.model_dump(mode="json"), Dumper=_DUMPER, sort_keys=False)
+    content = record.model_dump(mode="json", exclude={"mix"} if record.mix is None else None)
+    text = yaml.dump(content, Dumper=_DUMPER, sort_keys=False)
     if len(text.encode()) > MAX_RECORD_BYTES:
         raise ConfigError(f"{SWEEP_FILE} of this sweep would take {len(text.encode()):,} bytes, more than the limit "
                           f"of {MAX_RECORD_BYTES:,}: sweep fewer trials or shorter values")  # fmt: skip

@@ -59,7 +59,7 @@ def _record(sweep: Sweep) -> str:
     return record_text(SweepRecord(
         name=sweep.name, sources=sweep.sources, overrides=sweep.overrides, monitor=sweep.monitor, mode=sweep.mode,
         rank=sweep.stage, settings=sweep.settings,
-        trials=[TrialRecord(trial=t.name, values=t.values, identity=t.identity) for t in sweep.trials],
+        trials=[TrialRecord(trial=t.name, values=t.values, identity=t.identity) for t in sweep.trials], mix=sweep.mix,
     ))  # fmt: skip
 
 

@@ -130,6 +130,8 @@ def _sweep_table(context: SweepContext) -> str:
     notes = "<br>".join(html.escape(line) for line in pruned_notes(record, outcomes, order, names))
     return (f'<h1>{html.escape(record.name)} <span class="status completed">sweep</span></h1>'
             f"<p>{len(rows)} trials, {html.escape(ranking.describe())}. Each trial links to its own report.<br>"
+            + (f'<span class="mix">{html.escape(record.mix[:1].upper() + record.mix[1:])}.</span><br>'
+               if record.mix else "") +
             f"Sweep directory: <code>{html.escape(str(context.sweep_dir))}</code></p>"
             + table_html(headers, rows) + (f'<p class="pruned-notes">{notes}</p>' if notes else ""))  # fmt: skip
 
