@@ -412,6 +412,26 @@ def test_workers_share_the_cores_among_their_blas_threads():
     assert not limit_blas_threads(1)  # too late here: this process has imported numpy
 
 
+def test_a_pool_that_breaks_while_it_starts_a_worker_is_replaced_and_other_failures_are_not_hidden(monkeypatch):
+    """Python 3.11's pool, broken while `submit` starts a worker, raises `OSError: handle is closed` (gh-125451): the
+    trial goes to a fresh pool as after BrokenProcessPool. An OSError from a pool that is not broken propagates."""
+    with LocalExecutor(1) as executor:
+        broken = executor._pool
+
+        def breaks(*args):
+            broken._broken = "A child process terminated abruptly"  # what the pool's manager thread sets first
+            raise OSError("handle is closed")
+
+        monkeypatch.setattr(broken, "submit", breaks)
+        assert executor.submit(pow, 2, 10).result(timeout=120) == 1024 and executor._pool is not broken
+        def refuses(*args):
+            raise OSError(11, "no process")
+
+        monkeypatch.setattr(executor._pool, "submit", refuses)
+        with pytest.raises(OSError, match="no process"):
+            executor.submit(pow, 2, 10)
+
+
 def test_a_sweep_killed_mid_trial_resumes_to_the_same_trials_bit_for_bit(tmp_path, pool):
     base = base_config(tmp_path, training={"epochs": 40, "batch_size": 2, "checkpoint_every": 1})
     path = write_sweep(tmp_path, {"seed": [1, 2, 3]}, base=base)
