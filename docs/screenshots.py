@@ -1,6 +1,7 @@
 """Regenerate the screenshots in docs/ from real runs: python docs/screenshots.py
 
-Trains the deep sigmoid and iris examples, a grid sweep and the TPE sweep into a temporary folder, writes their HTML
+Trains the deep sigmoid and iris examples, a grid sweep and the TPE sweep, a run with training instruments at a batch
+far below its noise scale, and a diverged run treated by `autobp doctor` into a temporary folder, writes their HTML
 reports and the iris computation graph, starts a training and `autobp view` on the folder (the training paused
 mid-run with SIGSTOP, so the live page is photographed while it runs), and photographs them in headless Chromium
 (Debian's `chromium`, driven by Playwright from the `test` extra, launched by its path: no browser download).
@@ -23,11 +24,19 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]  # fmt: skip
 WIDTH = 1200
+# A batch of 2 under a step budget, instrumented every step: the Instruments section's `gradient_noise` case.
+NOISY = {
+    "name": "noisy-batch", "seed": 0, "data": {"source": "moons", "n_samples": 1000, "noise": 0.2},
+    "model": {"hidden": [32, 32], "activation": "tanh"}, "loss": "cross_entropy", "optimizer": {"name": "sgd", "lr": 0.3},
+    "training": {"epochs": 1000, "batch_size": 2, "max_steps": 300, "instruments": {"every": 1, "curvature_every": 20}},
+}  # fmt: skip
+SECTIONS = {"report-instruments.png": "#section-instruments", "report-doctor.png": "#section-verified-fixes"}
 
 
 def build(work: Path) -> dict[str, Path]:
-    """The pages to photograph: two run reports, two sweep reports and a computation graph."""
+    """The pages to photograph: four run reports, two sweep reports and a computation graph."""
     from autobp.sweeps.run import run_sweep
+    from autobp.tools.doctor import run_doctor
     from autobp.tools.graph import build_graph, render_graph
     from autobp.tools.html_report import write_report
     from autobp.training.entry import train
@@ -37,6 +46,9 @@ def build(work: Path) -> dict[str, Path]:
     iris = train(ROOT / "configs" / "iris.yaml", output=runs).run_dir
     sweep = run_sweep([ROOT / "configs" / "sweep_spirals.yaml"], ["training.epochs=30"], output=runs, jobs=2).directory
     tpe = run_sweep([ROOT / "configs" / "sweep_spirals_tpe.yaml"], [], output=runs, jobs=2).directory
+    noisy = train(NOISY, output=runs).run_dir
+    diverged = train(ROOT / "configs" / "sine.yaml", ["optimizer.name=sgd", "optimizer.lr=10"], output=runs).run_dir
+    run_doctor(diverged, jobs=2)
     graph = work / "graph-iris.html"
     graph.write_text(render_graph(build_graph(iris, 0), "html"))
     return {
@@ -46,6 +58,8 @@ def build(work: Path) -> dict[str, Path]:
         "report-sweep-tpe.png": write_report(tpe, None),
         "graph-iris.png": graph,
         "graph-deep-sigmoid.png": deep / "report.html",
+        "report-instruments.png": write_report(noisy, None),
+        "report-doctor.png": write_report(diverged, None),
     }
 
 
@@ -107,6 +121,9 @@ def photograph(pages: dict[str, Path], height: int) -> None:
                 frame = page.locator("#section-graph .graph")
                 frame.evaluate("g => { g.scrollLeft = (g.scrollWidth - g.clientWidth) / 2; }")
                 page.locator("#section-graph").screenshot(path=str(target))
+                print(f"{target}: {target.stat().st_size:,} bytes", flush=True)
+            elif name in SECTIONS:  # one section of a run's report
+                page.locator(SECTIONS[name]).screenshot(path=str(target))
                 print(f"{target}: {target.stat().st_size:,} bytes", flush=True)
             elif name == "report-sweep-tpe.png":  # its table, curves and parallel coordinates
                 page.screenshot(path=str(target), full_page=True)
