@@ -72,6 +72,11 @@ class SweepContext:
         return read_outcomes(self.sweep_dir, self.record, [])
 
     @cached_property
+    def order(self) -> list[int]:
+        """The trials' indexes, best first, as the sweep ranks them."""
+        return self.record.ranking.order(self.outcomes)
+
+    @cached_property
     def ranked(self) -> list[_Trial]:
         """The trials with a run directory, best first, as the sweep ranks them."""
         from autobp.rundir.reader import read_run
@@ -83,7 +88,7 @@ class SweepContext:
         by_trial = {Path(run.run_dir).name: run for run in compare_runs([self.sweep_dir], "epochs").runs}
         trials = self.record.trials
         ranked = [_Trial(trials[i].trial, self.outcomes[i], by_trial[trials[i].trial], trials[i].values)
-                  for i in self.record.ranking.order(self.outcomes) if trials[i].trial in by_trial]  # fmt: skip
+                  for i in self.order if trials[i].trial in by_trial]  # fmt: skip
         for trial in ranked:
             trial.metrics = read_run(Path(trial.run.run_dir), with_gradients=False).metrics
         return ranked
@@ -115,9 +120,8 @@ def _sweep_table(context: SweepContext) -> str:
     from autobp.sweeps.record import EPOCHS, STATUS, TRIAL, best_column
     from autobp.sweeps.table import RANK, pruned_notes, rank_labels
 
-    record, ranking, outcomes = context.record, context.record.ranking, context.outcomes
+    record, ranking, outcomes, order = context.record, context.record.ranking, context.outcomes, context.order
     names = [trial.trial for trial in record.trials]
-    order = ranking.order(outcomes)
     ranks = dict(zip((names[index] for index in order), rank_labels(record, outcomes, order)))
     rows = []
     for trial in context.ranked:
