@@ -168,6 +168,7 @@ def test_a_signalled_doctor_records_the_truth_and_a_rerun_finishes(vanishing: Pa
     assert [row["status"] for row in files.read_rows(run / "doctor" / "trials.csv")] == statuses
     code, text = cli("report", str(run))  # the trial that never started has no judgement: not `none`
     assert code == 0 and re.search(r"\bpending +- +- +no$", text, re.MULTILINE), text
+    assert not re.search(r"\bnone +no$", text, re.MULTILINE), text  # nor do the interrupted trials
     # Run again (here with shorter trials, so that they change): the interrupted trials run anew and finish.
     code, _ = cli("doctor", str(run), "--epochs", "3", "-q")
     assert code == 0 and read_doctor(run).status == "completed"
@@ -189,6 +190,7 @@ def test_a_killed_doctor_leaves_resumable_files_and_a_rerun_finishes(vanishing: 
     assert shown.status == "killed" and sorted(t.status for t in shown.treatments) == sorted(statuses)
     code, out = cli("report", str(run))
     assert code == 0 and f"doctor killed: not every trial finished; `autobp doctor {run}` finishes them" in out
+    assert not re.search(r"\bnone +no$", out, re.MULTILINE), out  # no trial it left was judged
     code, _ = cli("doctor", str(run), "--epochs", "3", "-q")
     assert code == 0 and read_doctor(run).status == "completed" and read_doctor(run).best is not None
     assert {t.status for t in read_doctor(run).treatments} <= {"completed", "stopped_early"}

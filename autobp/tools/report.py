@@ -231,10 +231,11 @@ def fix_rows(record: DoctorRecord) -> list[list[str]]:
 
 
 def _first_diagnosis(treatment: Treatment) -> str:
-    """The trial's first diagnosis; `none` only for a trial that was judged, `-` for one never trained."""
+    """The trial's first diagnosis; `none` only for a trial that finished and was judged, `-` for one that did not
+    (never trained, interrupted, killed: nothing judged it)."""
     if treatment.diagnosis is not None:
         return treatment.diagnosis
-    return "-" if treatment.status in (Status.PENDING, Status.INVALID) else "none"
+    return "none" if treatment.status.finished else "-"
 
 
 def _change(change: dict) -> str:
