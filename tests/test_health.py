@@ -14,7 +14,12 @@ from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from autobp.cli import app
+from autobp.config.configfile import load_config
+from autobp.health import judge
+from autobp.model.prepare import prepare
+from autobp.rundir.reader import read_run
 from autobp.rundir.summary import read_summary
+from autobp.training.entry import train
 from autobp.config.overrides import override_value
 from autobp.training.ending import RunResult, conclude, format_summary
 
@@ -54,6 +59,16 @@ def assert_agree(output: str, run_dir: Path) -> tuple[list[tuple[str, str]], lis
     judgement = printed(output)
     assert judgement == stored(run_dir) == reported(run_dir)
     return judgement
+
+
+@pytest.mark.parametrize("config", ["deep_sigmoid.yaml", "iris.yaml", "sine.yaml"])
+def test_the_trainers_own_judgement_is_the_files_to_the_last_digit(tmp_path: Path, config: str) -> None:
+    """The trainer judges from what it holds (its config, the gradient rows it wrote): exactly the judgement that
+    reading every file back gives, numbers included."""
+    result = train(CONFIGS / config, ["training.epochs=3"], output=tmp_path)
+    resolved, _ = prepare(CONFIGS / config, ["training.epochs=3", f"output.dir={tmp_path}"])
+    assert load_config(result.run_dir / "config.yaml") == resolved  # the config the trainer judges with
+    assert read_summary(result.run_dir / "summary.json").health == judge(read_run(result.run_dir)) == result.summary.health
 
 
 def test_deep_sigmoid_every_output_names_the_same_vanishing_layers(tmp_path: Path) -> None:

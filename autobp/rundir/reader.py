@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -100,30 +100,32 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
 
 
-def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None = None,
+def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None = None, config: Config | None = None,
              gradient_rows: list[list] | None = None) -> RunLog:  # fmt: skip
     """Read a run directory; a missing or damaged file becomes a note, not an error (DataError if not a run).
 
-    The trainer passes the `summary` it is about to write, to judge its own run exactly as `report` will, and may
-    pass `gradient_rows`, every row of gradients.csv as the values it wrote: the same numbers reading the file gives
-    (a float is written as its shortest round-trip text), without parsing thousands of rows back."""
+    The trainer passes the `summary` it is about to write and the `config` its config.yaml holds, to judge its own
+    run exactly as `report` will, and may pass `gradient_rows`, every row of gradients.csv as the values it wrote:
+    the same numbers reading the file gives (a float is written as its shortest round-trip text), without parsing
+    thousands of rows back."""
     if not is_run_dir(path):
         raise DataError(f"{path}: not a run directory (it has none of {', '.join(RUN_FILES)}); "
                         "`autobp runs` lists the run directories")  # fmt: skip
     notes: list[str] = []
     if summary is None:
         summary = _optional(path / rundir.SUMMARY_FILE, read_summary, notes)
-    config = _optional(path / rundir.CONFIG_FILE, load_config, notes)
+    if config is None:
+        config = _optional(path / rundir.CONFIG_FILE, load_config, notes)
     metrics = _optional(path / rundir.METRICS_FILE, read_numbers, notes) or []
     layers: list[LayerLog] = []
     shapes: dict[str, tuple[int, ...]] = {}
     instruments = None
     if with_gradients:
         if gradient_rows is not None:
-            rows = [dict(zip(GRADIENT_COLUMNS, row)) for row in gradient_rows]
+            layers = _layer_logs(GRADIENT_COLUMNS, gradient_rows)
         else:
             rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
-        layers = _layer_logs(rows)
+            layers = _layer_logs(list(rows[0]) if rows else [], [list(row.values()) for row in rows])
         shapes = _optional(path / MODEL_FILE, _read_shapes, notes) or {}
         instruments = _optional(path, read_instruments, notes)
     return RunLog(path, summary, config, metrics, layers, shapes, notes, instruments)
@@ -173,18 +175,21 @@ def _parses(column: str, value: str | None) -> bool:
     return True
 
 
-def _layer_logs(rows: list[dict[str, Any]]) -> list[LayerLog]:
-    layers: dict[str, LayerLog] = {}
+def _layer_logs(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[LayerLog]:
+    """Each layer's rows of a gradient log (cells in `header`'s order), column by column."""
+    if LAYER not in header or STEP not in header:
+        return []
+    name_at, step_at = header.index(LAYER), header.index(STEP)
+    grouped: dict[str, list[Sequence[Any]]] = {}
     for row in rows:
-        name, step = row.get(LAYER), row.get(STEP)
-        if name is None or step is None:
-            continue
-        log = layers.setdefault(name, LayerLog(name))
-        log.steps.append(int(step))
-        for column, value in row.items():
-            if column not in GRADIENT_KEYS:
-                log.columns.setdefault(column, []).append(value)
-    return sorted(layers.values(), key=lambda log: _layer_index(log.name))
+        if row[name_at] is not None and row[step_at] is not None:
+            grouped.setdefault(row[name_at], []).append(row)
+    layers = []
+    for name, group in grouped.items():
+        columns = list(zip(*group))  # transposed in one pass: a long log has thousands of rows per layer
+        measured = {column: list(values) for column, values in zip(header, columns) if column not in GRADIENT_KEYS}
+        layers.append(LayerLog(name, [int(step) for step in columns[step_at]], measured))
+    return sorted(layers, key=lambda log: _layer_index(log.name))
 
 
 def _layer_index(name: str) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 
 from autobp.common import files
 from autobp.common.text import format_number, plural
+from autobp.config.models import Config
 from autobp.health import describe, judge
 from autobp.model.dataset import Dataset
 from autobp.model.network import MODEL_FILE, Network
@@ -47,10 +48,12 @@ def save_model(run_dir: Path, network: Network, data: Dataset) -> None:
     files.write_npz(run_dir / MODEL_FILE, arrays)
 
 
-def conclude(run_dir: Path, summary: Summary, gradient_rows: list[list] | None = None) -> None:
+def conclude(run_dir: Path, summary: Summary, *, config: Config | None = None, gradient_rows: list[list] | None = None
+             ) -> None:  # fmt: skip
     """Judge the run's gradient health from the logs it left (as `autobp report` will) and write summary.json.
-    `gradient_rows`, all the rows gradients.csv holds as the trainer wrote them, spare reading it back."""
-    summary.health = judge(read_run(run_dir, summary=summary, gradient_rows=gradient_rows))
+    `config` (what config.yaml holds) and `gradient_rows` (all the rows gradients.csv holds, as the trainer wrote
+    them) spare reading those files back."""
+    summary.health = judge(read_run(run_dir, summary=summary, config=config, gradient_rows=gradient_rows))
     write_summary(run_dir / rundir.SUMMARY_FILE, summary)
 
 

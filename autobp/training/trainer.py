@@ -252,7 +252,8 @@ class Trainer:
             summary.status, summary.error = Status.FAILED, files.describe_write_error(exc)
         try:
             # A failed run may have failed writing gradients.csv: judge it from what the file holds.
-            conclude(self.run_dir, summary, None if summary.status == Status.FAILED else self.grads.written)
+            conclude(self.run_dir, summary, config=self.config,
+                     gradient_rows=None if summary.status == Status.FAILED else self.grads.written)  # fmt: skip
         except OSError as exc:
             ended = f"{summary.status}: {summary.error}" if summary.error else str(summary.status)
             raise AutobpError(f"{files.describe_write_error(exc)}; the run ended {ended}, and {rundir.SUMMARY_FILE} "
