@@ -3,8 +3,6 @@
 Heavy modules (numpy, pydantic) are imported inside the commands so that `autobp --help` answers at once.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
 

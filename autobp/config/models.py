@@ -118,7 +118,7 @@ def raise_problems(*problems: tuple[tuple[str | int, ...], str]) -> None:
 class _Section(BaseModel):
     # The docstring under each field describes it in `autobp schema`, which reads them itself (see
     # schema.config_json_schema): pydantic's use_attribute_docstrings would parse them on every start-up.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
 
 
 class DataConfig(_Section):
