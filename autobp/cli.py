@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from autobp.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, AutobpError
+from autobp.common.runtime import skip_final_collections
 from autobp.rundir.status import Status
 from autobp.sweeps import EXECUTORS
 from autobp.tools import formats
@@ -523,4 +524,7 @@ def graph(
 
 def main() -> None:
     """Entry point of the `autobp` command."""
-    app()
+    try:
+        app()
+    finally:  # the command is over: what remains is the interpreter's exit
+        skip_final_collections()

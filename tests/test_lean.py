@@ -89,3 +89,19 @@ def test_config_models_read_no_docstrings_at_start_up_yet_the_schema_has_them() 
     assert described["target_path"]["description"].startswith("npy: the targets (n,) or (n, k)")
     assert described["val_fraction"]["description"].startswith("Share of examples held out for validation")
     # Every other description is checked against the committed schema (test_configfile), written before this change.
+
+
+def test_the_command_leaves_the_interpreters_exit_no_objects_to_collect(tmp_path: Path) -> None:
+    """After a command, every object is exempt from the exit's collections (≈ 35 ms saved per `autobp train`), and
+    what the command wrote is whole: the run directory reads back completed."""
+    script = (
+        "import gc, sys\n"
+        "from autobp.cli import main\n"
+        f"sys.argv = ['autobp', 'train', {str(CONFIGS / 'xor.yaml')!r}, '--quiet', '--output-dir', {str(tmp_path)!r},"
+        " '--set', 'training.epochs=2']\n"
+        "try:\n    main()\nexcept SystemExit as end:\n    print(end.code, gc.get_freeze_count() > 1000, gc.get_count()[2])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-3:] == ["0", "True", "0"], done.stdout
+    (run,) = tmp_path.iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"

@@ -1,4 +1,4 @@
-"""Process-level settings for training: how freed memory is kept, how many threads BLAS may use.
+"""Process-level settings: how freed memory is kept, how many threads BLAS may use, how the process ends.
 
 The engine records a fresh graph every step and frees it after the update, so a training loop allocates and
 frees the same amount of memory step after step. glibc's malloc hands freed memory back to the kernel once more
@@ -9,7 +9,7 @@ process (up to 256 MiB) removes that cost; it changes nothing else.
 
 from __future__ import annotations
 
-import ctypes
+import gc
 import os
 import sys
 
@@ -25,6 +25,8 @@ def keep_freed_memory() -> bool:
     global _tuned
     if _tuned or not sys.platform.startswith("linux"):
         return _tuned
+    import ctypes  # lazily: `autobp --help` imports this module too
+
     try:
         # The process's own symbols include the C library's; ctypes.util.find_library would run ldconfig (≈ 10 ms).
         libc = ctypes.CDLL(None)
@@ -33,6 +35,16 @@ def keep_freed_memory() -> bool:
         return False  # not glibc (e.g. musl has no mallopt)
     _tuned = bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES))
     return _tuned
+
+
+def skip_final_collections() -> None:
+    """Exempt every object from the garbage collections the interpreter runs while it exits.
+
+    Those collections walk everything the command imported (pydantic's schemas, typer's commands, numpy): ≈ 35 ms
+    at every end of `autobp train`, to free memory the exiting process returns anyway. Objects are still released
+    as their modules are cleared, and files are flushed; only garbage in reference cycles is left to the OS.
+    """
+    gc.freeze()
 
 
 # Each BLAS build reads its own variable; setting them all covers OpenBLAS, MKL, BLIS, Apple's Accelerate and OpenMP.
