@@ -212,6 +212,15 @@ def test_dead_fraction_counts_units_dead_for_the_whole_batch() -> None:
     assert inactive_fraction("relu", z) == (0.5, None)
     assert inactive_fraction("tanh", np.array([[3.5, 1.0], [-4.0, 5.0]])) == (None, 0.5)
     assert inactive_fraction("sin", z) == (None, None)
+    # A NaN passes neither test: its unit is neither dead nor saturated, whatever the other rows say.
+    nan = np.nan
+    assert inactive_fraction("relu", np.array([[nan, -1.0, -1.0], [-1.0, -1.0, 2.0]])) == (1 / 3, None)
+    assert inactive_fraction("sigmoid", np.array([[nan, 4.0, 5.0], [4.0, -4.0, 1.0]])) == (None, 1 / 3)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # against the definition: every row ≤ 0, every |row| > 3
+        z = rng.integers(-5, 6, size=(int(rng.integers(1, 6)), int(rng.integers(1, 6)))).astype(float)
+        assert inactive_fraction("relu", z)[0] == np.mean([all(z[:, j] <= 0) for j in range(z.shape[1])])
+        assert inactive_fraction("tanh", z)[1] == np.mean([all(abs(z[:, j]) > 3) for j in range(z.shape[1])])
 
 
 def test_log_every_spaces_long_runs_to_about_2000_steps(tmp_path: Path) -> None:

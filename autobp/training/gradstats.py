@@ -31,12 +31,7 @@ def log_interval(log_every: int | str, total_steps: int) -> int:
 
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of any array."""
-    return math.sqrt(float(np.vdot(a, a)))  # squared_norm inlined: a logged step takes a dozen
-
-
-def squared_norm(a: np.ndarray) -> float:
-    # One BLAS dot product: the cheapest full pass over an array of any shape.
-    return float(np.vdot(a, a))
+    return math.sqrt(float(np.vdot(a, a)))  # one BLAS dot product: the cheapest full pass over an array of any shape
 
 
 _ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
@@ -70,11 +65,12 @@ def inactive_fraction(activation: str, z: np.ndarray) -> tuple[float | None, flo
 
 
 def _inactive(family: str, z: np.ndarray) -> tuple[float | None, float | None]:
-    # np.maximum.reduce(z, 0) is z.max(axis=0) without its Python layers.
+    # Columns whose every entry passes the test, by np.logical_and.reduce over the batch (np.all(…, axis=0) without
+    # its Python layers): a NaN passes neither test, so a unit with one is neither dead nor saturated.
     if family == "relu":
-        return np.count_nonzero(np.maximum.reduce(z, 0) <= 0.0) / z.shape[1], None
+        return np.count_nonzero(np.logical_and.reduce(z <= 0.0, 0)) / z.shape[1], None
     if family == "squashing":
-        return None, np.count_nonzero(np.minimum.reduce(np.abs(z), 0) > SATURATION) / z.shape[1]
+        return None, np.count_nonzero(np.logical_and.reduce(np.abs(z) > SATURATION, 0)) / z.shape[1]
     return None, None
 
 
@@ -104,14 +100,15 @@ class GradientLog:
         layers = self.network.layers
         logged, after = self._weight_norms
         weight_norms = after if logged == step - 1 else [norm(layer.weight.data) for layer in layers]
+        vdot, sqrt = np.vdot, math.sqrt  # `norm` inlined: a logged step takes a dozen
         for layer, z, f, weight_norm, grad_sum, family in zip(layers, trace.pre_activations, trace.outputs, weight_norms,
                                                               weight_grad_sums, self._families):  # fmt: skip
             gw, gb, gf = layer.weight.grad, layer.bias.grad, f.grad
-            squares = squared_norm(gw)
+            squares = float(vdot(gw, gw))
             mean, std = mean_and_std(grad_sum, squares, gw.size, gw)
-            out_grad = None if gf is None else norm(gf)  # None: output not retained (an unplanned log)
+            out_grad = None if gf is None else sqrt(vdot(gf, gf))  # None: output not retained (an unplanned log)
             dead, saturated = _inactive(family, z.data)
-            rows.append([layer.name, math.sqrt(squares), norm(gb), weight_norm, out_grad, mean, std, dead, saturated])
+            rows.append([layer.name, sqrt(squares), sqrt(vdot(gb, gb)), weight_norm, out_grad, mean, std, dead, saturated])
         return rows
 
     def after_update(self, step: int, epoch: int, before: list[list], updates: list[np.ndarray] | None) -> None:
