@@ -20,8 +20,9 @@ class Dense(Primitive):
 
     name = "dense"
 
-    # Every product here is of two matrices, where np.dot makes the same BLAS call as `@` (the same bits, checked
-    # by the engine's tests) with less of the ufunc machinery around it: a fifth less time at a small layer's size.
+    # The array rules multiply with np.dot: on two matrices it makes the same BLAS call as `@` (the same bits,
+    # checked by the engine's tests) with less of the ufunc machinery around it, a fifth less time at a small
+    # layer's size. `vjp` keeps `@`, which tensors define too: derivatives of derivatives run it on tensors.
     def forward(self, x, w, b):
         out = np.dot(x, w)
         out += b
@@ -29,9 +30,9 @@ class Dense(Primitive):
 
     def vjp(self, i, g, out, x, w, b):
         if i == 0:
-            return np.dot(g, w.T)
+            return g @ w.T
         if i == 1:
-            return np.dot(x.T, g)
+            return x.T @ g
         return g.sum(axis=0)
 
     def vjp_into(self, into, i, g, out, x, w, b):
