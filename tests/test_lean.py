@@ -33,12 +33,16 @@ def test_a_training_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
         "from autobp.training.entry import train\n"
         f"train({str(CONFIGS / 'xor.yaml')!r}, ['training.epochs=2'], output={str(tmp_path)!r})\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'autobp'))))\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     modules = set(json.loads(done.stdout))
     assert "autobp.training.compiled" in modules  # the run went through the compiled path
-    # numpy.ma (via np.median), sweeps, reports' plotting and predictions are not a training run's business.
-    assert not modules & {"numpy.ma", "autobp.sweeps.plan", "autobp.sweeps.run", "autobp.tools.plot", "autobp.tools.predict"}
+    # numpy.ma (via np.median), sweeps, reports' plotting and predictions are not a training run's business, nor
+    # are the instruments (off by default) or the thread pool that reads mapped files.
+    assert not modules & {"numpy.ma", "autobp.sweeps.plan", "autobp.sweeps.run", "autobp.tools.plot", "autobp.tools.predict",
+                          "autobp.training.instruments"}  # fmt: skip
+    assert "concurrent.futures" not in json.loads(done.stderr)
 
 
 # --- memory: split by index in place, statistics in chunks, standardize in place -----------------------------------

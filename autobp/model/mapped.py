@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 import mmap
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autobp.common.errors import DataError
 from autobp.common.files import read_npy_header
+
+if TYPE_CHECKING:  # the thread pool only when a mapped file is read: an in-memory run never needs it
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 def read_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -98,6 +101,8 @@ class BatchReader:
         following = begin + self.batch_size
         if following < len(self.order):
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="autobp-rows")
             self._pending = (following, self._pool.submit(self._batch, following))
         return batch

@@ -7,7 +7,7 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -32,11 +32,13 @@ from autobp.training import recovery
 from autobp.training.compiled import CompiledSteps
 from autobp.training.ending import RunResult, conclude, save_model
 from autobp.training.gradstats import GradientLog, log_interval, total
-from autobp.training.instruments import Instruments
 from autobp.training.metrics import Meter, evaluate, loss_targets
 from autobp.training.optim import build_optimizer, clip_grad_norm, learning_rate
 from autobp.training.progress import Progress
 from autobp.training.state import INIT_STREAM, Clock, EarlyStopping, EpochStart, RandomStreams, StopRequests, now
+
+if TYPE_CHECKING:  # loaded by a run that asks for instruments (they are off by default)
+    from autobp.training.instruments import Instruments
 
 AUTO_CHECKPOINT_SECONDS = 10.0  # checkpoint_every: auto writes a checkpoint at most this often
 # Called at each epoch end that training would continue past, with the epoch and its metrics row; True, or the
@@ -105,8 +107,12 @@ class Trainer:
         self._pruned_reason: str | None = None  # what `on_epoch` said when it stopped the run
         self._last_checkpoint = time.monotonic()
         self.histograms = HistogramLog([layer.name for layer in self.network.layers], self.total_steps)
-        self.instruments = None if training.instruments is None else Instruments(
-            self.network, training.instruments, training.log_every, self.total_steps, config.loss)  # fmt: skip
+        self.instruments: Instruments | None = None
+        if training.instruments is not None:
+            from autobp.training.instruments import Instruments
+
+            self.instruments = Instruments(self.network, training.instruments, training.log_every, self.total_steps,
+                                           config.loss)  # fmt: skip
 
     def restore(self, state: checkpoint.Checkpoint | None, notes: Sequence[str] = ()) -> str:
         """Continue from a checkpoint: state and counters, and the log rows up to it, all read and checked without
