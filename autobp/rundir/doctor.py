@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from autobp.common import files
 from autobp.rundir.reader import is_training, read_status
@@ -21,6 +21,7 @@ DOCTOR_DIR = "doctor"
 
 
 class _Record(BaseModel):
+    # As summary.json's records: built on first use, `[]` and `{}` copied for each record.
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
@@ -31,7 +32,7 @@ class Treatment(_Record):
     """Its folder in doctor/ (None for a change that could not be tried)."""
     role: Literal["fix", "alternative", "control"]
     """The diagnosis's `fix`, one of its `alternatives`, or the config unchanged (same epochs, for `before`)."""
-    change: dict[str, Any] = Field(default_factory=dict)
+    change: dict[str, Any] = {}
     """Dotted config keys to values, as `--set` takes them; empty for the control."""
     status: Status
     """The trial's status (completed, diverged, …), `pending` or `running` while doctor runs, `invalid` if the
@@ -65,7 +66,7 @@ class DoctorRecord(_Record):
     """The monitored metric without a change: the run's own, or the control trial's when the trials are shorter
     than the run (or the run did not end)."""
     before_source: Literal["run", "control"]
-    treatments: list[Treatment] = Field(default_factory=list)
+    treatments: list[Treatment] = []
     """Best first: the cures by their monitored value, then the rest, the control last."""
     best: str | None = None
     """The trial of the best cure; None if no change cured the cause."""

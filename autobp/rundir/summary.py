@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from autobp.common import files
 from autobp.common.errors import DataError
@@ -18,7 +18,9 @@ from autobp.rundir.status import Status
 
 
 class _Record(BaseModel):
-    # Built on first use: a training run needs these models only when it ends, not before its first step.
+    # Built on first use: a training run needs these models only when it ends, not before its first step. Lists and
+    # dicts default to `[]` and `{}`, which pydantic copies for each record: `default_factory=list` would cost a
+    # parse of the builtin's text signature at every start.
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
@@ -64,14 +66,14 @@ class Diagnosis(_Record):
 
     kind: str
     layer: str | None
-    layers: list[str] = Field(default_factory=list)
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    layers: list[str] = []
+    evidence: dict[str, Any] = {}
     message: str
     suggestion: str
     """Prose written from `fix` and `alternatives` (autobp.health), so the three never disagree."""
-    fix: dict[str, Any] = Field(default_factory=dict)
+    fix: dict[str, Any] = {}
     """The change to try first: dotted config keys to values, as `--set` takes them, valid for the run's config."""
-    alternatives: list[dict[str, Any]] = Field(default_factory=list)
+    alternatives: list[dict[str, Any]] = []
     """Further changes of the same form, best first."""
 
 
@@ -95,9 +97,9 @@ class InstrumentVerdict(_Record):
 class Health(_Record):
     """The one gradient-health judgement of a run, as `train` printed it and `report` shows it."""
 
-    layers: list[LayerVerdict] = Field(default_factory=list)
-    diagnoses: list[Diagnosis] = Field(default_factory=list)
-    instruments: list[InstrumentVerdict] = Field(default_factory=list)
+    layers: list[LayerVerdict] = []
+    diagnoses: list[Diagnosis] = []
+    instruments: list[InstrumentVerdict] = []
 
 
 class Summary(_Record):
@@ -118,17 +120,17 @@ class Summary(_Record):
     seconds: float = 0.0
     steps_per_second: float | None = None
     samples_per_second: float | None = None
-    final: dict[str, float | int | None] = Field(default_factory=dict)
+    final: dict[str, float | int | None] = {}
     """The last row of metrics.csv, less its time column."""
-    saved: dict[str, float | int | None] = Field(default_factory=dict)
+    saved: dict[str, float | int | None] = {}
     """The metrics of the model model.npz holds: the best epoch's row when early stopping restored its weights,
     else the same as `final`."""
-    best: dict[str, Best] = Field(default_factory=dict)
+    best: dict[str, Best] = {}
     early_stopping: EarlyStop | None = None
     started: str | None = None
-    resumed: list[str] = Field(default_factory=list)
+    resumed: list[str] = []
     ended: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = {}
     health: Health | None = None
 
     @field_validator("status")
