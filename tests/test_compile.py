@@ -168,3 +168,27 @@ def test_a_diverging_run_diverges_at_the_same_step_compiled(tmp_path: Path) -> N
     compiled, interpreted = both_ways(CONFIGS / "sine.yaml", overrides, tmp_path)
     assert json.loads((compiled / "summary.json").read_text())["status"] == "diverged"
     assert_same_run(compiled, interpreted)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_dense_products_are_the_bits_of_matmul_at_every_shape(dtype: str) -> None:
+    """Dense's array rules multiply with np.dot, which is cheaper than `@` on small matrices: they must give `@`'s
+    bits exactly (forward, the input's gradient, and the weight's written into a flat buffer's view)."""
+    rng = np.random.default_rng(0)
+    sizes = [1, 2, 3, 7, 16, 17, 32, 100, 256, 784]
+    rule = dense  # the Dense primitive every network layer records
+    for n, k, m in itertools.product(sizes, repeat=3):
+        if n * k * m > (100_000 if dtype == "float16" else 1_000_000):  # float16 has no BLAS: slow
+            continue
+        x, w, g = (rng.standard_normal(shape).astype(dtype) for shape in ((n, k), (k, m), (n, m)))
+        b = rng.standard_normal(m).astype(dtype)
+        expected = x @ w
+        expected += b
+        assert np.array_equal(rule.forward(x, w, b), expected)
+        assert np.array_equal(rule.vjp(0, g, None, x, w, b), g @ w.T)
+        flat = np.zeros(k * m + 3, dtype)
+        into = flat[3:].reshape(k, m)  # an offset view, as a compiled step's gradient buffer holds it
+        assert rule.vjp_into(into, 1, g, None, x, w, b) is into
+        assert np.array_equal(into, x.T @ g)
+        into_x = np.zeros(n * k, dtype).reshape(n, k)
+        assert np.array_equal(rule.vjp_into(into_x, 0, g, None, x, w, b), g @ w.T)
