@@ -100,15 +100,14 @@ class GradientLog:
         layers = self.network.layers
         logged, after = self._weight_norms
         weight_norms = after if logged == step - 1 else [norm(layer.weight.data) for layer in layers]
-        vdot, sqrt = np.vdot, math.sqrt  # `norm` inlined: a logged step takes a dozen
         for layer, z, f, weight_norm, grad_sum, family in zip(layers, trace.pre_activations, trace.outputs, weight_norms,
                                                               weight_grad_sums, self._families):  # fmt: skip
             gw, gb, gf = layer.weight.grad, layer.bias.grad, f.grad
-            squares = float(vdot(gw, gw))
+            squares = float(np.vdot(gw, gw))  # ‖∂L/∂W‖², which the standard deviation needs too
             mean, std = mean_and_std(grad_sum, squares, gw.size, gw)
-            out_grad = None if gf is None else sqrt(vdot(gf, gf))  # None: output not retained (an unplanned log)
+            out_grad = None if gf is None else norm(gf)  # None: output not retained (an unplanned log)
             dead, saturated = _inactive(family, z.data)
-            rows.append([layer.name, sqrt(squares), sqrt(vdot(gb, gb)), weight_norm, out_grad, mean, std, dead, saturated])
+            rows.append([layer.name, math.sqrt(squares), norm(gb), weight_norm, out_grad, mean, std, dead, saturated])
         return rows
 
     def after_update(self, step: int, epoch: int, before: list[list], updates: list[np.ndarray] | None) -> None:
