@@ -124,8 +124,7 @@ def read_run(path: Path, *, with_gradients: bool = True, summary: Summary | None
         if gradient_rows is not None:
             layers = _layer_logs(GRADIENT_COLUMNS, gradient_rows)
         else:
-            rows = _optional(path / rundir.GRADIENTS_FILE, read_numbers, notes) or []
-            layers = _layer_logs(list(rows[0]) if rows else [], [list(row.values()) for row in rows])
+            layers = _layer_logs(*(_optional(path / rundir.GRADIENTS_FILE, read_cells, notes) or ([], [])))
         shapes = _optional(path / MODEL_FILE, _read_shapes, notes) or {}
         instruments = _optional(path, read_instruments, notes)
     return RunLog(path, summary, config, metrics, layers, shapes, notes, instruments)
@@ -152,19 +151,25 @@ def _optional(path: Path, reader: Callable[[Path], T], notes: list[str]) -> T | 
 def read_numbers(path: Path) -> list[dict[str, Any]]:
     """A CSV log as rows of numbers (and the `layer` name); empty or missing cells are None; a half-written last
     row (a run killed mid-write) is dropped."""
+    header, rows = read_cells(path)
+    return [dict(zip(header, row)) for row in rows]
+
+
+def read_cells(path: Path) -> tuple[list[str], list[list[Any]]]:
+    """`read_numbers` as its header and each row's cells in the header's order (no dict per row)."""
     header, records = files.read_table(path)
     kinds = [files.cell_kind(column) for column in header]
     parsed = []
     for index, record in enumerate(records):
         cells = record + [None] * (len(header) - len(record))  # a short row's missing cells, as read_rows has them
         try:
-            parsed.append(dict(zip(header, files.parse_cells(kinds, cells))))
+            parsed.append(files.parse_cells(kinds, cells))
         except ValueError:
             # A run killed while writing can leave half a number on its last line: that row is dropped.
             if index < len(records) - 1:
                 bad, text = next((c, cell) for c, cell in zip(header, cells) if not _parses(c, cell))
                 raise DataError(f"{path}:{index + 2}: column {bad}: {text!r} is not a number") from None
-    return parsed
+    return header, parsed
 
 
 def _parses(column: str, value: str | None) -> bool:
